@@ -1,0 +1,251 @@
+package ingest
+
+import (
+	"bytes"
+	"fmt"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	googlev1 "github.com/grafana/pyroscope/api/gen/proto/go/google/v1"
+)
+
+// SampleKind describes the single sample type a text-format profile
+// (folded, groups, lines) is converted to.
+type SampleKind struct {
+	ProfileName string // the series' __name__, e.g. process_cpu, memory
+	SampleType  string
+	SampleUnit  string
+	PeriodType  string
+	PeriodUnit  string
+	Period      int64 // in PeriodUnit; 1e9/sampleRate for CPU, else 0
+}
+
+// kinds by application name suffix (the part after the last '.').
+var suffixKinds = map[string]SampleKind{
+	"cpu":            {"process_cpu", "samples", "count", "cpu", "nanoseconds", 0},
+	"itimer":         {"process_cpu", "samples", "count", "cpu", "nanoseconds", 0},
+	"wall":           {"wall", "samples", "count", "wall", "nanoseconds", 0},
+	"alloc_objects":  {"memory", "alloc_objects", "count", "space", "bytes", 0},
+	"alloc_space":    {"memory", "alloc_space", "bytes", "space", "bytes", 0},
+	"inuse_objects":  {"memory", "inuse_objects", "count", "space", "bytes", 0},
+	"inuse_space":    {"memory", "inuse_space", "bytes", "space", "bytes", 0},
+	"goroutines":     {"goroutines", "goroutine", "count", "goroutine", "count", 0},
+	"mutex_count":    {"mutex", "contentions", "count", "contentions", "count", 0},
+	"mutex_duration": {"mutex", "delay", "nanoseconds", "contentions", "count", 0},
+	"block_count":    {"block", "contentions", "count", "contentions", "count", 0},
+	"block_duration": {"block", "delay", "nanoseconds", "contentions", "count", 0},
+}
+
+// kinds by the units parameter, when the name has no known suffix.
+var unitKinds = map[string]SampleKind{
+	"objects":          suffixKinds["alloc_objects"],
+	"bytes":            suffixKinds["alloc_space"],
+	"goroutines":       suffixKinds["goroutines"],
+	"lock_samples":     suffixKinds["mutex_count"],
+	"lock_nanoseconds": suffixKinds["mutex_duration"],
+}
+
+// FoldedKind chooses the sample type of a text-format profile from the
+// application name's suffix (myapp.cpu, myapp.alloc_objects, ...), else from
+// the units parameter (objects, bytes, goroutines, lock_samples,
+// lock_nanoseconds), else CPU samples. For CPU and wall samples the period is
+// 1e9/sampleRate nanoseconds (sampleRate 0 means Pyroscope's default, 100 Hz).
+func FoldedKind(app, units string, sampleRate uint32) SampleKind {
+	k, ok := SampleKind{}, false
+	if i := strings.LastIndexByte(app, '.'); i >= 0 {
+		k, ok = suffixKinds[app[i+1:]]
+	}
+	if !ok {
+		k, ok = unitKinds[units]
+	}
+	if !ok {
+		k = suffixKinds["cpu"]
+	}
+	if k.PeriodUnit == "nanoseconds" && k.PeriodType != "contentions" {
+		if sampleRate == 0 {
+			sampleRate = DefaultSampleRate
+		}
+		k.Period = int64(1e9) / int64(sampleRate)
+	}
+	return k
+}
+
+// LineError is a malformed line of a text-format profile.
+type LineError struct {
+	Line int // 1-based
+	Msg  string
+}
+
+func (e *LineError) Error() string { return fmt.Sprintf("line %d: %s", e.Line, e.Msg) }
+
+// ParseFolded converts folded stacks ("a;b;c 12" per line: frames root
+// first, separated by ';', then a blank and an integer value) into a pprof
+// profile with one sample type, kind. Locations are in pprof order (leaf
+// first); functions and locations are deduplicated by name and equal stacks
+// merged. Empty lines are skipped; lines ending in \r are accepted. With
+// lines=true it reads Pyroscope's "lines" format instead: each line is one
+// stack with value 1. A line with no integer value, a negative value, an
+// empty stack or an empty frame is an error naming the line; so is invalid
+// UTF-8. timeNanos and durationNanos are copied into the profile.
+func ParseFolded(body []byte, kind SampleKind, lines bool, timeNanos, durationNanos int64) (*googlev1.Profile, error) {
+	b := &builder{
+		p: &googlev1.Profile{
+			StringTable:   []string{""},
+			TimeNanos:     timeNanos,
+			DurationNanos: durationNanos,
+			Period:        kind.Period,
+		},
+		strings: map[string]int64{"": 0},
+		funcs:   map[string]uint64{},
+		stacks:  map[string]int{},
+	}
+	b.p.SampleType = []*googlev1.ValueType{{Type: b.str(kind.SampleType), Unit: b.str(kind.SampleUnit)}}
+	b.p.PeriodType = &googlev1.ValueType{Type: b.str(kind.PeriodType), Unit: b.str(kind.PeriodUnit)}
+	n := 0
+	for len(body) > 0 {
+		n++
+		var line []byte
+		if i := bytes.IndexByte(body, '\n'); i >= 0 {
+			line, body = body[:i], body[i+1:]
+		} else {
+			line, body = body, nil
+		}
+		line = bytes.TrimSuffix(line, []byte{'\r'})
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		if !utf8.Valid(line) {
+			return nil, &LineError{n, "not valid UTF-8"}
+		}
+		stack, value := string(line), int64(1)
+		if !lines {
+			i := strings.LastIndexAny(stack, " \t")
+			if i < 0 {
+				return nil, &LineError{n, fmt.Sprintf("no value: want \"frame;frame;... <integer>\", got %q", clip(stack))}
+			}
+			v, err := strconv.ParseInt(stack[i+1:], 10, 64)
+			if err != nil {
+				return nil, &LineError{n, fmt.Sprintf("value %q is not an integer", clip(stack[i+1:]))}
+			}
+			if v < 0 {
+				return nil, &LineError{n, fmt.Sprintf("negative value %d", v)}
+			}
+			stack, value = strings.TrimRight(stack[:i], " \t"), v
+		}
+		if stack == "" {
+			return nil, &LineError{n, "empty stack"}
+		}
+		if err := b.add(stack, value); err != nil {
+			return nil, &LineError{n, err.Error()}
+		}
+	}
+	return b.p, nil
+}
+
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
+}
+
+type builder struct {
+	p       *googlev1.Profile
+	strings map[string]int64
+	funcs   map[string]uint64 // function name -> location id (= function id)
+	stacks  map[string]int    // stack -> sample index
+}
+
+func (b *builder) str(s string) int64 {
+	if i, ok := b.strings[s]; ok {
+		return i
+	}
+	i := int64(len(b.p.StringTable))
+	b.p.StringTable = append(b.p.StringTable, s)
+	b.strings[s] = i
+	return i
+}
+
+func (b *builder) add(stack string, value int64) error {
+	if i, ok := b.stacks[stack]; ok {
+		b.p.Sample[i].Value[0] += value
+		return nil
+	}
+	frames := strings.Split(stack, ";")
+	locs := make([]uint64, len(frames))
+	for i, f := range frames {
+		if f == "" {
+			return fmt.Errorf("empty frame %d in stack %q", i+1, clip(stack))
+		}
+		id, ok := b.funcs[f]
+		if !ok {
+			id = uint64(len(b.p.Function) + 1)
+			b.p.Function = append(b.p.Function, &googlev1.Function{Id: id, Name: b.str(f)})
+			b.p.Location = append(b.p.Location, &googlev1.Location{Id: id, Line: []*googlev1.Line{{FunctionId: id}}})
+			b.funcs[f] = id
+		}
+		locs[len(frames)-1-i] = id // leaf first
+	}
+	b.stacks[stack] = len(b.p.Sample)
+	b.p.Sample = append(b.p.Sample, &googlev1.Sample{LocationId: locs, Value: []int64{value}})
+	return nil
+}
+
+// ProfileName derives the series __name__ from a profile's sample types
+// (DESIGN.md, wire conventions): a "wall" type gives wall; a type containing
+// "cpu" (or CPU samples: period type cpu) gives process_cpu; alloc_*,
+// inuse_*, *space*, *objects* give memory; mutex_* mutex; block_* block;
+// goroutine(s) goroutines. The first sample type that matches decides, in
+// that order of rules; otherwise "unknown".
+func ProfileName(p *googlev1.Profile) string {
+	str := func(i int64) string {
+		if i >= 0 && i < int64(len(p.StringTable)) {
+			return p.StringTable[i]
+		}
+		return ""
+	}
+	types := make([]string, 0, len(p.SampleType))
+	for _, st := range p.SampleType {
+		if st != nil {
+			types = append(types, str(st.Type))
+		}
+	}
+	period := ""
+	if p.PeriodType != nil {
+		period = str(p.PeriodType.Type)
+	}
+	return NameFromSampleTypes(types, period)
+}
+
+// NameFromSampleTypes is ProfileName on the sample type names and period
+// type name.
+func NameFromSampleTypes(types []string, periodType string) string {
+	rules := []struct {
+		name string
+		f    func(t string) bool
+	}{
+		{"wall", func(t string) bool { return t == "wall" }},
+		{"process_cpu", func(t string) bool { return strings.Contains(t, "cpu") }},
+		{"memory", func(t string) bool {
+			return strings.HasPrefix(t, "alloc_") || strings.HasPrefix(t, "inuse_") || strings.Contains(t, "space") || strings.Contains(t, "objects")
+		}},
+		{"mutex", func(t string) bool { return strings.HasPrefix(t, "mutex_") }},
+		{"block", func(t string) bool { return strings.HasPrefix(t, "block_") }},
+		{"goroutines", func(t string) bool { return t == "goroutines" || t == "goroutine" }},
+	}
+	for _, r := range rules {
+		for _, t := range types {
+			if r.f(t) {
+				return r.name
+			}
+		}
+	}
+	if periodType == "cpu" {
+		return "process_cpu"
+	}
+	if periodType == "wall" {
+		return "wall"
+	}
+	return "unknown"
+}

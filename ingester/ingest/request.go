@@ -1,0 +1,331 @@
+package ingest
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	googlev1 "github.com/grafana/pyroscope/api/gen/proto/go/google/v1"
+
+	"github.com/hearth-dev/hearth/ingester/pprofdec"
+)
+
+// Format is the format parameter of /ingest.
+type Format string
+
+const (
+	FormatPprof  Format = "pprof"
+	FormatFolded Format = "folded" // also accepted as "groups"
+	FormatLines  Format = "lines"
+)
+
+// SupportedFormats lists the format parameter values ParseRequest accepts.
+var SupportedFormats = []string{"pprof", "folded", "groups", "lines"}
+
+// DefaultSampleRate is Pyroscope's default sampleRate (Hz).
+const DefaultSampleRate = 100
+
+// Request is a parsed /ingest request. Exactly one of Profile and Folded is
+// set: Profile for format pprof, Folded for the text formats.
+type Request struct {
+	AppName string      // the application name as sent, before the braces (service_name)
+	Labels  []LabelPair // the labels in braces, sorted by name, as sent
+
+	From, Until time.Time // zero when not given
+
+	Format          Format
+	SpyName         string
+	SampleRate      uint32 // Hz; DefaultSampleRate when not given
+	Units           string
+	AggregationType string
+
+	// Profile is the pprof profile, decompressed but not decoded
+	// (pprofdec.DecodePprof on it only unmarshals).
+	Profile []byte
+	// SampleTypeConfig is the Go SDK's sample_type_config part, if sent:
+	// per sample type name, units/aggregation/display-name overrides. It is
+	// parsed and passed on, not applied.
+	SampleTypeConfig map[string]SampleTypeConfig
+
+	// Folded is the text-format profile converted into pprof, with the one
+	// sample type FoldedKind chose; its TimeNanos is From (or 0) and its
+	// DurationNanos Until-From.
+	Folded *googlev1.Profile
+	// ProfileName is the __name__ for Folded's series (process_cpu, memory, ...);
+	// empty for pprof, whose name comes from its sample types (ProfileName).
+	ProfileName string
+}
+
+// SampleTypeConfig is one entry of the Go SDK's sample_type_config JSON.
+type SampleTypeConfig struct {
+	Units       string `json:"units,omitempty"`
+	Aggregation string `json:"aggregation,omitempty"`
+	DisplayName string `json:"display-name,omitempty"`
+	Sampled     bool   `json:"sampled,omitempty"`
+	Cumulative  bool   `json:"cumulative,omitempty"`
+}
+
+// Limits bound what ParseRequest reads. Zero means no limit.
+type Limits struct {
+	MaxBodyBytes         int // the request body as received (compressed, multipart and all)
+	MaxDecompressedBytes int // the profile after gunzip
+}
+
+// UnsupportedFormatError is a format parameter this package does not
+// handle; the HTTP layer answers 415.
+type UnsupportedFormatError struct{ Format string }
+
+func (e *UnsupportedFormatError) Error() string {
+	return fmt.Sprintf("unsupported format %q: supported formats are %s", e.Format, strings.Join(SupportedFormats, ", "))
+}
+
+// BadRequestError is any other invalid input: the HTTP layer answers 400.
+type BadRequestError struct{ Err error }
+
+func (e *BadRequestError) Error() string { return e.Err.Error() }
+func (e *BadRequestError) Unwrap() error { return e.Err }
+
+func badf(format string, args ...any) error {
+	return &BadRequestError{fmt.Errorf(format, args...)}
+}
+
+// StatusCode maps an error of this package to an HTTP status: 415 for an
+// unsupported format, 400 for anything else non-nil, 200 for nil.
+func StatusCode(err error) int {
+	var uf *UnsupportedFormatError
+	switch {
+	case err == nil:
+		return http.StatusOK
+	case errors.As(err, &uf):
+		return http.StatusUnsupportedMediaType
+	}
+	return http.StatusBadRequest
+}
+
+// ParseFormat normalises the format parameter; "" gives "" (decided from
+// the body by ParseRequest).
+func ParseFormat(s string) (Format, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "":
+		return "", nil
+	case "pprof":
+		return FormatPprof, nil
+	case "folded", "groups":
+		return FormatFolded, nil
+	case "lines":
+		return FormatLines, nil
+	}
+	return "", &UnsupportedFormatError{Format: s}
+}
+
+// ParseTime parses from/until: a Unix time as an integer, whose unit is
+// told by its magnitude like Pyroscope does (seconds; above 1e11
+// milliseconds; above 1e14 microseconds; above 1e17 nanoseconds: the Go SDK
+// sends nanoseconds), or "now", "now-<duration>" (e.g. now-1h), or RFC 3339.
+// "" gives the zero time. now is the reference for the relative forms.
+func ParseTime(s string, now time.Time) (time.Time, error) {
+	s = strings.TrimSpace(s)
+	switch {
+	case s == "":
+		return time.Time{}, nil
+	case s == "now":
+		return now, nil
+	case strings.HasPrefix(s, "now-"):
+		d, err := time.ParseDuration(s[4:])
+		if err != nil || d < 0 {
+			return time.Time{}, fmt.Errorf("invalid relative time %q: want now-<duration>, e.g. now-1h", s)
+		}
+		return now.Add(-d), nil
+	}
+	if v, err := strconv.ParseInt(s, 10, 64); err == nil {
+		switch {
+		case v < 0:
+			return time.Time{}, fmt.Errorf("invalid time %q: negative", s)
+		case v > 1e17:
+			return time.Unix(0, v), nil
+		case v > 1e14:
+			return time.UnixMicro(v), nil
+		case v > 1e11:
+			return time.UnixMilli(v), nil
+		default:
+			return time.Unix(v, 0), nil
+		}
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	return time.Time{}, fmt.Errorf("invalid time %q: want Unix seconds, milliseconds, microseconds or nanoseconds, now[-duration] or RFC 3339", s)
+}
+
+// ParseParams parses the query parameters into a Request without a body.
+func ParseParams(q url.Values, now time.Time) (*Request, error) {
+	r := &Request{SampleRate: DefaultSampleRate}
+	name := q.Get("name")
+	if name == "" {
+		return nil, badf("missing name parameter (the application name, e.g. myapp{env=prod})")
+	}
+	var err error
+	if r.AppName, r.Labels, err = ParseName(name); err != nil {
+		return nil, &BadRequestError{err}
+	}
+	if r.From, err = ParseTime(q.Get("from"), now); err != nil {
+		return nil, badf("from: %w", err)
+	}
+	if r.Until, err = ParseTime(q.Get("until"), now); err != nil {
+		return nil, badf("until: %w", err)
+	}
+	if !r.From.IsZero() && !r.Until.IsZero() && r.Until.Before(r.From) {
+		return nil, badf("until (%s) is before from (%s)", r.Until.UTC().Format(time.RFC3339), r.From.UTC().Format(time.RFC3339))
+	}
+	if s := strings.TrimSpace(q.Get("sampleRate")); s != "" {
+		v, err := strconv.ParseUint(s, 10, 32)
+		if err != nil || v == 0 {
+			return nil, badf("invalid sampleRate %q: want a positive integer (Hz)", s)
+		}
+		r.SampleRate = uint32(v)
+	}
+	if r.Format, err = ParseFormat(q.Get("format")); err != nil {
+		return nil, err
+	}
+	r.SpyName = q.Get("spyName")
+	r.Units = q.Get("units")
+	r.AggregationType = q.Get("aggregationType")
+	return r, nil
+}
+
+// ParseRequest parses a POST /ingest request: query parameters, then the
+// body, which is either the profile itself or multipart/form-data with the
+// profile in the part named "profile" (plus the optional
+// "sample_type_config"; "prev_profile" and other parts are skipped). Gzip is
+// recognised by its magic bytes only. With no format parameter, a body that
+// is gzip, multipart or starts like a pprof message (0x0a) is pprof, any
+// other is folded. now is used for relative times.
+func ParseRequest(req *http.Request, lim Limits, now time.Time) (*Request, error) {
+	r, err := ParseParams(req.URL.Query(), now)
+	if err != nil {
+		return nil, err
+	}
+	if req.Body == nil {
+		return nil, badf("empty request body")
+	}
+	var body io.Reader = req.Body
+	if lim.MaxBodyBytes > 0 {
+		body = io.LimitReader(req.Body, int64(lim.MaxBodyBytes)+1)
+	}
+	raw, err := io.ReadAll(body)
+	if err != nil {
+		return nil, badf("reading the request body: %w", err)
+	}
+	if lim.MaxBodyBytes > 0 && len(raw) > lim.MaxBodyBytes {
+		return nil, badf("request body exceeds the limit of %d bytes", lim.MaxBodyBytes)
+	}
+	profile, multi := raw, false
+	if mt, params, err := mime.ParseMediaType(req.Header.Get("Content-Type")); err == nil && mt == "multipart/form-data" {
+		multi = true
+		if profile, r.SampleTypeConfig, err = readMultipart(raw, params["boundary"]); err != nil {
+			return nil, err
+		}
+	}
+	if err := r.SetBody(profile, multi, lim.MaxDecompressedBytes); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// SetBody decodes the profile bytes into r according to r.Format (deciding
+// it first when empty; fromMultipart means the body came in a multipart
+// profile part, which implies pprof), gunzipping (magic bytes) with the
+// given decompressed-size limit.
+func (r *Request) SetBody(b []byte, fromMultipart bool, maxDecompressed int) error {
+	if len(b) == 0 {
+		return badf("empty profile")
+	}
+	if r.Format == "" {
+		if fromMultipart || pprofdec.IsGzip(b) || b[0] == 0x0a {
+			r.Format = FormatPprof
+		} else {
+			r.Format = FormatFolded
+		}
+	}
+	data, err := pprofdec.Gunzip(b, maxDecompressed)
+	if err != nil {
+		return &BadRequestError{err}
+	}
+	switch r.Format {
+	case FormatPprof:
+		r.Profile = data
+		return nil
+	case FormatFolded, FormatLines:
+		kind := FoldedKind(r.AppName, r.Units, r.SampleRate)
+		var t, d int64
+		if !r.From.IsZero() {
+			t = r.From.UnixNano()
+			if !r.Until.IsZero() {
+				d = r.Until.Sub(r.From).Nanoseconds()
+			}
+		}
+		p, err := ParseFolded(data, kind, r.Format == FormatLines, t, d)
+		if err != nil {
+			return badf("%s profile: %w", r.Format, err)
+		}
+		r.Folded, r.ProfileName = p, kind.ProfileName
+		return nil
+	}
+	return &UnsupportedFormatError{Format: string(r.Format)}
+}
+
+func readMultipart(body []byte, boundary string) (profile []byte, cfg map[string]SampleTypeConfig, err error) {
+	if boundary == "" {
+		return nil, nil, badf("multipart/form-data without a boundary")
+	}
+	mr := multipart.NewReader(bytes.NewReader(body), boundary)
+	for parts := 0; ; parts++ {
+		if parts >= 16 {
+			return nil, nil, badf("multipart body has more than 16 parts")
+		}
+		p, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, nil, badf("invalid multipart body: %w", err)
+		}
+		switch p.FormName() {
+		case "profile":
+			if profile != nil {
+				return nil, nil, badf("multipart body has more than one profile part")
+			}
+			if profile, err = io.ReadAll(p); err != nil {
+				return nil, nil, badf("invalid multipart body: %w", err)
+			}
+			if profile == nil {
+				profile = []byte{}
+			}
+		case "sample_type_config":
+			b, err := io.ReadAll(p)
+			if err != nil {
+				return nil, nil, badf("invalid multipart body: %w", err)
+			}
+			if err := json.Unmarshal(b, &cfg); err != nil {
+				return nil, nil, badf("invalid sample_type_config JSON: %w", err)
+			}
+		default: // prev_profile and anything else: skipped
+			if _, err := io.Copy(io.Discard, p); err != nil {
+				return nil, nil, badf("invalid multipart body: %w", err)
+			}
+		}
+	}
+	if len(profile) == 0 {
+		return nil, nil, badf("multipart body has no (or an empty) profile part")
+	}
+	return profile, cfg, nil
+}
