@@ -71,10 +71,10 @@ type Config struct {
 
 // Ack records one acknowledged push.
 type Ack struct {
-	ID        string              // RawSample.ID, a UUID
+	ID        string               // RawSample.ID, a UUID
 	Labels    []*typesv1.LabelPair // the series labels sent, sorted by name
-	TimeNanos int64               // the profile's (re-stamped) time_nanos
-	File      string              // the source file name
+	TimeNanos int64                // the profile's (re-stamped) time_nanos
+	File      string               // the source file name
 }
 
 // AckLog collects Acks; its Record method is a ready-made Config.Acked.
@@ -99,16 +99,16 @@ func (l *AckLog) Acks() []Ack {
 
 // Summary is the outcome of a run.
 type Summary struct {
-	Files          int               // files pushed (decodable)
-	Skipped        []string          // files skipped because they could not be decoded
-	Pushes         int64             // pushes attempted
-	Profiles       int64             // pushes acknowledged
-	Errors         int64             // pushes failed
-	ErrorsByCode   map[string]int64  // connect code (e.g. invalid_argument) -> count
-	Bytes          int64             // compressed request payload bytes of acknowledged pushes
+	Files          int              // files pushed (decodable)
+	Skipped        []string         // files skipped because they could not be decoded
+	Pushes         int64            // pushes attempted
+	Profiles       int64            // pushes acknowledged
+	Errors         int64            // pushes failed
+	ErrorsByCode   map[string]int64 // connect code (e.g. invalid_argument) -> count
+	Bytes          int64            // compressed request payload bytes of acknowledged pushes
 	Elapsed        time.Duration
 	ProfilesPerSec float64
-	MBPerSec       float64 // Bytes / 1e6 / seconds
+	MBPerSec       float64       // Bytes / 1e6 / seconds
 	P50, P99, Max  time.Duration // latency of all pushes (acknowledged or not)
 }
 
@@ -216,7 +216,7 @@ func timeMember(ns int64) []byte {
 	payload := pb[:1+n]
 	var out bytes.Buffer
 	out.Write([]byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff}) // header: deflate, no flags, unknown OS
-	out.WriteByte(1)                                          // BFINAL=1, BTYPE=00 (stored)
+	out.WriteByte(1)                                         // BFINAL=1, BTYPE=00 (stored)
 	var l [4]byte
 	binary.LittleEndian.PutUint16(l[0:], uint16(len(payload)))
 	binary.LittleEndian.PutUint16(l[2:], ^uint16(len(payload)))
