@@ -1,0 +1,465 @@
+// Package controllers reconciles Ingester resources: read, render (pure functions),
+// apply (server-side, one field manager), report (status, conditions, Events, metrics).
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	storagev1 "k8s.io/api/storage/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	hearthv1 "github.com/hearth-dev/hearth/api/v1alpha1"
+)
+
+// FieldManager is the one server-side apply field manager the operator writes with.
+const FieldManager = "hearth-operator"
+
+// Reasons of the conditions.
+const (
+	ReasonAllReady        = "AllReplicasReady"
+	ReasonNotReady        = "ReplicasNotReady"
+	ReasonScaledToZero    = "ScaledToZero"
+	ReasonComplete        = "Complete"
+	ReasonApplying        = "Applying"
+	ReasonScaling         = "Scaling"
+	ReasonRollingOut      = "RollingOut"
+	ReasonWaitingReady    = "WaitingForReady"
+	ReasonPaused          = "Paused"
+	ReasonAsExpected      = "AsExpected"
+	ReasonSecretNotFound  = "SecretNotFound"
+	ReasonSecretKey       = "SecretKeyMissing"
+	ReasonSecretError     = "SecretUnreadable"
+	ReasonStorageClass    = "StorageClassNotFound"
+	ReasonPodsNotStarting = "PodsNotStarting"
+	ReasonUnschedulable   = "PodsUnschedulable"
+	ReasonApplyFailed     = "ApplyFailed"
+)
+
+// waitingReasons are container states that mean the pod will not start without a fix.
+var waitingReasons = map[string]bool{
+	"ImagePullBackOff":           true,
+	"ErrImagePull":               true,
+	"InvalidImageName":           true,
+	"ErrImageNeverPull":          true,
+	"CrashLoopBackOff":           true,
+	"CreateContainerConfigError": true,
+	"CreateContainerError":       true,
+	"RunContainerError":          true,
+}
+
+// IngesterReconciler reconciles an Ingester into its children.
+type IngesterReconciler struct {
+	client.Client
+	// APIReader reads what the operator does not cache: the referenced Secret and
+	// StorageClass, with get only (no list or watch of Secrets anywhere).
+	APIReader client.Reader
+	// Recorder records Events.
+	Recorder events.EventRecorder
+	// Ring reads ring membership from a ready ingester; nil leaves status.ring empty.
+	Ring RingReader
+	// Resync is how often an Ingester is looked at again without an event (to refresh
+	// the ring and to notice a missing Secret or StorageClass has appeared). Default 30s.
+	Resync time.Duration
+}
+
+// +kubebuilder:rbac:groups=hearth.dev,resources=ingesters,verbs=get;list;watch
+// +kubebuilder:rbac:groups=hearth.dev,resources=ingesters/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=hearth.dev,resources=ingesters/finalizers,verbs=update
+// +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=services;configmaps;serviceaccounts,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get
+// +kubebuilder:rbac:groups=storage.k8s.io,resources=storageclasses,verbs=get
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile is one pass: read, render, apply, report.
+func (r *IngesterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, err error) {
+	log := logf.FromContext(ctx)
+	start := time.Now()
+	result := "success"
+	defer func() {
+		reconcileDuration.Observe(time.Since(start).Seconds())
+		if err != nil {
+			result = "error"
+		}
+		reconcilesTotal.WithLabelValues(result).Inc()
+	}()
+
+	// Read.
+	ing := &hearthv1.Ingester{}
+	if err := r.Get(ctx, req.NamespacedName, ing); err != nil {
+		if apierrors.IsNotFound(err) {
+			degradedGauge.DeletePartialMatch(map[string]string{"namespace": req.Namespace, "name": req.Name})
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, err
+	}
+	if !ing.DeletionTimestamp.IsZero() {
+		// Children carry owner references: the garbage collector removes them.
+		return ctrl.Result{}, nil
+	}
+	orig := ing.DeepCopy()
+	st := &ing.Status
+
+	// Check what the operator cannot fix itself.
+	degraded := r.preflight(ctx, ing)
+
+	// Render and apply.
+	if ing.Spec.Paused {
+		result = "paused"
+	} else {
+		objs, err := Render(ing)
+		if err == nil {
+			for _, o := range objs {
+				if err = r.apply(ctx, ing, o); err != nil {
+					break
+				}
+			}
+		}
+		if err != nil {
+			problem := &problem{reason: ReasonApplyFailed, message: err.Error()}
+			r.setDegraded(ing, orig, problem)
+			if perr := r.patchStatus(ctx, orig, ing); perr != nil {
+				log.Error(perr, "updating status")
+			}
+			return ctrl.Result{}, err // retried with exponential backoff
+		}
+	}
+
+	// Observe the children and pods.
+	pods, err := r.pods(ctx, ing)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if degraded == nil {
+		degraded = podProblem(pods)
+	}
+	if err := r.observe(ctx, ing, pods); err != nil {
+		return ctrl.Result{}, err
+	}
+
+	// Report.
+	r.setDegraded(ing, orig, degraded)
+	st.ObservedGeneration = ing.Generation
+	st.Selector = labels.SelectorFromSet(SelectorLabels(ing)).String()
+	if err := r.patchStatus(ctx, orig, ing); err != nil {
+		return ctrl.Result{}, err
+	}
+	if degraded != nil {
+		result = "degraded"
+	}
+	return ctrl.Result{RequeueAfter: r.resync()}, nil
+}
+
+func (r *IngesterReconciler) resync() time.Duration {
+	if r.Resync > 0 {
+		return r.Resync
+	}
+	return 30 * time.Second
+}
+
+// problem is why an Ingester is Degraded.
+type problem struct{ reason, message string }
+
+// preflight finds missing inputs: the credentials Secret (and its keys) and the storage
+// class. It returns nil when all is there.
+func (r *IngesterReconciler) preflight(ctx context.Context, ing *hearthv1.Ingester) *problem {
+	os := ing.Spec.ObjectStorage
+	if cs := os.CredentialsSecret; cs != nil && os.Backend == hearthv1.BackendS3 {
+		sec := &corev1.Secret{}
+		err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ing.Namespace, Name: cs.Name}, sec)
+		switch {
+		case apierrors.IsNotFound(err):
+			return &problem{ReasonSecretNotFound, fmt.Sprintf(
+				"Secret %q named by spec.objectStorage.credentialsSecret does not exist in namespace %q: create it with the keys %s and %s",
+				cs.Name, ing.Namespace, accessKeyIDKey(cs), secretAccessKeyKey(cs))}
+		case err != nil:
+			return &problem{ReasonSecretError, fmt.Sprintf("reading Secret %q: %v", cs.Name, err)}
+		}
+		var missing []string
+		for _, k := range []string{accessKeyIDKey(cs), secretAccessKeyKey(cs)} {
+			if _, ok := sec.Data[k]; !ok {
+				if _, ok := sec.StringData[k]; !ok {
+					missing = append(missing, k)
+				}
+			}
+		}
+		if len(missing) > 0 {
+			return &problem{ReasonSecretKey, fmt.Sprintf("Secret %q has no key %s: add it or set spec.objectStorage.credentialsSecret's key names",
+				cs.Name, strings.Join(missing, " or "))}
+		}
+	}
+	if sc := ptr.Deref(ing.Spec.Storage.StorageClassName, ""); sc != "" {
+		err := r.APIReader.Get(ctx, types.NamespacedName{Name: sc}, &storagev1.StorageClass{})
+		switch {
+		case apierrors.IsNotFound(err):
+			return &problem{ReasonStorageClass, fmt.Sprintf(
+				"StorageClass %q named by spec.storage.storageClassName does not exist: the ingesters' volumes cannot be provisioned; create it (the class cannot be changed on an existing Ingester)", sc)}
+		case err != nil:
+			return &problem{ReasonStorageClass, fmt.Sprintf("reading StorageClass %q: %v", sc, err)}
+		}
+	}
+	return nil
+}
+
+// podProblem reports pods that will not start without a fix: image pull failures, crash
+// loops, container config errors, unschedulable pods.
+func podProblem(pods []corev1.Pod) *problem {
+	var failing, unschedulable []string
+	for _, p := range pods {
+		if !p.DeletionTimestamp.IsZero() {
+			continue
+		}
+		for _, cs := range append(append([]corev1.ContainerStatus{}, p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
+			if w := cs.State.Waiting; w != nil && waitingReasons[w.Reason] {
+				msg := fmt.Sprintf("%s: %s", p.Name, w.Reason)
+				if w.Message != "" {
+					msg += " (" + w.Message + ")"
+				}
+				failing = append(failing, msg)
+				break
+			}
+		}
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
+				unschedulable = append(unschedulable, fmt.Sprintf("%s: %s", p.Name, c.Message))
+			}
+		}
+	}
+	sort.Strings(failing)
+	sort.Strings(unschedulable)
+	if len(failing) > 0 {
+		return &problem{ReasonPodsNotStarting, "ingester pods cannot start: " + strings.Join(failing, "; ") + "; fix spec.image or the pods' inputs"}
+	}
+	if len(unschedulable) > 0 {
+		return &problem{ReasonUnschedulable, "ingester pods cannot be scheduled: " + strings.Join(unschedulable, "; ")}
+	}
+	return nil
+}
+
+// apply server-side-applies one child under the operator's field manager and records
+// an Event when it was created or changed.
+func (r *IngesterReconciler) apply(ctx context.Context, ing *hearthv1.Ingester, obj client.Object) error {
+	kind := obj.GetObjectKind().GroupVersionKind().Kind
+	existing, _ := obj.DeepCopyObject().(client.Object)
+	getErr := r.Get(ctx, client.ObjectKeyFromObject(obj), existing)
+	u, err := ToApply(obj)
+	if err != nil {
+		return err
+	}
+	if err := r.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
+		appliesTotal.WithLabelValues(kind, "error").Inc()
+		r.Recorder.Eventf(ing, nil, corev1.EventTypeWarning, ReasonApplyFailed, "Apply", "applying %s %s: %v", kind, obj.GetName(), err)
+		return fmt.Errorf("applying %s %s: %w", kind, obj.GetName(), err)
+	}
+	switch {
+	case apierrors.IsNotFound(getErr):
+		appliesTotal.WithLabelValues(kind, "created").Inc()
+		r.Recorder.Eventf(ing, nil, corev1.EventTypeNormal, "Created", "Apply", "created %s %s for generation %d", kind, obj.GetName(), ing.Generation)
+		logf.FromContext(ctx).Info("created child", "kind", kind, "name", obj.GetName())
+	case getErr == nil && existing.GetResourceVersion() != u.GetResourceVersion():
+		appliesTotal.WithLabelValues(kind, "updated").Inc()
+		r.Recorder.Eventf(ing, nil, corev1.EventTypeNormal, "Updated", "Apply", "updated %s %s to generation %d", kind, obj.GetName(), ing.Generation)
+		logf.FromContext(ctx).Info("updated child", "kind", kind, "name", obj.GetName())
+	default:
+		appliesTotal.WithLabelValues(kind, "unchanged").Inc()
+	}
+	return nil
+}
+
+// pods lists the Ingester's pods from the cache.
+func (r *IngesterReconciler) pods(ctx context.Context, ing *hearthv1.Ingester) ([]corev1.Pod, error) {
+	var list corev1.PodList
+	if err := r.List(ctx, &list, client.InNamespace(ing.Namespace), client.MatchingLabels(SelectorLabels(ing))); err != nil {
+		return nil, err
+	}
+	sort.Slice(list.Items, func(i, j int) bool { return list.Items[i].Name < list.Items[j].Name })
+	return list.Items, nil
+}
+
+// observe fills the replica counts, the ring and the Available and Progressing
+// conditions from the StatefulSets and pods.
+func (r *IngesterReconciler) observe(ctx context.Context, ing *hearthv1.Ingester, pods []corev1.Pod) error {
+	st := &ing.Status
+	desired := ptr.Deref(ing.Spec.Replicas, 3)
+	var replicas, ready, updated int32
+	settled := true
+	for _, z := range Zones(ing) {
+		sts := &appsv1.StatefulSet{}
+		err := r.Get(ctx, types.NamespacedName{Namespace: ing.Namespace, Name: statefulSetName(ing, z.Name)}, sts)
+		if apierrors.IsNotFound(err) {
+			settled = false
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		replicas += sts.Status.Replicas
+		ready += sts.Status.ReadyReplicas
+		updated += sts.Status.UpdatedReplicas
+		if sts.Status.ObservedGeneration < sts.Generation || ptr.Deref(sts.Spec.Replicas, 1) != z.Replicas {
+			settled = false
+		}
+	}
+	st.Replicas, st.ReadyReplicas, st.UpdatedReplicas = replicas, ready, updated
+
+	gen := ing.Generation
+	switch {
+	case desired == 0:
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: hearthv1.ConditionAvailable, Status: metav1.ConditionFalse,
+			Reason: ReasonScaledToZero, Message: "spec.replicas is 0", ObservedGeneration: gen})
+	case ready >= desired:
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: hearthv1.ConditionAvailable, Status: metav1.ConditionTrue,
+			Reason: ReasonAllReady, Message: fmt.Sprintf("%d/%d ingesters ready", ready, desired), ObservedGeneration: gen})
+	default:
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: hearthv1.ConditionAvailable, Status: metav1.ConditionFalse,
+			Reason: ReasonNotReady, Message: fmt.Sprintf("%d/%d ingesters ready", ready, desired), ObservedGeneration: gen})
+	}
+
+	progressing := metav1.Condition{Type: hearthv1.ConditionProgressing, Status: metav1.ConditionTrue, ObservedGeneration: gen}
+	switch {
+	case ing.Spec.Paused:
+		progressing.Status, progressing.Reason, progressing.Message = metav1.ConditionFalse, ReasonPaused, "spec.paused is true: the operator changes nothing"
+	case !settled:
+		progressing.Reason, progressing.Message = ReasonApplying, "waiting for the StatefulSets to observe the new spec"
+	case replicas != desired:
+		progressing.Reason, progressing.Message = ReasonScaling, fmt.Sprintf("%d ingester pods, %d desired", replicas, desired)
+	case updated < desired:
+		progressing.Reason, progressing.Message = ReasonRollingOut, fmt.Sprintf("%d/%d ingester pods run the current spec", updated, desired)
+	case ready < desired:
+		progressing.Reason, progressing.Message = ReasonWaitingReady, fmt.Sprintf("%d/%d ingesters ready", ready, desired)
+	default:
+		progressing.Status, progressing.Reason, progressing.Message = metav1.ConditionFalse, ReasonComplete, fmt.Sprintf("%d ingesters run generation %d", desired, gen)
+	}
+	meta.SetStatusCondition(&st.Conditions, progressing)
+
+	st.Ring = r.readRing(ctx, pods, desired)
+	return nil
+}
+
+// readRing asks the first ready pod for the ring. Nothing ready: no ring to show.
+func (r *IngesterReconciler) readRing(ctx context.Context, pods []corev1.Pod, desired int32) hearthv1.RingStatus {
+	if r.Ring == nil || desired == 0 {
+		return hearthv1.RingStatus{}
+	}
+	for _, p := range pods {
+		if p.Status.PodIP == "" || !podReady(&p) || !p.DeletionTimestamp.IsZero() {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		members, err := r.Ring.Ring(cctx, podHTTPAddr(p.Status.PodIP))
+		cancel()
+		if err != nil {
+			logf.FromContext(ctx).V(1).Info("reading the ring", "pod", p.Name, "err", err.Error())
+			continue
+		}
+		return RingStatusOf(members, desired)
+	}
+	return hearthv1.RingStatus{Summary: "unknown"}
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// setDegraded sets the Degraded condition, with an Event and the metric when it changes.
+func (r *IngesterReconciler) setDegraded(ing, orig *hearthv1.Ingester, p *problem) {
+	before := meta.FindStatusCondition(orig.Status.Conditions, hearthv1.ConditionDegraded)
+	c := metav1.Condition{Type: hearthv1.ConditionDegraded, Status: metav1.ConditionFalse, Reason: ReasonAsExpected,
+		Message: "no problem found", ObservedGeneration: ing.Generation}
+	if p != nil {
+		c.Status, c.Reason, c.Message = metav1.ConditionTrue, p.reason, p.message
+	}
+	meta.SetStatusCondition(&ing.Status.Conditions, c)
+	degradedGauge.DeletePartialMatch(map[string]string{"namespace": ing.Namespace, "name": ing.Name})
+	if p != nil {
+		degradedGauge.WithLabelValues(ing.Namespace, ing.Name, p.reason).Set(1)
+		if before == nil || before.Status != metav1.ConditionTrue || before.Reason != p.reason {
+			r.Recorder.Eventf(ing, nil, corev1.EventTypeWarning, p.reason, "Check", "%s", p.message)
+		}
+	} else if before != nil && before.Status == metav1.ConditionTrue {
+		r.Recorder.Eventf(ing, nil, corev1.EventTypeNormal, "Recovered", "Check", "no longer degraded (was %s)", before.Reason)
+	}
+}
+
+func (r *IngesterReconciler) patchStatus(ctx context.Context, orig, ing *hearthv1.Ingester) error {
+	if equality.Semantic.DeepEqual(orig.Status, ing.Status) {
+		return nil
+	}
+	if err := r.Status().Patch(ctx, ing, client.MergeFrom(orig)); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("updating status: %w", err)
+	}
+	return nil
+}
+
+// podToIngester maps an ingester pod to its Ingester.
+func podToIngester(_ context.Context, o client.Object) []reconcile.Request {
+	l := o.GetLabels()
+	if l[LabelName] != appName || l[LabelComponent] != component || l[LabelInstance] == "" {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: l[LabelInstance]}}}
+}
+
+// ManagedSelector selects every object the operator renders; the manager's cache is
+// restricted to it for the child kinds (see CacheByObject).
+func ManagedSelector() labels.Selector {
+	return labels.SelectorFromSet(labels.Set{LabelName: appName, LabelManagedBy: managedBy})
+}
+
+// SetupWithManager registers the controller: Ingesters, their children and their pods.
+func (r *IngesterReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.APIReader == nil {
+		r.APIReader = mgr.GetAPIReader()
+	}
+	if r.Recorder == nil {
+		r.Recorder = mgr.GetEventRecorder(FieldManager)
+	}
+	if r.Client == nil {
+		r.Client = mgr.GetClient()
+	}
+	if r.Client == nil || r.APIReader == nil {
+		return errors.New("controllers: no client")
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&hearthv1.Ingester{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
+		Owns(&appsv1.StatefulSet{}).
+		Owns(&corev1.Service{}).
+		Owns(&corev1.ConfigMap{}).
+		Owns(&corev1.ServiceAccount{}).
+		Owns(&policyv1.PodDisruptionBudget{}).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToIngester)).
+		Named("ingester").
+		Complete(r)
+}
