@@ -1,0 +1,279 @@
+// Package head keeps recent profiles in memory, per tenant: a series index
+// with postings, profile rows with their samples encoded, and the tenant's
+// deduplicated symbols. Tenants never wait on each other; a query holds a
+// tenant's read lock only while it copies the slice headers it needs, since
+// rows and symbols are append-only.
+package head
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	googlev1 "github.com/grafana/pyroscope/api/gen/proto/go/google/v1"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/hearth-dev/hearth/ingester/model"
+	"github.com/hearth-dev/hearth/ingester/symdb"
+)
+
+// ProfileID identifies a pushed profile; replicas and retries share it.
+type ProfileID [16]byte
+
+// Profile is one stored row: one series' share of one pushed profile.
+type Profile struct {
+	ID        ProfileID
+	TimeNanos int64
+	Total     int64  // sum of the values
+	Samples   []byte // EncodeSamples
+}
+
+type series struct {
+	ref      uint32
+	labels   model.Labels
+	ptype    string
+	profiles []Profile
+	minT     int64
+	maxT     int64
+}
+
+type rowKey struct {
+	id  ProfileID
+	ref uint32
+}
+
+// ErrSeriesLimit is returned when a push would create more active series than the tenant may have.
+var ErrSeriesLimit = errors.New("series limit")
+
+// SeriesLimitError names the limit and the tenant.
+type SeriesLimitError struct {
+	Tenant string
+	Limit  int
+}
+
+func (e *SeriesLimitError) Error() string {
+	return fmt.Sprintf("tenant %q reached its limit of %d active series (limits.max-series-per-tenant)", e.Tenant, e.Limit)
+}
+
+func (e *SeriesLimitError) Unwrap() error { return ErrSeriesLimit }
+
+// Tenant is one tenant's head.
+type Tenant struct {
+	name string
+	syms *symdb.Symbols
+
+	mu       sync.RWMutex
+	byHash   map[uint64][]*series
+	series   []*series
+	postings map[string]map[string][]uint32 // name → value → refs (ascending)
+	rows     map[rowKey]struct{}
+	minT     int64
+	maxT     int64
+	profiles int64
+	samples  int64
+
+	rowBytes atomic.Int64
+}
+
+// Options configure a Head.
+type Options struct {
+	MaxSeriesPerTenant int // 0: unlimited
+	Registerer         prometheus.Registerer
+}
+
+// Head holds every tenant's head.
+type Head struct {
+	opts    Options
+	mu      sync.RWMutex
+	tenants map[string]*Tenant
+
+	bytesGauge    *prometheus.GaugeVec
+	seriesGauge   *prometheus.GaugeVec
+	profilesGauge *prometheus.GaugeVec
+}
+
+// New returns an empty head.
+func New(opts Options) *Head {
+	h := &Head{
+		opts:    opts,
+		tenants: map[string]*Tenant{},
+		bytesGauge: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "hearth_head_bytes", Help: "Approximate memory held by the head, per tenant (rows and symbols).",
+		}, []string{"tenant"}),
+		seriesGauge: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "hearth_head_series", Help: "Active series in the head, per tenant.",
+		}, []string{"tenant"}),
+		profilesGauge: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "hearth_head_profiles", Help: "Profile rows in the head, per tenant.",
+		}, []string{"tenant"}),
+	}
+	if opts.Registerer != nil {
+		opts.Registerer.MustRegister(h.bytesGauge, h.seriesGauge, h.profilesGauge)
+	}
+	return h
+}
+
+// Tenant returns the tenant's head, or nil when it has none.
+func (h *Head) Tenant(name string) *Tenant {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.tenants[name]
+}
+
+// Tenants lists the tenants with data, sorted.
+func (h *Head) Tenants() []string {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	out := make([]string, 0, len(h.tenants))
+	for t := range h.tenants {
+		out = append(out, t)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (h *Head) tenant(name string) *Tenant {
+	if t := h.Tenant(name); t != nil {
+		return t
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if t := h.tenants[name]; t != nil {
+		return t
+	}
+	t := &Tenant{
+		name: name, syms: symdb.New(), byHash: map[uint64][]*series{},
+		postings: map[string]map[string][]uint32{}, rows: map[rowKey]struct{}{},
+		minT: 1<<63 - 1, maxT: -1 << 63,
+	}
+	h.tenants[name] = t
+	return t
+}
+
+// AppendResult says what a push added.
+type AppendResult struct {
+	Rows, Samples, NewSeries int
+	Duplicates               int // rows already present (a retry or a replica's copy)
+}
+
+// Append stores a decoded profile under the series labels (which carry
+// __name__ and service_name). The profile is split by sample type and by
+// sample label set. Validation happens before; Append only refuses what it
+// cannot store (dangling references, the series limit).
+func (h *Head) Append(tenant string, id ProfileID, labels model.Labels, p *googlev1.Profile, timeNanos int64) (AppendResult, error) {
+	t := h.tenant(tenant)
+	var res AppendResult
+
+	t.syms.Lock()
+	symBefore := t.syms.BytesLocked()
+	rows, err := splitRows(labels, p, t.syms)
+	symAfter := t.syms.BytesLocked()
+	t.syms.Unlock()
+	if err != nil {
+		return res, err
+	}
+
+	t.mu.Lock()
+	// Check the series limit for the whole push before changing anything.
+	if lim := h.opts.MaxSeriesPerTenant; lim > 0 {
+		newSeries := 0
+		for i := range rows {
+			if t.lookup(rows[i].labels) == nil {
+				newSeries++
+			}
+		}
+		if newSeries > 0 && len(t.series)+newSeries > lim {
+			t.mu.Unlock()
+			return res, &SeriesLimitError{Tenant: tenant, Limit: lim}
+		}
+	}
+	var added int64
+	for i := range rows {
+		r := &rows[i]
+		s := t.lookup(r.labels)
+		if s == nil {
+			s = t.addSeries(r.labels, r.ptype.ID())
+			res.NewSeries++
+			added += int64(r.labels.Bytes()) + 96
+		}
+		key := rowKey{id: id, ref: s.ref}
+		if _, dup := t.rows[key]; dup {
+			res.Duplicates++
+			continue
+		}
+		t.rows[key] = struct{}{}
+		enc := EncodeSamples(make([]byte, 0, 4*len(r.stacks)+8), r.stacks, r.values)
+		s.profiles = append(s.profiles, Profile{ID: id, TimeNanos: timeNanos, Total: r.total, Samples: enc})
+		s.minT = min(s.minT, timeNanos)
+		s.maxT = max(s.maxT, timeNanos)
+		t.minT = min(t.minT, timeNanos)
+		t.maxT = max(t.maxT, timeNanos)
+		t.profiles++
+		t.samples += int64(r.samples)
+		res.Rows++
+		res.Samples += r.samples
+		added += int64(cap(enc)) + 48 + 40 // row, and its dedup key
+	}
+	nSeries, nProfiles := len(t.series), t.profiles
+	t.mu.Unlock()
+
+	total := t.rowBytes.Add(added) + symAfter
+	_ = symBefore
+	h.bytesGauge.WithLabelValues(tenant).Set(float64(total))
+	h.seriesGauge.WithLabelValues(tenant).Set(float64(nSeries))
+	h.profilesGauge.WithLabelValues(tenant).Set(float64(nProfiles))
+	return res, nil
+}
+
+func (t *Tenant) lookup(ls model.Labels) *series {
+	for _, s := range t.byHash[ls.Hash()] {
+		if s.labels.Equal(ls) {
+			return s
+		}
+	}
+	return nil
+}
+
+func (t *Tenant) addSeries(ls model.Labels, ptype string) *series {
+	s := &series{ref: uint32(len(t.series)), labels: ls, ptype: ptype, minT: 1<<63 - 1, maxT: -1 << 63}
+	t.series = append(t.series, s)
+	h := ls.Hash()
+	t.byHash[h] = append(t.byHash[h], s)
+	for _, l := range ls {
+		vals := t.postings[l.Name]
+		if vals == nil {
+			vals = map[string][]uint32{}
+			t.postings[l.Name] = vals
+		}
+		vals[l.Value] = append(vals[l.Value], s.ref)
+	}
+	return s
+}
+
+// Bytes is the tenant head's approximate memory.
+func (t *Tenant) Bytes() int64 { return t.rowBytes.Load() + t.syms.Bytes() }
+
+// Bytes is the whole head's approximate memory.
+func (h *Head) Bytes() int64 {
+	var n int64
+	for _, name := range h.Tenants() {
+		n += h.Tenant(name).Bytes()
+	}
+	return n
+}
+
+// Stats summarise a tenant's head.
+type Stats struct {
+	Series, Profiles, Samples int64
+	MinTime, MaxTime          int64 // nanoseconds
+	Bytes                     int64
+}
+
+// Stats returns the tenant's counts.
+func (t *Tenant) Stats() Stats {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return Stats{Series: int64(len(t.series)), Profiles: t.profiles, Samples: t.samples, MinTime: t.minT, MaxTime: t.maxT, Bytes: t.Bytes()}
+}

@@ -1,0 +1,239 @@
+// Package push is the write path's front door: push.v1 (connect, gRPC,
+// gRPC-web) and Pyroscope's HTTP /ingest. It resolves the tenant, decodes and
+// validates every profile of a request before anything is stored, and hands
+// the whole request to an Appender. Clients get a 4xx that names the problem
+// for bad input, never a 5xx.
+package push
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+	googlev1 "github.com/grafana/pyroscope/api/gen/proto/go/google/v1"
+	pushv1 "github.com/grafana/pyroscope/api/gen/proto/go/push/v1"
+	"github.com/grafana/pyroscope/api/gen/proto/go/push/v1/pushv1connect"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+
+	"github.com/hearth-dev/hearth/ingester/head"
+	"github.com/hearth-dev/hearth/ingester/ingest"
+	"github.com/hearth-dev/hearth/ingester/model"
+	"github.com/hearth-dev/hearth/ingester/pprofdec"
+	"github.com/hearth-dev/hearth/ingester/symdb"
+	"github.com/hearth-dev/hearth/ingester/tenant"
+	"github.com/hearth-dev/hearth/ingester/validation"
+)
+
+// Profile is one validated profile ready to store.
+type Profile struct {
+	ID        head.ProfileID
+	Labels    model.Labels // sorted; carries service_name and __name__
+	Profile   *googlev1.Profile
+	TimeNanos int64
+	Raw       []byte // as received (maybe gzip), for the write-ahead log
+}
+
+// Appender stores a request's profiles, all or nothing as far as it can.
+type Appender interface {
+	Append(ctx context.Context, tenant string, profiles []Profile) error
+}
+
+// Handler serves the push APIs.
+type Handler struct {
+	Limits       validation.Limits
+	Appender     Appender
+	Multitenancy bool
+	Logger       *slog.Logger
+	Now          func() time.Time
+
+	metrics  *metrics
+	limiters sync.Map // tenant → *rate.Limiter
+}
+
+var _ pushv1connect.PusherServiceHandler = (*Handler)(nil)
+
+type metrics struct {
+	profiles, bytes, decompressed *prometheus.CounterVec
+	discarded                     *prometheus.CounterVec
+}
+
+// NewHandler returns a handler whose metrics are registered with reg (may be nil).
+func NewHandler(lim validation.Limits, app Appender, multitenancy bool, logger *slog.Logger, reg prometheus.Registerer) *Handler {
+	m := &metrics{
+		profiles: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hearth_received_profiles_total", Help: "Profiles accepted, per tenant.",
+		}, []string{"tenant"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hearth_received_compressed_bytes_total", Help: "Bytes of accepted profiles as received, per tenant.",
+		}, []string{"tenant"}),
+		decompressed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hearth_received_decompressed_bytes_total", Help: "Decompressed bytes of accepted profiles, per tenant.",
+		}, []string{"tenant"}),
+		discarded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hearth_discarded_profiles_total", Help: "Profiles rejected, per tenant and reason.",
+		}, []string{"tenant", "reason"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.profiles, m.bytes, m.decompressed, m.discarded)
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	return &Handler{Limits: lim, Appender: app, Multitenancy: multitenancy, Logger: logger, Now: time.Now, metrics: m}
+}
+
+// Push implements push.v1.PusherService.
+func (h *Handler) Push(ctx context.Context, req *connect.Request[pushv1.PushRequest]) (*connect.Response[pushv1.PushResponse], error) {
+	t, err := tenant.FromHeader(req.Header(), h.Multitenancy)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeUnauthenticated, err)
+	}
+	var profiles []Profile
+	var size int
+	for si, s := range req.Msg.Series {
+		labels := model.FromProto(s.Labels).Sort()
+		for pi, raw := range s.Samples {
+			size += len(raw.RawProfile)
+			p, err := h.decode(t, labels, raw.RawProfile, raw.ID, 0)
+			if err != nil {
+				return nil, h.reject(t, len(req.Msg.Series), fmt.Errorf("series %d profile %d: %w", si, pi, err))
+			}
+			profiles = append(profiles, p)
+		}
+	}
+	if err := h.store(ctx, t, profiles, size); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&pushv1.PushResponse{}), nil
+}
+
+// decode turns one raw profile into a validated Profile. fallbackNanos is the
+// time to use when the profile has none (the /ingest from parameter), 0: now.
+func (h *Handler) decode(t string, labels model.Labels, raw []byte, id string, fallbackNanos int64) (Profile, error) {
+	p, err := pprofdec.DecodePprof(raw, h.Limits.MaxProfileSizeBytes)
+	if err != nil {
+		var se *pprofdec.SizeError
+		if errors.As(err, &se) {
+			return Profile{}, &validation.Error{Reason: validation.ProfileTooLarge, Msg: err.Error() + " (limits.max-profile-size-bytes)"}
+		}
+		return Profile{}, &validation.Error{Reason: validation.InvalidProfile, Msg: "cannot decode the profile: " + err.Error()}
+	}
+	return h.finish(labels, p, raw, id, fallbackNanos)
+}
+
+// finish completes and validates a decoded profile.
+func (h *Handler) finish(labels model.Labels, p *googlev1.Profile, raw []byte, id string, fallbackNanos int64) (Profile, error) {
+	sanitizeStrings(p)
+	labels = labels.Clone()
+	if labels.Get(model.LabelServiceName) == "" {
+		labels = labels.Set(model.LabelServiceName, model.UnknownService)
+	}
+	if labels.Get(model.LabelProfileName) == "" {
+		labels = labels.Set(model.LabelProfileName, ingest.ProfileName(p))
+	}
+	labels = labels.Delete(model.LabelSpanID)
+	labels.Sort()
+	if err := h.Limits.Labels(labels); err != nil {
+		return Profile{}, err
+	}
+	now := h.Now()
+	ts := p.TimeNanos
+	if ts == 0 {
+		ts = fallbackNanos
+	}
+	if ts == 0 {
+		ts = now.UnixNano()
+	}
+	if err := h.Limits.Profile(p, ts, now); err != nil {
+		return Profile{}, err
+	}
+	var pid head.ProfileID
+	if u, err := uuid.Parse(id); id != "" && err == nil {
+		pid = head.ProfileID(u)
+	} else {
+		pid = head.ProfileID(uuid.New())
+	}
+	return Profile{ID: pid, Labels: labels, Profile: p, TimeNanos: ts, Raw: raw}, nil
+}
+
+func (h *Handler) limiter(t string) *rate.Limiter {
+	if h.Limits.IngestionRateMB <= 0 {
+		return nil
+	}
+	if l, ok := h.limiters.Load(t); ok {
+		return l.(*rate.Limiter)
+	}
+	l, _ := h.limiters.LoadOrStore(t, rate.NewLimiter(rate.Limit(h.Limits.IngestionRateMB*1e6), int(max(h.Limits.IngestionBurstSizeMB, h.Limits.IngestionRateMB)*1e6)))
+	return l.(*rate.Limiter)
+}
+
+// store applies the rate limit and appends.
+func (h *Handler) store(ctx context.Context, t string, profiles []Profile, size int) error {
+	if len(profiles) == 0 {
+		return nil
+	}
+	if l := h.limiter(t); l != nil && !l.AllowN(h.Now(), size) {
+		h.metrics.discarded.WithLabelValues(t, string(validation.RateLimited)).Add(float64(len(profiles)))
+		return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("tenant %q is over its ingestion rate of %.1f MB/s (limits.ingestion-rate-mb): retry later", t, h.Limits.IngestionRateMB))
+	}
+	if err := h.Appender.Append(ctx, t, profiles); err != nil {
+		return h.reject(t, len(profiles), err)
+	}
+	h.metrics.profiles.WithLabelValues(t).Add(float64(len(profiles)))
+	h.metrics.bytes.WithLabelValues(t).Add(float64(size))
+	return nil
+}
+
+// reject maps an error to a connect error, counting it.
+func (h *Handler) reject(t string, n int, err error) error {
+	code, reason := Classify(err)
+	h.metrics.discarded.WithLabelValues(t, reason).Add(float64(max(n, 1)))
+	if code == connect.CodeInternal || code == connect.CodeUnavailable {
+		h.Logger.Error("push failed", "tenant", t, "err", err)
+	} else {
+		h.Logger.Debug("push rejected", "tenant", t, "reason", reason, "err", err)
+	}
+	return connect.NewError(code, err)
+}
+
+// Classify maps a write-path error to its connect code and a reason label.
+func Classify(err error) (connect.Code, string) {
+	var ve *validation.Error
+	var inv *symdb.ErrInvalid
+	var ce *connect.Error
+	switch {
+	case errors.As(err, &ve):
+		if ve.Reason == validation.RateLimited {
+			return connect.CodeResourceExhausted, string(ve.Reason)
+		}
+		return connect.CodeInvalidArgument, string(ve.Reason)
+	case errors.As(err, &inv):
+		return connect.CodeInvalidArgument, string(validation.InvalidProfile)
+	case errors.Is(err, head.ErrSeriesLimit):
+		return connect.CodeResourceExhausted, string(validation.SeriesLimit)
+	case errors.As(err, &ce):
+		return ce.Code(), ce.Code().String()
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return connect.CodeCanceled, "canceled"
+	}
+	return connect.CodeInternal, "internal"
+}
+
+// sanitizeStrings replaces invalid UTF-8 in the string table with U+FFFD:
+// protobuf strings must be UTF-8, and a stored invalid string would make every
+// later query response for the tenant undecodable by clients.
+func sanitizeStrings(p *googlev1.Profile) {
+	for i, s := range p.StringTable {
+		if !utf8.ValidString(s) {
+			p.StringTable[i] = strings.ToValidUTF8(s, "\uFFFD")
+		}
+	}
+}

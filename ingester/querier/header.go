@@ -1,0 +1,5 @@
+package querier
+
+import "net/http"
+
+type httpHeader = http.Header

@@ -1,0 +1,571 @@
+// Package querier answers querier.v1 over every place profiles live (the
+// head, and later blocks and other ingesters), counting each profile once.
+package querier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+	googlev1 "github.com/grafana/pyroscope/api/gen/proto/go/google/v1"
+	querierv1 "github.com/grafana/pyroscope/api/gen/proto/go/querier/v1"
+	"github.com/grafana/pyroscope/api/gen/proto/go/querier/v1/querierv1connect"
+	typesv1 "github.com/grafana/pyroscope/api/gen/proto/go/types/v1"
+
+	"github.com/hearth-dev/hearth/ingester/head"
+	"github.com/hearth-dev/hearth/ingester/model"
+	"github.com/hearth-dev/hearth/ingester/selector"
+	"github.com/hearth-dev/hearth/ingester/tenant"
+)
+
+// Source is one place profiles can be read from.
+type Source interface {
+	// Select returns the rows of profile type ptype ("" for all) matching in [start, end] ns.
+	Select(ctx context.Context, tenant, ptype string, match func(model.Labels) bool, start, end int64) ([]head.Selection, error)
+	// SeriesLabels returns the label sets of matching series with data in range.
+	SeriesLabels(ctx context.Context, tenant string, match func(model.Labels) bool, start, end int64) ([]model.Labels, error)
+}
+
+// HeadSource reads the in-memory head.
+type HeadSource struct{ Head *head.Head }
+
+// Select implements Source.
+func (s HeadSource) Select(_ context.Context, t, ptype string, match func(model.Labels) bool, start, end int64) ([]head.Selection, error) {
+	th := s.Head.Tenant(t)
+	if th == nil {
+		return nil, nil
+	}
+	return []head.Selection{th.Select(ptype, match, start, end)}, nil
+}
+
+// SeriesLabels implements Source.
+func (s HeadSource) SeriesLabels(_ context.Context, t string, match func(model.Labels) bool, start, end int64) ([]model.Labels, error) {
+	th := s.Head.Tenant(t)
+	if th == nil {
+		return nil, nil
+	}
+	return th.SeriesLabels(match, start, end), nil
+}
+
+// Service implements querier.v1.QuerierService.
+type Service struct {
+	querierv1connect.UnimplementedQuerierServiceHandler
+	Sources      []Source
+	Multitenancy bool
+}
+
+var _ querierv1connect.QuerierServiceHandler = (*Service)(nil)
+
+func (s *Service) tenant(h interface{ Header() httpHeader }) (string, error) {
+	t, err := tenant.FromHeader(h.Header(), s.Multitenancy)
+	if err != nil {
+		return "", connect.NewError(connect.CodeUnauthenticated, err)
+	}
+	return t, nil
+}
+
+// timeRange converts a request's milliseconds into nanoseconds; end 0 means now.
+func timeRange(startMs, endMs int64) (int64, int64, error) {
+	if endMs <= 0 {
+		endMs = time.Now().UnixMilli()
+	}
+	if startMs > endMs {
+		return 0, 0, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("start %d is after end %d", startMs, endMs))
+	}
+	const maxMs = math.MaxInt64 / int64(time.Millisecond)
+	clamp := func(ms int64) int64 {
+		switch {
+		case ms > maxMs:
+			return math.MaxInt64
+		case ms < -maxMs:
+			return math.MinInt64
+		}
+		return ms * int64(time.Millisecond)
+	}
+	return clamp(startMs), clamp(endMs) + int64(time.Millisecond) - 1, nil
+}
+
+// matcher parses selectors (all must match; several are OR-ed, as Series and
+// LabelNames take a list of selectors).
+func matcher(selectors ...string) (func(model.Labels) bool, error) {
+	var sets [][]*selector.Matcher
+	for _, sel := range selectors {
+		ms, err := selector.Parse(sel)
+		if err != nil {
+			return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("label selector %q: %w", sel, err))
+		}
+		sets = append(sets, ms)
+	}
+	if len(sets) == 0 {
+		return nil, nil
+	}
+	return func(ls model.Labels) bool {
+		for _, ms := range sets {
+			ok := true
+			for _, m := range ms {
+				if !m.Matches(ls.Get(m.Name)) {
+					ok = false
+					break
+				}
+			}
+			if ok {
+				return true
+			}
+		}
+		return false
+	}, nil
+}
+
+func (s *Service) selectAll(ctx context.Context, t, ptype string, match func(model.Labels) bool, start, end int64) ([]head.Selection, error) {
+	var out []head.Selection
+	for _, src := range s.Sources {
+		sel, err := src.Select(ctx, t, ptype, match, start, end)
+		if err != nil {
+			return nil, connect.NewError(connect.CodeUnavailable, err)
+		}
+		out = append(out, sel...)
+	}
+	return out, nil
+}
+
+func (s *Service) seriesLabels(ctx context.Context, t string, match func(model.Labels) bool, start, end int64) ([]model.Labels, error) {
+	var out []model.Labels
+	seen := map[uint64]struct{}{}
+	for _, src := range s.Sources {
+		ls, err := src.SeriesLabels(ctx, t, match, start, end)
+		if err != nil {
+			return nil, connect.NewError(connect.CodeUnavailable, err)
+		}
+		for _, l := range ls {
+			h := l.Hash()
+			if _, dup := seen[h]; dup {
+				continue
+			}
+			seen[h] = struct{}{}
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}
+
+// ProfileTypes lists the profile type ids with data in range.
+func (s *Service) ProfileTypes(ctx context.Context, req *connect.Request[querierv1.ProfileTypesRequest]) (*connect.Response[querierv1.ProfileTypesResponse], error) {
+	t, err := s.tenant(req)
+	if err != nil {
+		return nil, err
+	}
+	start, end, err := timeRange(req.Msg.Start, req.Msg.End)
+	if req.Msg.Start == 0 && req.Msg.End == 0 {
+		start, end, err = math.MinInt64, math.MaxInt64, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	all, err := s.seriesLabels(ctx, t, nil, start, end)
+	if err != nil {
+		return nil, err
+	}
+	types := map[string]*typesv1.ProfileType{}
+	for _, ls := range all {
+		id := ls.Get(model.LabelProfileType)
+		if _, ok := types[id]; ok || id == "" {
+			continue
+		}
+		pt, err := model.ParseProfileType(id)
+		if err != nil {
+			continue
+		}
+		types[id] = pt.Proto()
+	}
+	resp := &querierv1.ProfileTypesResponse{}
+	for _, pt := range types {
+		resp.ProfileTypes = append(resp.ProfileTypes, pt)
+	}
+	sort.Slice(resp.ProfileTypes, func(i, j int) bool { return resp.ProfileTypes[i].ID < resp.ProfileTypes[j].ID })
+	return connect.NewResponse(resp), nil
+}
+
+// LabelNames lists label names of matching series.
+func (s *Service) LabelNames(ctx context.Context, req *connect.Request[typesv1.LabelNamesRequest]) (*connect.Response[typesv1.LabelNamesResponse], error) {
+	t, err := s.tenant(req)
+	if err != nil {
+		return nil, err
+	}
+	start, end, err := timeRange(req.Msg.Start, req.Msg.End)
+	if err != nil {
+		return nil, err
+	}
+	match, err := matcher(req.Msg.Matchers...)
+	if err != nil {
+		return nil, err
+	}
+	all, err := s.seriesLabels(ctx, t, match, start, end)
+	if err != nil {
+		return nil, err
+	}
+	set := map[string]struct{}{}
+	for _, ls := range all {
+		for _, l := range ls {
+			set[l.Name] = struct{}{}
+		}
+	}
+	return connect.NewResponse(&typesv1.LabelNamesResponse{Names: sortedKeys(set)}), nil
+}
+
+// LabelValues lists the values of one label among matching series.
+func (s *Service) LabelValues(ctx context.Context, req *connect.Request[typesv1.LabelValuesRequest]) (*connect.Response[typesv1.LabelValuesResponse], error) {
+	t, err := s.tenant(req)
+	if err != nil {
+		return nil, err
+	}
+	if req.Msg.Name == "" {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("label name is required"))
+	}
+	start, end, err := timeRange(req.Msg.Start, req.Msg.End)
+	if err != nil {
+		return nil, err
+	}
+	match, err := matcher(req.Msg.Matchers...)
+	if err != nil {
+		return nil, err
+	}
+	all, err := s.seriesLabels(ctx, t, match, start, end)
+	if err != nil {
+		return nil, err
+	}
+	set := map[string]struct{}{}
+	for _, ls := range all {
+		if ls.Has(req.Msg.Name) {
+			set[ls.Get(req.Msg.Name)] = struct{}{}
+		}
+	}
+	return connect.NewResponse(&typesv1.LabelValuesResponse{Names: sortedKeys(set)}), nil
+}
+
+// Series lists matching label sets, trimmed to label_names when given.
+func (s *Service) Series(ctx context.Context, req *connect.Request[querierv1.SeriesRequest]) (*connect.Response[querierv1.SeriesResponse], error) {
+	t, err := s.tenant(req)
+	if err != nil {
+		return nil, err
+	}
+	start, end, err := timeRange(req.Msg.Start, req.Msg.End)
+	if err != nil {
+		return nil, err
+	}
+	match, err := matcher(req.Msg.Matchers...)
+	if err != nil {
+		return nil, err
+	}
+	all, err := s.seriesLabels(ctx, t, match, start, end)
+	if err != nil {
+		return nil, err
+	}
+	resp := &querierv1.SeriesResponse{}
+	seen := map[uint64]struct{}{}
+	for _, ls := range all {
+		if len(req.Msg.LabelNames) > 0 {
+			ls = seriesKey(ls, req.Msg.LabelNames)
+		}
+		h := ls.Hash()
+		if _, dup := seen[h]; dup {
+			continue
+		}
+		seen[h] = struct{}{}
+		resp.LabelsSet = append(resp.LabelsSet, &typesv1.Labels{Labels: ls.Proto()})
+	}
+	sort.Slice(resp.LabelsSet, func(i, j int) bool {
+		return model.FromProto(resp.LabelsSet[i].Labels).String() < model.FromProto(resp.LabelsSet[j].Labels).String()
+	})
+	return connect.NewResponse(resp), nil
+}
+
+// query is the common part of the Select* requests.
+type query struct {
+	tenant     string
+	ptype      model.ProfileType
+	start, end int64
+	sels       []head.Selection
+	filter     *rowFilter
+}
+
+func (s *Service) prepare(ctx context.Context, h interface{ Header() httpHeader }, ptypeID, sel string, startMs, endMs int64, ids []string) (*query, error) {
+	t, err := s.tenant(h)
+	if err != nil {
+		return nil, err
+	}
+	pt, err := model.ParseProfileType(ptypeID)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, err)
+	}
+	start, end, err := timeRange(startMs, endMs)
+	if err != nil {
+		return nil, err
+	}
+	match, err := matcher(sel)
+	if err != nil {
+		return nil, err
+	}
+	var pids []head.ProfileID
+	for _, id := range ids {
+		u, err := uuid.Parse(id)
+		if err != nil {
+			return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("profile id %q: %w", id, err))
+		}
+		pids = append(pids, head.ProfileID(u))
+	}
+	sels, err := s.selectAll(ctx, t, pt.ID(), match, start, end)
+	if err != nil {
+		return nil, err
+	}
+	return &query{tenant: t, ptype: pt, start: start, end: end, sels: sels, filter: newRowFilter(pids)}, nil
+}
+
+func callSite(sel *typesv1.StackTraceSelector) []string {
+	if sel == nil {
+		return nil
+	}
+	out := make([]string, len(sel.CallSite))
+	for i, l := range sel.CallSite {
+		out[i] = l.Name
+	}
+	return out
+}
+
+// SelectMergeStacktraces merges matching profiles into a flame graph (or a pprof).
+func (s *Service) SelectMergeStacktraces(ctx context.Context, req *connect.Request[querierv1.SelectMergeStacktracesRequest]) (*connect.Response[querierv1.SelectMergeStacktracesResponse], error) {
+	m := req.Msg
+	switch m.Format {
+	case querierv1.ProfileFormat_PROFILE_FORMAT_UNSPECIFIED, querierv1.ProfileFormat_PROFILE_FORMAT_FLAMEGRAPH, querierv1.ProfileFormat_PROFILE_FORMAT_PPROF:
+	default:
+		return nil, connect.NewError(connect.CodeUnimplemented, fmt.Errorf("format %s is not supported: use PROFILE_FORMAT_FLAMEGRAPH or PROFILE_FORMAT_PPROF", m.Format))
+	}
+	if len(m.SpanSelector) > 0 || len(m.TraceIdSelector) > 0 {
+		return nil, connect.NewError(connect.CodeUnimplemented, errors.New("span and trace id selectors are not supported yet"))
+	}
+	q, err := s.prepare(ctx, req, m.ProfileTypeID, m.LabelSelector, m.Start, m.End, m.ProfileIdSelector)
+	if err != nil {
+		return nil, err
+	}
+	if m.Format == querierv1.ProfileFormat_PROFILE_FORMAT_PPROF {
+		p, err := q.mergeProfile(callSite(m.StackTraceSelector))
+		if err != nil {
+			return nil, err
+		}
+		return connect.NewResponse(&querierv1.SelectMergeStacktracesResponse{Pprof: &querierv1.PprofProfile{Profile: p}}), nil
+	}
+	maxNodes := DefaultMaxNodes
+	if m.MaxNodes != nil && *m.MaxNodes != 0 {
+		maxNodes = int(*m.MaxNodes)
+	}
+	fg, err := q.flameGraph(callSite(m.StackTraceSelector), maxNodes)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&querierv1.SelectMergeStacktracesResponse{Flamegraph: fg}), nil
+}
+
+func (q *query) flameGraph(site []string, maxNodes int) (*querierv1.FlameGraph, error) {
+	merged, err := mergeStacks(q.sels, q.filter)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	keep := callSiteMatcher(site)
+	tree := newNameTree()
+	var locs []uint32
+	var fr []string
+	for _, sv := range merged {
+		for st, v := range sv.values {
+			locs = sv.syms.Stack(locs[:0], st)
+			fr = frames(fr[:0], sv.syms, locs)
+			if keep != nil && !keep(fr) {
+				continue
+			}
+			tree.add(fr, v)
+		}
+	}
+	return tree.flameGraph(maxNodes), nil
+}
+
+func (q *query) mergeProfile(site []string) (*googlev1.Profile, error) {
+	merged, err := mergeStacks(q.sels, q.filter)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	keep := callSiteMatcher(site)
+	b := newPprofBuilder(q.ptype, q.start, q.end)
+	var locs []uint32
+	var fr []string
+	for _, sv := range merged {
+		src := b.source(sv.syms)
+		// Deterministic order: by stack id within a source.
+		ids := make([]uint32, 0, len(sv.values))
+		for st := range sv.values {
+			ids = append(ids, st)
+		}
+		sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+		for _, st := range ids {
+			locs = sv.syms.Stack(locs[:0], st)
+			if keep != nil {
+				fr = frames(fr[:0], sv.syms, locs)
+				if !keep(fr) {
+					continue
+				}
+			}
+			src.add(locs, sv.values[st])
+		}
+	}
+	return b.profile(), nil
+}
+
+// SelectMergeProfile merges matching profiles into one pprof profile.
+func (s *Service) SelectMergeProfile(ctx context.Context, req *connect.Request[querierv1.SelectMergeProfileRequest]) (*connect.Response[googlev1.Profile], error) {
+	m := req.Msg
+	if len(m.TraceIdSelector) > 0 {
+		return nil, connect.NewError(connect.CodeUnimplemented, errors.New("trace id selectors are not supported yet"))
+	}
+	q, err := s.prepare(ctx, req, m.ProfileTypeID, m.LabelSelector, m.Start, m.End, m.ProfileIdSelector)
+	if err != nil {
+		return nil, err
+	}
+	p, err := q.mergeProfile(callSite(m.StackTraceSelector))
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(p), nil
+}
+
+// SelectSeries returns, per group_by label set, the profiles' totals per step.
+func (s *Service) SelectSeries(ctx context.Context, req *connect.Request[querierv1.SelectSeriesRequest]) (*connect.Response[querierv1.SelectSeriesResponse], error) {
+	m := req.Msg
+	if m.Step <= 0 {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("step must be positive seconds, got %v", m.Step))
+	}
+	if m.StackTraceSelector != nil && len(m.StackTraceSelector.CallSite) > 0 {
+		return nil, connect.NewError(connect.CodeUnimplemented, errors.New("stack trace selectors in SelectSeries are not supported yet"))
+	}
+	q, err := s.prepare(ctx, req, m.ProfileTypeID, m.LabelSelector, m.Start, m.End, nil)
+	if err != nil {
+		return nil, err
+	}
+	avg := m.Aggregation != nil && *m.Aggregation == typesv1.TimeSeriesAggregationType_TIME_SERIES_AGGREGATION_TYPE_AVERAGE
+	stepMs := int64(m.Step * 1000)
+	if stepMs <= 0 {
+		stepMs = 1
+	}
+	if span := (m.End - m.Start) / stepMs; span > 1_000_000 {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("range/step gives %d points, more than 1000000: use a larger step", span))
+	}
+	type bucket struct {
+		sum   float64
+		count int
+	}
+	groups := map[uint64]model.Labels{}
+	points := map[uint64]map[int64]*bucket{}
+	for _, sel := range q.sels {
+		for _, sr := range sel.Series {
+			h := sr.Labels.Hash()
+			key := seriesKey(sr.Labels, m.GroupBy)
+			gk := key.Hash()
+			groups[gk] = key
+			if points[gk] == nil {
+				points[gk] = map[int64]*bucket{}
+			}
+			for i := range sr.Profiles {
+				p := &sr.Profiles[i]
+				if !q.filter.take(h, p) {
+					continue
+				}
+				ms := p.TimeNanos / int64(time.Millisecond)
+				ts := ms - floorMod(ms-m.Start, stepMs)
+				b := points[gk][ts]
+				if b == nil {
+					b = &bucket{}
+					points[gk][ts] = b
+				}
+				b.sum += float64(p.Total)
+				b.count++
+			}
+		}
+	}
+	resp := &querierv1.SelectSeriesResponse{}
+	for gk, ps := range points {
+		if len(ps) == 0 {
+			continue
+		}
+		series := &typesv1.Series{Labels: groups[gk].Proto()}
+		for ts, b := range ps {
+			v := b.sum
+			if avg {
+				v = b.sum / float64(b.count)
+			}
+			series.Points = append(series.Points, &typesv1.Point{Timestamp: ts, Value: v})
+		}
+		sort.Slice(series.Points, func(i, j int) bool { return series.Points[i].Timestamp < series.Points[j].Timestamp })
+		resp.Series = append(resp.Series, series)
+	}
+	sort.Slice(resp.Series, func(i, j int) bool {
+		return model.FromProto(resp.Series[i].Labels).String() < model.FromProto(resp.Series[j].Labels).String()
+	})
+	if m.Limit != nil && *m.Limit > 0 && int64(len(resp.Series)) > *m.Limit {
+		sort.SliceStable(resp.Series, func(i, j int) bool { return seriesSum(resp.Series[i]) > seriesSum(resp.Series[j]) })
+		resp.Series = resp.Series[:*m.Limit]
+	}
+	return connect.NewResponse(resp), nil
+}
+
+func seriesSum(s *typesv1.Series) float64 {
+	var t float64
+	for _, p := range s.Points {
+		t += p.Value
+	}
+	return t
+}
+
+func floorMod(a, b int64) int64 {
+	r := a % b
+	if r < 0 {
+		r += b
+	}
+	return r
+}
+
+// GetProfileStats says whether the tenant has data and its time span.
+func (s *Service) GetProfileStats(ctx context.Context, req *connect.Request[typesv1.GetProfileStatsRequest]) (*connect.Response[typesv1.GetProfileStatsResponse], error) {
+	t, err := s.tenant(req)
+	if err != nil {
+		return nil, err
+	}
+	sels, err := s.selectAll(ctx, t, "", nil, math.MinInt64, math.MaxInt64)
+	if err != nil {
+		return nil, err
+	}
+	resp := &typesv1.GetProfileStatsResponse{OldestProfileTime: math.MaxInt64, NewestProfileTime: math.MinInt64}
+	for _, sel := range sels {
+		for _, sr := range sel.Series {
+			for _, p := range sr.Profiles {
+				resp.DataIngested = true
+				ms := p.TimeNanos / int64(time.Millisecond)
+				resp.OldestProfileTime = min(resp.OldestProfileTime, ms)
+				resp.NewestProfileTime = max(resp.NewestProfileTime, ms)
+			}
+		}
+	}
+	if !resp.DataIngested {
+		resp.OldestProfileTime, resp.NewestProfileTime = 0, 0
+	}
+	return connect.NewResponse(resp), nil
+}
+
+func sortedKeys(set map[string]struct{}) []string {
+	out := make([]string, 0, len(set))
+	for k := range set {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,159 @@
+// Package validation checks pushed profiles against the configured limits
+// before anything is stored. Every violation names the limit and the value.
+package validation
+
+import (
+	"flag"
+	"fmt"
+	"time"
+	"unicode/utf8"
+
+	googlev1 "github.com/grafana/pyroscope/api/gen/proto/go/google/v1"
+
+	"github.com/hearth-dev/hearth/ingester/model"
+)
+
+// Limits are the per-tenant bounds on what a push may contain.
+type Limits struct {
+	MaxProfileSizeBytes    int           `yaml:"max_profile_size_bytes"`
+	MaxLabelNamesPerSeries int           `yaml:"max_label_names_per_series"`
+	MaxLabelNameLength     int           `yaml:"max_label_name_length"`
+	MaxLabelValueLength    int           `yaml:"max_label_value_length"`
+	MaxSamplesPerProfile   int           `yaml:"max_profile_stacktrace_samples"`
+	MaxStackDepth          int           `yaml:"max_profile_stacktrace_depth"`
+	MaxSymbolValueLength   int           `yaml:"max_profile_symbol_value_length"`
+	RejectOlderThan        time.Duration `yaml:"reject_older_than"`
+	CreationGracePeriod    time.Duration `yaml:"creation_grace_period"`
+	MaxSeriesPerTenant     int           `yaml:"max_series_per_tenant"`
+	IngestionRateMB        float64       `yaml:"ingestion_rate_mb"`
+	IngestionBurstSizeMB   float64       `yaml:"ingestion_burst_size_mb"`
+}
+
+// RegisterFlags registers the limits' flags with their defaults.
+func (l *Limits) RegisterFlags(f *flag.FlagSet) {
+	f.IntVar(&l.MaxProfileSizeBytes, "limits.max-profile-size-bytes", 16<<20, "Largest decompressed profile accepted, in bytes.")
+	f.IntVar(&l.MaxLabelNamesPerSeries, "limits.max-label-names-per-series", 30, "Most labels a series may carry.")
+	f.IntVar(&l.MaxLabelNameLength, "limits.max-label-name-length", 1024, "Longest label name.")
+	f.IntVar(&l.MaxLabelValueLength, "limits.max-label-value-length", 2048, "Longest label value.")
+	f.IntVar(&l.MaxSamplesPerProfile, "limits.max-profile-stacktrace-samples", 64000, "Most samples in one profile.")
+	f.IntVar(&l.MaxStackDepth, "limits.max-profile-stacktrace-depth", 1000, "Deepest stack trace (locations) in a profile.")
+	f.IntVar(&l.MaxSymbolValueLength, "limits.max-profile-symbol-value-length", 65535, "Longest string (function or file name) in a profile.")
+	f.DurationVar(&l.RejectOlderThan, "limits.reject-older-than", time.Hour, "Reject profiles older than this (0: accept any age).")
+	f.DurationVar(&l.CreationGracePeriod, "limits.creation-grace-period", 10*time.Minute, "Reject profiles more than this far in the future.")
+	f.IntVar(&l.MaxSeriesPerTenant, "limits.max-series-per-tenant", 100000, "Most active series a tenant may have in the head (0: unlimited).")
+	f.Float64Var(&l.IngestionRateMB, "limits.ingestion-rate-mb", 0, "Per-tenant ingestion rate in MB/s of compressed profiles (0: unlimited).")
+	f.Float64Var(&l.IngestionBurstSizeMB, "limits.ingestion-burst-size-mb", 64, "Per-tenant ingestion burst size in MB.")
+}
+
+// Reason names a kind of violation (a metric label).
+type Reason string
+
+const (
+	ProfileTooLarge    Reason = "profile_too_large"
+	TooManyLabels      Reason = "max_label_names_per_series"
+	LabelNameTooLong   Reason = "label_name_too_long"
+	LabelValueTooLong  Reason = "label_value_too_long"
+	InvalidLabelName   Reason = "invalid_label_name"
+	InvalidLabelValue  Reason = "invalid_label_value"
+	DuplicateLabel     Reason = "duplicate_label_names"
+	TooManySamples     Reason = "too_many_samples"
+	StackTooDeep       Reason = "stack_too_deep"
+	SymbolTooLong      Reason = "symbol_too_long"
+	TooOld             Reason = "too_old"
+	TooNew             Reason = "too_new"
+	InvalidProfile     Reason = "invalid_profile"
+	SeriesLimit        Reason = "series_limit"
+	RateLimited        Reason = "rate_limited"
+	UnsupportedFormat  Reason = "unsupported_format"
+	MissingServiceName Reason = "missing_service_name"
+)
+
+// Error is a limit violation: a client error, never stored.
+type Error struct {
+	Reason Reason
+	Msg    string
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+func errorf(r Reason, format string, args ...any) *Error {
+	return &Error{Reason: r, Msg: fmt.Sprintf(format, args...)}
+}
+
+// ValidLabelName reports whether n is a Prometheus-style label name.
+func ValidLabelName(n string) bool {
+	if n == "" {
+		return false
+	}
+	for i, c := range n {
+		switch {
+		case c == '_', c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z':
+		case (c >= '0' && c <= '9') || c == '.':
+			if i == 0 {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// Labels checks a sorted label set.
+func (l *Limits) Labels(ls model.Labels) error {
+	if l.MaxLabelNamesPerSeries > 0 && len(ls) > l.MaxLabelNamesPerSeries {
+		return errorf(TooManyLabels, "series %s has %d labels, more than the limit of %d (limits.max-label-names-per-series)", ls, len(ls), l.MaxLabelNamesPerSeries)
+	}
+	for i, lb := range ls {
+		if !ValidLabelName(lb.Name) {
+			return errorf(InvalidLabelName, "label name %q is invalid: it must match [a-zA-Z_][a-zA-Z0-9_.]*", lb.Name)
+		}
+		if l.MaxLabelNameLength > 0 && len(lb.Name) > l.MaxLabelNameLength {
+			return errorf(LabelNameTooLong, "label name %.64q... is %d bytes, longer than the limit of %d (limits.max-label-name-length)", lb.Name, len(lb.Name), l.MaxLabelNameLength)
+		}
+		if l.MaxLabelValueLength > 0 && len(lb.Value) > l.MaxLabelValueLength {
+			return errorf(LabelValueTooLong, "value of label %q is %d bytes, longer than the limit of %d (limits.max-label-value-length)", lb.Name, len(lb.Value), l.MaxLabelValueLength)
+		}
+		if !utf8.ValidString(lb.Value) {
+			return errorf(InvalidLabelValue, "value of label %q is not valid UTF-8", lb.Name)
+		}
+		if i > 0 && ls[i-1].Name == lb.Name {
+			return errorf(DuplicateLabel, "label %q appears more than once", lb.Name)
+		}
+	}
+	return nil
+}
+
+// Profile checks a decoded profile's size, shape and time (nanoseconds).
+func (l *Limits) Profile(p *googlev1.Profile, timeNanos int64, now time.Time) error {
+	if l.MaxSamplesPerProfile > 0 && len(p.Sample) > l.MaxSamplesPerProfile {
+		return errorf(TooManySamples, "profile has %d samples, more than the limit of %d (limits.max-profile-stacktrace-samples)", len(p.Sample), l.MaxSamplesPerProfile)
+	}
+	if len(p.SampleType) == 0 {
+		return errorf(InvalidProfile, "profile has no sample types")
+	}
+	for i, s := range p.Sample {
+		if l.MaxStackDepth > 0 && len(s.LocationId) > l.MaxStackDepth {
+			return errorf(StackTooDeep, "sample %d has a stack of %d locations, deeper than the limit of %d (limits.max-profile-stacktrace-depth)", i, len(s.LocationId), l.MaxStackDepth)
+		}
+		if len(s.Value) != len(p.SampleType) {
+			return errorf(InvalidProfile, "sample %d has %d values, the profile has %d sample types", i, len(s.Value), len(p.SampleType))
+		}
+	}
+	if len(p.StringTable) == 0 || p.StringTable[0] != "" {
+		return errorf(InvalidProfile, "the string table must start with the empty string")
+	}
+	for i, s := range p.StringTable {
+		if l.MaxSymbolValueLength > 0 && len(s) > l.MaxSymbolValueLength {
+			return errorf(SymbolTooLong, "string %d of the profile is %d bytes, longer than the limit of %d (limits.max-profile-symbol-value-length)", i, len(s), l.MaxSymbolValueLength)
+		}
+	}
+	t := time.Unix(0, timeNanos)
+	if l.RejectOlderThan > 0 && t.Before(now.Add(-l.RejectOlderThan)) {
+		return errorf(TooOld, "profile time %s is older than the limit of %s before now (limits.reject-older-than)", t.UTC().Format(time.RFC3339), l.RejectOlderThan)
+	}
+	if l.CreationGracePeriod > 0 && t.After(now.Add(l.CreationGracePeriod)) {
+		return errorf(TooNew, "profile time %s is more than %s in the future (limits.creation-grace-period)", t.UTC().Format(time.RFC3339), l.CreationGracePeriod)
+	}
+	return nil
+}
