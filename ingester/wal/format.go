@@ -162,6 +162,9 @@ func scanSegment(r io.ReaderAt, size int64, bufSize int, fn func(off int64, payl
 	if bufSize <= 0 {
 		bufSize = 1 << 20
 	}
+	if int64(bufSize) > size {
+		bufSize = int(max(size, headerSize))
+	}
 	sr := &segmentReader{r: r, size: size, buf: make([]byte, bufSize)}
 	var res scanResult
 	off := int64(0)
@@ -216,7 +219,10 @@ func scanSegment(r io.ReaderAt, size int64, bufSize int, fn func(off int64, payl
 // offset in (from, size). It is only called after damage was found, so its
 // cost (a byte-by-byte search with a cheap pre-filter) is paid rarely.
 func noValidRecordAfter(r io.ReaderAt, size, from int64) (bool, error) {
-	const chunk = 1 << 20
+	chunk := int64(1 << 20)
+	if rem := size - from; rem < chunk {
+		chunk = max(rem, 1)
+	}
 	buf := make([]byte, chunk+headerSize)
 	for start := from + 1; start+headerSize <= size; start += chunk {
 		n := int64(len(buf))
@@ -227,7 +233,7 @@ func noValidRecordAfter(r io.ReaderAt, size, from int64) (bool, error) {
 		if _, err := r.ReadAt(b, start); err != nil && !errors.Is(err, io.EOF) {
 			return false, err
 		}
-		last := int64(chunk)
+		last := chunk
 		if n-headerSize+1 < last {
 			last = n - headerSize + 1
 		}

@@ -91,6 +91,8 @@ func FuzzReplay(f *testing.F) {
 		f.Add(b, true)
 		f.Add(b, false)
 	}
+	testSkipTruncateSync = true
+	defer func() { testSkipTruncateSync = false }()
 	f.Fuzz(func(t *testing.T, data []byte, last bool) {
 		var recs [][]byte
 		var offs []int64
