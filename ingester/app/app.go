@@ -22,8 +22,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/hearth-dev/hearth/ingester/head"
+	"github.com/hearth-dev/hearth/ingester/model"
 	"github.com/hearth-dev/hearth/ingester/push"
 	"github.com/hearth-dev/hearth/ingester/querier"
+	"github.com/hearth-dev/hearth/ingester/store"
 )
 
 // Ingester is a running ingester.
@@ -31,10 +33,10 @@ type Ingester struct {
 	Config   *Config
 	Logger   *slog.Logger
 	Registry *prometheus.Registry
-	Head     *head.Head
 	Push     *push.Handler
 	Querier  *querier.Service
 
+	store    atomic.Pointer[store.Store] // nil until the WAL is replayed
 	ready    atomic.Bool
 	listener net.Listener
 	server   *http.Server
@@ -60,23 +62,59 @@ func NewLogger(c LogConfig) (*slog.Logger, error) {
 func New(cfg *Config, logger *slog.Logger) (*Ingester, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	h := head.New(head.Options{MaxSeriesPerTenant: cfg.Limits.MaxSeriesPerTenant, Registerer: reg})
-	ing := &Ingester{Config: cfg, Logger: logger, Registry: reg, Head: h}
-	ing.Push = push.NewHandler(cfg.Limits, headAppender{h}, cfg.Auth.MultitenancyEnabled, logger, reg)
-	ing.Querier = &querier.Service{Sources: []querier.Source{querier.HeadSource{Head: h}}, Multitenancy: cfg.Auth.MultitenancyEnabled}
+	ing := &Ingester{Config: cfg, Logger: logger, Registry: reg}
+	ing.Push = push.NewHandler(cfg.Limits, storeAppender{ing}, cfg.Auth.MultitenancyEnabled, logger, reg)
+	ing.Querier = &querier.Service{Sources: []querier.Source{storeSource{ing}}, Multitenancy: cfg.Auth.MultitenancyEnabled}
 	return ing, nil
 }
 
-// headAppender stores straight into the head (no WAL yet).
-type headAppender struct{ h *head.Head }
+// errStarting answers writes and reads that arrive while the WAL is replayed.
+var errStarting = connect.NewError(connect.CodeUnavailable, errors.New("the ingester is starting: replaying its write-ahead log"))
 
-func (a headAppender) Append(_ context.Context, tenant string, ps []push.Profile) error {
-	for i := range ps {
-		if _, err := a.h.Append(tenant, ps[i].ID, ps[i].Labels, ps[i].Profile, ps[i].TimeNanos); err != nil {
-			return err
-		}
+type storeAppender struct{ ing *Ingester }
+
+func (a storeAppender) Append(ctx context.Context, tenant string, ps []push.Profile) error {
+	s := a.ing.store.Load()
+	if s == nil {
+		return errStarting
 	}
-	return nil
+	return s.Append(ctx, tenant, ps)
+}
+
+type storeSource struct{ ing *Ingester }
+
+func (a storeSource) Select(ctx context.Context, tenant, ptype string, match func(model.Labels) bool, start, end int64) ([]head.Selection, error) {
+	s := a.ing.store.Load()
+	if s == nil {
+		return nil, errStarting
+	}
+	return s.Select(ctx, tenant, ptype, match, start, end)
+}
+
+func (a storeSource) SeriesLabels(ctx context.Context, tenant string, match func(model.Labels) bool, start, end int64) ([]model.Labels, error) {
+	s := a.ing.store.Load()
+	if s == nil {
+		return nil, errStarting
+	}
+	return s.SeriesLabels(ctx, tenant, match, start, end)
+}
+
+// Store is the storage engine, nil while the WAL is replayed.
+func (ing *Ingester) Store() *store.Store { return ing.store.Load() }
+
+// openStore replays the WAL and opens the storage engine.
+func (ing *Ingester) openStore() (*store.Store, error) {
+	cfg := ing.Config
+	return store.Open(store.Options{
+		DataDir:            cfg.DataDir,
+		WALPolicy:          cfg.WAL.Fsync,
+		MaxBlockDuration:   cfg.Ingester.MaxBlockDuration,
+		MaxHeadBytes:       cfg.Ingester.MaxHeadBytes,
+		MaxSeriesPerTenant: cfg.Limits.MaxSeriesPerTenant,
+		MaxProfileSize:     cfg.Limits.MaxProfileSizeBytes,
+		Logger:             ing.Logger,
+		Registerer:         ing.Registry,
+	}, nil)
 }
 
 // Handler is the HTTP handler with every endpoint.
@@ -127,21 +165,39 @@ func (ing *Ingester) Run(ctx context.Context) error {
 	ing.server = &http.Server{Handler: ing.Handler(), Protocols: protocols, ReadHeaderTimeout: 30 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- ing.server.Serve(ing.listener) }()
+	ing.Logger.Info("ingester listening", "addr", ing.Addr(), "data_dir", ing.Config.DataDir)
+
+	st, err := ing.openStore()
+	if err != nil {
+		_ = ing.server.Close()
+		return fmt.Errorf("opening the storage: %w", err)
+	}
+	ing.store.Store(st)
+	runCtx, stopRun := context.WithCancel(context.Background())
+	defer stopRun()
+	go st.Run(runCtx)
 	ing.ready.Store(true)
-	ing.Logger.Info("ingester ready", "addr", ing.Addr(), "data_dir", ing.Config.DataDir)
+	ing.Logger.Info("ingester ready", "addr", ing.Addr())
+
 	select {
 	case err := <-errc:
+		_ = st.Close()
 		return err
 	case <-ctx.Done():
 	}
+	// A normal stop: refuse new writes, finish those in flight, sync the WAL,
+	// exit. No flush: the WAL brings everything back on start.
+	start := time.Now()
 	ing.ready.Store(false)
-	ing.Logger.Info("shutting down")
+	stopRun()
+	closeErr := st.Close()
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := ing.server.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
-	return nil
+	ing.Logger.Info("ingester stopped", "seconds", time.Since(start).Seconds())
+	return closeErr
 }
 
 // Main is `hearth ingester`.

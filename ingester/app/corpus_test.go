@@ -183,4 +183,3 @@ func TestCorpusMergeProfileExact(t *testing.T) {
 		t.Errorf("only %d of %d files are stored exactly", exact, len(files))
 	}
 }
-

@@ -55,6 +55,15 @@ func startIngester(t *testing.T, args ...string) *testIngester {
 		}
 	})
 	url := "http://" + ing.Addr()
+	for i := 0; ; i++ { // the WAL replays before /ready
+		if ing.ready.Load() {
+			break
+		}
+		if i > 3000 {
+			t.Fatal("ingester not ready after 30s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	return &testIngester{
 		Ingester: ing,
 		URL:      url,

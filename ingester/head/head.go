@@ -79,8 +79,15 @@ type Tenant struct {
 
 // Options configure a Head.
 type Options struct {
-	MaxSeriesPerTenant int // 0: unlimited
-	Registerer         prometheus.Registerer
+	MaxSeriesPerTenant int      // 0: unlimited
+	Metrics            *Metrics // nil: unregistered
+}
+
+// Metrics are the head gauges, shared by the heads that follow each other.
+type Metrics struct {
+	bytesGauge    *prometheus.GaugeVec
+	seriesGauge   *prometheus.GaugeVec
+	profilesGauge *prometheus.GaugeVec
 }
 
 // Head holds every tenant's head.
@@ -88,17 +95,20 @@ type Head struct {
 	opts    Options
 	mu      sync.RWMutex
 	tenants map[string]*Tenant
-
-	bytesGauge    *prometheus.GaugeVec
-	seriesGauge   *prometheus.GaugeVec
-	profilesGauge *prometheus.GaugeVec
+	*Metrics
 }
 
 // New returns an empty head.
 func New(opts Options) *Head {
-	h := &Head{
-		opts:    opts,
-		tenants: map[string]*Tenant{},
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics(nil)
+	}
+	return &Head{opts: opts, tenants: map[string]*Tenant{}, Metrics: opts.Metrics}
+}
+
+// NewMetrics creates the head gauges, registered with reg when not nil.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	h := &Metrics{
 		bytesGauge: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "hearth_head_bytes", Help: "Approximate memory held by the head, per tenant (rows and symbols).",
 		}, []string{"tenant"}),
@@ -109,8 +119,8 @@ func New(opts Options) *Head {
 			Name: "hearth_head_profiles", Help: "Profile rows in the head, per tenant.",
 		}, []string{"tenant"}),
 	}
-	if opts.Registerer != nil {
-		opts.Registerer.MustRegister(h.bytesGauge, h.seriesGauge, h.profilesGauge)
+	if reg != nil {
+		reg.MustRegister(h.bytesGauge, h.seriesGauge, h.profilesGauge)
 	}
 	return h
 }
@@ -167,7 +177,6 @@ func (h *Head) Append(tenant string, id ProfileID, labels model.Labels, p *googl
 	var res AppendResult
 
 	t.syms.Lock()
-	symBefore := t.syms.BytesLocked()
 	rows, err := splitRows(labels, p, t.syms)
 	symAfter := t.syms.BytesLocked()
 	t.syms.Unlock()
@@ -220,7 +229,6 @@ func (h *Head) Append(tenant string, id ProfileID, labels model.Labels, p *googl
 	t.mu.Unlock()
 
 	total := t.rowBytes.Add(added) + symAfter
-	_ = symBefore
 	h.bytesGauge.WithLabelValues(tenant).Set(float64(total))
 	h.seriesGauge.WithLabelValues(tenant).Set(float64(nSeries))
 	h.profilesGauge.WithLabelValues(tenant).Set(float64(nProfiles))
@@ -276,4 +284,21 @@ func (t *Tenant) Stats() Stats {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	return Stats{Series: int64(len(t.series)), Profiles: t.profiles, Samples: t.samples, MinTime: t.minT, MaxTime: t.maxT, Bytes: t.Bytes()}
+}
+
+// Forget zeroes a tenant's gauges (its head was cut and is now a block).
+func (m *Metrics) Forget(tenant string) {
+	m.bytesGauge.DeleteLabelValues(tenant)
+	m.seriesGauge.DeleteLabelValues(tenant)
+	m.profilesGauge.DeleteLabelValues(tenant)
+}
+
+// Empty reports whether the head holds no rows.
+func (h *Head) Empty() bool {
+	for _, t := range h.Tenants() {
+		if h.Tenant(t).Stats().Profiles > 0 {
+			return false
+		}
+	}
+	return true
 }

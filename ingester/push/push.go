@@ -131,7 +131,7 @@ func (h *Handler) decode(t string, labels model.Labels, raw []byte, id string, f
 
 // finish completes and validates a decoded profile.
 func (h *Handler) finish(labels model.Labels, p *googlev1.Profile, raw []byte, id string, fallbackNanos int64) (Profile, error) {
-	sanitizeStrings(p)
+	SanitizeStrings(p)
 	labels = labels.Clone()
 	if labels.Get(model.LabelServiceName) == "" {
 		labels = labels.Set(model.LabelServiceName, model.UnknownService)
@@ -227,10 +227,10 @@ func Classify(err error) (connect.Code, string) {
 	return connect.CodeInternal, "internal"
 }
 
-// sanitizeStrings replaces invalid UTF-8 in the string table with U+FFFD:
+// SanitizeStrings replaces invalid UTF-8 in the string table with U+FFFD:
 // protobuf strings must be UTF-8, and a stored invalid string would make every
 // later query response for the tenant undecodable by clients.
-func sanitizeStrings(p *googlev1.Profile) {
+func SanitizeStrings(p *googlev1.Profile) {
 	for i, s := range p.StringTable {
 		if !utf8.ValidString(s) {
 			p.StringTable[i] = strings.ToValidUTF8(s, "\uFFFD")

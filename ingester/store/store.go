@@ -1,0 +1,478 @@
+// Package store is the ingester's storage engine: every accepted push is
+// written ahead (WAL) and then appended to the head; the head is cut into
+// per-tenant blocks that are shipped to the bucket, and the WAL segments a
+// cut covers are deleted only once all its blocks are in the bucket.
+//
+// Invariants:
+//   - A push is acknowledged only after its WAL record is durable (per the
+//     fsync policy) and it is in the head.
+//   - A cut rotates the WAL and swaps the head under the write lock, so every
+//     record before the rotation is in the frozen head and every record after
+//     it is in the new one.
+//   - The checkpoint file names the first WAL segment not covered by local
+//     blocks: replay skips the segments before it (their data is in blocks).
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/hearth-dev/hearth/ingester/head"
+	"github.com/hearth-dev/hearth/ingester/model"
+	"github.com/hearth-dev/hearth/ingester/pprofdec"
+	"github.com/hearth-dev/hearth/ingester/push"
+	"github.com/hearth-dev/hearth/ingester/symdb"
+	"github.com/hearth-dev/hearth/ingester/wal"
+)
+
+// BlockWriter writes a tenant's frozen head as a block under dir and returns the block's id.
+type BlockWriter func(dir, tenant string, sel head.Selection) (id string, err error)
+
+// Shipper uploads local blocks.
+type Shipper interface {
+	Enqueue(tenant, blockDir string)
+	// PendingBytes is the size of local blocks not yet uploaded.
+	PendingBytes() int64
+}
+
+// Options configure a Store.
+type Options struct {
+	DataDir            string
+	WALPolicy          wal.Policy
+	MaxBlockDuration   time.Duration
+	MaxHeadBytes       int64
+	MaxSeriesPerTenant int
+	MaxProfileSize     int   // for decoding during replay
+	MaxPendingBytes    int64 // refuse writes while more than this waits for upload (0: no limit)
+	WriteBlock         BlockWriter
+	Shipper            Shipper
+	// BlocksWritten is called after a cut's blocks are on local disk, before
+	// the frozen head stops being queried (the local block reader must see them).
+	BlocksWritten func(ctx context.Context)
+	Logger        *slog.Logger
+	Registerer    prometheus.Registerer
+}
+
+type cut struct {
+	end     wal.Pos             // first position after the cut
+	pending map[string]struct{} // block ids not yet uploaded
+}
+
+// Store is the ingester's storage engine.
+type Store struct {
+	opts Options
+	log  *slog.Logger
+	wal  *wal.WAL
+	hm   *head.Metrics
+
+	mu          sync.RWMutex // pushes share it; a cut and Close take it
+	active      *head.Head
+	activeSince atomic.Int64 // unix nanos of the first append to the active head, 0: empty
+	frozen      []*frozenHead
+	closed      bool
+
+	cutMu  sync.Mutex // one cut at a time
+	cutsMu sync.Mutex
+	cuts   []*cut
+
+	cutsTotal   *prometheus.CounterVec
+	cutDuration prometheus.Histogram
+	replayed    prometheus.Counter
+}
+
+// Dirs under the data directory.
+func (o Options) walDir() string         { return filepath.Join(o.DataDir, "wal") }
+func (o Options) BlocksDir() string      { return filepath.Join(o.DataDir, "blocks") }
+func (o Options) checkpointFile() string { return filepath.Join(o.DataDir, "wal", "checkpoint") }
+
+// Open replays the WAL into a fresh head and opens it for appending.
+// startupPending lists the local blocks not yet uploaded (their WAL segments
+// are deleted once they are).
+func Open(opts Options, startupPending []string) (*Store, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &Store{opts: opts, log: opts.Logger}
+	s.hm = head.NewMetrics(opts.Registerer)
+	s.cutsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "hearth_head_cuts_total", Help: "Head cuts into blocks, by reason.",
+	}, []string{"reason"})
+	s.cutDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "hearth_head_cut_duration_seconds", Help: "Time to write a cut's blocks.", Buckets: prometheus.ExponentialBuckets(0.01, 2.5, 10),
+	})
+	s.replayed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "hearth_wal_replayed_profiles_total", Help: "Profiles restored from the WAL at start.",
+	})
+	walMetrics := wal.NewMetrics(opts.Registerer)
+	if opts.Registerer != nil {
+		opts.Registerer.MustRegister(s.cutsTotal, s.cutDuration, s.replayed)
+	}
+	s.active = s.newHead()
+	if err := os.MkdirAll(opts.walDir(), 0o755); err != nil {
+		return nil, err
+	}
+	checkpoint, err := readCheckpoint(opts.checkpointFile())
+	if err != nil {
+		return nil, err
+	}
+	if err := s.replay(checkpoint, walMetrics); err != nil {
+		return nil, err
+	}
+	w, err := wal.Open(opts.walDir(), wal.Options{Policy: opts.WALPolicy, Logger: opts.Logger, Metrics: walMetrics})
+	if err != nil {
+		return nil, err
+	}
+	s.wal = w
+	if len(startupPending) > 0 {
+		c := &cut{end: wal.Pos{Segment: checkpoint}, pending: map[string]struct{}{}}
+		for _, id := range startupPending {
+			c.pending[id] = struct{}{}
+		}
+		s.cuts = append(s.cuts, c)
+	} else if checkpoint > 0 {
+		// Everything before the checkpoint is in the bucket already.
+		if _, err := w.Truncate(wal.Pos{Segment: checkpoint}); err != nil {
+			s.log.Warn("wal truncate at start", "err", err)
+		}
+	}
+	return s, nil
+}
+
+func (s *Store) newHead() *head.Head {
+	return head.New(head.Options{MaxSeriesPerTenant: s.opts.MaxSeriesPerTenant, Metrics: s.hm})
+}
+
+func readCheckpoint(path string) (uint64, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("wal checkpoint %s: %w", path, err)
+	}
+	return v, nil
+}
+
+func writeCheckpoint(path string, seg uint64) error {
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(strconv.FormatUint(seg, 10) + "\n"); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func (s *Store) replay(checkpoint uint64, m *wal.Metrics) error {
+	var profiles, skipped, bad int
+	_, err := wal.Replay(s.opts.walDir(), wal.ReplayOptions{Logger: s.log, Metrics: m}, func(pos wal.Pos, payload []byte) error {
+		if pos.Segment < checkpoint {
+			skipped++
+			return nil
+		}
+		tenant, entries, err := DecodeRecord(payload)
+		if err != nil {
+			bad++
+			s.log.Error("wal record does not decode: skipped", "pos", pos.String(), "err", err)
+			return nil
+		}
+		for _, e := range entries {
+			p, err := pprofdec.DecodePprof(e.Raw, s.opts.MaxProfileSize)
+			if err == nil {
+				push.SanitizeStrings(p)
+				_, err = s.active.Append(tenant, e.ID, e.Labels, p, e.TimeNanos)
+			}
+			if err != nil {
+				bad++
+				s.log.Error("wal profile cannot be restored: skipped", "pos", pos.String(), "tenant", tenant, "err", err)
+				continue
+			}
+			profiles++
+			s.replayed.Inc()
+			s.markActive(e.TimeNanos)
+		}
+		return nil
+	})
+	s.log.Info("wal restored into the head", "profiles", profiles, "records_in_blocks", skipped, "unrestorable", bad)
+	return err
+}
+
+func (s *Store) markActive(int64) {
+	s.activeSince.CompareAndSwap(0, time.Now().UnixNano())
+}
+
+// ErrClosed is returned for writes after Close: the ingester is stopping.
+var ErrClosed = errors.New("the ingester is shutting down and takes no more writes")
+
+// Append implements push.Appender: WAL first, then the head.
+func (s *Store) Append(ctx context.Context, tenant string, ps []push.Profile) error {
+	for i := range ps {
+		if err := symdb.Validate(ps[i].Profile); err != nil {
+			return err
+		}
+	}
+	if lim := s.opts.MaxPendingBytes; lim > 0 && s.opts.Shipper != nil {
+		if pending := s.opts.Shipper.PendingBytes(); pending > lim {
+			return connect.NewError(connect.CodeUnavailable, fmt.Errorf("%d MiB of blocks wait for upload to the bucket, more than the disk budget of %d MiB: the bucket may be unreachable; retry later", pending>>20, lim>>20))
+		}
+	}
+	entries := make([]Entry, len(ps))
+	for i, p := range ps {
+		entries[i] = Entry{ID: p.ID, TimeNanos: p.TimeNanos, Labels: p.Labels, Raw: p.Raw}
+	}
+	rec := EncodeRecord(tenant, entries)
+
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return connect.NewError(connect.CodeUnavailable, ErrClosed)
+	}
+	if _, err := s.wal.Append(ctx, rec); err != nil {
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+		return connect.NewError(connect.CodeUnavailable, fmt.Errorf("write-ahead log: %w", err))
+	}
+	for _, p := range ps {
+		if _, err := s.active.Append(tenant, p.ID, p.Labels, p.Profile, p.TimeNanos); err != nil {
+			// Written ahead but refused by the head (the series limit): replay
+			// would refuse it the same way.
+			return err
+		}
+		s.markActive(p.TimeNanos)
+	}
+	return nil
+}
+
+// Select implements querier.Source over the active and the frozen heads.
+func (s *Store) Select(_ context.Context, tenant, ptype string, match func(model.Labels) bool, start, end int64) ([]head.Selection, error) {
+	var out []head.Selection
+	for _, h := range s.heads() {
+		if t := h.Tenant(tenant); t != nil {
+			out = append(out, t.Select(ptype, match, start, end))
+		}
+	}
+	return out, nil
+}
+
+// SeriesLabels implements querier.Source.
+func (s *Store) SeriesLabels(_ context.Context, tenant string, match func(model.Labels) bool, start, end int64) ([]model.Labels, error) {
+	var out []model.Labels
+	for _, h := range s.heads() {
+		if t := h.Tenant(tenant); t != nil {
+			out = append(out, t.SeriesLabels(match, start, end)...)
+		}
+	}
+	return out, nil
+}
+
+func (s *Store) heads() []*head.Head {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := []*head.Head{s.active}
+	for _, f := range s.frozen {
+		out = append(out, f.h)
+	}
+	return out
+}
+
+// Head is the active head.
+func (s *Store) Head() *head.Head {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.active
+}
+
+// frozenHead is a cut head whose blocks are being written.
+type frozenHead struct {
+	h    *head.Head
+	end  wal.Pos           // first WAL position after it
+	done map[string]string // tenant → block id written
+}
+
+// Cut freezes the head, writes a block per tenant, queues them for upload
+// and returns once they are on local disk. New pushes go to a fresh head
+// meanwhile, and both are queried. A head whose blocks could not be written
+// stays frozen (and queried) and is retried by the next Cut.
+func (s *Store) Cut(ctx context.Context, reason string) error {
+	s.cutMu.Lock()
+	defer s.cutMu.Unlock()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	if !s.active.Empty() {
+		end, err := s.wal.Rotate(ctx)
+		if err != nil {
+			s.mu.Unlock()
+			return fmt.Errorf("rotating the wal: %w", err)
+		}
+		s.frozen = append(s.frozen, &frozenHead{h: s.active, end: end, done: map[string]string{}})
+		s.active = s.newHead()
+		s.activeSince.Store(0)
+	}
+	pending := append([]*frozenHead(nil), s.frozen...)
+	s.mu.Unlock()
+
+	for _, f := range pending {
+		if err := s.writeBlocks(ctx, f, reason); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Store) writeBlocks(ctx context.Context, f *frozenHead, reason string) error {
+	start := time.Now()
+	for _, tenant := range f.h.Tenants() {
+		if _, ok := f.done[tenant]; ok {
+			continue
+		}
+		th := f.h.Tenant(tenant)
+		sel := th.Select("", nil, math.MinInt64, math.MaxInt64)
+		if len(sel.Series) == 0 {
+			continue
+		}
+		dir := filepath.Join(s.opts.BlocksDir(), tenant)
+		id, err := s.opts.WriteBlock(dir, tenant, sel)
+		if err != nil {
+			// The frozen head stays queryable and its WAL stays: the next cut
+			// retries, and a restart replays it.
+			return fmt.Errorf("writing the block of tenant %q: %w", tenant, err)
+		}
+		st := th.Stats()
+		s.log.Info("block written", "tenant", tenant, "block", id, "series", st.Series, "profiles", st.Profiles, "samples", st.Samples, "reason", reason)
+		f.done[tenant] = id
+	}
+	if err := writeCheckpoint(s.opts.checkpointFile(), f.end.Segment); err != nil {
+		return fmt.Errorf("writing the wal checkpoint: %w", err)
+	}
+	c := &cut{end: f.end, pending: map[string]struct{}{}}
+	for _, id := range f.done {
+		c.pending[id] = struct{}{}
+	}
+	s.cutsMu.Lock()
+	s.cuts = append(s.cuts, c)
+	s.cutsMu.Unlock()
+	if s.opts.BlocksWritten != nil {
+		s.opts.BlocksWritten(ctx)
+	}
+	s.mu.Lock()
+	for i, fh := range s.frozen {
+		if fh == f {
+			s.frozen = append(s.frozen[:i], s.frozen[i+1:]...)
+			break
+		}
+	}
+	active := s.active
+	s.mu.Unlock()
+	for _, t := range f.h.Tenants() {
+		if active.Tenant(t) == nil {
+			s.hm.Forget(t)
+		}
+	}
+	if s.opts.Shipper != nil {
+		for tenant, id := range f.done {
+			s.opts.Shipper.Enqueue(tenant, filepath.Join(s.opts.BlocksDir(), tenant, id))
+		}
+	}
+	s.cutsTotal.WithLabelValues(reason).Inc()
+	s.cutDuration.Observe(time.Since(start).Seconds())
+	return nil
+}
+
+// Uploaded records that a block is in the bucket; WAL segments whose every
+// block is uploaded are deleted.
+func (s *Store) Uploaded(tenant, id string) {
+	s.cutsMu.Lock()
+	defer s.cutsMu.Unlock()
+	for _, c := range s.cuts {
+		delete(c.pending, id)
+	}
+	var upTo *wal.Pos
+	for len(s.cuts) > 0 && len(s.cuts[0].pending) == 0 {
+		upTo = &s.cuts[0].end
+		s.cuts = s.cuts[1:]
+	}
+	if upTo != nil {
+		if _, err := s.wal.Truncate(*upTo); err != nil {
+			s.log.Warn("wal truncate", "err", err)
+		}
+	}
+}
+
+// Run cuts the head when it is older than MaxBlockDuration or larger than
+// MaxHeadBytes, until ctx ends.
+func (s *Store) Run(ctx context.Context) {
+	every := min(10*time.Second, max(s.opts.MaxBlockDuration/10, 100*time.Millisecond))
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		reason := ""
+		if since := s.activeSince.Load(); since != 0 && s.opts.MaxBlockDuration > 0 && time.Since(time.Unix(0, since)) >= s.opts.MaxBlockDuration {
+			reason = "max_block_duration"
+		} else if s.opts.MaxHeadBytes > 0 && s.Head().Bytes() >= s.opts.MaxHeadBytes {
+			reason = "max_head_bytes"
+		}
+		if reason == "" {
+			continue
+		}
+		if err := s.Cut(ctx, reason); err != nil && !errors.Is(err, ErrClosed) {
+			s.log.Error("cutting the head", "reason", reason, "err", err)
+		}
+	}
+}
+
+// Close stops taking writes, waits for the ones in flight, and syncs the WAL.
+// It does not flush: the WAL is enough to come back.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	return s.wal.Close()
+}
