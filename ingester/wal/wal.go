@@ -213,8 +213,10 @@ func (w *WAL) Segments() []uint64 {
 // exception: a failed fsync under PolicyAlways is reported as an error, and
 // the WAL removes the batch from the file, but a crash before that removal
 // completes may leave it in. Callers must therefore treat an error as "not
-// acknowledged", never as "certainly absent". payload must not be modified
-// until Append returns.
+// acknowledged", never as "certainly absent". If ctx ends before the writer
+// has taken the record, Append returns ctx.Err() and the record is never
+// written; once taken, Append waits for the (bounded) write and fsync.
+// payload must not be modified until Append returns.
 func (w *WAL) Append(ctx context.Context, payload []byte) (Pos, error) {
 	if len(payload) > w.opts.MaxRecordSize {
 		return Pos{}, fmt.Errorf("%w: %d bytes > %d", ErrRecordTooLarge, len(payload), w.opts.MaxRecordSize)
