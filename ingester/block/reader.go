@@ -1,0 +1,313 @@
+package block
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"sort"
+	"sync"
+
+	"github.com/parquet-go/parquet-go"
+	"github.com/thanos-io/objstore"
+
+	"github.com/hearth-dev/hearth/ingester/head"
+	"github.com/hearth-dev/hearth/ingester/model"
+	"github.com/hearth-dev/hearth/ingester/symdb"
+)
+
+// ReaderOptions tune Open.
+type ReaderOptions struct {
+	// Meta, when set, is used instead of reading meta.json again.
+	Meta *Meta
+	// Symbols caches decoded symbol tables; nil: the reader keeps its own
+	// table once loaded.
+	Symbols *SymbolCache
+}
+
+// Reader reads one block from a bucket. It is safe for concurrent use and
+// holds no file handles: dropping it is closing it.
+type Reader struct {
+	bkt    objstore.BucketReader
+	prefix string
+	meta   Meta
+	series []Series
+	syms   *SymbolCache
+
+	fileOnce sync.Mutex
+	file     *parquet.File
+	pf       *bucketFile
+	rgFirst  []int64 // first row of each row group, plus the total at the end
+	rgTime   [][2]int64
+	timeCol  int
+}
+
+// Open reads meta.json (unless given) and index.bin of the block under
+// prefix ("<tenant>/<ulid>/" or "<ulid>/"). profiles.parquet and symbols.bin
+// are read when a Select needs them.
+func Open(ctx context.Context, bkt objstore.BucketReader, prefix string, opts ReaderOptions) (*Reader, error) {
+	r := &Reader{bkt: bkt, prefix: prefix, syms: opts.Symbols}
+	if opts.Meta != nil {
+		r.meta = *opts.Meta
+	} else {
+		b, err := readAll(ctx, bkt, path.Join(prefix, MetaFile))
+		if err != nil {
+			return nil, err
+		}
+		m, err := ParseMeta(b)
+		if err != nil {
+			return nil, fmt.Errorf("block %s: %w", prefix, err)
+		}
+		r.meta = *m
+	}
+	if r.syms == nil {
+		r.syms = NewSymbolCache(1 << 62)
+	}
+	b, err := readAll(ctx, bkt, path.Join(prefix, IndexFile))
+	if err != nil {
+		return nil, err
+	}
+	if r.series, err = DecodeIndex(b); err != nil {
+		return nil, fmt.Errorf("block %s: %w", prefix, err)
+	}
+	var rows int64
+	for _, s := range r.series {
+		rows += s.Rows
+	}
+	if rows != r.meta.Stats.Profiles || int64(len(r.series)) != r.meta.Stats.Series {
+		return nil, fmt.Errorf("block %s: %w: index has %d series and %d rows, meta.json says %d and %d",
+			prefix, ErrCorrupt, len(r.series), rows, r.meta.Stats.Series, r.meta.Stats.Profiles)
+	}
+	return r, nil
+}
+
+// Meta returns the block's meta.json.
+func (r *Reader) Meta() Meta { return r.meta }
+
+// Series returns the block's series index (read-only).
+func (r *Reader) Series() []Series { return r.series }
+
+func readAll(ctx context.Context, bkt objstore.BucketReader, name string) ([]byte, error) {
+	rc, err := bkt.Get(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	return b, nil
+}
+
+// SeriesLabels returns the label sets of matching series with rows in [start, end] ns.
+func (r *Reader) SeriesLabels(match func(model.Labels) bool, start, end int64) []model.Labels {
+	var out []model.Labels
+	for i := range r.series {
+		s := &r.series[i]
+		if s.MaxTime < start || s.MinTime > end || (match != nil && !match(s.Labels)) {
+			continue
+		}
+		out = append(out, s.Labels)
+	}
+	return out
+}
+
+// Symbols returns the block's symbol tables, loading them when not cached.
+func (r *Reader) Symbols(ctx context.Context) (*symdb.Snapshot, error) {
+	return r.syms.get(r.meta.ULID.String(), func() (*symdb.Snapshot, error) {
+		b, err := readAll(ctx, r.bkt, path.Join(r.prefix, SymbolsFile))
+		if err != nil {
+			return nil, err
+		}
+		sn, err := DecodeSymbols(b)
+		if err != nil {
+			return nil, fmt.Errorf("block %s: %w", r.prefix, err)
+		}
+		return sn, nil
+	})
+}
+
+func (r *Reader) openProfiles() (*parquet.File, error) {
+	r.fileOnce.Lock()
+	defer r.fileOnce.Unlock()
+	if r.file != nil {
+		return r.file, nil
+	}
+	size := r.meta.FileSize(ProfilesFile)
+	bf := &bucketFile{bkt: r.bkt, name: path.Join(r.prefix, ProfilesFile), size: size}
+	f, err := parquet.OpenFile(bf, size, parquet.SkipPageIndex(true), parquet.SkipBloomFilters(true),
+		parquet.ReadBufferSize(256<<10), parquet.OptimisticRead(true))
+	if err != nil {
+		return nil, fmt.Errorf("block %s: %w: profiles.parquet: %v", r.prefix, ErrCorrupt, err)
+	}
+	want := []string{"series", "time_ns", "id", "total", "samples"}
+	cols := f.Schema().Columns()
+	if len(cols) != len(want) {
+		return nil, fmt.Errorf("block %s: %w: profiles.parquet has %d columns, want %d", r.prefix, ErrCorrupt, len(cols), len(want))
+	}
+	for i, c := range cols {
+		if len(c) != 1 || c[0] != want[i] {
+			return nil, fmt.Errorf("block %s: %w: profiles.parquet column %d is %v, want %s", r.prefix, ErrCorrupt, i, c, want[i])
+		}
+	}
+	if f.NumRows() != r.meta.Stats.Profiles {
+		return nil, fmt.Errorf("block %s: %w: profiles.parquet has %d rows, meta.json says %d", r.prefix, ErrCorrupt, f.NumRows(), r.meta.Stats.Profiles)
+	}
+	r.timeCol = 1
+	md := f.Metadata()
+	r.rgFirst = make([]int64, 0, len(md.RowGroups)+1)
+	r.rgTime = make([][2]int64, len(md.RowGroups))
+	var row int64
+	for i, rg := range md.RowGroups {
+		r.rgFirst = append(r.rgFirst, row)
+		row += rg.NumRows
+		r.rgTime[i] = [2]int64{-1 << 63, 1<<63 - 1} // unknown: no pruning
+		if len(rg.Columns) == len(want) {
+			st := rg.Columns[r.timeCol].MetaData.Statistics
+			if len(st.MinValue) == 8 && len(st.MaxValue) == 8 {
+				r.rgTime[i] = [2]int64{int64(binary.LittleEndian.Uint64(st.MinValue)), int64(binary.LittleEndian.Uint64(st.MaxValue))}
+			}
+		}
+	}
+	r.rgFirst = append(r.rgFirst, row)
+	r.file, r.pf = f, bf
+	return f, nil
+}
+
+// span is a run of rows of one series inside one row group.
+type span struct {
+	series int
+	lo, hi int64 // rows, relative to the row group
+}
+
+// Select returns the rows of profile type ptype ("" for all) of matching
+// series whose time is in [start, end] ns, with the block's symbols: the same
+// shape a head returns. A block with nothing to return gives a Selection
+// without series (and without symbols).
+func (r *Reader) Select(ctx context.Context, ptype string, match func(model.Labels) bool, start, end int64) (head.Selection, error) {
+	var cands []int
+	for i := range r.series {
+		s := &r.series[i]
+		if s.MaxTime < start || s.MinTime > end {
+			continue
+		}
+		if ptype != "" && s.Labels.Get(model.LabelProfileType) != ptype {
+			continue
+		}
+		if match != nil && !match(s.Labels) {
+			continue
+		}
+		cands = append(cands, i)
+	}
+	if len(cands) == 0 {
+		return head.Selection{}, nil
+	}
+	f, err := r.openProfiles()
+	if err != nil {
+		return head.Selection{}, err
+	}
+	// Row groups to read, with the spans of rows wanted in each.
+	groups := map[int][]span{}
+	for _, si := range cands {
+		s := &r.series[si]
+		a, b := s.FirstRow, s.FirstRow+s.Rows
+		g := sort.Search(len(r.rgFirst)-1, func(g int) bool { return r.rgFirst[g+1] > a })
+		for ; g < len(r.rgFirst)-1 && r.rgFirst[g] < b; g++ {
+			if t := r.rgTime[g]; t[1] < start || t[0] > end {
+				continue
+			}
+			lo, hi := max(a, r.rgFirst[g]), min(b, r.rgFirst[g+1])
+			groups[g] = append(groups[g], span{series: si, lo: lo - r.rgFirst[g], hi: hi - r.rgFirst[g]})
+		}
+	}
+	if len(groups) == 0 {
+		return head.Selection{}, nil
+	}
+	syms, err := r.Symbols(ctx)
+	if err != nil {
+		return head.Selection{}, err
+	}
+	order := make([]int, 0, len(groups))
+	for g := range groups {
+		order = append(order, g)
+	}
+	sort.Ints(order)
+	pins, err := r.pf.pin(ctx, f, order)
+	if err != nil {
+		return head.Selection{}, fmt.Errorf("block %s: %w", r.prefix, err)
+	}
+	defer r.pf.unpin(pins)
+
+	out := map[int][]head.Profile{}
+	rgs := f.RowGroups()
+	buf := make([]profileRow, 256)
+	nodes := uint32(len(syms.Nodes))
+	for _, g := range order {
+		if err := ctx.Err(); err != nil {
+			return head.Selection{}, err
+		}
+		rd := parquet.NewGenericRowGroupReader[profileRow](rgs[g])
+		for _, sp := range groups[g] {
+			if err := rd.SeekToRow(sp.lo); err != nil {
+				rd.Close()
+				return head.Selection{}, fmt.Errorf("block %s: %w: row group %d: %v", r.prefix, ErrCorrupt, g, err)
+			}
+			for left := sp.hi - sp.lo; left > 0; {
+				n, err := rd.Read(buf[:min(left, int64(len(buf)))])
+				if n == 0 && err != nil {
+					rd.Close()
+					return head.Selection{}, fmt.Errorf("block %s: %w: row group %d: %v", r.prefix, ErrCorrupt, g, err)
+				}
+				left -= int64(n)
+				for _, row := range buf[:n] {
+					if int(row.Series) != sp.series {
+						rd.Close()
+						return head.Selection{}, fmt.Errorf("block %s: %w: row of series %d where the index puts series %d", r.prefix, ErrCorrupt, row.Series, sp.series)
+					}
+					if row.Time < start || row.Time > end {
+						continue
+					}
+					if err := checkSamples(row.Samples, nodes); err != nil {
+						rd.Close()
+						return head.Selection{}, fmt.Errorf("block %s: %w", r.prefix, err)
+					}
+					out[sp.series] = append(out[sp.series], head.Profile{
+						ID: row.ID, TimeNanos: row.Time, Total: row.Total, Samples: append([]byte(nil), row.Samples...),
+					})
+				}
+			}
+		}
+		rd.Close()
+	}
+	sel := head.Selection{Symbols: syms}
+	for _, si := range cands {
+		if rows := out[si]; len(rows) > 0 {
+			sel.Series = append(sel.Series, head.SeriesRows{Labels: r.series[si].Labels, Profiles: rows})
+		}
+	}
+	if len(sel.Series) == 0 {
+		return head.Selection{}, nil
+	}
+	return sel, nil
+}
+
+var errBadStack = errors.New("stack id beyond the symbols")
+
+func checkSamples(b []byte, nodes uint32) error {
+	bad := false
+	err := head.DecodeSamples(b, func(st uint32, _ int64) {
+		if st >= nodes {
+			bad = true
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("%w: samples: %v", ErrCorrupt, err)
+	}
+	if bad {
+		return fmt.Errorf("%w: samples: %v", ErrCorrupt, errBadStack)
+	}
+	return nil
+}
