@@ -7,7 +7,7 @@ TOOLS := $(abspath bin/tools)
 CONTROLLER_GEN := $(TOOLS)/controller-gen-$(CONTROLLER_GEN_VERSION)
 IMG ?= hearth:dev
 
-.PHONY: all build test test-go demo k8s-bins generate manifests verify-generated vet fmt docker-build bench fuzz
+.PHONY: all build test test-go demo k8s-bins versitygw generate manifests verify-generated vet fmt docker-build bench fuzz
 
 all: build
 
@@ -15,7 +15,7 @@ build:
 	go build -o bin/hearth ./cmd/hearth
 
 ## test: everything CI runs (builds the Kubernetes test binaries on first use).
-test: k8s-bins verify-generated vet test-go
+test: k8s-bins versitygw verify-generated vet test-go
 
 test-go:
 	KUBEBUILDER_ASSETS=$(abspath bin/k8s/$(K8S_VERSION)) go test -count=1 -timeout 30m ./...
@@ -26,6 +26,10 @@ vet:
 
 k8s-bins:
 	K8S_VERSION=$(K8S_VERSION) ./hack/build-k8s.sh >/dev/null
+
+## versitygw: the S3 server the object storage tests run (internal/s3test), built once and cached.
+versitygw:
+	./hack/build-versitygw.sh >/dev/null
 
 ## demo: a local ingester with the embedded defaults, a real workload profiled and pushed, a top-N query.
 demo: build
