@@ -49,6 +49,7 @@ type BucketSource struct {
 }
 
 type tenantBlocks struct {
+	name   string
 	mu     sync.Mutex // serialises listing
 	synced time.Time
 	metas  map[ulid.ULID]*Meta // complete blocks
@@ -94,7 +95,7 @@ func (s *BucketSource) tenant(t string) *tenantBlocks {
 	defer s.mu.Unlock()
 	tb := s.tenants[t]
 	if tb == nil {
-		tb = &tenantBlocks{metas: map[ulid.ULID]*Meta{}}
+		tb = &tenantBlocks{name: t, metas: map[ulid.ULID]*Meta{}}
 		s.tenants[t] = tb
 	}
 	return tb
@@ -148,14 +149,7 @@ func (s *BucketSource) Blocks(ctx context.Context, tenant string) ([]*Meta, erro
 func (s *BucketSource) syncTenant(ctx context.Context, tb *tenantBlocks) error {
 	tb.mu.Lock()
 	defer tb.mu.Unlock()
-	var tenant string
-	s.mu.Lock()
-	for name, t := range s.tenants {
-		if t == tb {
-			tenant = name
-		}
-	}
-	s.mu.Unlock()
+	tenant := tb.name
 	seen := map[ulid.ULID]bool{}
 	var fresh []ulid.ULID
 	err := s.Bucket.Iter(ctx, tenant+"/", func(name string) error {

@@ -127,11 +127,18 @@ func decodeSymbols(b []byte, maxRaw int) (*symdb.Snapshot, error) {
 	d := &dec{b: payload}
 	sn := &symdb.Snapshot{}
 	table := func(what string, minBytes int) int {
-		n := d.count(what, minBytes)
-		if d.err == nil && n == 0 {
+		v := d.uvarint(what)
+		switch {
+		case d.err != nil:
+			return 0
+		case v == 0:
 			d.err = corrupt("%s: empty table (entry 0 is implicit, the count includes it)", what)
+			return 0
+		case v-1 > uint64(len(d.b)/minBytes):
+			d.err = corrupt("%s: %d entries exceed what %d bytes can hold", what, v, len(d.b))
+			return 0
 		}
-		return n
+		return int(v)
 	}
 
 	ns := table("strings", 1)
