@@ -20,7 +20,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/thanos-io/objstore"
 	"github.com/thanos-io/objstore/providers/azure"
-	"github.com/thanos-io/objstore/providers/filesystem"
 	"github.com/thanos-io/objstore/providers/gcs"
 	"github.com/thanos-io/objstore/providers/s3"
 )
@@ -163,10 +162,7 @@ func newRaw(ctx context.Context, cfg Config, logger *slog.Logger) (objstore.Buck
 	kl := goKitLogger{l: logger.With("component", "bucket", "backend", cfg.Backend)}
 	switch cfg.Backend {
 	case "filesystem":
-		if err := os.MkdirAll(cfg.Filesystem.Dir, 0o755); err != nil {
-			return nil, err
-		}
-		return filesystem.NewBucket(cfg.Filesystem.Dir)
+		return newFilesystem(cfg.Filesystem.Dir)
 	case "s3":
 		c := s3.DefaultConfig
 		c.PutUserMetadata = map[string]string{}
