@@ -102,7 +102,7 @@ func TestRoundTripCorpus(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	h := head.New(head.Options{})
 	const base = int64(1_700_000_000_000_000_000)
-	pushLoad(t, h, corpus, 3*len(corpus), 5, base, 10e9, rng)
+	pushLoad(t, h, corpus, 2*len(corpus), 5, base, 10e9, rng)
 	root := t.TempDir()
 	m := writeTenant(t, h, root, WriteOptions{Source: "test", RowGroupRows: 7})
 	st := h.Tenant(testTenant).Stats()

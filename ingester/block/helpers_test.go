@@ -1,14 +1,16 @@
 package block
 
 import (
+	"encoding/binary"
+
 	"context"
 	"fmt"
+	"github.com/cespare/xxhash/v2"
 	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -123,28 +125,41 @@ func stackKey(sn *symdb.Snapshot, st uint32) string {
 }
 
 // flatten renders a selection by content: series labels → rows (sorted by
-// time, id) with id, time, total and samples resolved to stack content.
+// time, id) with id, time, total and a fingerprint of the samples resolved to
+// stack content (xxhash of the sorted (stack content hash, value) pairs).
 func flatten(tb testing.TB, sels ...head.Selection) map[string][]string {
 	out := map[string][]string{}
+	type pair struct {
+		h uint64
+		v int64
+	}
+	var pairs []pair
+	var buf [16]byte
 	for _, sel := range sels {
-		memo := map[uint32]string{}
+		memo := map[uint32]uint64{}
 		for _, sr := range sel.Series {
 			k := sr.Labels.String()
 			for _, p := range sr.Profiles {
-				var samples []string
+				pairs = pairs[:0]
 				err := head.DecodeSamples(p.Samples, func(st uint32, v int64) {
-					k, ok := memo[st]
+					h, ok := memo[st]
 					if !ok {
-						k = stackKey(sel.Symbols, st)
-						memo[st] = k
+						h = xxhash.Sum64String(stackKey(sel.Symbols, st))
+						memo[st] = h
 					}
-					samples = append(samples, k+"="+strconv.FormatInt(v, 10))
+					pairs = append(pairs, pair{h, v})
 				})
 				if err != nil {
 					tb.Fatal(err)
 				}
-				sort.Strings(samples)
-				out[k] = append(out[k], fmt.Sprintf("%020d %x total=%d %s", p.TimeNanos, p.ID, p.Total, strings.Join(samples, ",")))
+				sort.Slice(pairs, func(i, j int) bool { return pairs[i].h < pairs[j].h })
+				d := xxhash.New()
+				for _, pr := range pairs {
+					binary.LittleEndian.PutUint64(buf[:8], pr.h)
+					binary.LittleEndian.PutUint64(buf[8:], uint64(pr.v))
+					_, _ = d.Write(buf[:])
+				}
+				out[k] = append(out[k], fmt.Sprintf("%020d %x total=%d n=%d samples=%x", p.TimeNanos, p.ID, p.Total, len(pairs), d.Sum64()))
 			}
 			sort.Strings(out[k])
 		}

@@ -187,7 +187,12 @@ type span struct {
 // series whose time is in [start, end] ns, with the block's symbols: the same
 // shape a head returns. A block with nothing to return gives a Selection
 // without series (and without symbols).
-func (r *Reader) Select(ctx context.Context, ptype string, match func(model.Labels) bool, start, end int64) (head.Selection, error) {
+func (r *Reader) Select(ctx context.Context, ptype string, match func(model.Labels) bool, start, end int64) (sel head.Selection, err error) {
+	defer func() {
+		if p := recover(); p != nil { // a damaged file must not take the process down
+			sel, err = head.Selection{}, fmt.Errorf("block %s: %w: reading profiles: %v", r.prefix, ErrCorrupt, p)
+		}
+	}()
 	var cands []int
 	for i := range r.series {
 		s := &r.series[i]
@@ -282,7 +287,7 @@ func (r *Reader) Select(ctx context.Context, ptype string, match func(model.Labe
 		}
 		rd.Close()
 	}
-	sel := head.Selection{Symbols: syms}
+	sel = head.Selection{Symbols: syms}
 	for _, si := range cands {
 		if rows := out[si]; len(rows) > 0 {
 			sel.Series = append(sel.Series, head.SeriesRows{Labels: r.series[si].Labels, Profiles: rows})
