@@ -203,6 +203,11 @@ func (s *Shipper) add(tenant string, id ulid.ULID, dir string, size int64) bool 
 	if _, ok := s.byDir[dir]; ok {
 		return false
 	}
+	// A scan may have looked before the uploader marked the block and finished it;
+	// the marker is durable before finish takes the lock, so look again.
+	if _, ok := readMarker(dir); ok {
+		return false
+	}
 	s.seq++
 	it := &item{tenant: tenant, id: id, dir: dir, bytes: size, seq: s.seq, done: map[string]bool{}}
 	s.queue = append(s.queue, it)
