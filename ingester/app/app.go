@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -21,10 +22,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/oklog/ulid/v2"
+	"github.com/thanos-io/objstore"
+	"github.com/thanos-io/objstore/providers/filesystem"
+
+	"github.com/hearth-dev/hearth/ingester/block"
+	"github.com/hearth-dev/hearth/ingester/bucket"
 	"github.com/hearth-dev/hearth/ingester/head"
 	"github.com/hearth-dev/hearth/ingester/model"
 	"github.com/hearth-dev/hearth/ingester/push"
 	"github.com/hearth-dev/hearth/ingester/querier"
+	"github.com/hearth-dev/hearth/ingester/shipper"
 	"github.com/hearth-dev/hearth/ingester/store"
 )
 
@@ -35,6 +43,11 @@ type Ingester struct {
 	Registry *prometheus.Registry
 	Push     *push.Handler
 	Querier  *querier.Service
+
+	Bucket      objstore.Bucket
+	Shipper     *shipper.Shipper
+	LocalBlocks *block.BucketSource // blocks on this ingester's disk
+	Blocks      *block.BucketSource // blocks in the bucket
 
 	store    atomic.Pointer[store.Store] // nil until the WAL is replayed
 	ready    atomic.Bool
@@ -63,10 +76,42 @@ func New(cfg *Config, logger *slog.Logger) (*Ingester, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ing := &Ingester{Config: cfg, Logger: logger, Registry: reg}
+	bkt, err := bucket.New(context.Background(), cfg.Storage, logger, reg)
+	if err != nil {
+		return nil, fmt.Errorf("object storage: %w", err)
+	}
+	ing.Bucket = bkt
+	blocksDir := filepath.Join(cfg.DataDir, "blocks")
+	if err := os.MkdirAll(blocksDir, 0o755); err != nil {
+		return nil, err
+	}
+	local, err := filesystem.NewBucket(blocksDir)
+	if err != nil {
+		return nil, err
+	}
+	ing.LocalBlocks = &block.BucketSource{Bucket: local, SyncInterval: 10 * time.Second}
+	ing.Blocks = &block.BucketSource{Bucket: bkt, SyncInterval: 30 * time.Second}
+	ing.Shipper = shipper.New(shipper.Options{
+		Dir: blocksDir, Bucket: bkt, Logger: logger, Registerer: reg, LocalRetention: cfg.Ingester.LocalRetention,
+		OnUploaded: func(tenant string, id ulid.ULID) {
+			if st := ing.store.Load(); st != nil {
+				st.Uploaded(tenant, id.String())
+			}
+		},
+	})
 	ing.Push = push.NewHandler(cfg.Limits, storeAppender{ing}, cfg.Auth.MultitenancyEnabled, logger, reg)
-	ing.Querier = &querier.Service{Sources: []querier.Source{storeSource{ing}}, Multitenancy: cfg.Auth.MultitenancyEnabled}
+	ing.Querier = &querier.Service{
+		Sources:      []querier.Source{storeSource{ing}, ing.LocalBlocks, ing.Blocks},
+		Multitenancy: cfg.Auth.MultitenancyEnabled,
+	}
 	return ing, nil
 }
+
+// shipperAdapter gives the store the shipper's view it needs.
+type shipperAdapter struct{ s *shipper.Shipper }
+
+func (a shipperAdapter) Enqueue(tenant, dir string) error { return a.s.Enqueue(tenant, dir) }
+func (a shipperAdapter) OverBudget(budget int64) error    { return a.s.OverBudget(budget) }
 
 // errStarting answers writes and reads that arrive while the WAL is replayed.
 var errStarting = connect.NewError(connect.CodeUnavailable, errors.New("the ingester is starting: replaying its write-ahead log"))
@@ -105,6 +150,16 @@ func (ing *Ingester) Store() *store.Store { return ing.store.Load() }
 // openStore replays the WAL and opens the storage engine.
 func (ing *Ingester) openStore() (*store.Store, error) {
 	cfg := ing.Config
+	blocks, err := ing.Shipper.LocalBlocks()
+	if err != nil {
+		return nil, err
+	}
+	var pending []string
+	for _, b := range blocks {
+		if !b.Uploaded {
+			pending = append(pending, b.ULID.String())
+		}
+	}
 	return store.Open(store.Options{
 		DataDir:            cfg.DataDir,
 		WALPolicy:          cfg.WAL.Fsync,
@@ -112,9 +167,47 @@ func (ing *Ingester) openStore() (*store.Store, error) {
 		MaxHeadBytes:       cfg.Ingester.MaxHeadBytes,
 		MaxSeriesPerTenant: cfg.Limits.MaxSeriesPerTenant,
 		MaxProfileSize:     cfg.Limits.MaxProfileSizeBytes,
-		Logger:             ing.Logger,
-		Registerer:         ing.Registry,
-	}, nil)
+		MaxPendingBytes:    cfg.Ingester.MaxPendingUploadBytes,
+		WriteBlock: func(dir, tenant string, sel head.Selection) (string, error) {
+			meta, err := block.Write(dir, sel, block.WriteOptions{Tenant: tenant, Source: cfg.Ingester.Ring.InstanceID})
+			return meta.ULID.String(), err
+		},
+		Shipper: shipperAdapter{ing.Shipper},
+		BlocksWritten: func(ctx context.Context) {
+			if err := ing.LocalBlocks.Sync(ctx); err != nil {
+				ing.Logger.Warn("listing local blocks", "err", err)
+			}
+		},
+		Logger:     ing.Logger,
+		Registerer: ing.Registry,
+	}, pending)
+}
+
+// flush cuts the head into blocks now; with wait it also waits for the upload.
+func (ing *Ingester) flush(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "use POST", http.StatusMethodNotAllowed)
+		return
+	}
+	st := ing.store.Load()
+	if st == nil {
+		http.Error(w, errStarting.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	start := time.Now()
+	if err := st.Cut(r.Context(), "flush"); err != nil {
+		http.Error(w, "cutting the head: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	if r.URL.Query().Get("wait") == "true" {
+		if err := ing.Shipper.Flush(r.Context()); err != nil {
+			http.Error(w, "uploading: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+	}
+	ing.Logger.Info("flushed", "wait", r.URL.Query().Get("wait") == "true", "seconds", time.Since(start).Seconds())
+	_, _ = fmt.Fprintf(w, "flushed in %s\n", time.Since(start).Round(time.Millisecond))
 }
 
 // Handler is the HTTP handler with every endpoint.
@@ -126,6 +219,7 @@ func (ing *Ingester) Handler() http.Handler {
 	path, hd = querierv1connect.NewQuerierServiceHandler(ing.Querier, opts...)
 	mux.Handle(path, hd)
 	mux.Handle("/ingest", ing.Push)
+	mux.HandleFunc("/ingester/flush", ing.flush)
 	mux.Handle("/metrics", promhttp.HandlerFor(ing.Registry, promhttp.HandlerOpts{Registry: ing.Registry}))
 	mux.HandleFunc("/ready", func(w http.ResponseWriter, _ *http.Request) {
 		if !ing.ready.Load() {
@@ -176,6 +270,7 @@ func (ing *Ingester) Run(ctx context.Context) error {
 	runCtx, stopRun := context.WithCancel(context.Background())
 	defer stopRun()
 	go st.Run(runCtx)
+	go func() { _ = ing.Shipper.Run(runCtx) }()
 	ing.ready.Store(true)
 	ing.Logger.Info("ingester ready", "addr", ing.Addr())
 

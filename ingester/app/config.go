@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/hearth-dev/hearth/ingester/bucket"
 	"github.com/hearth-dev/hearth/ingester/validation"
 	"github.com/hearth-dev/hearth/ingester/wal"
 )
@@ -24,7 +26,7 @@ type Config struct {
 	Ingester   IngesterConfig    `yaml:"ingester"`
 	Memberlist MemberlistConfig  `yaml:"memberlist"`
 	WAL        WALConfig         `yaml:"wal"`
-	Storage    StorageConfig     `yaml:"storage"`
+	Storage    bucket.Config     `yaml:"storage"`
 	Limits     validation.Limits `yaml:"limits"`
 }
 
@@ -65,6 +67,8 @@ type IngesterConfig struct {
 	MaxBlockDuration time.Duration `yaml:"max_block_duration"`
 	MaxHeadBytes     int64         `yaml:"max_head_bytes"`
 	LocalRetention   time.Duration `yaml:"local_retention"`
+
+	MaxPendingUploadBytes int64 `yaml:"max_pending_upload_bytes"`
 }
 
 // MemberlistConfig is the gossip membership.
@@ -78,26 +82,6 @@ type MemberlistConfig struct {
 // WALConfig is the write-ahead log.
 type WALConfig struct {
 	Fsync wal.Policy `yaml:"fsync"`
-}
-
-// StorageConfig is the object storage bucket.
-type StorageConfig struct {
-	Backend    string           `yaml:"backend"`
-	Filesystem FilesystemConfig `yaml:"filesystem"`
-	S3         S3Config         `yaml:"s3"`
-}
-
-// FilesystemConfig is a bucket in a local directory.
-type FilesystemConfig struct {
-	Dir string `yaml:"dir"`
-}
-
-// S3Config is an S3-compatible bucket; credentials come from the environment.
-type S3Config struct {
-	BucketName string `yaml:"bucket_name"`
-	Endpoint   string `yaml:"endpoint"`
-	Region     string `yaml:"region"`
-	Insecure   bool   `yaml:"insecure"`
 }
 
 type stringList []string
@@ -137,12 +121,8 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.Memberlist.AdvertiseAddr, "memberlist.advertise-addr", "127.0.0.1", "Memberlist advertise address.")
 	c.WAL.Fsync = wal.PolicyAlways
 	f.Var(&c.WAL.Fsync, "wal.fsync", "WAL fsync policy: always (group commit), interval, off.")
-	f.StringVar(&c.Storage.Backend, "storage.backend", "filesystem", "Object storage: filesystem, s3.")
-	f.StringVar(&c.Storage.Filesystem.Dir, "storage.filesystem.dir", "", "Filesystem bucket directory (default <data-dir>/bucket).")
-	f.StringVar(&c.Storage.S3.BucketName, "storage.s3.bucket-name", "", "S3 bucket.")
-	f.StringVar(&c.Storage.S3.Endpoint, "storage.s3.endpoint", "", "S3 endpoint host:port.")
-	f.StringVar(&c.Storage.S3.Region, "storage.s3.region", "", "S3 region.")
-	f.BoolVar(&c.Storage.S3.Insecure, "storage.s3.insecure", false, "Use plain HTTP for S3.")
+	f.Int64Var(&c.Ingester.MaxPendingUploadBytes, "ingester.max-pending-upload-bytes", 10<<30, "Refuse writes (503) while more than this many bytes of blocks wait for upload, e.g. while the bucket is down (0: no limit).")
+	c.Storage.RegisterFlags(f)
 	c.Limits.RegisterFlags(f)
 }
 
@@ -197,12 +177,10 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("data-dir must be set")
 	}
-	switch c.Storage.Backend {
-	case "filesystem", "s3", "gcs", "azure":
-	default:
-		return fmt.Errorf("storage.backend %q: use filesystem, s3, gcs or azure", c.Storage.Backend)
+	if c.Storage.Backend == "filesystem" && c.Storage.Filesystem.Dir == "" {
+		c.Storage.Filesystem.Dir = filepath.Join(c.DataDir, "bucket")
 	}
-	return nil
+	return c.Storage.Validate()
 }
 
 type discard struct{}

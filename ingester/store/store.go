@@ -43,9 +43,10 @@ type BlockWriter func(dir, tenant string, sel head.Selection) (id string, err er
 
 // Shipper uploads local blocks.
 type Shipper interface {
-	Enqueue(tenant, blockDir string)
-	// PendingBytes is the size of local blocks not yet uploaded.
-	PendingBytes() int64
+	Enqueue(tenant, blockDir string) error
+	// OverBudget says why writes must wait when more than budget bytes of
+	// blocks wait for upload; nil otherwise.
+	OverBudget(budget int64) error
 }
 
 // Options configure a Store.
@@ -247,8 +248,8 @@ func (s *Store) Append(ctx context.Context, tenant string, ps []push.Profile) er
 		}
 	}
 	if lim := s.opts.MaxPendingBytes; lim > 0 && s.opts.Shipper != nil {
-		if pending := s.opts.Shipper.PendingBytes(); pending > lim {
-			return connect.NewError(connect.CodeUnavailable, fmt.Errorf("%d MiB of blocks wait for upload to the bucket, more than the disk budget of %d MiB: the bucket may be unreachable; retry later", pending>>20, lim>>20))
+		if err := s.opts.Shipper.OverBudget(lim); err != nil {
+			return connect.NewError(connect.CodeUnavailable, fmt.Errorf("%w (ingester.max-pending-upload-bytes); retry later", err))
 		}
 	}
 	entries := make([]Entry, len(ps))
@@ -409,7 +410,9 @@ func (s *Store) writeBlocks(ctx context.Context, f *frozenHead, reason string) e
 	}
 	if s.opts.Shipper != nil {
 		for tenant, id := range f.done {
-			s.opts.Shipper.Enqueue(tenant, filepath.Join(s.opts.BlocksDir(), tenant, id))
+			if err := s.opts.Shipper.Enqueue(tenant, filepath.Join(s.opts.BlocksDir(), tenant, id)); err != nil {
+				s.log.Error("queueing a block for upload (the periodic scan will find it)", "tenant", tenant, "block", id, "err", err)
+			}
 		}
 	}
 	s.cutsTotal.WithLabelValues(reason).Inc()
