@@ -98,7 +98,7 @@ func splitRows(base model.Labels, p *googlev1.Profile, syms *symdb.Symbols) ([]r
 				continue // numeric labels and dangling references carry no series identity
 			}
 			k := p.StringTable[l.Key]
-			if k == model.LabelSpanID || k == "" {
+			if k == "" || model.PerSampleOnly(k) {
 				continue
 			}
 			extra = extra.Set(k, p.StringTable[l.Str])

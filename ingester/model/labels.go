@@ -19,7 +19,8 @@ const (
 	LabelUnit        = "__unit__"
 	LabelPeriodType  = "__period_type__"
 	LabelPeriodUnit  = "__period_unit__"
-	LabelSpanID      = "span_id" // a per-sample attribute, never a series label
+	LabelSpanID      = "span_id"    // a per-sample attribute, never a series label
+	LabelProfileID   = "profile_id" // the older name of span_id (pyroscope-go's otel integration)
 
 	UnknownService = "unknown_service"
 )
@@ -151,4 +152,10 @@ func (ls Labels) Bytes() int {
 		n += len(l.Name) + len(l.Value)
 	}
 	return n
+}
+
+// PerSampleOnly reports whether a pprof sample label must not become a series
+// label: span ids are unique per request and would explode the index.
+func PerSampleOnly(name string) bool {
+	return name == LabelSpanID || name == LabelProfileID
 }

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Whole-system throughput as ../shared/PERFORMANCE.md measures it: the shared
+# corpus (less invalid_utf8 and dotnet-pprof-3), 50 series per file, 4
+# concurrent clients for DURATION, against one `hearth ingester`; the server's
+# CPU seconds and peak RSS from /proc, bucket bytes after a final flush.
+# Usage: hack/bench-load.sh [duration] [extra ingester flags...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CGO_ENABLED=0
+dur=${1:-60s}; shift || true
+corpus=../shared/testdata/pprof
+[ -d "$corpus" ] || { echo "bench-load: $corpus is not beside the project"; exit 1; }
+work=$(mktemp -d)
+trap 'kill $ing 2>/dev/null || true; rm -rf "$work"' EXIT
+mkdir -p "$work/corpus"
+for f in "$corpus"/*; do
+  case $(basename "$f") in invalid_utf8.pb.gz|dotnet-pprof-3.pb.gz) continue ;; esac
+  cp "$f" "$work/corpus/"
+done
+go build -o bin/hearth ./cmd/hearth
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+./bin/hearth ingester -server.http-listen-address=127.0.0.1 -server.http-listen-port="$port" \
+  -data-dir="$work/data" -log.level=warn "$@" >"$work/ingester.log" 2>&1 &
+ing=$!
+for i in $(seq 1 300); do curl -fsS "http://127.0.0.1:$port/ready" >/dev/null 2>&1 && break; sleep 0.1; done
+./bin/hearth load -url "http://127.0.0.1:$port" -dir "$work/corpus" -workers 4 -series 50 -duration "$dur" | tail -8
+read -r utime stime < <(awk '{print $14, $15}' /proc/$ing/stat)
+hz=$(getconf CLK_TCK)
+cpu=$(python3 -c "print(round(($utime+$stime)/$hz,1))")
+rss=$(awk '/VmHWM/{print $2/1024 " MiB"}' /proc/$ing/status)
+pushes=$(curl -fsS "http://127.0.0.1:$port/metrics" | awk '/^hearth_received_profiles_total/{s+=$2} END{print s}')
+start=$(date +%s.%N)
+curl -fsS -X POST "http://127.0.0.1:$port/ingester/flush?wait=true" >/dev/null
+flushs=$(python3 -c "import time; print(round(time.time()-$start,2))")
+bucket=$(du -sb "$work/data/bucket" | awk '{print $1}')
+echo "server: ${cpu} CPU-s, peak RSS ${rss}, ${pushes} profiles accepted, $(python3 -c "print(round($pushes/max($cpu,0.001)))") profiles per CPU-second"
+echo "flush of the head: ${flushs}s; bucket: $bucket bytes, $(python3 -c "print(round($bucket/max($pushes,1)))") B per push"
+start=$(date +%s.%N)
+kill -TERM $ing; wait $ing || true
+echo "graceful stop: $(python3 -c "import time; print(round(time.time()-$start,2))")s"
