@@ -1,0 +1,70 @@
+package distributor
+
+import (
+	"encoding/binary"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/hearth-dev/hearth/ingester/model"
+)
+
+// Instance is one ingester of the ring.
+type Instance struct {
+	ID   string
+	Addr string // host:httpPort
+	Zone string // "" unless zone-aware replication is on
+}
+
+// ReplicationSet is a set of instances and how many of them may fail. It
+// mirrors dskit's ring.ReplicationSet: an adapter copies Instances (Id, Addr,
+// Zone), MaxErrors and MaxUnavailableZones.
+type ReplicationSet struct {
+	Instances []Instance
+	// MaxErrors is how many instances may fail (not zone-aware).
+	MaxErrors int
+	// MaxUnavailableZones, when > 0, switches to zone semantics: the
+	// operation succeeds while the failed instances span at most this many zones.
+	MaxUnavailableZones int
+}
+
+// Tolerates reports whether the set still succeeds with these instances failed.
+func (rs ReplicationSet) Tolerates(failed []Instance) bool {
+	if rs.MaxUnavailableZones > 0 {
+		zones := map[string]struct{}{}
+		for _, in := range failed {
+			zones[in.Zone] = struct{}{}
+		}
+		return len(zones) <= rs.MaxUnavailableZones
+	}
+	return len(failed) <= rs.MaxErrors
+}
+
+// Ring is what the distributor and the remote querier need from the ring.
+type Ring interface {
+	// ReplicationSet returns the owners of a series token with dskit's
+	// ring.Write semantics: it extends past LEAVING owners and leaves out
+	// UNHEALTHY ones (lowering MaxErrors), zone-aware when configured.
+	ReplicationSet(token uint32) (ReplicationSet, error)
+	// ReadSet returns every instance that may hold data for reads, with the
+	// failures a read tolerates (dskit's ring.Read: up to RF/2 unhealthy).
+	ReadSet() (ReplicationSet, error)
+	// TokenFor is the series token of a tenant's label set.
+	TokenFor(tenant string, labels model.Labels) uint32
+}
+
+// Quorum is the number of acknowledgements a set of n replicas needs: n/2+1.
+func Quorum(n int) int { return n/2 + 1 }
+
+// SeriesToken hashes a tenant and a sorted label set into a ring token: the
+// series key is the tenant and the labels, so every profile of a series
+// lands on the same owners. A Ring may use it for TokenFor.
+func SeriesToken(tenant string, labels model.Labels) uint32 {
+	h := xxhash.New()
+	_, _ = h.WriteString(tenant)
+	_, _ = h.Write([]byte{0xff})
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], labels.Hash())
+	_, _ = h.Write(b[:])
+	s := h.Sum64()
+	return uint32(s) ^ uint32(s>>32)
+}
