@@ -1,0 +1,114 @@
+// Package lifecycle holds the ingester's persisted lifecycle markers.
+package lifecycle
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+)
+
+// FileName is the prepare-shutdown marker's name in the data directory.
+const FileName = "prepare-shutdown"
+
+// PrepareShutdown is the prepare-shutdown marker: a file in the data
+// directory that says the next stop is a final leave (flush and upload
+// everything, delete the tokens file, unregister from the ring). It survives
+// restarts until unset.
+type PrepareShutdown struct {
+	path string
+	mu   sync.Mutex
+}
+
+// NewPrepareShutdown is the marker <dataDir>/prepare-shutdown.
+func NewPrepareShutdown(dataDir string) *PrepareShutdown {
+	return &PrepareShutdown{path: filepath.Join(dataDir, FileName)}
+}
+
+// Path is the marker file.
+func (p *PrepareShutdown) Path() string { return p.path }
+
+// IsSet says whether the marker file exists.
+func (p *PrepareShutdown) IsSet() bool {
+	_, err := os.Stat(p.path)
+	return err == nil
+}
+
+// Set creates the marker durably (file and directory synced).
+func (p *PrepareShutdown) Set() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	dir := filepath.Dir(p.path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(p.path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString("set\n"); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+// Unset removes the marker durably; unsetting an unset marker is not an error.
+func (p *PrepareShutdown) Unset() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := os.Remove(p.path); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	return syncDir(filepath.Dir(p.path))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// ServeHTTP is /ingester/prepare-shutdown: GET answers "set" or "unset",
+// POST sets the marker, DELETE unsets it (both 204 No Content).
+func (p *PrepareShutdown) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	switch req.Method {
+	case http.MethodGet:
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if p.IsSet() {
+			fmt.Fprintln(w, "set")
+		} else {
+			fmt.Fprintln(w, "unset")
+		}
+	case http.MethodPost:
+		if err := p.Set(); err != nil {
+			http.Error(w, "setting the prepare-shutdown marker: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	case http.MethodDelete:
+		if err := p.Unset(); err != nil {
+			http.Error(w, "removing the prepare-shutdown marker: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		w.Header().Set("Allow", "GET, POST, DELETE")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+	}
+}

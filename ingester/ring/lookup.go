@@ -1,0 +1,90 @@
+package ring
+
+import (
+	"sort"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	dskitring "github.com/grafana/dskit/ring"
+
+	"github.com/hearth-dev/hearth/ingester/model"
+)
+
+// ReplicationSet is the set of ingesters a write of the series hashed to key
+// goes to: dskit's ring.Write operation, so the set extends past LEAVING,
+// JOINING and PENDING owners and leaves out UNHEALTHY ones (whose heartbeat
+// is older than the timeout); with zone awareness, one owner per zone.
+// MaxErrors is how many of the returned instances may fail with the write
+// still reaching a quorum. The replication factor is clamped to the number of
+// members of the ring, so a single ingester with RF 3 accepts writes; members
+// that are down but still in the ring count, so quorum errors stay errors.
+func (r *Ring) ReplicationSet(key uint32) (dskitring.ReplicationSet, error) {
+	return r.client.Get(key, dskitring.Write, nil, nil, nil)
+}
+
+// ReadSet is every instance a query must ask: all members healthy for
+// dskit's ring.Read (ACTIVE, LEAVING, PENDING with a fresh heartbeat).
+// MaxErrors (MaxUnavailableZones with zone awareness) says how many of them
+// may fail: up to RF/2 members (zones) may be unhealthy, more is
+// ring.ErrTooManyUnhealthyInstances. The replication factor is clamped to the
+// ring size, as for writes.
+func (r *Ring) ReadSet() (dskitring.ReplicationSet, error) {
+	rf := r.cfg.Ring.ReplicationFactor
+	n := r.client.InstancesCount()
+	if r.cfg.Ring.ZoneAwarenessEnabled || n >= rf {
+		// dskit already clamps to the number of zones.
+		return r.client.GetReplicationSetForOperation(dskitring.Read)
+	}
+	if n == 0 {
+		return dskitring.ReplicationSet{}, dskitring.ErrEmptyRing
+	}
+	all, err := r.client.GetAllHealthy(dskitring.Read)
+	if err != nil {
+		return dskitring.ReplicationSet{}, err
+	}
+	// A ring smaller than RF: every member owns every series.
+	required := n - n/2
+	if len(all.Instances) < required {
+		return dskitring.ReplicationSet{}, dskitring.ErrTooManyUnhealthyInstances
+	}
+	all.MaxErrors = len(all.Instances) - required
+	return all, nil
+}
+
+// TokenFor is the ring key of a series: a stable 32-bit hash (xxhash64 folded)
+// of the tenant and the series labels sorted by name. labels is not modified.
+func TokenFor(tenant string, labels model.Labels) uint32 {
+	if !sort.SliceIsSorted(labels, func(i, j int) bool { return labels[i].Name < labels[j].Name }) {
+		labels = labels.Clone().Sort()
+	}
+	h := xxhash.New()
+	_, _ = h.WriteString(tenant)
+	_, _ = h.Write(sep)
+	for _, l := range labels {
+		_, _ = h.WriteString(l.Name)
+		_, _ = h.Write(sep)
+		_, _ = h.WriteString(l.Value)
+		_, _ = h.Write(sep)
+	}
+	s := h.Sum64()
+	return uint32(s>>32) ^ uint32(s)
+}
+
+// TokenFor is the package function, as a method for callers that hold a *Ring.
+func (r *Ring) TokenFor(tenant string, labels model.Labels) uint32 {
+	return TokenFor(tenant, labels)
+}
+
+var sep = []byte{0xff}
+
+// clampedStrategy is dskit's default strategy with the replication factor
+// clamped to the ring size: the ring returns fewer instances than RF only when
+// it has fewer members (or zones) than RF.
+type clampedStrategy struct{ dskitring.ReplicationStrategy }
+
+func (s clampedStrategy) Filter(instances []dskitring.InstanceDesc, op dskitring.Operation, replicationFactor int, heartbeatTimeout time.Duration, zoneAwarenessEnabled bool) ([]dskitring.InstanceDesc, int, error) {
+	if len(instances) > 0 && len(instances) < replicationFactor {
+		replicationFactor = len(instances)
+	}
+	return s.ReplicationStrategy.Filter(instances, op, replicationFactor, heartbeatTimeout, zoneAwarenessEnabled)
+}

@@ -1,0 +1,342 @@
+// Package ring is the ingester ring and the ingester's lifecycle in it, on
+// dskit's BasicLifecycler and ring client over dskit's memberlist KV.
+//
+// States, as the seed describes them: PENDING (not registered yet) → JOINING
+// (registered with tokens loaded from the tokens file, or generated and then
+// persisted) → ACTIVE → LEAVING (SetLeaving, or Stop) → gone (Unregister), or
+// UNHEALTHY as seen by the others once this instance stops heartbeating
+// (derived from the heartbeat timeout, never stored).
+package ring
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+	"github.com/grafana/dskit/dns"
+	"github.com/grafana/dskit/kv/codec"
+	"github.com/grafana/dskit/kv/memberlist"
+	dskitring "github.com/grafana/dskit/ring"
+	"github.com/grafana/dskit/services"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/hearth-dev/hearth/ingester/lifecycle"
+)
+
+const (
+	ringName = "ingester"
+	ringKey  = "ring"
+)
+
+// Ring is this ingester's membership in the ring plus a ring client for
+// lookups.
+type Ring struct {
+	cfg        Config
+	logger     log.Logger
+	tokensPath string
+	addr       string
+
+	kv         *memberlist.KV
+	kvClient   *memberlist.Client
+	client     *dskitring.Ring
+	lifecycler *dskitring.BasicLifecycler
+	marker     *lifecycle.PrepareShutdown
+
+	mu         sync.Mutex
+	started    bool
+	stopped    bool
+	unregister bool // Unregister ran: the tokens file is gone
+	readySince time.Time
+	ready      bool // dskit's readiness latch: once true, only our own state matters
+}
+
+// New builds the ring services; nothing listens or joins until Start.
+// httpPort is the port of this ingester's HTTP server: the ring address is
+// instance-addr:httpPort. dataDir holds the tokens file (unless configured
+// elsewhere) and the prepare-shutdown marker. logger and reg may be nil.
+func New(cfg Config, httpPort int, dataDir string, logger *slog.Logger, reg prometheus.Registerer) (*Ring, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if httpPort < 1 || httpPort > 65535 {
+		return nil, fmt.Errorf("ring: http port %d is not a port", httpPort)
+	}
+	if reg == nil {
+		reg = prometheus.NewRegistry() // metrics go nowhere
+	}
+	klog := newKitLogger(logger)
+	r := &Ring{
+		cfg:        cfg,
+		logger:     klog,
+		tokensPath: cfg.Ring.tokensPath(dataDir),
+		addr:       net.JoinHostPort(cfg.Ring.InstanceAddr, strconv.Itoa(httpPort)),
+		marker:     lifecycle.NewPrepareShutdown(dataDir),
+	}
+
+	// Memberlist KV: dskit's defaults, then our addresses. Every address is
+	// explicit (Validate insists), so memberlist never picks an interface.
+	var kvCfg memberlist.KVConfig
+	kvCfg.RegisterFlags(flag.NewFlagSet("memberlist-defaults", flag.ContinueOnError))
+	kvCfg.NodeName = cfg.Ring.InstanceID
+	kvCfg.RandomizeNodeName = true // a restarted pod may come back with another IP
+	kvCfg.JoinMembers = append(kvCfg.JoinMembers[:0], cfg.Memberlist.JoinMembers...)
+	kvCfg.TCPTransport.BindAddrs = []string{cfg.Memberlist.BindAddr}
+	kvCfg.TCPTransport.BindPort = cfg.Memberlist.BindPort
+	kvCfg.AdvertiseAddr = cfg.Memberlist.AdvertiseAddr
+	kvCfg.AdvertisePort = cfg.Memberlist.AdvertisePort
+	if kvCfg.AdvertisePort == 0 {
+		kvCfg.AdvertisePort = cfg.Memberlist.BindPort
+	}
+	kvCfg.Codecs = []codec.Codec{dskitring.GetCodec()}
+	if err := kvCfg.Validate(); err != nil {
+		return nil, fmt.Errorf("ring: memberlist: %w", err)
+	}
+	dnsProvider := dns.NewProvider(dns.GolangResolverType, 0, klog, prometheus.WrapRegistererWithPrefix("hearth_memberlist_", reg))
+	r.kv = memberlist.NewKV(kvCfg, klog, dnsProvider, reg)
+	kvClient, err := memberlist.NewClient(r.kv, dskitring.GetCodec())
+	if err != nil {
+		return nil, fmt.Errorf("ring: memberlist client: %w", err)
+	}
+	r.kvClient = kvClient
+
+	// Ring client for lookups.
+	ringCfg := dskitring.Config{
+		HeartbeatTimeout:     cfg.Ring.HeartbeatTimeout,
+		ReplicationFactor:    cfg.Ring.ReplicationFactor,
+		ZoneAwarenessEnabled: cfg.Ring.ZoneAwarenessEnabled,
+	}
+	r.client, err = dskitring.NewWithStoreClientAndStrategy(ringCfg, ringName, ringKey, kvClient, clampedStrategy{dskitring.NewDefaultReplicationStrategy()}, reg, klog)
+	if err != nil {
+		return nil, fmt.Errorf("ring: client: %w", err)
+	}
+
+	// Lifecycler: register JOINING with the file's (or the ring's) tokens,
+	// else fresh ones; persist them once registered; LEAVING when stopping.
+	lcCfg := dskitring.BasicLifecyclerConfig{
+		ID:                              cfg.Ring.InstanceID,
+		Addr:                            r.addr,
+		Zone:                            cfg.Ring.InstanceZone,
+		HeartbeatPeriod:                 cfg.Ring.HeartbeatPeriod,
+		HeartbeatTimeout:                cfg.Ring.HeartbeatTimeout,
+		NumTokens:                       cfg.Ring.NumTokens,
+		KeepInstanceInTheRingOnShutdown: true, // a normal stop keeps tokens and membership
+	}
+	var delegate dskitring.BasicLifecyclerDelegate = dskitring.NewInstanceRegisterDelegate(dskitring.JOINING, cfg.Ring.NumTokens)
+	delegate = dskitring.NewTokensPersistencyDelegate(r.tokensPath, dskitring.JOINING, delegate, klog)
+	delegate = dskitring.NewLeaveOnStoppingDelegate(delegate, klog)
+	r.lifecycler, err = dskitring.NewBasicLifecycler(lcCfg, ringName, ringKey, kvClient, delegate, klog, reg)
+	if err != nil {
+		return nil, fmt.Errorf("ring: lifecycler: %w", err)
+	}
+	return r, nil
+}
+
+// Start joins memberlist, starts the ring client, registers this instance
+// (JOINING, tokens loaded or generated and persisted) and moves it to ACTIVE.
+// It returns once ACTIVE, or with the first error (everything started is
+// stopped again).
+func (r *Ring) Start(ctx context.Context) error {
+	r.mu.Lock()
+	if r.started {
+		r.mu.Unlock()
+		return errors.New("ring: already started")
+	}
+	r.started = true
+	r.mu.Unlock()
+
+	if err := os.MkdirAll(filepath.Dir(r.tokensPath), 0o755); err != nil {
+		return fmt.Errorf("ring: tokens directory: %w", err)
+	}
+	if err := services.StartAndAwaitRunning(ctx, r.kv); err != nil {
+		return fmt.Errorf("ring: starting memberlist: %w", err)
+	}
+	if err := services.StartAndAwaitRunning(ctx, r.client); err != nil {
+		r.stopServices()
+		return fmt.Errorf("ring: starting ring client: %w", err)
+	}
+	if err := services.StartAndAwaitRunning(ctx, r.lifecycler); err != nil {
+		r.stopServices()
+		return fmt.Errorf("ring: registering in the ring: %w", err)
+	}
+	level.Info(r.logger).Log("msg", "registered in the ring", "instance", r.cfg.Ring.InstanceID, "addr", r.addr, "zone", r.cfg.Ring.InstanceZone, "tokens", len(r.lifecycler.GetTokens()), "state", r.lifecycler.GetState())
+	if err := r.lifecycler.ChangeState(ctx, dskitring.ACTIVE); err != nil {
+		r.stopServices()
+		return fmt.Errorf("ring: moving to ACTIVE: %w", err)
+	}
+	level.Info(r.logger).Log("msg", "ACTIVE in the ring", "instance", r.cfg.Ring.InstanceID)
+	return nil
+}
+
+// Stop is a normal stop: the instance goes LEAVING, keeps its tokens (in the
+// ring and in the tokens file), stops heartbeating and leaves memberlist.
+// Peers then see it LEAVING, and UNHEALTHY after the heartbeat timeout, until
+// it comes back with the same tokens. After Unregister, Stop only leaves
+// memberlist. Stop is idempotent.
+func (r *Ring) Stop() error {
+	r.mu.Lock()
+	if r.stopped {
+		r.mu.Unlock()
+		return nil
+	}
+	r.stopped = true
+	r.mu.Unlock()
+	return r.stopServices()
+}
+
+func (r *Ring) stopServices() error {
+	var errs []error
+	// The lifecycler first (LEAVING, last heartbeats), then the client, then
+	// memberlist, which broadcasts our last updates before leaving.
+	for _, s := range []services.Service{r.lifecycler, r.client, r.kv} {
+		if s.State() == services.New {
+			// Never started: a stop would only move it to Terminated.
+			s.StopAsync()
+			continue
+		}
+		if err := services.StopAndAwaitTerminated(context.Background(), s); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// SetLeaving moves this instance to LEAVING and keeps its tokens: what the
+// preStop hook asks for before SIGTERM. Writes stop coming (ring.Write skips
+// LEAVING owners) while reads still may.
+func (r *Ring) SetLeaving(ctx context.Context) error {
+	if r.lifecycler.State() != services.Running {
+		return fmt.Errorf("ring: lifecycler is %s, not running", r.lifecycler.State())
+	}
+	if err := r.lifecycler.ChangeState(ctx, dskitring.LEAVING); err != nil {
+		return fmt.Errorf("ring: moving to LEAVING: %w", err)
+	}
+	level.Info(r.logger).Log("msg", "LEAVING the ring, keeping tokens", "instance", r.cfg.Ring.InstanceID)
+	return nil
+}
+
+// Unregister is the final leave: LEAVING, then removed from the ring, then the
+// tokens file deleted. Call it after everything this ingester holds is in the
+// bucket, then Stop. The ring client keeps answering lookups (without this
+// instance) until Stop.
+func (r *Ring) Unregister(ctx context.Context) error {
+	r.lifecycler.SetKeepInstanceInTheRingOnShutdown(false)
+	if r.lifecycler.State() == services.New {
+		r.lifecycler.StopAsync()
+	} else if err := services.StopAndAwaitTerminated(ctx, r.lifecycler); err != nil {
+		return fmt.Errorf("ring: unregistering: %w", err)
+	}
+	if r.lifecycler.State() == services.Failed {
+		return fmt.Errorf("ring: unregistering: %w", r.lifecycler.FailureCase())
+	}
+	if err := os.Remove(r.tokensPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("ring: removing tokens file: %w", err)
+	}
+	r.mu.Lock()
+	r.unregister = true
+	r.mu.Unlock()
+	level.Info(r.logger).Log("msg", "unregistered from the ring, tokens file removed", "instance", r.cfg.Ring.InstanceID)
+	return nil
+}
+
+// State is this instance's state as it wrote it to the ring (PENDING before
+// it registered and after it unregistered).
+func (r *Ring) State() dskitring.InstanceState { return r.lifecycler.GetState() }
+
+// Tokens are this instance's tokens (none before registration).
+func (r *Ring) Tokens() dskitring.Tokens { return r.lifecycler.GetTokens() }
+
+// InstanceID is this instance's name in the ring.
+func (r *Ring) InstanceID() string { return r.cfg.Ring.InstanceID }
+
+// Addr is this instance's ring address (instance-addr:http-port).
+func (r *Ring) Addr() string { return r.addr }
+
+// TokensFile is the path of the tokens file.
+func (r *Ring) TokensFile() string { return r.tokensPath }
+
+// MemberlistPort is the port memberlist listens on (valid after Start).
+func (r *Ring) MemberlistPort() int { return r.kv.GetListeningPort() }
+
+// Client is the dskit ring client, for lookups this package does not wrap.
+func (r *Ring) Client() dskitring.ReadRing { return r.client }
+
+// PrepareShutdownSet says whether the prepare-shutdown marker is set: the
+// next stop must flush and upload everything, then Unregister.
+func (r *Ring) PrepareShutdownSet() bool { return r.marker.IsSet() }
+
+// PrepareShutdown is the marker behind /ingester/prepare-shutdown.
+func (r *Ring) PrepareShutdown() *lifecycle.PrepareShutdown { return r.marker }
+
+// Ready is nil when this ingester may report ready as far as the ring goes:
+// it is ACTIVE with tokens and, as dskit's lifecycler checks it, every member
+// of the ring is ACTIVE with a fresh heartbeat (only this instance with
+// ReadinessCheckSelfOnly), continuously for min-ready-duration. As in dskit,
+// once the ring check passed it is not asked again; being ACTIVE is.
+func (r *Ring) Ready() error {
+	if s := r.lifecycler.State(); s != services.Running {
+		return fmt.Errorf("ring lifecycler is %s", s)
+	}
+	if st := r.lifecycler.GetState(); st != dskitring.ACTIVE {
+		return fmt.Errorf("instance is %s, not ACTIVE", st)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ready {
+		return nil
+	}
+	if err := r.checkRingHealth(); err != nil {
+		r.readySince = time.Time{}
+		return err
+	}
+	if r.readySince.IsZero() {
+		r.readySince = time.Now()
+	}
+	if wait := r.cfg.Ring.MinReadyDuration - time.Since(r.readySince); wait > 0 {
+		return fmt.Errorf("waiting %v more of min-ready-duration %v", wait.Round(time.Millisecond), r.cfg.Ring.MinReadyDuration)
+	}
+	r.ready = true
+	return nil
+}
+
+func (r *Ring) checkRingHealth() error {
+	if len(r.lifecycler.GetTokens()) == 0 {
+		return errors.New("this instance owns no tokens")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	desc, err := r.desc(ctx)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	if r.cfg.Ring.ReadinessCheckSelfOnly {
+		inst, ok := desc.Ingesters[r.cfg.Ring.InstanceID]
+		if !ok {
+			return fmt.Errorf("instance %s not found in the ring", r.cfg.Ring.InstanceID)
+		}
+		return inst.IsReady(now, r.cfg.Ring.HeartbeatTimeout)
+	}
+	if _, ok := desc.Ingesters[r.cfg.Ring.InstanceID]; !ok {
+		return fmt.Errorf("instance %s not found in the ring", r.cfg.Ring.InstanceID)
+	}
+	return desc.IsReady(now, r.cfg.Ring.HeartbeatTimeout)
+}
+
+// desc reads the ring as this instance's memberlist KV holds it.
+func (r *Ring) desc(ctx context.Context) (*dskitring.Desc, error) {
+	v, err := r.kvClient.Get(ctx, ringKey)
+	if err != nil {
+		return nil, fmt.Errorf("reading the ring: %w", err)
+	}
+	return dskitring.GetOrCreateRingDesc(v), nil
+}
