@@ -63,29 +63,29 @@ type receiver struct {
 func (h *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		writeError(w, connect.NewError(connect.CodeUnimplemented, errors.New("use POST")))
+		WriteError(w, connect.NewError(connect.CodeUnimplemented, errors.New("use POST")))
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.o.MaxBodyBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			writeError(w, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("append body larger than %d bytes", h.o.MaxBodyBytes)))
+			WriteError(w, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("append body larger than %d bytes", h.o.MaxBodyBytes)))
 			return
 		}
-		writeError(w, connect.NewError(connect.CodeUnavailable, fmt.Errorf("reading the append body: %w", err)))
+		WriteError(w, connect.NewError(connect.CodeUnavailable, fmt.Errorf("reading the append body: %w", err)))
 		return
 	}
 	tenant, entries, err := store.DecodeRecord(body)
 	if err != nil {
-		writeError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("append body: %w", err)))
+		WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("append body: %w", err)))
 		return
 	}
 	ps := make([]push.Profile, len(entries))
 	for i, e := range entries {
 		p, err := pprofdec.DecodePprof(e.Raw, h.o.MaxProfileSize)
 		if err != nil {
-			writeError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("profile %d: %w", i, err)))
+			WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("profile %d: %w", i, err)))
 			return
 		}
 		push.SanitizeStrings(p)
@@ -96,15 +96,15 @@ func (h *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if code == connect.CodeInternal || code == connect.CodeUnavailable {
 			h.o.Logger.Warn("replicated append failed", "tenant", tenant, "err", err)
 		}
-		writeError(w, connect.NewError(code, err))
+		WriteError(w, connect.NewError(code, err))
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// writeError answers with the code in CodeHeader, its HTTP status, and the
+// WriteError answers with the code in CodeHeader, its HTTP status, and the
 // message as the body.
-func writeError(w http.ResponseWriter, err *connect.Error) {
+func WriteError(w http.ResponseWriter, err *connect.Error) {
 	w.Header().Set(CodeHeader, err.Code().String())
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(httpStatus(err.Code()))

@@ -1,0 +1,483 @@
+package remote
+
+import (
+	"bytes"
+	"encoding/binary"
+	"io"
+	"errors"
+	"fmt"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/hearth-dev/hearth/ingester/block"
+	"github.com/hearth-dev/hearth/ingester/head"
+	"github.com/hearth-dev/hearth/ingester/model"
+	"github.com/hearth-dev/hearth/ingester/symdb"
+)
+
+// Select response (Content-Type application/x-hearth-selections):
+//
+//	"HSEL" | version(1) | uvarint n | n × selection
+//	selection: uvarint len | symbols.bin (ingester/block: zstd, crc32c) — pruned to the rows' stacks
+//	           uvarint raw length | uvarint len | zstd(rows payload)
+//	rows payload:
+//	  strings: n | len[0..n) | bytes          (label names and values)
+//	  series:  s | for each: label count, (name, value) string ids, row count
+//	  rows, series after series: id [16]byte | time (varint, delta from the previous row of the series)
+//	                             | total (varint) | uvarint len | samples (head.EncodeSamples)
+//
+// Series-labels response (application/x-hearth-labels):
+//
+//	"HLBL" | version(1) | uvarint raw length | zstd(strings as above | s | per series: count, (name, value) ids)
+//
+// Every reference is checked on decode: a decoded selection never makes the
+// querier index out of range, whatever the bytes.
+
+const (
+	selectMagic   = "HSEL"
+	labelsMagic   = "HLBL"
+	formatVersion = 1
+)
+
+// ErrCorrupt wraps every decode error.
+var ErrCorrupt = errors.New("corrupt remote response")
+
+func corrupt(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrCorrupt, fmt.Sprintf(format, args...))
+}
+
+var zenc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+
+// PruneSelection keeps only the symbols the selection's rows reference,
+// renumbering the rows' stack ids (order preserved). The input is not modified.
+func PruneSelection(sel head.Selection) (head.Selection, error) {
+	if sel.Symbols == nil {
+		return sel, nil
+	}
+	var derr error
+	pruned, nodeMap := block.PruneSymbols(sel.Symbols, func(use func(uint32)) {
+		for _, s := range sel.Series {
+			for _, p := range s.Profiles {
+				if err := head.DecodeSamples(p.Samples, func(st uint32, _ int64) { use(st) }); err != nil && derr == nil {
+					derr = err
+				}
+			}
+		}
+	})
+	if derr != nil {
+		return sel, derr
+	}
+	if nodeMap == nil {
+		return sel, nil
+	}
+	out := head.Selection{Symbols: pruned, Series: make([]head.SeriesRows, len(sel.Series))}
+	var stacks []uint32
+	var values []int64
+	for i, s := range sel.Series {
+		rows := make([]head.Profile, len(s.Profiles))
+		for j, p := range s.Profiles {
+			stacks, values = stacks[:0], values[:0]
+			_ = head.DecodeSamples(p.Samples, func(st uint32, v int64) {
+				stacks = append(stacks, nodeMap[st])
+				values = append(values, v)
+			})
+			p.Samples = head.EncodeSamples(make([]byte, 0, len(p.Samples)), stacks, values)
+			rows[j] = p
+		}
+		out.Series[i] = head.SeriesRows{Labels: s.Labels, Profiles: rows}
+	}
+	return out, nil
+}
+
+type strTable struct {
+	ids  map[string]uint64
+	strs []string
+}
+
+func (t *strTable) id(s string) uint64 {
+	if v, ok := t.ids[s]; ok {
+		return v
+	}
+	v := uint64(len(t.strs))
+	t.ids[s] = v
+	t.strs = append(t.strs, s)
+	return v
+}
+
+func (t *strTable) appendTo(b []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(t.strs)))
+	for _, s := range t.strs {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+	}
+	for _, s := range t.strs {
+		b = append(b, s...)
+	}
+	return b
+}
+
+func appendLabels(b []byte, st *strTable, ls model.Labels) []byte {
+	b = binary.AppendUvarint(b, uint64(len(ls)))
+	for _, l := range ls {
+		b = binary.AppendUvarint(b, st.id(l.Name))
+		b = binary.AppendUvarint(b, st.id(l.Value))
+	}
+	return b
+}
+
+func compressed(b []byte, payload []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(payload)))
+	z := zenc.EncodeAll(payload, nil)
+	b = binary.AppendUvarint(b, uint64(len(z)))
+	return append(b, z...)
+}
+
+// EncodeSelections encodes selections for the wire, pruning each one's
+// symbols to the stacks its rows use. Selections without rows are left out.
+func EncodeSelections(sels []head.Selection) ([]byte, error) {
+	var keep []head.Selection
+	for _, sel := range sels {
+		if len(sel.Series) == 0 {
+			continue
+		}
+		p, err := PruneSelection(sel)
+		if err != nil {
+			return nil, err
+		}
+		keep = append(keep, p)
+	}
+	out := append([]byte(selectMagic), formatVersion)
+	out = binary.AppendUvarint(out, uint64(len(keep)))
+	for _, sel := range keep {
+		syms := sel.Symbols
+		if syms == nil {
+			syms = &symdb.Snapshot{Strings: []string{""}, Mappings: []symdb.Mapping{{}}, Functions: []symdb.Function{{}}, Locations: []symdb.Location{{}}, Nodes: []symdb.Node{{}}}
+		}
+		sb := block.EncodeSymbols(syms)
+		out = binary.AppendUvarint(out, uint64(len(sb)))
+		out = append(out, sb...)
+
+		st := &strTable{ids: map[string]uint64{}}
+		var series, rows []byte
+		series = binary.AppendUvarint(series, uint64(len(sel.Series)))
+		for _, s := range sel.Series {
+			series = appendLabels(series, st, s.Labels)
+			series = binary.AppendUvarint(series, uint64(len(s.Profiles)))
+			prev := int64(0)
+			for _, p := range s.Profiles {
+				rows = append(rows, p.ID[:]...)
+				rows = binary.AppendVarint(rows, p.TimeNanos-prev)
+				prev = p.TimeNanos
+				rows = binary.AppendVarint(rows, p.Total)
+				rows = binary.AppendUvarint(rows, uint64(len(p.Samples)))
+				rows = append(rows, p.Samples...)
+			}
+		}
+		payload := st.appendTo(make([]byte, 0, len(series)+len(rows)+256))
+		payload = append(payload, series...)
+		payload = append(payload, rows...)
+		out = compressed(out, payload)
+	}
+	return out, nil
+}
+
+// EncodeLabels encodes series label sets.
+func EncodeLabels(all []model.Labels) []byte {
+	st := &strTable{ids: map[string]uint64{}}
+	var series []byte
+	series = binary.AppendUvarint(series, uint64(len(all)))
+	for _, ls := range all {
+		series = appendLabels(series, st, ls)
+	}
+	payload := append(st.appendTo(nil), series...)
+	return compressed(append([]byte(labelsMagic), formatVersion), payload)
+}
+
+// dec reads varints with bounds checks; the first error sticks.
+type dec struct {
+	b   []byte
+	err error
+}
+
+func (d *dec) fail(what string) {
+	if d.err == nil {
+		d.err = corrupt("truncated or bad %s", what)
+	}
+}
+
+func (d *dec) uvarint(what string) uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail(what)
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *dec) varint(what string) int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.fail(what)
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+// count reads an element count; each element takes at least minBytes of what is left.
+func (d *dec) count(what string, minBytes int) int {
+	v := d.uvarint(what)
+	if d.err == nil && v > uint64(len(d.b)/max(1, minBytes)) {
+		d.err = corrupt("%s %d exceeds what %d bytes can hold", what, v, len(d.b))
+		return 0
+	}
+	return int(v)
+}
+
+func (d *dec) bytes(n uint64, what string) []byte {
+	if d.err != nil {
+		return nil
+	}
+	if n > uint64(len(d.b)) {
+		d.fail(what)
+		return nil
+	}
+	out := d.b[:n:n]
+	d.b = d.b[n:]
+	return out
+}
+
+func (d *dec) header(magic string) {
+	if len(d.b) < len(magic)+1 || string(d.b[:len(magic)]) != magic {
+		d.err = corrupt("bad magic, want %q", magic)
+		return
+	}
+	if v := d.b[len(magic)]; v != formatVersion {
+		d.err = corrupt("format version %d, this build reads %d", v, formatVersion)
+		return
+	}
+	d.b = d.b[len(magic)+1:]
+}
+
+// budget is what a response may still decompress into.
+type budget struct{ left int64 }
+
+func (bu *budget) take(n uint64, what string) error {
+	if n > uint64(bu.left) {
+		return fmt.Errorf("%w: %s needs %d more bytes than the response limit allows", ErrTooLarge, what, int64(n)-bu.left)
+	}
+	bu.left -= int64(n)
+	return nil
+}
+
+// ErrTooLarge reports a response over the configured size limit.
+var ErrTooLarge = errors.New("response too large")
+
+func (d *dec) decompressed(bu *budget, what string) []byte {
+	raw := d.uvarint(what + " length")
+	n := d.uvarint(what + " compressed length")
+	z := d.bytes(n, what)
+	if d.err != nil {
+		return nil
+	}
+	if err := bu.take(raw, what); err != nil {
+		d.err = err
+		return nil
+	}
+	zr, err := zstd.NewReader(bytes.NewReader(z), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(raw+1<<20))
+	if err != nil {
+		d.err = corrupt("%s: %v", what, err)
+		return nil
+	}
+	defer zr.Close()
+	out := make([]byte, raw)
+	if _, err := io.ReadFull(zr, out); err != nil {
+		d.err = corrupt("%s: %v", what, err)
+		return nil
+	}
+	var one [1]byte
+	if k, _ := zr.Read(one[:]); k != 0 {
+		d.err = corrupt("%s: longer than its declared %d bytes", what, raw)
+		return nil
+	}
+	return out
+}
+
+func decodeStrings(d *dec) []string {
+	n := d.count("strings", 1)
+	lens := make([]uint64, n)
+	var total uint64
+	for i := range lens {
+		lens[i] = d.uvarint("string length")
+		total += lens[i]
+		if total > uint64(len(d.b)) {
+			d.fail("string lengths")
+			return nil
+		}
+	}
+	all := string(d.bytes(total, "strings"))
+	if d.err != nil {
+		return nil
+	}
+	strs := make([]string, n)
+	off := uint64(0)
+	for i, l := range lens {
+		strs[i] = all[off : off+l]
+		off += l
+	}
+	return strs
+}
+
+func decodeLabelSet(d *dec, strs []string) model.Labels {
+	n := d.count("label count", 2)
+	ls := make(model.Labels, n)
+	for i := range ls {
+		a, b := d.uvarint("label name"), d.uvarint("label value")
+		if d.err != nil {
+			return nil
+		}
+		if a >= uint64(len(strs)) || b >= uint64(len(strs)) {
+			d.err = corrupt("label string id out of range")
+			return nil
+		}
+		ls[i] = model.Label{Name: strs[a], Value: strs[b]}
+	}
+	return ls
+}
+
+// DecodeSelections decodes a select response, decompressing at most
+// maxBytes (symbols and rows together; <= 0: 1 GiB).
+func DecodeSelections(b []byte, maxBytes int64) ([]head.Selection, error) {
+	if maxBytes <= 0 {
+		maxBytes = 1 << 30
+	}
+	bu := &budget{left: maxBytes}
+	d := &dec{b: b}
+	d.header(selectMagic)
+	n := d.count("selections", 2)
+	var out []head.Selection
+	for i := 0; i < n && d.err == nil; i++ {
+		sb := d.bytes(d.uvarint("symbols length"), "symbols")
+		if d.err != nil {
+			break
+		}
+		if len(sb) < 6 {
+			return nil, corrupt("symbols: %d bytes", len(sb))
+		}
+		// symbols.bin declares its raw length after magic and version.
+		if raw, k := binary.Uvarint(sb[5:]); k > 0 {
+			if err := bu.take(raw, "symbols"); err != nil {
+				return nil, err
+			}
+		}
+		syms, err := block.DecodeSymbolsLimit(sb, int(min(bu.left+1<<20, 1<<30)))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+		payload := d.decompressed(bu, "rows")
+		if d.err != nil {
+			break
+		}
+		sel, err := decodeRows(payload, syms)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sel)
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.err = corrupt("%d trailing bytes", len(d.b))
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	return out, nil
+}
+
+func decodeRows(payload []byte, syms *symdb.Snapshot) (head.Selection, error) {
+	d := &dec{b: payload}
+	strs := decodeStrings(d)
+	ns := d.count("series", 2)
+	sel := head.Selection{Symbols: syms, Series: make([]head.SeriesRows, 0, ns)}
+	counts := make([]int, 0, ns)
+	for i := 0; i < ns && d.err == nil; i++ {
+		ls := decodeLabelSet(d, strs)
+		nr := d.count("rows", 19)
+		sel.Series = append(sel.Series, head.SeriesRows{Labels: ls})
+		counts = append(counts, nr)
+	}
+	nodes := uint32(len(syms.Nodes))
+	var bad bool
+	for i := range sel.Series {
+		if d.err != nil {
+			break
+		}
+		rows := make([]head.Profile, 0, counts[i])
+		prev := int64(0)
+		for j := 0; j < counts[i] && d.err == nil; j++ {
+			var p head.Profile
+			id := d.bytes(16, "profile id")
+			if d.err != nil {
+				break
+			}
+			copy(p.ID[:], id)
+			p.TimeNanos = prev + d.varint("time")
+			prev = p.TimeNanos
+			p.Total = d.varint("total")
+			p.Samples = d.bytes(d.uvarint("samples length"), "samples")
+			if d.err != nil {
+				break
+			}
+			if err := head.DecodeSamples(p.Samples, func(st uint32, _ int64) { bad = bad || st >= nodes }); err != nil {
+				return head.Selection{}, corrupt("series %d row %d: %v", i, j, err)
+			}
+			if bad {
+				return head.Selection{}, corrupt("series %d row %d: stack id beyond the %d symbols nodes", i, j, nodes)
+			}
+			rows = append(rows, p)
+		}
+		sel.Series[i].Profiles = rows
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.err = corrupt("rows: %d trailing bytes", len(d.b))
+	}
+	if d.err != nil {
+		return head.Selection{}, d.err
+	}
+	return sel, nil
+}
+
+// DecodeLabels decodes a series-labels response, decompressing at most maxBytes (<= 0: 1 GiB).
+func DecodeLabels(b []byte, maxBytes int64) ([]model.Labels, error) {
+	if maxBytes <= 0 {
+		maxBytes = 1 << 30
+	}
+	d := &dec{b: b}
+	d.header(labelsMagic)
+	payload := d.decompressed(&budget{left: maxBytes}, "labels")
+	if d.err == nil && len(d.b) != 0 {
+		d.err = corrupt("%d trailing bytes", len(d.b))
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	d = &dec{b: payload}
+	strs := decodeStrings(d)
+	n := d.count("series", 1)
+	out := make([]model.Labels, 0, n)
+	for i := 0; i < n && d.err == nil; i++ {
+		out = append(out, decodeLabelSet(d, strs))
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.err = corrupt("labels: %d trailing bytes", len(d.b))
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	return out, nil
+}

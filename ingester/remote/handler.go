@@ -1,0 +1,165 @@
+package remote
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+
+	"connectrpc.com/connect"
+
+	"github.com/hearth-dev/hearth/ingester/distributor"
+	"github.com/hearth-dev/hearth/ingester/model"
+	"github.com/hearth-dev/hearth/ingester/push"
+	"github.com/hearth-dev/hearth/ingester/querier"
+	"github.com/hearth-dev/hearth/ingester/selector"
+)
+
+// Internal read endpoints, on every ingester's HTTP port. Both take a JSON
+// Request; select answers EncodeSelections, series-labels EncodeLabels.
+const (
+	SelectPath       = "/internal/v1/select"
+	SeriesLabelsPath = "/internal/v1/series-labels"
+
+	selectionsType = "application/x-hearth-selections"
+	labelsType     = "application/x-hearth-labels"
+)
+
+// DefaultMaxResponseBytes bounds one ingester's answer when the options leave it 0.
+const DefaultMaxResponseBytes = 256 << 20
+
+// Request is the body of both read endpoints.
+type Request struct {
+	Tenant      string `json:"tenant"`
+	ProfileType string `json:"profile_type,omitempty"` // select only; "" all types
+	Start       int64  `json:"start"`                  // ns, inclusive
+	End         int64  `json:"end"`                    // ns, inclusive
+	// Selectors restrict the series (a series matches when it matches one of
+	// them); none: every series.
+	Selectors []string `json:"selectors,omitempty"`
+}
+
+// HandlerOptions configure the serving side.
+type HandlerOptions struct {
+	// MaxResponseBytes bounds an encoded answer (0: DefaultMaxResponseBytes).
+	MaxResponseBytes int64
+	Logger           *slog.Logger
+}
+
+// SelectHandler serves SelectPath and SeriesLabelsPath from local with default options.
+func SelectHandler(local querier.Source) http.Handler {
+	return NewSelectHandler(local, HandlerOptions{})
+}
+
+// NewSelectHandler serves SelectPath and SeriesLabelsPath from local (mount
+// it on both paths).
+func NewSelectHandler(local querier.Source, o HandlerOptions) http.Handler {
+	if o.MaxResponseBytes <= 0 {
+		o.MaxResponseBytes = DefaultMaxResponseBytes
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return &selectHandler{local: local, o: o}
+}
+
+type selectHandler struct {
+	local querier.Source
+	o     HandlerOptions
+}
+
+// Matcher builds the series matcher of selectors: all matchers of one
+// selector must match, and a series matches when one selector does. No
+// selectors: nil (everything).
+func Matcher(selectors []string) (func(model.Labels) bool, error) {
+	if len(selectors) == 0 {
+		return nil, nil
+	}
+	sets := make([][]*selector.Matcher, 0, len(selectors))
+	for _, s := range selectors {
+		ms, err := selector.Parse(s)
+		if err != nil {
+			return nil, fmt.Errorf("label selector %q: %w", s, err)
+		}
+		sets = append(sets, ms)
+	}
+	return func(ls model.Labels) bool {
+		for _, ms := range sets {
+			ok := true
+			for _, m := range ms {
+				if !m.Matches(ls.Get(m.Name)) {
+					ok = false
+					break
+				}
+			}
+			if ok {
+				return true
+			}
+		}
+		return false
+	}, nil
+}
+
+func (h *selectHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		distributor.WriteError(w, connect.NewError(connect.CodeUnimplemented, errors.New("use POST")))
+		return
+	}
+	var req Request
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+		distributor.WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("request: %w", err)))
+		return
+	}
+	match, err := Matcher(req.Selectors)
+	if err != nil {
+		distributor.WriteError(w, connect.NewError(connect.CodeInvalidArgument, err))
+		return
+	}
+	var body []byte
+	var ctype string
+	switch r.URL.Path {
+	case SelectPath:
+		sels, err := h.local.Select(r.Context(), req.Tenant, req.ProfileType, match, req.Start, req.End)
+		if err != nil {
+			distributor.WriteError(w, asConnect(err))
+			return
+		}
+		if body, err = EncodeSelections(sels); err != nil {
+			distributor.WriteError(w, connect.NewError(connect.CodeInternal, err))
+			return
+		}
+		ctype = selectionsType
+	case SeriesLabelsPath:
+		ls, err := h.local.SeriesLabels(r.Context(), req.Tenant, match, req.Start, req.End)
+		if err != nil {
+			distributor.WriteError(w, asConnect(err))
+			return
+		}
+		body, ctype = EncodeLabels(ls), labelsType
+	default:
+		distributor.WriteError(w, connect.NewError(connect.CodeNotFound, fmt.Errorf("no internal endpoint %s", r.URL.Path)))
+		return
+	}
+	if int64(len(body)) > h.o.MaxResponseBytes {
+		distributor.WriteError(w, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
+			"the answer of this ingester is %.1f MiB, more than its limit of %.1f MiB (querier.max-remote-response-bytes): narrow the query's time range or label selector",
+			float64(len(body))/(1<<20), float64(h.o.MaxResponseBytes)/(1<<20))))
+		return
+	}
+	w.Header().Set("Content-Type", ctype)
+	_, _ = w.Write(body)
+}
+
+func asConnect(err error) *connect.Error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return connect.NewError(connect.CodeCanceled, err)
+	}
+	code, _ := push.Classify(err)
+	if code == connect.CodeInternal {
+		code = connect.CodeUnavailable
+	}
+	return connect.NewError(code, err)
+}
