@@ -47,6 +47,7 @@ const (
 	ReasonRollingOut      = "RollingOut"
 	ReasonWaitingReady    = "WaitingForReady"
 	ReasonPaused          = "Paused"
+	ReasonResizePending   = "StorageResizePending"
 	ReasonAsExpected      = "AsExpected"
 	ReasonSecretNotFound  = "SecretNotFound"
 	ReasonSecretKey       = "SecretKeyMissing"
@@ -128,12 +129,20 @@ func (r *IngesterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	degraded := r.preflight(ctx, ing)
 
 	// Render and apply.
+	resizePending := false
 	if ing.Spec.Paused {
 		result = "paused"
 	} else {
 		objs, err := Render(ing)
 		if err == nil {
 			for _, o := range objs {
+				if sts, ok := o.(*appsv1.StatefulSet); ok {
+					var pending bool
+					if pending, err = r.keepClaimTemplates(ctx, sts); err != nil {
+						break
+					}
+					resizePending = resizePending || pending
+				}
 				if err = r.apply(ctx, ing, o); err != nil {
 					break
 				}
@@ -157,7 +166,7 @@ func (r *IngesterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	if degraded == nil {
 		degraded = podProblem(pods)
 	}
-	if err := r.observe(ctx, ing, pods); err != nil {
+	if err := r.observe(ctx, ing, pods, resizePending); err != nil {
 		return ctrl.Result{}, err
 	}
 
@@ -272,22 +281,57 @@ func (r *IngesterReconciler) apply(ctx context.Context, ing *hearthv1.Ingester, 
 	}
 	if err := r.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
 		appliesTotal.WithLabelValues(kind, "error").Inc()
-		r.Recorder.Eventf(ing, nil, corev1.EventTypeWarning, ReasonApplyFailed, "Apply", "applying %s %s: %v", kind, obj.GetName(), err)
+		r.Recorder.Eventf(ing, obj, corev1.EventTypeWarning, ReasonApplyFailed, "Apply", "applying %s %s: %v", kind, obj.GetName(), err)
 		return fmt.Errorf("applying %s %s: %w", kind, obj.GetName(), err)
 	}
 	switch {
 	case apierrors.IsNotFound(getErr):
 		appliesTotal.WithLabelValues(kind, "created").Inc()
-		r.Recorder.Eventf(ing, nil, corev1.EventTypeNormal, "Created", "Apply", "created %s %s for generation %d", kind, obj.GetName(), ing.Generation)
+		r.Recorder.Eventf(ing, obj, corev1.EventTypeNormal, "Created", "Apply", "created %s %s for generation %d", kind, obj.GetName(), ing.Generation)
 		logf.FromContext(ctx).Info("created child", "kind", kind, "name", obj.GetName())
 	case getErr == nil && existing.GetResourceVersion() != u.GetResourceVersion():
 		appliesTotal.WithLabelValues(kind, "updated").Inc()
-		r.Recorder.Eventf(ing, nil, corev1.EventTypeNormal, "Updated", "Apply", "updated %s %s to generation %d", kind, obj.GetName(), ing.Generation)
+		r.Recorder.Eventf(ing, obj, corev1.EventTypeNormal, "Updated", "Apply", "updated %s %s to generation %d", kind, obj.GetName(), ing.Generation)
 		logf.FromContext(ctx).Info("updated child", "kind", kind, "name", obj.GetName())
 	default:
 		appliesTotal.WithLabelValues(kind, "unchanged").Inc()
 	}
 	return nil
+}
+
+// keepClaimTemplates keeps an existing StatefulSet's volume claim sizes: claim templates
+// are immutable, so a grown spec.storage.size is carried out by expanding the claims and
+// recreating the StatefulSet (rollout orchestration), not by this apply.
+func (r *IngesterReconciler) keepClaimTemplates(ctx context.Context, desired *appsv1.StatefulSet) (bool, error) {
+	live := &appsv1.StatefulSet{}
+	err := r.Get(ctx, client.ObjectKeyFromObject(desired), live)
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return KeepClaimSizes(desired, live), nil
+}
+
+// KeepClaimSizes copies the storage requests of live's claim templates into desired's and
+// reports whether any differed (a storage resize is pending).
+func KeepClaimSizes(desired, live *appsv1.StatefulSet) (pending bool) {
+	for i := range desired.Spec.VolumeClaimTemplates {
+		d := &desired.Spec.VolumeClaimTemplates[i]
+		for _, l := range live.Spec.VolumeClaimTemplates {
+			if l.Name != d.Name {
+				continue
+			}
+			want, have := d.Spec.Resources.Requests[corev1.ResourceStorage], l.Spec.Resources.Requests[corev1.ResourceStorage]
+			if want.Cmp(have) != 0 {
+				pending = true
+				d.Spec.Resources.Requests = d.Spec.Resources.Requests.DeepCopy()
+				d.Spec.Resources.Requests[corev1.ResourceStorage] = have
+			}
+		}
+	}
+	return pending
 }
 
 // pods lists the Ingester's pods from the cache.
@@ -302,7 +346,7 @@ func (r *IngesterReconciler) pods(ctx context.Context, ing *hearthv1.Ingester) (
 
 // observe fills the replica counts, the ring and the Available and Progressing
 // conditions from the StatefulSets and pods.
-func (r *IngesterReconciler) observe(ctx context.Context, ing *hearthv1.Ingester, pods []corev1.Pod) error {
+func (r *IngesterReconciler) observe(ctx context.Context, ing *hearthv1.Ingester, pods []corev1.Pod, resizePending bool) error {
 	st := &ing.Status
 	desired := ptr.Deref(ing.Spec.Replicas, 3)
 	var replicas, ready, updated int32
@@ -343,6 +387,9 @@ func (r *IngesterReconciler) observe(ctx context.Context, ing *hearthv1.Ingester
 	switch {
 	case ing.Spec.Paused:
 		progressing.Status, progressing.Reason, progressing.Message = metav1.ConditionFalse, ReasonPaused, "spec.paused is true: the operator changes nothing"
+	case resizePending:
+		progressing.Reason, progressing.Message = ReasonResizePending, fmt.Sprintf(
+			"spec.storage.size is %s: the volumes keep their size until they are expanded and the StatefulSets recreated", ing.Spec.Storage.Size.String())
 	case !settled:
 		progressing.Reason, progressing.Message = ReasonApplying, "waiting for the StatefulSets to observe the new spec"
 	case replicas != desired:

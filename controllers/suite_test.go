@@ -1,0 +1,290 @@
+package controllers
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	hearthv1 "github.com/hearth-dev/hearth/api/v1alpha1"
+)
+
+// k8sVersion is the version of the control-plane binaries hack/build-k8s.sh builds.
+const k8sVersion = "v1.37.2"
+
+// platform is a real kube-apiserver and etcd (envtest), the real kube-controller-manager
+// running the StatefulSet and garbage-collector controllers, and the operator's manager.
+type platform struct {
+	env        *envtest.Environment
+	cfg        *rest.Config
+	c          client.Client // direct, uncached
+	kubeconfig string        // for kubectl
+	kcm        *exec.Cmd
+	kcmLog     *syncBuffer
+	kcmDone    chan struct{} // closed when kube-controller-manager exits
+	cancel     context.CancelFunc
+	mgrDone    chan error
+	ring       *fakeRing
+}
+
+var (
+	platformOnce sync.Once
+	thePlatform  *platform
+	platformErr  error
+	testScheme   = runtime.NewScheme()
+)
+
+func init() {
+	utilruntime.Must(clientgoscheme.AddToScheme(testScheme))
+	utilruntime.Must(hearthv1.AddToScheme(testScheme))
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if thePlatform != nil {
+		if code != 0 {
+			log := thePlatform.kcmLog.String()
+			if len(log) > 4000 {
+				log = log[len(log)-4000:]
+			}
+			fmt.Fprintf(os.Stderr, "--- kube-controller-manager log (tail):\n%s\n", log)
+		}
+		thePlatform.stop()
+	}
+	os.Exit(code)
+}
+
+// kcmProblem says whether kube-controller-manager died, for failure messages.
+func kcmProblem() string {
+	if thePlatform == nil || thePlatform.kcmDone == nil {
+		return ""
+	}
+	select {
+	case <-thePlatform.kcmDone:
+		return " (kube-controller-manager exited: see its log below)"
+	default:
+		return ""
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// assetsDir finds the control-plane binaries: KUBEBUILDER_ASSETS, else bin/k8s/<version>
+// under the repository root.
+func assetsDir() (string, error) {
+	if d := os.Getenv("KUBEBUILDER_ASSETS"); d != "" {
+		return d, nil
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return filepath.Join(dir, "bin", "k8s", k8sVersion), nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("no go.mod above the test directory")
+		}
+		dir = parent
+	}
+}
+
+// getPlatform starts the platform once for the whole package. Missing binaries fail the
+// test: they are part of the test platform, never a reason to skip.
+func getPlatform(t *testing.T) *platform {
+	t.Helper()
+	platformOnce.Do(func() { thePlatform, platformErr = startPlatform() })
+	if platformErr != nil {
+		t.Fatalf("starting the test control plane: %v", platformErr)
+	}
+	return thePlatform
+}
+
+func startPlatform() (*platform, error) {
+	logf.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.UseDevMode(false), zap.Level(zapLevel())))
+	assets, err := assetsDir()
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range []string{"kube-apiserver", "etcd", "kube-controller-manager"} {
+		if fi, err := os.Stat(filepath.Join(assets, b)); err != nil || fi.Mode()&0o111 == 0 {
+			return nil, fmt.Errorf("%s not found in %s: run 'make k8s-bins' (hack/build-k8s.sh) or set KUBEBUILDER_ASSETS", b, assets)
+		}
+	}
+	p := &platform{ring: &fakeRing{}}
+	p.env = &envtest.Environment{
+		BinaryAssetsDirectory: assets,
+		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+		Scheme:                testScheme,
+	}
+	if p.cfg, err = p.env.Start(); err != nil {
+		return nil, fmt.Errorf("envtest: %w", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			p.stop()
+		}
+	}()
+	if p.c, err = client.New(p.cfg, client.Options{Scheme: testScheme}); err != nil {
+		return nil, err
+	}
+
+	// kube-controller-manager: real StatefulSet and garbage-collector controllers.
+	admin, err := p.env.AddUser(envtest.User{Name: "kube-controller-manager", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return nil, err
+	}
+	kc, err := admin.KubeConfig()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "hearth-envtest-")
+	if err != nil {
+		return nil, err
+	}
+	p.kubeconfig = filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(p.kubeconfig, kc, 0o600); err != nil {
+		return nil, err
+	}
+	p.kcmLog = &syncBuffer{}
+	p.kcm = exec.Command(filepath.Join(assets, "kube-controller-manager"),
+		"--kubeconfig="+p.kubeconfig,
+		"--leader-elect=false",
+		"--secure-port=0",
+		"--controllers=garbage-collector-controller,statefulset-controller,persistentvolumeclaim-protection-controller",
+		"--concurrent-gc-syncs=5",
+		"-v=1",
+	)
+	p.kcm.Stdout, p.kcm.Stderr = p.kcmLog, p.kcmLog
+	if err := p.kcm.Start(); err != nil {
+		return nil, fmt.Errorf("kube-controller-manager: %w", err)
+	}
+	p.kcmDone = make(chan struct{})
+	go func() { _ = p.kcm.Wait(); close(p.kcmDone) }()
+
+	// The operator, as `hearth operator` runs it (minus leader election and servers).
+	mgr, err := ctrl.NewManager(p.cfg, ctrl.Options{
+		Scheme:                 testScheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache:                  cache.Options{ByObject: CacheByObject()},
+	})
+	if err != nil {
+		return nil, err
+	}
+	r := &IngesterReconciler{Ring: p.ring, Resync: 2 * time.Second}
+	if err := r.SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	p.mgrDone = make(chan error, 1)
+	go func() { p.mgrDone <- mgr.Start(ctx) }()
+	ok = true
+	return p, nil
+}
+
+func zapLevel() zapcore.Level {
+	if os.Getenv("HEARTH_TEST_VERBOSE") != "" {
+		return -1
+	}
+	return 2 // errors only: keep test output readable
+}
+
+func (p *platform) stop() {
+	if p.cancel != nil {
+		p.cancel()
+		<-p.mgrDone
+	}
+	if p.kcm != nil && p.kcm.Process != nil {
+		_ = p.kcm.Process.Kill()
+		<-p.kcmDone
+	}
+	if p.kubeconfig != "" {
+		_ = os.RemoveAll(filepath.Dir(p.kubeconfig))
+	}
+	if p.env != nil {
+		_ = p.env.Stop()
+	}
+}
+
+// fakeRing answers ring reads for pods the tests made ready: every member ACTIVE unless
+// a test sets a state.
+type fakeRing struct {
+	mu     sync.Mutex
+	states map[string]map[string]string // pod IP → members
+}
+
+func (f *fakeRing) set(ip string, members map[string]string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.states == nil {
+		f.states = map[string]map[string]string{}
+	}
+	f.states[ip] = members
+}
+
+func (f *fakeRing) Ring(_ context.Context, addr string) (map[string]string, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	m, ok := f.states[host]
+	if !ok {
+		return nil, fmt.Errorf("connection refused")
+	}
+	return m, nil
+}
+
+// namespace creates a fresh namespace for one test (envtest has no namespace
+// controller, so namespaces are never deleted).
+func (p *platform) namespace(t *testing.T) string {
+	t.Helper()
+	ns := &corev1.Namespace{}
+	ns.GenerateName = "t-"
+	if err := p.c.Create(context.Background(), ns); err != nil {
+		t.Fatal(err)
+	}
+	return ns.Name
+}
