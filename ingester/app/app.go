@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -220,6 +221,10 @@ func (ing *Ingester) Handler() http.Handler {
 	mux.Handle(path, hd)
 	mux.Handle("/ingest", ing.Push)
 	mux.HandleFunc("/ingester/flush", ing.flush)
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.Handle("/metrics", promhttp.HandlerFor(ing.Registry, promhttp.HandlerOpts{Registry: ing.Registry}))
 	mux.HandleFunc("/ready", func(w http.ResponseWriter, _ *http.Request) {
 		if !ing.ready.Load() {

@@ -70,6 +70,7 @@ type Symbols struct {
 
 	nodes    []Node
 	children map[uint64]uint32 // parent<<32 | location → node
+	stacks   map[uint64]uint32 // hash of a whole stack → its leaf node (verified on use)
 
 	bytes int64
 }
@@ -87,6 +88,7 @@ func New() *Symbols {
 		locationIDs: map[uint64][]uint32{},
 		nodes:       []Node{{}},
 		children:    map[uint64]uint32{},
+		stacks:      map[uint64]uint32{},
 	}
 	return s
 }
@@ -348,9 +350,15 @@ func equalLines(a, b []Line) bool {
 	return true
 }
 
-// insertStack walks the tree from the root (the outermost frame, last in
-// pprof order) and returns the leaf node id, adding nodes as needed.
+// insertStack returns the leaf node id of a stack (location ids, leaf
+// first), adding nodes as needed. Profiles repeat their stacks push after
+// push: a hash of the whole stack, verified by walking the tree up, finds a
+// known stack with one map lookup instead of one per frame.
 func (s *Symbols) insertStack(locs []uint32) uint32 {
+	h := hashStack(locs)
+	if id, ok := s.stacks[h]; ok && s.isStack(id, locs) {
+		return id
+	}
 	parent := uint32(0)
 	for i := len(locs) - 1; i >= 0; i-- {
 		key := uint64(parent)<<32 | uint64(locs[i])
@@ -363,7 +371,32 @@ func (s *Symbols) insertStack(locs []uint32) uint32 {
 		}
 		parent = child
 	}
+	if _, ok := s.stacks[h]; !ok {
+		s.bytes += 24
+	}
+	s.stacks[h] = parent
 	return parent
+}
+
+// isStack reports whether node id is the leaf of exactly locs.
+func (s *Symbols) isStack(id uint32, locs []uint32) bool {
+	for _, l := range locs {
+		if id == 0 || s.nodes[id].Location != l {
+			return false
+		}
+		id = s.nodes[id].Parent
+	}
+	return id == 0
+}
+
+func hashStack(locs []uint32) uint64 {
+	h := uint64(len(locs)) * 0x9E3779B97F4A7C15
+	for _, l := range locs {
+		h ^= uint64(l)
+		h *= 0xBF58476D1CE4E5B9
+		h ^= h >> 31
+	}
+	return h
 }
 
 // BytesLocked is Bytes for a caller that holds Lock.
