@@ -7,7 +7,7 @@ TOOLS := $(abspath bin/tools)
 CONTROLLER_GEN := $(TOOLS)/controller-gen-$(CONTROLLER_GEN_VERSION)
 IMG ?= hearth:dev
 
-.PHONY: all build test test-go demo k8s-bins versitygw generate manifests verify-generated vet fmt docker-build bench fuzz
+.PHONY: all build test test-go test-chart demo k8s-bins versitygw generate manifests verify-generated vet fmt docker-build bench fuzz
 
 all: build
 
@@ -17,8 +17,13 @@ build:
 ## test: everything CI runs (builds the Kubernetes test binaries on first use).
 test: k8s-bins versitygw verify-generated vet test-go
 
-test-go:
+test-go: test-chart
 	KUBEBUILDER_ASSETS=$(abspath bin/k8s/$(K8S_VERSION)) go test -count=1 -timeout 30m ./...
+
+## test-chart: lint and render charts/hearth with Helm's Go library (its own module, so
+## Helm's dependencies stay out of go.mod).
+test-chart:
+	cd charts/hearth/test && go vet ./... && go test -count=1 ./...
 
 vet:
 	go vet ./...
@@ -45,6 +50,8 @@ generate: $(CONTROLLER_GEN)
 
 manifests: $(CONTROLLER_GEN)
 	@if [ -d api ]; then $(CONTROLLER_GEN) rbac:roleName=hearth-operator crd paths=./api/... paths=./controllers/... output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac; fi
+	@# The chart ships copies: the CRD and the Argo CD health check (its NOTES print it).
+	@if [ -d charts/hearth ]; then cp config/crd/bases/hearth.dev_ingesters.yaml charts/hearth/crds/ && cp docs/argocd-health.lua charts/hearth/files/; fi
 
 ## verify-generated: fail when the checked-in generated files are stale.
 verify-generated: generate manifests

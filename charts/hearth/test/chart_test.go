@@ -1,0 +1,252 @@
+// Package test lints and renders the hearth Helm chart with Helm's own library (the
+// code `helm lint` and `helm template` run), and checks the chart against the
+// generated manifests it must stay in sync with. It is its own module so that Helm's
+// dependency graph stays out of the project's go.mod.
+package test
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/engine"
+	"helm.sh/helm/v3/pkg/lint"
+	"helm.sh/helm/v3/pkg/lint/support"
+	"sigs.k8s.io/yaml"
+)
+
+const (
+	chartDir = ".."
+	repoRoot = "../../.."
+)
+
+type object struct {
+	APIVersion string         `json:"apiVersion"`
+	Kind       string         `json:"kind"`
+	Metadata   map[string]any `json:"metadata"`
+	Spec       map[string]any `json:"spec"`
+	Rules      []rule         `json:"rules"`
+	RoleRef    map[string]any `json:"roleRef"`
+}
+
+type rule struct {
+	APIGroups     []string `json:"apiGroups"`
+	Resources     []string `json:"resources"`
+	Verbs         []string `json:"verbs"`
+	ResourceNames []string `json:"resourceNames"`
+}
+
+func TestLint(t *testing.T) {
+	for _, values := range []map[string]any{
+		nil,
+		{"rbac": map[string]any{"secretNamespaces": []any{"profiling"}, "secretNames": []any{"hearth-s3"}}, "metrics": map[string]any{"enabled": false}},
+	} {
+		l := lint.AllWithKubeVersion(chartDir, values, "hearth-system", &chartutil.KubeVersion{Version: "v1.37.2", Major: "1", Minor: "37"})
+		for _, m := range l.Messages {
+			// Strict, as `helm lint --strict`: warnings fail too; INFO (e.g. no icon) does not.
+			if m.Severity >= support.WarningSev {
+				t.Errorf("helm lint (values %v): %s", values, m)
+			}
+		}
+	}
+}
+
+// render runs the chart's templates as `helm template` does.
+func render(t *testing.T, values map[string]any) (map[string][]object, string) {
+	t.Helper()
+	chrt, err := loader.Load(chartDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range chrt.Raw {
+		if strings.HasPrefix(f.Name, "test/") {
+			t.Fatalf("the chart package includes %s: .helmignore must exclude test/", f.Name)
+		}
+	}
+	vals, err := chartutil.ToRenderValues(chrt, values, chartutil.ReleaseOptions{Name: "hearth", Namespace: "hearth-system", IsInstall: true},
+		&chartutil.Capabilities{KubeVersion: chartutil.KubeVersion{Version: "v1.37.2", Major: "1", Minor: "37"}, APIVersions: chartutil.DefaultVersionSet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := engine.Render(chrt, vals)
+	if err != nil {
+		t.Fatalf("render: %v", err)
+	}
+	objs := map[string][]object{}
+	var notes string
+	for name, content := range out {
+		if strings.HasSuffix(name, "NOTES.txt") {
+			notes = content
+			continue
+		}
+		for _, doc := range strings.Split(content, "\n---") {
+			if strings.TrimSpace(stripComments(doc)) == "" {
+				continue
+			}
+			var o object
+			if err := yaml.UnmarshalStrict([]byte(doc), &map[string]any{}); err != nil {
+				t.Fatalf("%s: invalid YAML: %v\n%s", name, err, doc)
+			}
+			if err := yaml.Unmarshal([]byte(doc), &o); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			if o.APIVersion == "" || o.Kind == "" || o.Metadata["name"] == nil {
+				t.Fatalf("%s: object without apiVersion, kind or name:\n%s", name, doc)
+			}
+			objs[o.Kind] = append(objs[o.Kind], o)
+		}
+	}
+	return objs, notes
+}
+
+func stripComments(doc string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(doc, "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(l), "#") {
+			b.WriteString(l + "\n")
+		}
+	}
+	return b.String()
+}
+
+// grants flattens rules into "group/resource:verb" (with resource names when set).
+func grants(rules []rule, skip func(resource string) bool) []string {
+	var out []string
+	for _, r := range rules {
+		for _, g := range r.APIGroups {
+			for _, res := range r.Resources {
+				if skip != nil && skip(res) {
+					continue
+				}
+				for _, v := range r.Verbs {
+					s := g + "/" + res + ":" + v
+					if len(r.ResourceNames) > 0 {
+						s += fmt.Sprint(r.ResourceNames)
+					}
+					out = append(out, s)
+				}
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestRenderDefaults(t *testing.T) {
+	objs, notes := render(t, nil)
+
+	for _, kind := range []string{"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "Service"} {
+		if len(objs[kind]) == 0 {
+			t.Errorf("no %s rendered", kind)
+		}
+	}
+
+	// Least privilege: exactly the generated role's grants, no wildcards, no cluster-admin.
+	b, err := os.ReadFile(filepath.Join(repoRoot, "config", "rbac", "role.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var generated object
+	if err := yaml.Unmarshal(b, &generated); err != nil {
+		t.Fatal(err)
+	}
+	want, got := grants(generated.Rules, nil), grants(objs["ClusterRole"][0].Rules, nil)
+	if strings.Join(want, "\n") != strings.Join(got, "\n") {
+		t.Errorf("chart ClusterRole differs from config/rbac/role.yaml (generated from the controller's markers):\nchart:     %v\ngenerated: %v", got, want)
+	}
+	for _, kind := range []string{"ClusterRole", "Role"} {
+		for _, o := range objs[kind] {
+			for _, g := range grants(o.Rules, nil) {
+				if strings.Contains(g, "*") {
+					t.Errorf("%s %v grants a wildcard: %s", kind, o.Metadata["name"], g)
+				}
+				if strings.HasPrefix(g, "/secrets:") && !strings.HasSuffix(g, ":get") {
+					t.Errorf("%s %v grants more than get on Secrets: %s", kind, o.Metadata["name"], g)
+				}
+			}
+		}
+	}
+	for _, o := range objs["ClusterRoleBinding"] {
+		if o.RoleRef["name"] == "cluster-admin" {
+			t.Error("bound to cluster-admin")
+		}
+	}
+
+	d := objs["Deployment"][0]
+	podSpec := d.Spec["template"].(map[string]any)["spec"].(map[string]any)
+	c := podSpec["containers"].([]any)[0].(map[string]any)
+	args := fmt.Sprint(c["args"])
+	for _, a := range []string{"operator", "-leader-elect=true", "-metrics-bind-address=:8080", "-health-probe-bind-address=:8081", "-leader-election-namespace=hearth-system"} {
+		if !strings.Contains(args, a) {
+			t.Errorf("operator args %s lack %s", args, a)
+		}
+	}
+	if c["image"] != "hearth:dev" {
+		t.Errorf("image %v", c["image"])
+	}
+	if sc := podSpec["securityContext"].(map[string]any); sc["runAsNonRoot"] != true {
+		t.Errorf("pod security context %v", sc)
+	}
+
+	// The Argo CD health check is in the notes.
+	if !strings.Contains(notes, "local hs = {}") || !strings.Contains(notes, "resource.customizations.health.hearth.dev_Ingester") {
+		t.Errorf("NOTES lack the Argo CD health check:\n%s", notes)
+	}
+}
+
+func TestRenderNamespacedSecrets(t *testing.T) {
+	objs, _ := render(t, map[string]any{
+		"rbac":           map[string]any{"secretNamespaces": []any{"profiling", "staging"}, "secretNames": []any{"hearth-s3"}},
+		"watchNamespace": "profiling",
+		"metrics":        map[string]any{"enabled": false},
+	})
+	for _, g := range grants(objs["ClusterRole"][0].Rules, nil) {
+		if strings.Contains(g, "secrets") {
+			t.Errorf("ClusterRole still grants %s with rbac.secretNamespaces set", g)
+		}
+	}
+	secretRoles := map[string]string{}
+	for _, r := range objs["Role"] {
+		for _, g := range grants(r.Rules, nil) {
+			if strings.Contains(g, "secrets") {
+				secretRoles[fmt.Sprint(r.Metadata["namespace"])] = g
+			}
+		}
+	}
+	if len(secretRoles) != 2 || secretRoles["profiling"] != "/secrets:get[hearth-s3]" || secretRoles["staging"] != "/secrets:get[hearth-s3]" {
+		t.Errorf("secret Roles %v, want get on hearth-s3 in profiling and staging", secretRoles)
+	}
+	if len(objs["Service"]) != 0 {
+		t.Error("metrics Service rendered with metrics disabled")
+	}
+	args := fmt.Sprint(objs["Deployment"][0].Spec["template"].(map[string]any)["spec"].(map[string]any)["containers"].([]any)[0].(map[string]any)["args"])
+	if !strings.Contains(args, "-watch-namespace=profiling") || !strings.Contains(args, "-metrics-bind-address=0") {
+		t.Errorf("args %s", args)
+	}
+}
+
+// The chart ships copies of generated files; `make manifests` refreshes them.
+func TestCopiesInSync(t *testing.T) {
+	for _, pair := range [][2]string{
+		{"config/crd/bases/hearth.dev_ingesters.yaml", "charts/hearth/crds/hearth.dev_ingesters.yaml"},
+		{"docs/argocd-health.lua", "charts/hearth/files/argocd-health.lua"},
+	} {
+		a, err := os.ReadFile(filepath.Join(repoRoot, pair[0]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(filepath.Join(repoRoot, pair[1]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(a, b) {
+			t.Errorf("%s differs from %s: run 'make manifests'", pair[1], pair[0])
+		}
+	}
+}
