@@ -96,7 +96,7 @@ func (h *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if code == connect.CodeInternal || code == connect.CodeUnavailable {
 			h.o.Logger.Warn("replicated append failed", "tenant", tenant, "err", err)
 		}
-		WriteError(w, connect.NewError(code, err))
+		WriteError(w, AsConnect(code, err))
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -167,4 +167,14 @@ func PostAppend(ctx context.Context, c *http.Client, addr string, body []byte) e
 		return nil
 	}
 	return ReadError(resp)
+}
+
+// AsConnect is err as a connect error of code, without repeating the code
+// in the message when err already is one.
+func AsConnect(code connect.Code, err error) *connect.Error {
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		return connect.NewError(code, errors.New(ce.Message()))
+	}
+	return connect.NewError(code, err)
 }

@@ -161,5 +161,5 @@ func asConnect(err error) *connect.Error {
 	if code == connect.CodeInternal {
 		code = connect.CodeUnavailable
 	}
-	return connect.NewError(code, err)
+	return distributor.AsConnect(code, err)
 }
