@@ -142,7 +142,7 @@ type ZoneSpec struct {
 // StorageSpec is the per-ingester persistent volume.
 //
 // +kubebuilder:validation:XValidation:rule="quantity(string(self.size)).compareTo(quantity(string(oldSelf.size))) >= 0",message="spec.storage.size can grow but never shrink: set it back to at least its current value"
-// +kubebuilder:validation:XValidation:rule="(has(self.storageClassName) ? self.storageClassName : ”) == (has(oldSelf.storageClassName) ? oldSelf.storageClassName : ”)",message="spec.storage.storageClassName cannot be changed after creation: create a new Ingester to move to another storage class"
+// +kubebuilder:validation:XValidation:rule="has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",message="spec.storage.storageClassName cannot be changed after creation: create a new Ingester to move to another storage class"
 type StorageSpec struct {
 	// Size of each ingester's volume.
 	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0'))",message="spec.storage.size must be greater than zero, e.g. 10Gi"
