@@ -1,7 +1,9 @@
 package ring
 
 import (
+	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -79,12 +81,42 @@ var sep = []byte{0xff}
 
 // clampedStrategy is dskit's default strategy with the replication factor
 // clamped to the ring size: the ring returns fewer instances than RF only when
-// it has fewer members (or zones) than RF.
+// it has fewer members than RF. With zone awareness the quorum is counted in
+// zones (a majority of the zones the key's replicas span), so that a zone whose
+// instances are all LEAVING, which makes ring.Write extend the set inside that
+// zone, does not raise the quorum above what the other zones can give.
 type clampedStrategy struct{ dskitring.ReplicationStrategy }
 
 func (s clampedStrategy) Filter(instances []dskitring.InstanceDesc, op dskitring.Operation, replicationFactor int, heartbeatTimeout time.Duration, zoneAwarenessEnabled bool) ([]dskitring.InstanceDesc, int, error) {
-	if len(instances) > 0 && len(instances) < replicationFactor {
-		replicationFactor = len(instances)
+	if !zoneAwarenessEnabled {
+		if len(instances) > 0 && len(instances) < replicationFactor {
+			replicationFactor = len(instances)
+		}
+		return s.ReplicationStrategy.Filter(instances, op, replicationFactor, heartbeatTimeout, zoneAwarenessEnabled)
 	}
-	return s.ReplicationStrategy.Filter(instances, op, replicationFactor, heartbeatTimeout, zoneAwarenessEnabled)
+	zones := map[string]struct{}{}
+	for _, in := range instances {
+		zones[in.Zone] = struct{}{}
+	}
+	minSuccess := len(zones)/2 + 1
+	now := time.Now()
+	var unhealthy []string
+	healthy := instances[:0]
+	healthyZones := map[string]struct{}{}
+	for _, in := range instances {
+		if in.IsHealthy(op, heartbeatTimeout, now) {
+			healthy = append(healthy, in)
+			healthyZones[in.Zone] = struct{}{}
+		} else {
+			unhealthy = append(unhealthy, in.Addr)
+		}
+	}
+	if len(healthyZones) < minSuccess {
+		msg := ""
+		if len(unhealthy) > 0 {
+			msg = " - unhealthy instances: " + strings.Join(unhealthy, ",")
+		}
+		return nil, 0, fmt.Errorf("at least %d live replicas required across different availability zones, could only find %d%s", minSuccess, len(healthyZones), msg)
+	}
+	return healthy, len(healthy) - minSuccess, nil
 }

@@ -52,12 +52,14 @@ type Ring struct {
 	lifecycler *dskitring.BasicLifecycler
 	marker     *lifecycle.PrepareShutdown
 
-	mu         sync.Mutex
-	started    bool
-	stopped    bool
-	unregister bool // Unregister ran: the tokens file is gone
-	readySince time.Time
-	ready      bool // dskit's readiness latch: once true, only our own state matters
+	mu           sync.Mutex
+	started      bool
+	stopped      bool
+	unregister   bool // Unregister ran: the tokens file is gone
+	readySince   time.Time
+	lastState    dskitring.InstanceState // last state setState wrote
+	lastStateSet bool
+	ready        bool // dskit's readiness latch: once true, only our own state matters
 }
 
 // New builds the ring services; nothing listens or joins until Start.
@@ -98,6 +100,9 @@ func New(cfg Config, httpPort int, dataDir string, logger *slog.Logger, reg prom
 		kvCfg.AdvertisePort = cfg.Memberlist.BindPort
 	}
 	kvCfg.Codecs = []codec.Codec{dskitring.GetCodec()}
+	if tuneMemberlist != nil {
+		tuneMemberlist(&kvCfg)
+	}
 	if err := kvCfg.Validate(); err != nil {
 		return nil, fmt.Errorf("ring: memberlist: %w", err)
 	}
@@ -133,7 +138,7 @@ func New(cfg Config, httpPort int, dataDir string, logger *slog.Logger, reg prom
 	}
 	var delegate dskitring.BasicLifecyclerDelegate = dskitring.NewInstanceRegisterDelegate(dskitring.JOINING, cfg.Ring.NumTokens)
 	delegate = dskitring.NewTokensPersistencyDelegate(r.tokensPath, dskitring.JOINING, delegate, klog)
-	delegate = dskitring.NewLeaveOnStoppingDelegate(delegate, klog)
+	delegate = leaveOnStopping{next: delegate, r: r}
 	r.lifecycler, err = dskitring.NewBasicLifecycler(lcCfg, ringName, ringKey, kvClient, delegate, klog, reg)
 	if err != nil {
 		return nil, fmt.Errorf("ring: lifecycler: %w", err)
@@ -157,21 +162,33 @@ func (r *Ring) Start(ctx context.Context) error {
 	if err := os.MkdirAll(filepath.Dir(r.tokensPath), 0o755); err != nil {
 		return fmt.Errorf("ring: tokens directory: %w", err)
 	}
-	if err := services.StartAndAwaitRunning(ctx, r.kv); err != nil {
+	if err := startService(ctx, r.kv); err != nil {
 		return fmt.Errorf("ring: starting memberlist: %w", err)
 	}
-	if err := services.StartAndAwaitRunning(ctx, r.client); err != nil {
+	if err := startService(ctx, r.client); err != nil {
 		r.stopServices()
 		return fmt.Errorf("ring: starting ring client: %w", err)
 	}
-	if err := services.StartAndAwaitRunning(ctx, r.lifecycler); err != nil {
+	if err := startService(ctx, r.lifecycler); err != nil {
 		r.stopServices()
 		return fmt.Errorf("ring: registering in the ring: %w", err)
 	}
 	level.Info(r.logger).Log("msg", "registered in the ring", "instance", r.cfg.Ring.InstanceID, "addr", r.addr, "zone", r.cfg.Ring.InstanceZone, "tokens", len(r.lifecycler.GetTokens()), "state", r.lifecycler.GetState())
-	if err := r.lifecycler.ChangeState(ctx, dskitring.ACTIVE); err != nil {
+	if err := r.setState(ctx, dskitring.ACTIVE); err != nil {
 		r.stopServices()
 		return fmt.Errorf("ring: moving to ACTIVE: %w", err)
+	}
+	// Return once this process's own lookups see us ACTIVE.
+	for {
+		if st, err := r.client.GetInstanceState(r.cfg.Ring.InstanceID); err == nil && st == dskitring.ACTIVE {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			r.stopServices()
+			return fmt.Errorf("ring: waiting for the ring client to see this instance ACTIVE: %w", ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 	level.Info(r.logger).Log("msg", "ACTIVE in the ring", "instance", r.cfg.Ring.InstanceID)
 	return nil
@@ -217,7 +234,7 @@ func (r *Ring) SetLeaving(ctx context.Context) error {
 	if r.lifecycler.State() != services.Running {
 		return fmt.Errorf("ring: lifecycler is %s, not running", r.lifecycler.State())
 	}
-	if err := r.lifecycler.ChangeState(ctx, dskitring.LEAVING); err != nil {
+	if err := r.setState(ctx, dskitring.LEAVING); err != nil {
 		return fmt.Errorf("ring: moving to LEAVING: %w", err)
 	}
 	level.Info(r.logger).Log("msg", "LEAVING the ring, keeping tokens", "instance", r.cfg.Ring.InstanceID)
@@ -248,9 +265,93 @@ func (r *Ring) Unregister(ctx context.Context) error {
 	return nil
 }
 
-// State is this instance's state as it wrote it to the ring (PENDING before
-// it registered and after it unregistered).
-func (r *Ring) State() dskitring.InstanceState { return r.lifecycler.GetState() }
+// State is this instance's state in the ring (PENDING before it registered
+// and after it unregistered).
+func (r *Ring) State() dskitring.InstanceState {
+	if !r.lifecycler.IsRegistered() {
+		return dskitring.PENDING
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if r.kv.State() == services.Running {
+		if desc, err := r.desc(ctx); err == nil {
+			if in, ok := desc.Ingesters[r.cfg.Ring.InstanceID]; ok {
+				return in.State
+			}
+		}
+	}
+	r.mu.Lock()
+	st, ok := r.lastState, r.lastStateSet
+	r.mu.Unlock()
+	if ok {
+		return st
+	}
+	return r.lifecycler.GetState()
+}
+
+// setState writes this instance's state to the ring. Unlike the lifecycler's
+// ChangeState it moves the heartbeat timestamp strictly forward: the ring
+// merges by timestamp (whole seconds), so a change written in the same second
+// as the last heartbeat would otherwise be dropped as "no change".
+func (r *Ring) setState(ctx context.Context, st dskitring.InstanceState) (err error) {
+	id := r.cfg.Ring.InstanceID
+	defer func() {
+		if err == nil {
+			r.mu.Lock()
+			r.lastState, r.lastStateSet = st, true
+			r.mu.Unlock()
+		}
+	}()
+	return r.kvClient.CAS(ctx, ringKey, func(in any) (any, bool, error) {
+		desc := dskitring.GetOrCreateRingDesc(in)
+		inst, ok := desc.Ingesters[id]
+		if !ok {
+			return nil, false, fmt.Errorf("instance %s is not in the ring", id)
+		}
+		if inst.State == st {
+			return nil, false, nil
+		}
+		inst.State = st
+		ts := time.Now().Unix()
+		if ts <= inst.Timestamp {
+			ts = inst.Timestamp + 1
+		}
+		inst.Timestamp = ts
+		desc.Ingesters[id] = inst
+		return desc, true, nil
+	})
+}
+
+// tuneMemberlist lets tests shorten memberlist's shutdown timeouts.
+var tuneMemberlist func(*memberlist.KVConfig)
+
+// leaveOnStopping moves the instance to LEAVING when the lifecycler stops
+// (before it unregisters, or keeps the instance in the ring).
+type leaveOnStopping struct {
+	next dskitring.BasicLifecyclerDelegate
+	r    *Ring
+}
+
+func (d leaveOnStopping) OnRingInstanceRegister(l *dskitring.BasicLifecycler, desc dskitring.Desc, exists bool, id string, inst dskitring.InstanceDesc) (dskitring.InstanceState, dskitring.Tokens) {
+	return d.next.OnRingInstanceRegister(l, desc, exists, id, inst)
+}
+
+func (d leaveOnStopping) OnRingInstanceTokens(l *dskitring.BasicLifecycler, tokens dskitring.Tokens) {
+	d.next.OnRingInstanceTokens(l, tokens)
+}
+
+func (d leaveOnStopping) OnRingInstanceStopping(l *dskitring.BasicLifecycler) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := d.r.setState(ctx, dskitring.LEAVING); err != nil {
+		level.Error(d.r.logger).Log("msg", "failed to move to LEAVING in the ring", "err", err)
+	}
+	d.next.OnRingInstanceStopping(l)
+}
+
+func (d leaveOnStopping) OnRingInstanceHeartbeat(l *dskitring.BasicLifecycler, desc *dskitring.Desc, inst *dskitring.InstanceDesc) {
+	d.next.OnRingInstanceHeartbeat(l, desc, inst)
+}
 
 // Tokens are this instance's tokens (none before registration).
 func (r *Ring) Tokens() dskitring.Tokens { return r.lifecycler.GetTokens() }
@@ -286,7 +387,7 @@ func (r *Ring) Ready() error {
 	if s := r.lifecycler.State(); s != services.Running {
 		return fmt.Errorf("ring lifecycler is %s", s)
 	}
-	if st := r.lifecycler.GetState(); st != dskitring.ACTIVE {
+	if st := r.State(); st != dskitring.ACTIVE {
 		return fmt.Errorf("instance is %s, not ACTIVE", st)
 	}
 	r.mu.Lock()
@@ -339,4 +440,17 @@ func (r *Ring) desc(ctx context.Context) (*dskitring.Desc, error) {
 		return nil, fmt.Errorf("reading the ring: %w", err)
 	}
 	return dskitring.GetOrCreateRingDesc(v), nil
+}
+
+// startService starts s for the life of the process (not of ctx, which only
+// bounds the wait for it to be running).
+func startService(ctx context.Context, s services.Service) error {
+	if err := s.StartAsync(context.Background()); err != nil {
+		return err
+	}
+	if err := s.AwaitRunning(ctx); err != nil {
+		s.StopAsync()
+		return err
+	}
+	return nil
 }
