@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	typesv1 "github.com/grafana/pyroscope/api/gen/proto/go/types/v1"
 	pushv1 "github.com/grafana/pyroscope/api/gen/proto/go/push/v1"
+	typesv1 "github.com/grafana/pyroscope/api/gen/proto/go/types/v1"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hearth-dev/hearth/ingester/push"
@@ -17,10 +17,10 @@ import (
 )
 
 type cluster struct {
-	nodes   []*node
-	reg     *prometheus.Registry
-	push    *push.Handler
-	remote  *Source
+	nodes  []*node
+	reg    *prometheus.Registry
+	push   *push.Handler
+	remote *Source
 }
 
 // newCluster starts count nodes; pushes and queries go through node 0.

@@ -3,9 +3,9 @@ package remote
 import (
 	"bytes"
 	"encoding/binary"
-	"io"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/klauspost/compress/zstd"
 
