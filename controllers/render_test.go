@@ -2,8 +2,11 @@ package controllers
 
 import (
 	"bytes"
+	"context"
 	"flag"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -246,5 +249,30 @@ func TestPodProblem(t *testing.T) {
 	u.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable, Message: "0/3 nodes are available"}}
 	if p := podProblem([]corev1.Pod{u}); p == nil || p.reason != ReasonUnschedulable {
 		t.Fatalf("unschedulable pod: %+v", p)
+	}
+}
+
+func TestHTTPRingReader(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/ring" || r.Header.Get("Accept") != "application/json" {
+			http.Error(w, "want GET /ring with Accept: application/json", http.StatusBadRequest)
+			return
+		}
+		fmt.Fprint(w, `{"shards":[{"id":"a-0","state":"ACTIVE","address":"10.0.0.1:4040"},{"id":"a-1","state":"JOINING"}],"now":"2026-01-01T00:00:00Z"}`)
+	}))
+	defer srv.Close()
+	members, err := HTTPRingReader{}.Ring(context.Background(), strings.TrimPrefix(srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(members) != 2 || members["a-0"] != "ACTIVE" || members["a-1"] != "JOINING" {
+		t.Fatalf("members %v", members)
+	}
+	if s := RingStatusOf(members, 2); s.Summary != "1/2 ACTIVE, 1 JOINING" {
+		t.Fatalf("summary %q", s.Summary)
+	}
+	srv.Close()
+	if _, err := (HTTPRingReader{}).Ring(context.Background(), strings.TrimPrefix(srv.URL, "http://")); err == nil {
+		t.Fatal("no error from a closed server")
 	}
 }
