@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -26,6 +27,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
+	"sigs.k8s.io/yaml"
 
 	hearthv1 "github.com/hearth-dev/hearth/api/v1alpha1"
 )
@@ -799,5 +801,30 @@ func TestZZKubeControllerManagerLog(t *testing.T) {
 	}
 	if os.Getenv("HEARTH_TEST_VERBOSE") != "" {
 		t.Log(thePlatform.kcmLog.String())
+	}
+}
+
+// The shipped samples are valid Ingesters and reconcile cleanly.
+func TestSamplesAreValid(t *testing.T) {
+	p := getPlatform(t)
+	ns := p.namespace(t)
+	files, err := filepath.Glob(filepath.Join("..", "config", "samples", "hearth_v1alpha1_*.yaml"))
+	if err != nil || len(files) < 2 {
+		t.Fatalf("samples: %v %v", files, err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ing := &hearthv1.Ingester{}
+		if err := yaml.UnmarshalStrict(b, ing); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		ing.Namespace = ns
+		if err := p.c.Create(ctx, ing); err != nil {
+			t.Fatalf("%s rejected: %v", f, err)
+		}
+		eventually(t, f+" reconciled", func() error { return p.liveMatchesRender(ns, ing.Name) })
 	}
 }
