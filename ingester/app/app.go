@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -29,10 +30,12 @@ import (
 
 	"github.com/hearth-dev/hearth/ingester/block"
 	"github.com/hearth-dev/hearth/ingester/bucket"
+	"github.com/hearth-dev/hearth/ingester/distributor"
 	"github.com/hearth-dev/hearth/ingester/head"
 	"github.com/hearth-dev/hearth/ingester/model"
 	"github.com/hearth-dev/hearth/ingester/push"
 	"github.com/hearth-dev/hearth/ingester/querier"
+	"github.com/hearth-dev/hearth/ingester/remote"
 	"github.com/hearth-dev/hearth/ingester/shipper"
 	"github.com/hearth-dev/hearth/ingester/store"
 )
@@ -51,7 +54,10 @@ type Ingester struct {
 	Blocks      *block.BucketSource // blocks in the bucket
 
 	store    atomic.Pointer[store.Store] // nil until the WAL is replayed
-	ready    atomic.Bool
+	cluster  atomic.Pointer[cluster]     // nil until the ring is joined
+	ready    atomic.Bool                 // the WAL is replayed and the ring joined
+	shutdown chan struct{}               // closed by POST /ingester/shutdown
+	shutOnce sync.Once
 	listener net.Listener
 	server   *http.Server
 }
@@ -76,7 +82,7 @@ func NewLogger(c LogConfig) (*slog.Logger, error) {
 func New(cfg *Config, logger *slog.Logger) (*Ingester, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	ing := &Ingester{Config: cfg, Logger: logger, Registry: reg}
+	ing := &Ingester{Config: cfg, Logger: logger, Registry: reg, shutdown: make(chan struct{})}
 	bkt, err := bucket.New(context.Background(), cfg.Storage, logger, reg)
 	if err != nil {
 		return nil, fmt.Errorf("object storage: %w", err)
@@ -100,9 +106,9 @@ func New(cfg *Config, logger *slog.Logger) (*Ingester, error) {
 			}
 		},
 	})
-	ing.Push = push.NewHandler(cfg.Limits, storeAppender{ing}, cfg.Auth.MultitenancyEnabled, logger, reg)
+	ing.Push = push.NewHandler(cfg.Limits, distributorAppender{ing}, cfg.Auth.MultitenancyEnabled, logger, reg)
 	ing.Querier = &querier.Service{
-		Sources:      []querier.Source{storeSource{ing}, ing.LocalBlocks, ing.Blocks},
+		Sources:      []querier.Source{storeSource{ing}, remoteSource{ing}, ing.LocalBlocks, ing.Blocks},
 		Multitenancy: cfg.Auth.MultitenancyEnabled,
 	}
 	return ing, nil
@@ -217,8 +223,17 @@ func (ing *Ingester) Handler() http.Handler {
 	opts := []connect.HandlerOption{connect.WithCodec(vtCodec{}), connect.WithReadMaxBytes(64 << 20)}
 	path, hd := pushv1connect.NewPusherServiceHandler(ing.Push, opts...)
 	mux.Handle(path, hd)
-	path, hd = querierv1connect.NewQuerierServiceHandler(ing.Querier, opts...)
+	path, hd = querierv1connect.NewQuerierServiceHandler(ing.Querier, append(opts, connect.WithInterceptors(remote.SelectorInterceptor()))...)
 	mux.Handle(path, hd)
+	// Between ingesters: replica writes and reads.
+	mux.Handle(distributor.AppendPath, distributor.NewInternalHandler(storeAppender{ing}, distributor.HandlerOptions{MaxProfileSize: ing.Config.Limits.MaxProfileSizeBytes, Logger: ing.Logger}))
+	sel := remote.NewSelectHandler(storeSource{ing}, remote.HandlerOptions{Logger: ing.Logger})
+	mux.Handle(remote.SelectPath, sel)
+	mux.Handle(remote.SeriesLabelsPath, sel)
+	mux.HandleFunc("/ring", ing.ringHandler)
+	mux.HandleFunc("/ingester/prepare-stop", ing.ringHandler)
+	mux.HandleFunc("/ingester/prepare-shutdown", ing.ringHandler)
+	mux.HandleFunc("/ingester/shutdown", ing.shutdownHandler)
 	mux.Handle("/ingest", ing.Push)
 	mux.HandleFunc("/ingester/flush", ing.flush)
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -227,8 +242,8 @@ func (ing *Ingester) Handler() http.Handler {
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.Handle("/metrics", promhttp.HandlerFor(ing.Registry, promhttp.HandlerOpts{Registry: ing.Registry}))
 	mux.HandleFunc("/ready", func(w http.ResponseWriter, _ *http.Request) {
-		if !ing.ready.Load() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
+		if err := ing.Ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ready\n"))
@@ -251,7 +266,34 @@ func (ing *Ingester) Listen() error {
 // Addr is the bound HTTP address.
 func (ing *Ingester) Addr() string { return ing.listener.Addr().String() }
 
-// Run serves until ctx is done, then shuts down gracefully.
+// Ready is nil when the WAL is replayed, the ingester is ACTIVE in the ring
+// and the ring is healthy enough (dskit's readiness, with min_ready_duration).
+func (ing *Ingester) Ready() error {
+	if !ing.ready.Load() {
+		return errors.New("starting: replaying the write-ahead log and joining the ring")
+	}
+	c := ing.cluster.Load()
+	if c == nil {
+		return errors.New("not in the ring")
+	}
+	return c.ring.Ready()
+}
+
+// shutdownHandler is POST /ingester/shutdown: leave the ring for good now
+// (flush and upload everything, unregister), then exit.
+func (ing *Ingester) shutdownHandler(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "use POST", http.StatusMethodNotAllowed)
+		return
+	}
+	ing.shutOnce.Do(func() { close(ing.shutdown) })
+	w.WriteHeader(http.StatusAccepted)
+	_, _ = w.Write([]byte("shutting down: flushing, uploading and leaving the ring\n"))
+}
+
+// Run serves until ctx is done (a normal stop: keep the tokens and the WAL,
+// exit fast) or /ingester/shutdown is called (a final stop), then stops.
 func (ing *Ingester) Run(ctx context.Context) error {
 	if ing.listener == nil {
 		if err := ing.Listen(); err != nil {
@@ -276,28 +318,79 @@ func (ing *Ingester) Run(ctx context.Context) error {
 	defer stopRun()
 	go st.Run(runCtx)
 	go func() { _ = ing.Shipper.Run(runCtx) }()
-	ing.ready.Store(true)
-	ing.Logger.Info("ingester ready", "addr", ing.Addr())
 
+	c, err := ing.joinCluster(ctx, ing.listener.Addr().(*net.TCPAddr).Port)
+	if err != nil {
+		_ = st.Close()
+		_ = ing.server.Close()
+		return fmt.Errorf("joining the ring: %w", err)
+	}
+	ing.cluster.Store(c)
+	ing.ready.Store(true)
+	ing.Logger.Info("ingester active in the ring", "addr", ing.Addr(), "instance", c.ring.InstanceID(), "ring_addr", c.ring.Addr())
+
+	final := false
 	select {
 	case err := <-errc:
 		_ = st.Close()
+		_ = c.ring.Stop()
 		return err
 	case <-ctx.Done():
+		final = c.ring.PrepareShutdownSet()
+	case <-ing.shutdown:
+		final = true
 	}
-	// A normal stop: refuse new writes, finish those in flight, sync the WAL,
-	// exit. No flush: the WAL brings everything back on start.
 	start := time.Now()
 	ing.ready.Store(false)
-	stopRun()
-	closeErr := st.Close()
+	// LEAVING first: the others stop sending writes here.
+	lctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	if err := c.ring.SetLeaving(lctx); err != nil {
+		ing.Logger.Warn("moving to LEAVING", "err", err)
+	}
+	cancel()
+	var stopErr error
+	if final {
+		stopErr = ing.finalFlush(st)
+	}
+	// Finish the requests in flight, then sync the WAL. No flush on a normal
+	// stop: the WAL and the tokens bring everything back on start.
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := ing.server.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
+		ing.Logger.Warn("stopping the HTTP server", "err", err)
 	}
-	ing.Logger.Info("ingester stopped", "seconds", time.Since(start).Seconds())
-	return closeErr
+	c.distributor.Drain()
+	stopRun()
+	if err := st.Close(); err != nil && stopErr == nil {
+		stopErr = err
+	}
+	if final && stopErr == nil {
+		uctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := c.ring.Unregister(uctx); err != nil {
+			stopErr = fmt.Errorf("leaving the ring: %w", err)
+		}
+		cancel()
+	}
+	if err := c.ring.Stop(); err != nil && stopErr == nil {
+		stopErr = err
+	}
+	ing.Logger.Info("ingester stopped", "final", final, "seconds", time.Since(start).Seconds(), "err", stopErr)
+	return stopErr
+}
+
+// finalFlush cuts everything into blocks and uploads them: after it, nothing
+// of this ingester is needed to answer a query.
+func (ing *Ingester) finalFlush(st *store.Store) error {
+	ctx, cancel := context.WithTimeout(context.Background(), ing.Config.Ingester.FinalFlushTimeout)
+	defer cancel()
+	ing.Logger.Info("final stop: flushing and uploading everything before leaving the ring")
+	if err := st.Cut(ctx, "shutdown"); err != nil {
+		return fmt.Errorf("final flush: %w", err)
+	}
+	if err := ing.Shipper.Flush(ctx); err != nil {
+		return fmt.Errorf("final upload: %w", err)
+	}
+	return nil
 }
 
 // Main is `hearth ingester`.

@@ -13,21 +13,22 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/hearth-dev/hearth/ingester/bucket"
+	"github.com/hearth-dev/hearth/ingester/ring"
 	"github.com/hearth-dev/hearth/ingester/validation"
 	"github.com/hearth-dev/hearth/ingester/wal"
 )
 
 // Config is the whole ingester configuration (docs/configuration.md).
 type Config struct {
-	Server     ServerConfig      `yaml:"server"`
-	DataDir    string            `yaml:"data_dir"`
-	Auth       AuthConfig        `yaml:"auth"`
-	Log        LogConfig         `yaml:"log"`
-	Ingester   IngesterConfig    `yaml:"ingester"`
-	Memberlist MemberlistConfig  `yaml:"memberlist"`
-	WAL        WALConfig         `yaml:"wal"`
-	Storage    bucket.Config     `yaml:"storage"`
-	Limits     validation.Limits `yaml:"limits"`
+	Server     ServerConfig          `yaml:"server"`
+	DataDir    string                `yaml:"data_dir"`
+	Auth       AuthConfig            `yaml:"auth"`
+	Log        LogConfig             `yaml:"log"`
+	Ingester   IngesterConfig        `yaml:"ingester"`
+	Memberlist ring.MemberlistConfig `yaml:"memberlist"`
+	WAL        WALConfig             `yaml:"wal"`
+	Storage    bucket.Config         `yaml:"storage"`
+	Limits     validation.Limits     `yaml:"limits"`
 }
 
 // ServerConfig is the HTTP listener.
@@ -47,49 +48,20 @@ type LogConfig struct {
 	Format string `yaml:"format"`
 }
 
-// RingConfig places this ingester in the ring.
-type RingConfig struct {
-	InstanceID           string        `yaml:"instance_id"`
-	InstanceAddr         string        `yaml:"instance_addr"`
-	InstanceZone         string        `yaml:"instance_zone"`
-	ZoneAwarenessEnabled bool          `yaml:"zone_awareness_enabled"`
-	ReplicationFactor    int           `yaml:"replication_factor"`
-	NumTokens            int           `yaml:"num_tokens"`
-	TokensFilePath       string        `yaml:"tokens_file_path"`
-	HeartbeatPeriod      time.Duration `yaml:"heartbeat_period"`
-	HeartbeatTimeout     time.Duration `yaml:"heartbeat_timeout"`
-	MinReadyDuration     time.Duration `yaml:"min_ready_duration"`
-}
-
 // IngesterConfig is the head, block and ring settings.
 type IngesterConfig struct {
-	Ring             RingConfig    `yaml:"ring"`
-	MaxBlockDuration time.Duration `yaml:"max_block_duration"`
-	MaxHeadBytes     int64         `yaml:"max_head_bytes"`
-	LocalRetention   time.Duration `yaml:"local_retention"`
+	Ring             ring.RingConfig `yaml:"ring"`
+	MaxBlockDuration time.Duration   `yaml:"max_block_duration"`
+	MaxHeadBytes     int64           `yaml:"max_head_bytes"`
+	LocalRetention   time.Duration   `yaml:"local_retention"`
 
-	MaxPendingUploadBytes int64 `yaml:"max_pending_upload_bytes"`
-}
-
-// MemberlistConfig is the gossip membership.
-type MemberlistConfig struct {
-	JoinMembers   stringList `yaml:"join_members"`
-	BindAddr      string     `yaml:"bind_addr"`
-	BindPort      int        `yaml:"bind_port"`
-	AdvertiseAddr string     `yaml:"advertise_addr"`
+	MaxPendingUploadBytes int64         `yaml:"max_pending_upload_bytes"`
+	FinalFlushTimeout     time.Duration `yaml:"final_flush_timeout"`
 }
 
 // WALConfig is the write-ahead log.
 type WALConfig struct {
 	Fsync wal.Policy `yaml:"fsync"`
-}
-
-type stringList []string
-
-func (s *stringList) String() string { return fmt.Sprint([]string(*s)) }
-func (s *stringList) Set(v string) error {
-	*s = append(*s, v)
-	return nil
 }
 
 // RegisterFlags registers every flag with its default.
@@ -100,28 +72,15 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.BoolVar(&c.Auth.MultitenancyEnabled, "auth.multitenancy-enabled", false, "Require the X-Scope-OrgID header; when off every request is tenant \"anonymous\".")
 	f.StringVar(&c.Log.Level, "log.level", "info", "Log level: debug, info, warn, error.")
 	f.StringVar(&c.Log.Format, "log.format", "logfmt", "Log format: logfmt or json.")
-	host, _ := os.Hostname()
-	r := &c.Ingester.Ring
-	f.StringVar(&r.InstanceID, "ingester.ring.instance-id", host, "Ring member name (the pod name in Kubernetes).")
-	f.StringVar(&r.InstanceAddr, "ingester.ring.instance-addr", "127.0.0.1", "Address advertised in the ring (the pod IP).")
-	f.StringVar(&r.InstanceZone, "ingester.ring.instance-zone", "", "Availability zone of this ingester.")
-	f.BoolVar(&r.ZoneAwarenessEnabled, "ingester.ring.zone-awareness-enabled", false, "Place the replicas of a series in distinct zones.")
-	f.IntVar(&r.ReplicationFactor, "ingester.ring.replication-factor", 3, "Owners per series.")
-	f.IntVar(&r.NumTokens, "ingester.ring.num-tokens", 128, "Tokens per ingester.")
-	f.StringVar(&r.TokensFilePath, "ingester.ring.tokens-file-path", "", "Tokens file (default <data-dir>/tokens).")
-	f.DurationVar(&r.HeartbeatPeriod, "ingester.ring.heartbeat-period", 5*time.Second, "Ring heartbeat period.")
-	f.DurationVar(&r.HeartbeatTimeout, "ingester.ring.heartbeat-timeout", time.Minute, "A member is UNHEALTHY after this long without a heartbeat.")
-	f.DurationVar(&r.MinReadyDuration, "ingester.ring.min-ready-duration", 15*time.Second, "How long to stay ACTIVE before reporting ready.")
+	c.Ingester.Ring.RegisterFlags(f)
+	c.Memberlist.RegisterFlags(f)
 	f.DurationVar(&c.Ingester.MaxBlockDuration, "ingester.max-block-duration", time.Hour, "Cut the head into a block when it is older than this.")
 	f.Int64Var(&c.Ingester.MaxHeadBytes, "ingester.max-head-bytes", 1<<30, "Cut the head into a block when it holds more than this many bytes.")
 	f.DurationVar(&c.Ingester.LocalRetention, "ingester.local-retention", 6*time.Hour, "Keep uploaded blocks on local disk this long.")
-	f.Var(&c.Memberlist.JoinMembers, "memberlist.join", "Peer to join (host:port; DNS names resolve to all addresses). Repeatable.")
-	f.StringVar(&c.Memberlist.BindAddr, "memberlist.bind-addr", "127.0.0.1", "Memberlist bind address.")
-	f.IntVar(&c.Memberlist.BindPort, "memberlist.bind-port", 7946, "Memberlist bind port.")
-	f.StringVar(&c.Memberlist.AdvertiseAddr, "memberlist.advertise-addr", "127.0.0.1", "Memberlist advertise address.")
 	c.WAL.Fsync = wal.PolicyAlways
 	f.Var(&c.WAL.Fsync, "wal.fsync", "WAL fsync policy: always (group commit), interval, off.")
 	f.Int64Var(&c.Ingester.MaxPendingUploadBytes, "ingester.max-pending-upload-bytes", 10<<30, "Refuse writes (503) while more than this many bytes of blocks wait for upload, e.g. while the bucket is down (0: no limit).")
+	f.DurationVar(&c.Ingester.FinalFlushTimeout, "ingester.final-flush-timeout", 5*time.Minute, "How long a final stop (scale-down, /ingester/shutdown) may take to flush and upload before it gives up and keeps its WAL and tokens.")
 	c.Storage.RegisterFlags(f)
 	c.Limits.RegisterFlags(f)
 }
@@ -179,6 +138,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Storage.Backend == "filesystem" && c.Storage.Filesystem.Dir == "" {
 		c.Storage.Filesystem.Dir = filepath.Join(c.DataDir, "bucket")
+	}
+	if err := (&ring.Config{Ring: c.Ingester.Ring, Memberlist: c.Memberlist}).Validate(); err != nil {
+		return err
 	}
 	return c.Storage.Validate()
 }

@@ -5,12 +5,15 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strconv"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
 	"github.com/grafana/pyroscope/api/gen/proto/go/push/v1/pushv1connect"
 	"github.com/grafana/pyroscope/api/gen/proto/go/querier/v1/querierv1connect"
+
+	"github.com/hearth-dev/hearth/internal/testutil"
 )
 
 // testIngester runs a real ingester on a loopback port with its own data dir.
@@ -23,7 +26,8 @@ type testIngester struct {
 
 func startIngester(t *testing.T, args ...string) *testIngester {
 	t.Helper()
-	base := []string{"-server.http-listen-address=127.0.0.1", "-server.http-listen-port=0", "-data-dir=" + t.TempDir()}
+	base := []string{"-server.http-listen-address=127.0.0.1", "-server.http-listen-port=0", "-data-dir=" + t.TempDir(),
+		"-memberlist.bind-port=" + strconv.Itoa(testutil.FreePort(t)), "-ingester.ring.min-ready-duration=0s", "-ingester.ring.instance-id=test"}
 	cfg, _, err := ParseConfig("test", append(base, args...))
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +60,7 @@ func startIngester(t *testing.T, args ...string) *testIngester {
 	})
 	url := "http://" + ing.Addr()
 	for i := 0; ; i++ { // the WAL replays before /ready
-		if ing.ready.Load() {
+		if ing.Ready() == nil {
 			break
 		}
 		if i > 3000 {

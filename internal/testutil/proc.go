@@ -84,7 +84,9 @@ func (s syncBuffer) Write(p []byte) (int, error) {
 // extra flags (the data dir among them) and waits until it is ready.
 func StartIngester(t testing.TB, port int, args ...string) *Process {
 	t.Helper()
-	all := append([]string{"ingester", "-server.http-listen-address=127.0.0.1", "-server.http-listen-port=" + strconv.Itoa(port)}, args...)
+	all := append([]string{"ingester", "-server.http-listen-address=127.0.0.1", "-server.http-listen-port=" + strconv.Itoa(port),
+		"-memberlist.bind-port=" + strconv.Itoa(FreePort(t)), "-ingester.ring.min-ready-duration=0s",
+		"-ingester.ring.instance-id=ingester-" + strconv.Itoa(port)}, args...)
 	p := &Process{t: t, Args: all, Port: port, URL: fmt.Sprintf("http://127.0.0.1:%d", port), log: &bytes.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(Hearth(t), all...)
 	p.cmd.Stdout = syncBuffer{&p.mu, p.log}
