@@ -171,10 +171,10 @@ func (ing *Ingester) openStore() (*store.Store, error) {
 		DataDir:            cfg.DataDir,
 		WALPolicy:          cfg.WAL.Fsync,
 		MaxBlockDuration:   cfg.Ingester.MaxBlockDuration,
-		MaxHeadBytes:       cfg.Ingester.MaxHeadBytes,
+		MaxHeadBytes:       int64(cfg.Ingester.MaxHeadBytes),
 		MaxSeriesPerTenant: cfg.Limits.MaxSeriesPerTenant,
 		MaxProfileSize:     cfg.Limits.MaxProfileSizeBytes,
-		MaxPendingBytes:    cfg.Ingester.MaxPendingUploadBytes,
+		MaxPendingBytes:    int64(cfg.Ingester.MaxPendingUploadBytes),
 		WriteBlock: func(dir, tenant string, sel head.Selection) (string, error) {
 			meta, err := block.Write(dir, sel, block.WriteOptions{Tenant: tenant, Source: cfg.Ingester.Ring.InstanceID})
 			return meta.ULID.String(), err

@@ -52,10 +52,10 @@ type LogConfig struct {
 type IngesterConfig struct {
 	Ring             ring.RingConfig `yaml:"ring"`
 	MaxBlockDuration time.Duration   `yaml:"max_block_duration"`
-	MaxHeadBytes     int64           `yaml:"max_head_bytes"`
+	MaxHeadBytes     ByteSize        `yaml:"max_head_bytes"`
 	LocalRetention   time.Duration   `yaml:"local_retention"`
 
-	MaxPendingUploadBytes int64         `yaml:"max_pending_upload_bytes"`
+	MaxPendingUploadBytes ByteSize      `yaml:"max_pending_upload_bytes"`
 	FinalFlushTimeout     time.Duration `yaml:"final_flush_timeout"`
 }
 
@@ -75,11 +75,13 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	c.Ingester.Ring.RegisterFlags(f)
 	c.Memberlist.RegisterFlags(f)
 	f.DurationVar(&c.Ingester.MaxBlockDuration, "ingester.max-block-duration", time.Hour, "Cut the head into a block when it is older than this.")
-	f.Int64Var(&c.Ingester.MaxHeadBytes, "ingester.max-head-bytes", 1<<30, "Cut the head into a block when it holds more than this many bytes.")
+	c.Ingester.MaxHeadBytes = 1 << 30
+	f.Var(&c.Ingester.MaxHeadBytes, "ingester.max-head-bytes", "Cut the head into a block when it holds more than this (e.g. 512MiB).")
 	f.DurationVar(&c.Ingester.LocalRetention, "ingester.local-retention", 6*time.Hour, "Keep uploaded blocks on local disk this long.")
 	c.WAL.Fsync = wal.PolicyAlways
 	f.Var(&c.WAL.Fsync, "wal.fsync", "WAL fsync policy: always (group commit), interval, off.")
-	f.Int64Var(&c.Ingester.MaxPendingUploadBytes, "ingester.max-pending-upload-bytes", 10<<30, "Refuse writes (503) while more than this many bytes of blocks wait for upload, e.g. while the bucket is down (0: no limit).")
+	c.Ingester.MaxPendingUploadBytes = 10 << 30
+	f.Var(&c.Ingester.MaxPendingUploadBytes, "ingester.max-pending-upload-bytes", "Refuse writes (503) while more than this of blocks waits for upload, e.g. while the bucket is down (0: no limit).")
 	f.DurationVar(&c.Ingester.FinalFlushTimeout, "ingester.final-flush-timeout", 5*time.Minute, "How long a final stop (scale-down, /ingester/shutdown) may take to flush and upload before it gives up and keeps its WAL and tokens.")
 	c.Storage.RegisterFlags(f)
 	c.Limits.RegisterFlags(f)
