@@ -1,0 +1,436 @@
+package controllers
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+)
+
+// The orchestration decisions are pure functions of what the reconciler observed (pods,
+// StatefulSets, the ring as one ingester reports it); the reconciler carries them out.
+
+// Ring member states, as /ring reports them.
+const (
+	StateActive    = "ACTIVE"
+	StateJoining   = "JOINING"
+	StatePending   = "PENDING"
+	StateLeaving   = "LEAVING"
+	StateUnhealthy = "UNHEALTHY"
+)
+
+// stuckReasons are the container waiting reasons of a pod that will never become ready
+// on its own: an outdated pod in one of them is replaced whatever the rollout budget.
+var stuckReasons = map[string]bool{
+	"CrashLoopBackOff":           true,
+	"ImagePullBackOff":           true,
+	"ErrImagePull":               true,
+	"InvalidImageName":           true,
+	"CreateContainerError":       true,
+	"CreateContainerConfigError": true,
+}
+
+// PodInfo is what the decisions need to know about one ingester pod.
+type PodInfo struct {
+	Name        string
+	StatefulSet string
+	Zone        string // "" without zones
+	Ordinal     int
+	IP          string
+	Ready       bool
+	Running     bool
+	Terminating bool
+	Outdated    bool   // its controller-revision-hash is not its StatefulSet's updateRevision
+	Stuck       string // a waiting reason from stuckReasons, or ""
+}
+
+// StuckReason returns the waiting reason of a pod that will not start without a new
+// spec (image pull errors, crash loops, container creation errors), or "".
+func StuckReason(p *corev1.Pod) string {
+	for _, cs := range append(append([]corev1.ContainerStatus{}, p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
+		if w := cs.State.Waiting; w != nil && stuckReasons[w.Reason] {
+			return w.Reason
+		}
+	}
+	return ""
+}
+
+// ordinalOf is the ordinal of a StatefulSet's pod from its name, -1 when it is not one.
+func ordinalOf(stsName, podName string) int {
+	rest, ok := strings.CutPrefix(podName, stsName+"-")
+	if !ok {
+		return -1
+	}
+	n, err := strconv.Atoi(rest)
+	if err != nil || n < 0 {
+		return -1
+	}
+	return n
+}
+
+// PodInfoOf describes a pod of the StatefulSet sts (nil when the StatefulSet is unknown:
+// the pod is never outdated then).
+func PodInfoOf(p *corev1.Pod, sts *appsv1.StatefulSet) PodInfo {
+	pi := PodInfo{
+		Name:        p.Name,
+		Zone:        p.Labels[LabelZone],
+		Ordinal:     -1,
+		IP:          p.Status.PodIP,
+		Ready:       podReady(p),
+		Running:     p.Status.Phase == corev1.PodRunning,
+		Terminating: !p.DeletionTimestamp.IsZero(),
+		Stuck:       StuckReason(p),
+	}
+	if sts != nil {
+		pi.StatefulSet = sts.Name
+		pi.Ordinal = ordinalOf(sts.Name, p.Name)
+		rev := p.Labels[appsv1.ControllerRevisionHashLabelKey]
+		pi.Outdated = sts.Status.UpdateRevision != "" && rev != "" && rev != sts.Status.UpdateRevision
+	}
+	return pi
+}
+
+// RolloutAction is what the rollout does next.
+type RolloutAction string
+
+const (
+	// RolloutDone: no pod runs an outdated template.
+	RolloutDone RolloutAction = "Done"
+	// RolloutWait: pods are outdated, but the ring or a replacement is not ready yet.
+	RolloutWait RolloutAction = "Wait"
+	// RolloutDelete: delete Step.Delete (the StatefulSet controller recreates them).
+	RolloutDelete RolloutAction = "Delete"
+)
+
+// RolloutStep is the rollout's next step.
+type RolloutStep struct {
+	Action RolloutAction
+	// Delete are the pods to delete now.
+	Delete []string
+	// InFlight are the pods being replaced (deleted, or their replacement not yet ACTIVE
+	// and Ready).
+	InFlight []string
+	// Outdated and Updated count the pods.
+	Outdated, Updated int32
+	// Message says why (for the Progressing condition and Events).
+	Message string
+}
+
+// NextRollout decides the next step of a rolling update. ring is the members' states by
+// instance id (pod name) from one ingester, nil when no ingester answered.
+//
+//   - Outdated pods that are stuck (crash loop, image pull error, container creation error)
+//     are deleted at once, whatever the budget: they serve nothing, and a fixed spec must be
+//     able to replace them.
+//   - Otherwise a pod (a zone, with zones) is replaced only while everything else is
+//     healthy: every other pod Ready and ACTIVE, no LEAVING, UNHEALTHY, JOINING or PENDING
+//     ring member. Without zones that is one pod at a time, highest ordinal first; with
+//     zones, every outdated pod of one zone at a time, in zone order, and the rollout waits
+//     until the zone's replacements are ACTIVE and Ready before the next zone.
+func NextRollout(pods []PodInfo, ring map[string]string, zoneOrder []string) RolloutStep {
+	var step RolloutStep
+	var outdated, stuck []PodInfo
+	byName := map[string]PodInfo{}
+	for _, p := range pods {
+		byName[p.Name] = p
+		if p.Terminating {
+			continue
+		}
+		if p.Outdated {
+			outdated = append(outdated, p)
+			if p.Stuck != "" {
+				stuck = append(stuck, p)
+			}
+		} else {
+			step.Updated++
+		}
+	}
+	step.Outdated = int32(len(outdated))
+	if len(stuck) > 0 {
+		step.Action = RolloutDelete
+		var why []string
+		for _, p := range stuck {
+			step.Delete = append(step.Delete, p.Name)
+			why = append(why, p.Name+" ("+p.Stuck+")")
+		}
+		sort.Strings(step.Delete)
+		sort.Strings(why)
+		step.InFlight = step.Delete
+		step.Message = "replacing outdated pods that cannot start: " + strings.Join(why, ", ")
+		return step
+	}
+	if len(outdated) == 0 {
+		step.Action = RolloutDone
+		step.Message = "every pod runs the current template"
+		return step
+	}
+
+	// What is not settled: pods terminating, not ready or not ACTIVE, and ring members
+	// in a transient or failed state; grouped by zone ("" without zones or when unknown).
+	unsettled := map[string][]string{} // zone → names
+	var reasons []string
+	for _, p := range pods {
+		why := ""
+		switch {
+		case p.Terminating:
+			why = "terminating"
+		case !p.Ready:
+			why = "not ready"
+		case ring != nil && ring[p.Name] == "":
+			why = "not in the ring yet"
+		case ring != nil && ring[p.Name] != StateActive:
+			why = ring[p.Name]
+		}
+		if why != "" {
+			unsettled[p.Zone] = append(unsettled[p.Zone], p.Name)
+			reasons = append(reasons, p.Name+" "+why)
+		}
+	}
+	for id, st := range ring {
+		if _, isPod := byName[id]; isPod || st == StateActive {
+			continue
+		}
+		// A member without a pod: LEAVING or UNHEALTHY (ring hygiene forgets those).
+		unsettled["?"] = append(unsettled["?"], id)
+		reasons = append(reasons, "ring member "+id+" "+st)
+	}
+	sort.Strings(reasons)
+	for z := range unsettled {
+		sort.Strings(unsettled[z])
+	}
+	inFlight := func() []string {
+		var out []string
+		for _, names := range unsettled {
+			out = append(out, names...)
+		}
+		sort.Strings(out)
+		return out
+	}
+	if ring == nil {
+		step.Action, step.InFlight = RolloutWait, inFlight()
+		step.Message = fmt.Sprintf("%d pods outdated; waiting for the ring (no ingester answered GET /ring)", len(outdated))
+		return step
+	}
+
+	zoned := len(zoneOrder) > 0
+	if !zoned {
+		if len(unsettled) > 0 {
+			step.Action, step.InFlight = RolloutWait, inFlight()
+			step.Message = fmt.Sprintf("%d pods outdated; waiting for a healthy ring: %s", len(outdated), strings.Join(reasons, ", "))
+			return step
+		}
+		sort.Slice(outdated, func(i, j int) bool {
+			if outdated[i].Ordinal != outdated[j].Ordinal {
+				return outdated[i].Ordinal > outdated[j].Ordinal
+			}
+			return outdated[i].Name < outdated[j].Name
+		})
+		p := outdated[0]
+		step.Action, step.Delete, step.InFlight = RolloutDelete, []string{p.Name}, []string{p.Name}
+		step.Message = fmt.Sprintf("replacing %s (%d pods outdated), the ring is healthy", p.Name, len(outdated))
+		return step
+	}
+
+	// Zones: the zone to work on is the one with unsettled pods, if any (only one may be).
+	outdatedIn := map[string][]string{}
+	for _, p := range outdated {
+		outdatedIn[p.Zone] = append(outdatedIn[p.Zone], p.Name)
+	}
+	zone := ""
+	switch {
+	case len(unsettled) > 1 || unsettled["?"] != nil:
+		step.Action, step.InFlight = RolloutWait, inFlight()
+		step.Message = fmt.Sprintf("%d pods outdated; waiting for a healthy ring outside one zone: %s", len(outdated), strings.Join(reasons, ", "))
+		return step
+	case len(unsettled) == 1:
+		for z := range unsettled {
+			zone = z
+		}
+		if len(outdatedIn[zone]) == 0 {
+			step.Action, step.InFlight = RolloutWait, inFlight()
+			step.Message = fmt.Sprintf("%d pods outdated; waiting for zone %s: %s", len(outdated), zone, strings.Join(reasons, ", "))
+			return step
+		}
+	default:
+		for _, z := range zoneOrder {
+			if len(outdatedIn[z]) > 0 {
+				zone = z
+				break
+			}
+		}
+		if zone == "" { // outdated pods outside the known zones
+			for z := range outdatedIn {
+				zone = z
+			}
+		}
+	}
+	names := outdatedIn[zone]
+	sort.Strings(names)
+	step.Action, step.Delete = RolloutDelete, names
+	step.InFlight = append(append([]string{}, names...), unsettled[zone]...)
+	sort.Strings(step.InFlight)
+	step.InFlight = dedup(step.InFlight)
+	step.Message = fmt.Sprintf("replacing zone %s: %s (%d pods outdated)", zone, strings.Join(names, ", "), len(outdated))
+	return step
+}
+
+func dedup(s []string) []string {
+	out := s[:0]
+	for i, v := range s {
+		if i == 0 || v != s[i-1] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// ScaleDownPlan is what a replica decrease of one StatefulSet does.
+type ScaleDownPlan struct {
+	// Prepare are the pods that will go (ordinals desired..live-1) and have a process to
+	// prepare: prepare-shutdown must succeed on all of them before the shrink.
+	Prepare []PodInfo
+	// Skipped are pods that will go but never started (no pod IP): nothing to flush.
+	Skipped []string
+	// Cancel are pods that were prepared but are no longer to go (replicas went back up).
+	Cancel []PodInfo
+}
+
+// PlanScaleDown decides, for one StatefulSet with live replicas that should have desired,
+// which pods to prepare for a final stop and which earlier preparations to cancel.
+// prepared are the pods status.scaleDown says were prepared.
+func PlanScaleDown(stsName string, live, desired int32, pods []PodInfo, prepared []string) ScaleDownPlan {
+	var plan ScaleDownPlan
+	wasPrepared := map[string]bool{}
+	for _, n := range prepared {
+		wasPrepared[n] = true
+	}
+	for _, p := range pods {
+		if p.StatefulSet != stsName || p.Ordinal < 0 {
+			continue
+		}
+		goes := int32(p.Ordinal) >= desired && int32(p.Ordinal) < live && desired < live
+		switch {
+		case goes && p.IP == "":
+			plan.Skipped = append(plan.Skipped, p.Name)
+		case goes && !p.Terminating:
+			plan.Prepare = append(plan.Prepare, p)
+		case !goes && wasPrepared[p.Name] && !p.Terminating && p.IP != "":
+			plan.Cancel = append(plan.Cancel, p)
+		}
+	}
+	sort.Slice(plan.Prepare, func(i, j int) bool { return plan.Prepare[i].Ordinal < plan.Prepare[j].Ordinal })
+	sort.Slice(plan.Cancel, func(i, j int) bool { return plan.Cancel[i].Name < plan.Cancel[j].Name })
+	sort.Strings(plan.Skipped)
+	return plan
+}
+
+// ForgetMembers returns the ring members to forget: UNHEALTHY members whose pod no
+// longer exists (removed by a scale-down, or lost with its node). pods are the names of
+// the Ingester's existing pods.
+func ForgetMembers(ring map[string]string, pods map[string]bool) []string {
+	var out []string
+	for id, st := range ring {
+		if st == StateUnhealthy && !pods[id] {
+			out = append(out, id)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ClaimInfo is one PVC of an ingester.
+type ClaimInfo struct {
+	Name              string
+	Requested         resource.Quantity
+	ExpansionAllowed  bool   // its StorageClass has allowVolumeExpansion
+	StorageClass      string // "" when the claim has none
+	StorageClassFound bool
+}
+
+// StoragePlan is what a storage growth does next.
+type StoragePlan struct {
+	// Resize are the claims whose request must be raised to the new size.
+	Resize []string
+	// Recreate: every claim asks for the new size; delete the StatefulSet with orphan
+	// propagation so that it is recreated with the new claim template (pods keep running).
+	Recreate bool
+	// Blocked says why the growth cannot go on (a claim's class does not allow expansion).
+	Blocked string
+}
+
+// PlanStorage decides how to grow the volumes of one StatefulSet whose claim template asks
+// for template while the spec wants want.
+func PlanStorage(want, template resource.Quantity, claims []ClaimInfo) StoragePlan {
+	var plan StoragePlan
+	if want.Cmp(template) <= 0 {
+		return plan
+	}
+	var blocked []string
+	for _, c := range claims {
+		if c.Requested.Cmp(want) >= 0 {
+			continue
+		}
+		switch {
+		case c.StorageClass == "":
+			blocked = append(blocked, fmt.Sprintf("%s has no storage class", c.Name))
+		case !c.StorageClassFound:
+			blocked = append(blocked, fmt.Sprintf("%s: StorageClass %q not found", c.Name, c.StorageClass))
+		case !c.ExpansionAllowed:
+			blocked = append(blocked, fmt.Sprintf("%s: StorageClass %q does not set allowVolumeExpansion", c.Name, c.StorageClass))
+		default:
+			plan.Resize = append(plan.Resize, c.Name)
+		}
+	}
+	sort.Strings(plan.Resize)
+	sort.Strings(blocked)
+	if len(blocked) > 0 {
+		plan.Blocked = "cannot grow the volumes to " + want.String() + ": " + strings.Join(blocked, "; ")
+		return plan
+	}
+	plan.Recreate = len(plan.Resize) == 0
+	return plan
+}
+
+// DeletionPlan is what deleting an Ingester does next.
+type DeletionPlan struct {
+	// Flush are the pods to flush (POST /ingester/flush?wait=true) before the finalizer goes.
+	Flush []PodInfo
+	// Skipped are pods with no process to flush (never started, stuck, terminating).
+	Skipped []string
+	// Wait says why the deletion waits without flushing ("" when it does not).
+	Wait string
+}
+
+// PlanDeletion decides which pods must flush before the finalizer is removed. A paused
+// Ingester is not flushed and its deletion waits until spec.paused is false (or its
+// finalizer is removed by hand).
+func PlanDeletion(paused bool, pods []PodInfo) DeletionPlan {
+	var plan DeletionPlan
+	if paused {
+		plan.Wait = "spec.paused is true: the operator does not flush the ingesters, so the deletion waits; set spec.paused to false, or remove the finalizer " + Finalizer + " to delete without flushing"
+		return plan
+	}
+	for _, p := range pods {
+		if p.IP == "" || !p.Running || p.Terminating || p.Stuck != "" {
+			plan.Skipped = append(plan.Skipped, p.Name)
+			continue
+		}
+		plan.Flush = append(plan.Flush, p)
+	}
+	sort.Strings(plan.Skipped)
+	return plan
+}
+
+// DeletionBackoff is how long a deletion whose flush failed waits before trying again:
+// as long as it has been failing, between 2s and 2 minutes.
+func DeletionBackoff(failingFor time.Duration) time.Duration {
+	return min(max(failingFor, 2*time.Second), 2*time.Minute)
+}
+
+// Finalizer on every Ingester: its pods flush and upload before the children go.
+const Finalizer = "hearth.dev/flush"
