@@ -52,14 +52,15 @@ type Ring struct {
 	lifecycler *dskitring.BasicLifecycler
 	marker     *lifecycle.PrepareShutdown
 
-	mu           sync.Mutex
-	started      bool
-	stopped      bool
-	unregister   bool // Unregister ran: the tokens file is gone
-	readySince   time.Time
-	lastState    dskitring.InstanceState // last state setState wrote
-	lastStateSet bool
-	ready        bool // dskit's readiness latch: once true, only our own state matters
+	mu            sync.Mutex
+	started       bool
+	stopped       bool
+	unregister    bool // Unregister ran: the tokens file is gone
+	readySince    time.Time
+	lastState     dskitring.InstanceState // last state setState wrote
+	lastStateSet  bool
+	lastTimestamp int64 // heartbeat timestamp setState last wrote (unix seconds)
+	ready         bool  // dskit's readiness latch: once true, only our own state matters
 }
 
 // New builds the ring services; nothing listens or joins until Start.
@@ -246,6 +247,20 @@ func (r *Ring) SetLeaving(ctx context.Context) error {
 // bucket, then Stop. The ring client keeps answering lookups (without this
 // instance) until Stop.
 func (r *Ring) Unregister(ctx context.Context) error {
+	// The ring merges by timestamp (whole seconds) and setState may have
+	// written one a second ahead: a removal stamped no later than that would
+	// lose the merge on the other members, which would keep the instance as
+	// UNHEALTHY. Wait until the clock is past it (bounded).
+	r.mu.Lock()
+	last := r.lastTimestamp
+	r.mu.Unlock()
+	for i := 0; i < 30 && time.Now().Unix() <= last; i++ {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 	r.lifecycler.SetKeepInstanceInTheRingOnShutdown(false)
 	if r.lifecycler.State() == services.New {
 		r.lifecycler.StopAsync()
@@ -318,6 +333,9 @@ func (r *Ring) setState(ctx context.Context, st dskitring.InstanceState) (err er
 		}
 		inst.Timestamp = ts
 		desc.Ingesters[id] = inst
+		r.mu.Lock()
+		r.lastTimestamp = ts
+		r.mu.Unlock()
 		return desc, true, nil
 	})
 }
