@@ -355,7 +355,10 @@ func TestRingScaleDown(t *testing.T) {
 	p, per := newPusher(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { p.run(ctx, func() []string { return []string{c.url(0), c.url(1), c.url(2)} }, true); close(done) }()
+	go func() {
+		p.run(ctx, func() []string { return []string{c.url(0), c.url(1), c.url(2)} }, true)
+		close(done)
+	}()
 	time.Sleep(2 * time.Second)
 	cancel()
 	<-done
