@@ -21,6 +21,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -200,37 +201,65 @@ func writeCheckpoint(path string, seg uint64) error {
 }
 
 func (s *Store) replay(checkpoint uint64, m *wal.Metrics) error {
-	var profiles, skipped, bad int
+	// Decoding dominates replay, and the head takes appends in any order
+	// (rows are keyed by profile id): restore records on every core.
+	type job struct {
+		pos     wal.Pos
+		payload []byte
+	}
+	jobs := make(chan job, 64)
+	var profiles, bad atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < max(1, runtime.GOMAXPROCS(0)); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				n, b := s.restore(j.pos, j.payload)
+				profiles.Add(int64(n))
+				bad.Add(int64(b))
+			}
+		}()
+	}
+	skipped := 0
 	_, err := wal.Replay(s.opts.walDir(), wal.ReplayOptions{Logger: s.log, Metrics: m}, func(pos wal.Pos, payload []byte) error {
 		if pos.Segment < checkpoint {
 			skipped++
 			return nil
 		}
-		tenant, entries, err := DecodeRecord(payload)
-		if err != nil {
-			bad++
-			s.log.Error("wal record does not decode: skipped", "pos", pos.String(), "err", err)
-			return nil
-		}
-		for _, e := range entries {
-			p, err := pprofdec.DecodePprof(e.Raw, s.opts.MaxProfileSize)
-			if err == nil {
-				push.SanitizeStrings(p)
-				_, err = s.active.Append(tenant, e.ID, e.Labels, p, e.TimeNanos)
-			}
-			if err != nil {
-				bad++
-				s.log.Error("wal profile cannot be restored: skipped", "pos", pos.String(), "tenant", tenant, "err", err)
-				continue
-			}
-			profiles++
-			s.replayed.Inc()
-			s.markActive(e.TimeNanos)
-		}
+		jobs <- job{pos: pos, payload: append([]byte(nil), payload...)} // payload is only valid during the call
 		return nil
 	})
-	s.log.Info("wal restored into the head", "profiles", profiles, "records_in_blocks", skipped, "unrestorable", bad)
+	close(jobs)
+	wg.Wait()
+	s.log.Info("wal restored into the head", "profiles", profiles.Load(), "records_in_blocks", skipped, "unrestorable", bad.Load())
 	return err
+}
+
+// restore appends one WAL record to the head; it returns the profiles
+// restored and those that could not be.
+func (s *Store) restore(pos wal.Pos, payload []byte) (restored, bad int) {
+	tenant, entries, err := DecodeRecord(payload)
+	if err != nil {
+		s.log.Error("wal record does not decode: skipped", "pos", pos.String(), "err", err)
+		return 0, 1
+	}
+	for _, e := range entries {
+		p, err := pprofdec.DecodePprof(e.Raw, s.opts.MaxProfileSize)
+		if err == nil {
+			push.SanitizeStrings(p)
+			_, err = s.active.Append(tenant, e.ID, e.Labels, p, e.TimeNanos)
+		}
+		if err != nil {
+			bad++
+			s.log.Error("wal profile cannot be restored: skipped", "pos", pos.String(), "tenant", tenant, "err", err)
+			continue
+		}
+		restored++
+		s.replayed.Inc()
+		s.markActive(e.TimeNanos)
+	}
+	return restored, bad
 }
 
 func (s *Store) markActive(int64) {
