@@ -80,18 +80,22 @@ type IngesterReconciler struct {
 	Recorder events.EventRecorder
 	// Ring reads ring membership from a ready ingester; nil leaves status.ring empty.
 	Ring RingReader
+	// Pods calls the ingesters' HTTP API (prepare-shutdown, flush, forget). Default
+	// HTTPPodClient.
+	Pods PodClient
 	// Resync is how often an Ingester is looked at again without an event (to refresh
 	// the ring and to notice a missing Secret or StorageClass has appeared). Default 30s.
 	Resync time.Duration
 }
 
-// +kubebuilder:rbac:groups=hearth.dev,resources=ingesters,verbs=get;list;watch
+// +kubebuilder:rbac:groups=hearth.dev,resources=ingesters,verbs=get;list;watch;patch;update
 // +kubebuilder:rbac:groups=hearth.dev,resources=ingesters/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=hearth.dev,resources=ingesters/finalizers,verbs=update
 // +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=services;configmaps;serviceaccounts,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;delete
+// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get
 // +kubebuilder:rbac:groups=storage.k8s.io,resources=storageclasses,verbs=get
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
@@ -119,8 +123,12 @@ func (r *IngesterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		return ctrl.Result{}, err
 	}
 	if !ing.DeletionTimestamp.IsZero() {
-		// Children carry owner references: the garbage collector removes them.
-		return ctrl.Result{}, nil
+		// Every pod flushes, then the finalizer goes and the garbage collector removes
+		// the children (they carry owner references).
+		return r.finalize(ctx, ing)
+	}
+	if err := r.ensureFinalizer(ctx, ing); err != nil {
+		return ctrl.Result{}, err
 	}
 	orig := ing.DeepCopy()
 	st := &ing.Status
@@ -128,22 +136,54 @@ func (r *IngesterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	// Check what the operator cannot fix itself.
 	degraded := r.preflight(ctx, ing)
 
-	// Render and apply.
-	resizePending := false
+	// The live StatefulSets and pods, uncached: the orchestration acts on them.
+	stss, pods, err := r.liveState(ctx, ing)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	infos := podInfos(ing, pods, stss)
+	o := &orchestration{}
+
+	// Render and apply, holding back a StatefulSet's shrink until its leaving pods are
+	// prepared, and a StatefulSet being recreated (storage growth) until it is gone.
+	settled := true // every StatefulSet exists, has observed its spec and has its replicas
 	if ing.Spec.Paused {
 		result = "paused"
 	} else {
+		prunePrepared(ing, infos)
 		objs, err := Render(ing)
 		if err == nil {
-			for _, o := range objs {
-				if sts, ok := o.(*appsv1.StatefulSet); ok {
-					var pending bool
-					if pending, err = r.keepClaimTemplates(ctx, sts); err != nil {
-						break
+			for _, obj := range objs {
+				if sts, ok := obj.(*appsv1.StatefulSet); ok {
+					live := stss[sts.Name]
+					if live != nil && !live.DeletionTimestamp.IsZero() {
+						settled = false
+						o.resizePending = true
+						o.storage = fmt.Sprintf("waiting for StatefulSet %s to be deleted (orphaning its pods) before recreating it", sts.Name)
+						continue
 					}
-					resizePending = resizePending || pending
+					if live == nil {
+						settled = false
+					} else {
+						if KeepClaimSizes(sts, live) {
+							o.resizePending = true
+						}
+						want, have := ptr.Deref(sts.Spec.Replicas, 1), ptr.Deref(live.Spec.Replicas, 1)
+						if r.Pods != nil && !r.scaleDown(ctx, ing, sts.Name, have, want, infos, o) {
+							sts.Spec.Replicas = ptr.To(have)
+						}
+						if want != have {
+							settled = false
+							// Record the prepared pods before the shrink, so a crash here
+							// cannot leave markers no status knows about.
+							if err = r.patchStatus(ctx, orig, ing); err != nil {
+								break
+							}
+							orig = &hearthv1.Ingester{ObjectMeta: orig.ObjectMeta, Spec: orig.Spec, Status: *ing.Status.DeepCopy()}
+						}
+					}
 				}
-				if err = r.apply(ctx, ing, o); err != nil {
+				if err = r.apply(ctx, ing, obj); err != nil {
 					break
 				}
 			}
@@ -158,15 +198,42 @@ func (r *IngesterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		}
 	}
 
+	// Orchestrate: ring hygiene, storage growth, rollout.
+	var via string
+	o.ring, via = r.ringMembers(ctx, pods)
+	if !ing.Spec.Paused {
+		r.ringHygiene(ctx, ing, o.ring, via, infos)
+		if o.resizePending && o.problem == nil {
+			for _, sts := range stss {
+				if sts.DeletionTimestamp.IsZero() {
+					if err := r.growStorage(ctx, ing, sts, o); err != nil {
+						return ctrl.Result{}, err
+					}
+				}
+			}
+		}
+		if settled {
+			for _, sts := range stss {
+				if sts.Status.ObservedGeneration < sts.Generation {
+					settled = false
+				}
+			}
+		}
+		if settled {
+			if o.rollout, err = r.rollout(ctx, ing, infos, o.ring); err != nil {
+				return ctrl.Result{}, err
+			}
+		}
+	}
+
 	// Observe the children and pods.
-	pods, err := r.pods(ctx, ing)
-	if err != nil {
-		return ctrl.Result{}, err
+	if degraded == nil {
+		degraded = o.problem
 	}
 	if degraded == nil {
 		degraded = podProblem(pods)
 	}
-	if err := r.observe(ctx, ing, pods, resizePending); err != nil {
+	if err := r.observe(ctx, ing, pods, o); err != nil {
 		return ctrl.Result{}, err
 	}
 
@@ -180,7 +247,11 @@ func (r *IngesterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	if degraded != nil {
 		result = "degraded"
 	}
-	return ctrl.Result{RequeueAfter: r.resync()}, nil
+	requeue := r.resync()
+	if o.resizePending || (o.rollout != nil && o.rollout.Action != RolloutDone) || o.scaling != "" {
+		requeue = min(requeue, 2*time.Second) // orchestration in progress: look again soon
+	}
+	return ctrl.Result{RequeueAfter: requeue}, nil
 }
 
 func (r *IngesterReconciler) resync() time.Duration {
@@ -334,19 +405,9 @@ func KeepClaimSizes(desired, live *appsv1.StatefulSet) (pending bool) {
 	return pending
 }
 
-// pods lists the Ingester's pods from the cache.
-func (r *IngesterReconciler) pods(ctx context.Context, ing *hearthv1.Ingester) ([]corev1.Pod, error) {
-	var list corev1.PodList
-	if err := r.List(ctx, &list, client.InNamespace(ing.Namespace), client.MatchingLabels(SelectorLabels(ing))); err != nil {
-		return nil, err
-	}
-	sort.Slice(list.Items, func(i, j int) bool { return list.Items[i].Name < list.Items[j].Name })
-	return list.Items, nil
-}
-
 // observe fills the replica counts, the ring and the Available and Progressing
 // conditions from the StatefulSets and pods.
-func (r *IngesterReconciler) observe(ctx context.Context, ing *hearthv1.Ingester, pods []corev1.Pod, resizePending bool) error {
+func (r *IngesterReconciler) observe(ctx context.Context, ing *hearthv1.Ingester, pods []corev1.Pod, o *orchestration) error {
 	st := &ing.Status
 	desired := ptr.Deref(ing.Spec.Replicas, 3)
 	var replicas, ready, updated int32
@@ -387,15 +448,23 @@ func (r *IngesterReconciler) observe(ctx context.Context, ing *hearthv1.Ingester
 	switch {
 	case ing.Spec.Paused:
 		progressing.Status, progressing.Reason, progressing.Message = metav1.ConditionFalse, ReasonPaused, "spec.paused is true: the operator changes nothing"
-	case resizePending:
+	case o.resizePending && o.storage != "":
+		progressing.Reason, progressing.Message = ReasonResizingStorage, o.storage
+	case o.resizePending:
 		progressing.Reason, progressing.Message = ReasonResizePending, fmt.Sprintf(
 			"spec.storage.size is %s: the volumes keep their size until they are expanded and the StatefulSets recreated", ing.Spec.Storage.Size.String())
+	case o.scaling != "":
+		progressing.Reason, progressing.Message = ReasonScalingDown, o.scaling
 	case !settled:
 		progressing.Reason, progressing.Message = ReasonApplying, "waiting for the StatefulSets to observe the new spec"
 	case replicas != desired:
 		progressing.Reason, progressing.Message = ReasonScaling, fmt.Sprintf("%d ingester pods, %d desired", replicas, desired)
-	case updated < desired:
-		progressing.Reason, progressing.Message = ReasonRollingOut, fmt.Sprintf("%d/%d ingester pods run the current spec", updated, desired)
+	case updated < desired || (o.rollout != nil && o.rollout.Outdated > 0):
+		msg := fmt.Sprintf("%d/%d ingester pods run the current spec", updated, desired)
+		if o.rollout != nil && o.rollout.Message != "" {
+			msg += ": " + o.rollout.Message
+		}
+		progressing.Reason, progressing.Message = ReasonRollingOut, msg
 	case ready < desired:
 		progressing.Reason, progressing.Message = ReasonWaitingReady, fmt.Sprintf("%d/%d ingesters ready", ready, desired)
 	default:
@@ -403,29 +472,15 @@ func (r *IngesterReconciler) observe(ctx context.Context, ing *hearthv1.Ingester
 	}
 	meta.SetStatusCondition(&st.Conditions, progressing)
 
-	st.Ring = r.readRing(ctx, pods, desired)
+	switch {
+	case r.Ring == nil || desired == 0:
+		st.Ring = hearthv1.RingStatus{}
+	case o.ring == nil:
+		st.Ring = hearthv1.RingStatus{Summary: "unknown"}
+	default:
+		st.Ring = RingStatusOf(o.ring, desired)
+	}
 	return nil
-}
-
-// readRing asks the first ready pod for the ring. Nothing ready: no ring to show.
-func (r *IngesterReconciler) readRing(ctx context.Context, pods []corev1.Pod, desired int32) hearthv1.RingStatus {
-	if r.Ring == nil || desired == 0 {
-		return hearthv1.RingStatus{}
-	}
-	for _, p := range pods {
-		if p.Status.PodIP == "" || !podReady(&p) || !p.DeletionTimestamp.IsZero() {
-			continue
-		}
-		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		members, err := r.Ring.Ring(cctx, podHTTPAddr(p.Status.PodIP))
-		cancel()
-		if err != nil {
-			logf.FromContext(ctx).V(1).Info("reading the ring", "pod", p.Name, "err", err.Error())
-			continue
-		}
-		return RingStatusOf(members, desired)
-	}
-	return hearthv1.RingStatus{Summary: "unknown"}
 }
 
 func podReady(p *corev1.Pod) bool {
@@ -495,6 +550,9 @@ func (r *IngesterReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	if r.Client == nil {
 		r.Client = mgr.GetClient()
+	}
+	if r.Pods == nil {
+		r.Pods = HTTPPodClient{}
 	}
 	if r.Client == nil || r.APIReader == nil {
 		return errors.New("controllers: no client")

@@ -25,8 +25,12 @@ var (
 		Name: "hearth_operator_ingester_degraded",
 		Help: "1 when an Ingester's Degraded condition is True.",
 	}, []string{"namespace", "name", "reason"})
+	podsReplacedTotal = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "hearth_operator_pods_replaced_total",
+		Help: "Ingester pods deleted by the operator to replace them with the current template.",
+	})
 )
 
 func init() {
-	metrics.Registry.MustRegister(reconcilesTotal, reconcileDuration, appliesTotal, degradedGauge)
+	metrics.Registry.MustRegister(reconcilesTotal, reconcileDuration, appliesTotal, degradedGauge, podsReplacedTotal)
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -45,6 +46,7 @@ type platform struct {
 	cancel     context.CancelFunc
 	mgrDone    chan error
 	ring       *fakeRing
+	pods       *fakePods
 }
 
 var (
@@ -148,7 +150,7 @@ func startPlatform() (*platform, error) {
 			return nil, fmt.Errorf("%s not found in %s: run 'make k8s-bins' (hack/build-k8s.sh) or set KUBEBUILDER_ASSETS", b, assets)
 		}
 	}
-	p := &platform{ring: &fakeRing{}}
+	p := &platform{ring: &fakeRing{}, pods: &fakePods{}}
 	p.env = &envtest.Environment{
 		BinaryAssetsDirectory: assets,
 		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
@@ -211,7 +213,7 @@ func startPlatform() (*platform, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &IngesterReconciler{Ring: p.ring, Resync: 2 * time.Second}
+	r := &IngesterReconciler{Ring: p.ring, Pods: p.pods, Resync: 2 * time.Second}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
@@ -275,6 +277,77 @@ func (f *fakeRing) Ring(_ context.Context, addr string) (map[string]string, erro
 		return nil, fmt.Errorf("connection refused")
 	}
 	return m, nil
+}
+
+// fakePods plays the ingesters' HTTP API: it records every call as "METHOD ip [arg]" and
+// returns the error scripted for a call, if any. Addresses are pod IPs: tests give every
+// pod a unique one (uniqueIP).
+type fakePods struct {
+	mu    sync.Mutex
+	calls []string
+	fail  map[string]error // "METHOD ip" → error
+}
+
+func (f *fakePods) record(call string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, call)
+	return f.fail[call]
+}
+
+func (f *fakePods) failing(call string, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail == nil {
+		f.fail = map[string]error{}
+	}
+	if err == nil {
+		delete(f.fail, call)
+	} else {
+		f.fail[call] = err
+	}
+}
+
+// callsTo returns the recorded calls to the given IPs, in order.
+func (f *fakePods) callsTo(ips ...string) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	want := map[string]bool{}
+	for _, ip := range ips {
+		want[ip] = true
+	}
+	var out []string
+	for _, c := range f.calls {
+		parts := strings.Fields(c)
+		if len(parts) >= 2 && want[parts[1]] {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func ipOf(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return host
+}
+
+func (f *fakePods) PrepareShutdown(_ context.Context, addr string) error {
+	return f.record("PREPARE " + ipOf(addr))
+}
+
+func (f *fakePods) CancelPrepareShutdown(_ context.Context, addr string) error {
+	return f.record("UNPREPARE " + ipOf(addr))
+}
+
+func (f *fakePods) Flush(_ context.Context, addr string) error {
+	return f.record("FLUSH " + ipOf(addr))
+}
+
+func (f *fakePods) Forget(_ context.Context, addr, id string) error {
+	return f.record("FORGET " + ipOf(addr) + " " + id)
 }
 
 // namespace creates a fresh namespace for one test (envtest has no namespace

@@ -323,11 +323,41 @@ type IngesterStatus struct {
 	// Ring counts ring members by state, as the ingesters' /ring reports.
 	// +optional
 	Ring RingStatus `json:"ring,omitempty"`
+	// Rollout is the progress of replacing pods that run an outdated template.
+	// +optional
+	Rollout *RolloutStatus `json:"rollout,omitempty"`
+	// ScaleDown lists the pods prepared for a final stop (flush, upload, leave the ring)
+	// by a replica decrease.
+	// +optional
+	ScaleDown *ScaleDownStatus `json:"scaleDown,omitempty"`
 	// Conditions: Available, Progressing, Degraded.
 	// +listType=map
 	// +listMapKey=type
 	// +optional
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// RolloutStatus is the progress of a rolling update: the operator deletes outdated pods
+// one at a time (one zone at a time with zones) while the ring is healthy.
+type RolloutStatus struct {
+	// InFlight are the pods being replaced: deleted, or their replacement not yet ACTIVE
+	// and Ready.
+	// +optional
+	InFlight []string `json:"inFlight,omitempty"`
+	// Outdated is the number of pods on an outdated template.
+	Outdated int32 `json:"outdated"`
+	// Updated is the number of pods on the current template.
+	Updated int32 `json:"updated"`
+	// Message says what the rollout does or waits for.
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
+// ScaleDownStatus is a replica decrease in progress.
+type ScaleDownStatus struct {
+	// Prepared are the pods whose prepare-shutdown call succeeded.
+	// +optional
+	Prepared []string `json:"prepared,omitempty"`
 }
 
 // RingStatus counts ring members by state.

@@ -1,0 +1,388 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	hearthv1 "github.com/hearth-dev/hearth/api/v1alpha1"
+)
+
+// Reasons of the orchestration.
+const (
+	ReasonScalingDown       = "ScalingDown"
+	ReasonScaleDownBlocked  = "PrepareShutdownFailed"
+	ReasonResizingStorage   = "ResizingStorage"
+	ReasonNotExpandable     = "StorageNotExpandable"
+	ReasonDeleting          = "FlushingBeforeDelete"
+	ReasonDeletionPaused    = "DeletionPaused"
+	ReasonFlushFailed       = "FlushFailed"
+	ReasonReplacing         = "ReplacingPod"
+	ReasonForgotMember      = "ForgotRingMember"
+	ReasonRecreatingSts     = "RecreatingStatefulSet"
+	ReasonCancelledShutdown = "CancelledPrepareShutdown"
+)
+
+// orchestration is what one reconcile's orchestration found, for the status.
+type orchestration struct {
+	resizePending bool
+	storage       string   // progress message of a storage growth
+	scaling       string   // progress message of a scale-down
+	problem       *problem // a Degraded reason found by the orchestration
+	rollout       *RolloutStep
+	ring          map[string]string // nil when no ingester answered
+}
+
+// liveState reads, uncached (decisions must not act on a stale cache), the Ingester's
+// StatefulSets by name and its pods.
+func (r *IngesterReconciler) liveState(ctx context.Context, ing *hearthv1.Ingester) (map[string]*appsv1.StatefulSet, []corev1.Pod, error) {
+	stss := map[string]*appsv1.StatefulSet{}
+	for _, z := range Zones(ing) {
+		sts := &appsv1.StatefulSet{}
+		err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ing.Namespace, Name: statefulSetName(ing, z.Name)}, sts)
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		stss[sts.Name] = sts
+	}
+	var list corev1.PodList
+	if err := r.APIReader.List(ctx, &list, client.InNamespace(ing.Namespace), client.MatchingLabels(SelectorLabels(ing))); err != nil {
+		return nil, nil, err
+	}
+	sort.Slice(list.Items, func(i, j int) bool { return list.Items[i].Name < list.Items[j].Name })
+	return stss, list.Items, nil
+}
+
+// podInfos describes the pods against their StatefulSets.
+func podInfos(ing *hearthv1.Ingester, pods []corev1.Pod, stss map[string]*appsv1.StatefulSet) []PodInfo {
+	out := make([]PodInfo, 0, len(pods))
+	for i := range pods {
+		p := &pods[i]
+		name := statefulSetName(ing, p.Labels[LabelZone])
+		pi := PodInfoOf(p, stss[name])
+		if pi.StatefulSet == "" {
+			pi.StatefulSet, pi.Ordinal = name, ordinalOf(name, p.Name)
+		}
+		out = append(out, pi)
+	}
+	return out
+}
+
+// scaleDown carries out the replica decrease of one StatefulSet: prepare-shutdown on the
+// pods that will go, all or none. It returns whether the StatefulSet may shrink now.
+func (r *IngesterReconciler) scaleDown(ctx context.Context, ing *hearthv1.Ingester, sts string, live, desired int32, pods []PodInfo, o *orchestration) bool {
+	sd := ing.Status.ScaleDown
+	if sd == nil {
+		sd = &hearthv1.ScaleDownStatus{}
+	}
+	plan := PlanScaleDown(sts, live, desired, pods, sd.Prepared)
+	for _, p := range plan.Cancel {
+		if err := r.Pods.CancelPrepareShutdown(ctx, podHTTPAddr(p.IP)); err != nil {
+			logf.FromContext(ctx).Info("cancelling prepare-shutdown", "pod", p.Name, "err", err.Error())
+			continue // kept in the list: tried again next time
+		}
+		sd.Prepared = slices.DeleteFunc(sd.Prepared, func(n string) bool { return n == p.Name })
+		r.Recorder.Eventf(ing, nil, corev1.EventTypeNormal, ReasonCancelledShutdown, "ScaleDown", "%s stays: replicas went back up, prepare-shutdown cancelled", p.Name)
+	}
+	if desired >= live {
+		setScaleDown(ing, sd)
+		return true
+	}
+	var failed []string
+	for _, p := range plan.Prepare {
+		if err := r.Pods.PrepareShutdown(ctx, podHTTPAddr(p.IP)); err != nil {
+			failed = append(failed, fmt.Sprintf("%s: %v", p.Name, err))
+		}
+	}
+	if len(failed) > 0 {
+		// Never leave half-prepared pods: undo on all of them, try again later.
+		for _, p := range plan.Prepare {
+			if err := r.Pods.CancelPrepareShutdown(ctx, podHTTPAddr(p.IP)); err != nil {
+				logf.FromContext(ctx).Info("undoing prepare-shutdown", "pod", p.Name, "err", err.Error())
+			}
+			sd.Prepared = slices.DeleteFunc(sd.Prepared, func(n string) bool { return n == p.Name })
+		}
+		setScaleDown(ing, sd)
+		msg := fmt.Sprintf("scale-down of %s from %d to %d waits: prepare-shutdown failed (%s); undone on every pod, retrying", sts, live, desired, strings.Join(failed, "; "))
+		o.problem = &problem{ReasonScaleDownBlocked, msg}
+		o.scaling = msg
+		return false
+	}
+	for _, p := range plan.Prepare {
+		if !slices.Contains(sd.Prepared, p.Name) {
+			sd.Prepared = append(sd.Prepared, p.Name)
+		}
+	}
+	sort.Strings(sd.Prepared)
+	setScaleDown(ing, sd)
+	gone := append(names2(plan.Prepare), plan.Skipped...)
+	sort.Strings(gone)
+	o.scaling = fmt.Sprintf("scaling %s from %d to %d: %s prepared to flush, upload and leave the ring", sts, live, desired, strings.Join(gone, ", "))
+	r.Recorder.Eventf(ing, nil, corev1.EventTypeNormal, ReasonScalingDown, "ScaleDown", "%s", o.scaling)
+	return true
+}
+
+func names2(ps []PodInfo) []string {
+	out := make([]string, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, p.Name)
+	}
+	return out
+}
+
+func setScaleDown(ing *hearthv1.Ingester, sd *hearthv1.ScaleDownStatus) {
+	if len(sd.Prepared) == 0 {
+		ing.Status.ScaleDown = nil
+		return
+	}
+	ing.Status.ScaleDown = sd
+}
+
+// prunePrepared drops pods that no longer exist from status.scaleDown.
+func prunePrepared(ing *hearthv1.Ingester, pods []PodInfo) {
+	sd := ing.Status.ScaleDown
+	if sd == nil {
+		return
+	}
+	exists := map[string]bool{}
+	for _, p := range pods {
+		exists[p.Name] = true
+	}
+	sd.Prepared = slices.DeleteFunc(slices.Clone(sd.Prepared), func(n string) bool { return !exists[n] })
+	setScaleDown(ing, &hearthv1.ScaleDownStatus{Prepared: sd.Prepared})
+}
+
+// ringMembers asks the first ready pod for the ring; nil when none answered.
+func (r *IngesterReconciler) ringMembers(ctx context.Context, pods []corev1.Pod) (map[string]string, string) {
+	if r.Ring == nil {
+		return nil, ""
+	}
+	for _, p := range pods {
+		if p.Status.PodIP == "" || !podReady(&p) || !p.DeletionTimestamp.IsZero() {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		members, err := r.Ring.Ring(cctx, podHTTPAddr(p.Status.PodIP))
+		cancel()
+		if err != nil {
+			logf.FromContext(ctx).V(1).Info("reading the ring", "pod", p.Name, "err", err.Error())
+			continue
+		}
+		return maps.Clone(members), p.Status.PodIP
+	}
+	return nil, ""
+}
+
+// ringHygiene forgets UNHEALTHY ring members whose pod no longer exists.
+func (r *IngesterReconciler) ringHygiene(ctx context.Context, ing *hearthv1.Ingester, ring map[string]string, via string, pods []PodInfo) {
+	if ring == nil || via == "" || r.Pods == nil {
+		return
+	}
+	exists := map[string]bool{}
+	for _, p := range pods {
+		exists[p.Name] = true
+	}
+	for _, id := range ForgetMembers(ring, exists) {
+		if err := r.Pods.Forget(ctx, podHTTPAddr(via), id); err != nil {
+			logf.FromContext(ctx).Info("forgetting a ring member", "member", id, "err", err.Error())
+			continue
+		}
+		delete(ring, id)
+		r.Recorder.Eventf(ing, nil, corev1.EventTypeNormal, ReasonForgotMember, "RingHygiene",
+			"forgot ring member %s: UNHEALTHY and its pod no longer exists", id)
+	}
+}
+
+// rollout replaces outdated pods (see NextRollout).
+func (r *IngesterReconciler) rollout(ctx context.Context, ing *hearthv1.Ingester, pods []PodInfo, ring map[string]string) (*RolloutStep, error) {
+	var zoneOrder []string
+	for _, z := range ing.Spec.Zones {
+		zoneOrder = append(zoneOrder, z.Name)
+	}
+	step := NextRollout(pods, ring, zoneOrder)
+	if step.Action == RolloutDelete {
+		for _, name := range step.Delete {
+			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ing.Namespace, Name: name}}
+			if err := r.Delete(ctx, pod); err != nil && !apierrors.IsNotFound(err) {
+				return &step, fmt.Errorf("deleting pod %s: %w", name, err)
+			}
+			podsReplacedTotal.Inc()
+		}
+		r.Recorder.Eventf(ing, nil, corev1.EventTypeNormal, ReasonReplacing, "Rollout", "%s", step.Message)
+		logf.FromContext(ctx).Info("rollout", "deleted", step.Delete, "why", step.Message)
+	}
+	if step.Action == RolloutDone {
+		ing.Status.Rollout = nil
+	} else {
+		ing.Status.Rollout = &hearthv1.RolloutStatus{InFlight: step.InFlight, Outdated: step.Outdated, Updated: step.Updated, Message: step.Message}
+	}
+	return &step, nil
+}
+
+// growStorage expands the claims of one StatefulSet whose claim template is smaller than
+// spec.storage.size, then deletes the StatefulSet with orphan propagation (its pods keep
+// running) so that the next reconcile recreates it with the new template.
+func (r *IngesterReconciler) growStorage(ctx context.Context, ing *hearthv1.Ingester, sts *appsv1.StatefulSet, o *orchestration) error {
+	var template resource.Quantity
+	for _, t := range sts.Spec.VolumeClaimTemplates {
+		if t.Name == DataVolume {
+			template = t.Spec.Resources.Requests[corev1.ResourceStorage]
+		}
+	}
+	want := ing.Spec.Storage.Size
+	var claims []ClaimInfo
+	pvcs := map[string]*corev1.PersistentVolumeClaim{}
+	classes := map[string]*storagev1.StorageClass{}
+	for i := range ptr.Deref(sts.Spec.Replicas, 0) {
+		pvc := &corev1.PersistentVolumeClaim{}
+		name := fmt.Sprintf("%s-%s-%d", DataVolume, sts.Name, i)
+		err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ing.Namespace, Name: name}, pvc)
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		pvcs[name] = pvc
+		c := ClaimInfo{Name: name, Requested: pvc.Spec.Resources.Requests[corev1.ResourceStorage], StorageClass: ptr.Deref(pvc.Spec.StorageClassName, "")}
+		if c.StorageClass != "" {
+			sc, ok := classes[c.StorageClass]
+			if !ok {
+				sc = &storagev1.StorageClass{}
+				if err := r.APIReader.Get(ctx, types.NamespacedName{Name: c.StorageClass}, sc); err != nil {
+					if !apierrors.IsNotFound(err) {
+						return err
+					}
+					sc = nil
+				}
+				classes[c.StorageClass] = sc
+			}
+			c.StorageClassFound = sc != nil
+			c.ExpansionAllowed = sc != nil && ptr.Deref(sc.AllowVolumeExpansion, false)
+		}
+		claims = append(claims, c)
+	}
+	plan := PlanStorage(want, template, claims)
+	switch {
+	case plan.Blocked != "":
+		// Progressing stays StorageResizePending; Degraded says why.
+		o.problem = &problem{ReasonNotExpandable, plan.Blocked + "; set allowVolumeExpansion: true on the StorageClass (the size cannot shrink back)"}
+		return nil
+	case len(plan.Resize) > 0:
+		for _, name := range plan.Resize {
+			pvc := pvcs[name]
+			before := pvc.DeepCopy()
+			pvc.Spec.Resources.Requests = pvc.Spec.Resources.Requests.DeepCopy()
+			pvc.Spec.Resources.Requests[corev1.ResourceStorage] = want
+			if err := r.Patch(ctx, pvc, client.MergeFrom(before)); err != nil {
+				o.problem = &problem{ReasonNotExpandable, fmt.Sprintf("expanding %s to %s: %v", name, want.String(), err)}
+				o.storage = o.problem.message
+				return nil
+			}
+			r.Recorder.Eventf(ing, pvc, corev1.EventTypeNormal, ReasonResizingStorage, "ExpandVolume", "requested %s for %s", want.String(), name)
+		}
+		o.storage = fmt.Sprintf("expanding %s to %s", strings.Join(plan.Resize, ", "), want.String())
+	case plan.Recreate:
+		if err := r.Delete(ctx, sts, client.PropagationPolicy(metav1.DeletePropagationOrphan), client.Preconditions{UID: &sts.UID}); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("recreating StatefulSet %s: %w", sts.Name, err)
+		}
+		r.Recorder.Eventf(ing, sts, corev1.EventTypeNormal, ReasonRecreatingSts, "ExpandVolume",
+			"claims of %s requested %s: recreating the StatefulSet with the new claim template (pods keep running)", sts.Name, want.String())
+		o.storage = fmt.Sprintf("recreating StatefulSet %s with %s claims (pods keep running)", sts.Name, want.String())
+	}
+	return nil
+}
+
+// finalize runs on a deleted Ingester: every pod flushes and uploads, then the
+// finalizer goes and the garbage collector removes the children.
+func (r *IngesterReconciler) finalize(ctx context.Context, ing *hearthv1.Ingester) (reconcile.Result, error) {
+	if !controllerutil.ContainsFinalizer(ing, Finalizer) {
+		return reconcile.Result{}, nil
+	}
+	orig := ing.DeepCopy()
+	_, pods, err := r.liveState(ctx, ing)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	plan := PlanDeletion(ing.Spec.Paused, podInfos(ing, pods, nil))
+	progressing := metav1.Condition{Type: hearthv1.ConditionProgressing, Status: metav1.ConditionTrue, ObservedGeneration: ing.Generation}
+	if plan.Wait != "" {
+		progressing.Reason, progressing.Message = ReasonDeletionPaused, plan.Wait
+		meta.SetStatusCondition(&ing.Status.Conditions, progressing)
+		return reconcile.Result{}, r.patchStatus(ctx, orig, ing)
+	}
+	var (
+		mu     sync.Mutex
+		failed []string
+		wg     sync.WaitGroup
+	)
+	for _, p := range plan.Flush {
+		wg.Go(func() {
+			if err := r.Pods.Flush(ctx, podHTTPAddr(p.IP)); err != nil {
+				mu.Lock()
+				failed = append(failed, fmt.Sprintf("%s: %v", p.Name, err))
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	sort.Strings(failed)
+	if len(failed) > 0 {
+		msg := fmt.Sprintf("deletion waits: %d/%d ingesters could not flush to object storage (%s); the Ingester is deleted once every flush succeeds",
+			len(failed), len(plan.Flush), strings.Join(failed, "; "))
+		r.setDegraded(ing, orig, &problem{ReasonFlushFailed, msg})
+		progressing.Reason, progressing.Message = ReasonDeleting, msg
+		meta.SetStatusCondition(&ing.Status.Conditions, progressing)
+		if err := r.patchStatus(ctx, orig, ing); err != nil {
+			return reconcile.Result{}, err
+		}
+		var since time.Duration
+		if c := meta.FindStatusCondition(orig.Status.Conditions, hearthv1.ConditionDegraded); c != nil && c.Reason == ReasonFlushFailed {
+			since = time.Since(c.LastTransitionTime.Time)
+		}
+		return reconcile.Result{RequeueAfter: DeletionBackoff(since)}, nil
+	}
+	r.Recorder.Eventf(ing, nil, corev1.EventTypeNormal, "Flushed", "Delete", "%d ingesters flushed to object storage (%d skipped: not running); removing the finalizer",
+		len(plan.Flush), len(plan.Skipped))
+	before := ing.DeepCopy()
+	controllerutil.RemoveFinalizer(ing, Finalizer)
+	if err := r.Patch(ctx, ing, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil && !apierrors.IsNotFound(err) {
+		return reconcile.Result{}, err
+	}
+	return reconcile.Result{}, nil
+}
+
+// ensureFinalizer adds the finalizer (a metadata patch: the spec is never written).
+func (r *IngesterReconciler) ensureFinalizer(ctx context.Context, ing *hearthv1.Ingester) error {
+	if controllerutil.ContainsFinalizer(ing, Finalizer) {
+		return nil
+	}
+	before := ing.DeepCopy()
+	controllerutil.AddFinalizer(ing, Finalizer)
+	if err := r.Patch(ctx, ing, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
+		return fmt.Errorf("adding the finalizer: %w", err)
+	}
+	return nil
+}
