@@ -107,32 +107,8 @@ func (h *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func WriteError(w http.ResponseWriter, err *connect.Error) {
 	w.Header().Set(CodeHeader, err.Code().String())
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.WriteHeader(httpStatus(err.Code()))
+	w.WriteHeader(push.HTTPStatus(err.Code()))
 	_, _ = io.WriteString(w, err.Message())
-}
-
-func httpStatus(c connect.Code) int {
-	switch c {
-	case connect.CodeInvalidArgument, connect.CodeOutOfRange, connect.CodeFailedPrecondition:
-		return http.StatusBadRequest
-	case connect.CodeResourceExhausted:
-		return http.StatusTooManyRequests
-	case connect.CodeUnauthenticated:
-		return http.StatusUnauthorized
-	case connect.CodePermissionDenied:
-		return http.StatusForbidden
-	case connect.CodeNotFound:
-		return http.StatusNotFound
-	case connect.CodeUnimplemented:
-		return http.StatusMethodNotAllowed
-	case connect.CodeCanceled:
-		return 499
-	case connect.CodeDeadlineExceeded:
-		return http.StatusGatewayTimeout
-	case connect.CodeUnavailable:
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
 }
 
 // ReadError turns a non-2xx internal response into a connect error with the

@@ -90,7 +90,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if errors.As(err, &ce) {
 			code = ce.Code()
 		}
-		http.Error(w, err.Error(), httpStatus(code))
+		http.Error(w, err.Error(), HTTPStatus(code))
 		return
 	}
 	w.WriteHeader(http.StatusOK)
@@ -121,21 +121,28 @@ func applySampleTypeConfig(p *googlev1.Profile, cfg map[string]ingest.SampleType
 	}
 }
 
-// httpStatus maps connect codes to the HTTP statuses /ingest answers with.
-func httpStatus(c connect.Code) int {
+// HTTPStatus maps a connect code to the HTTP status plain-HTTP endpoints
+// (/ingest, the internal replica API) answer with.
+func HTTPStatus(c connect.Code) int {
 	switch c {
-	case connect.CodeInvalidArgument:
+	case connect.CodeInvalidArgument, connect.CodeOutOfRange, connect.CodeFailedPrecondition:
 		return http.StatusBadRequest
-	case connect.CodeUnauthenticated:
-		return http.StatusUnauthorized
 	case connect.CodeResourceExhausted:
 		return http.StatusTooManyRequests
-	case connect.CodeUnavailable:
-		return http.StatusServiceUnavailable
-	case connect.CodeCanceled:
-		return 499
+	case connect.CodeUnauthenticated:
+		return http.StatusUnauthorized
+	case connect.CodePermissionDenied:
+		return http.StatusForbidden
+	case connect.CodeNotFound:
+		return http.StatusNotFound
 	case connect.CodeUnimplemented:
 		return http.StatusNotImplemented
+	case connect.CodeCanceled:
+		return 499
+	case connect.CodeDeadlineExceeded:
+		return http.StatusGatewayTimeout
+	case connect.CodeUnavailable:
+		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
 }
