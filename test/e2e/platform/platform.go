@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -27,6 +28,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 // K8sVersion is the version of the control-plane binaries hack/build-k8s.sh builds.
@@ -134,6 +136,7 @@ func Start(ctx context.Context, opts Options) (p *Platform, err error) {
 			return nil, fmt.Errorf("%s not found in %s: run 'make k8s-bins' (hack/build-k8s.sh) or set KUBEBUILDER_ASSETS", b, opts.Assets)
 		}
 	}
+	ctrllog.SetLogger(logr.Discard()) // envtest's own logging; our progress goes to opts.Log
 	p = &Platform{Opts: opts, Dir: opts.Dir}
 	if p.Dir == "" {
 		if p.Dir, err = os.MkdirTemp("", "hearth-e2e-"); err != nil {
