@@ -7,9 +7,10 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
-	"math"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/hearth-dev/hearth/internal/varint"
 )
 
 // index.bin and symbols.bin share one framing:
@@ -75,88 +76,4 @@ func unframe(magic string, b []byte, maxRaw int) ([]byte, error) {
 }
 
 // dec reads varint columns with bounds checks; the first error sticks.
-type dec struct {
-	b   []byte
-	err error
-}
-
-func (d *dec) fail(what string) {
-	if d.err == nil {
-		d.err = corrupt("truncated or bad %s", what)
-	}
-}
-
-func (d *dec) uvarint(what string) uint64 {
-	if d.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
-		d.fail(what)
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
-
-func (d *dec) varint(what string) int64 {
-	if d.err != nil {
-		return 0
-	}
-	v, n := binary.Varint(d.b)
-	if n <= 0 {
-		d.fail(what)
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
-
-// u32 reads a uvarint that must fit below limit.
-func (d *dec) u32(what string, limit uint64) uint32 {
-	v := d.uvarint(what)
-	if d.err == nil && (v >= limit || v > math.MaxUint32) {
-		d.err = corrupt("%s %d out of range (limit %d)", what, v, limit)
-		return 0
-	}
-	return uint32(v)
-}
-
-// count reads an element count; every element takes at least minBytes of what is left.
-func (d *dec) count(what string, minBytes int) int {
-	v := d.uvarint(what)
-	if d.err == nil && v > uint64(len(d.b)/max(1, minBytes)) {
-		d.err = corrupt("%s %d exceeds what %d bytes can hold", what, v, len(d.b))
-		return 0
-	}
-	return int(v)
-}
-
-func (d *dec) bytes(n int, what string) []byte {
-	if d.err != nil {
-		return nil
-	}
-	if n < 0 || n > len(d.b) {
-		d.fail(what)
-		return nil
-	}
-	out := d.b[:n]
-	d.b = d.b[n:]
-	return out
-}
-
-func (d *dec) str(what string) string {
-	n := d.uvarint(what)
-	if d.err == nil && n > uint64(len(d.b)) {
-		d.fail(what)
-		return ""
-	}
-	return string(d.bytes(int(n), what))
-}
-
-func (d *dec) done(what string) error {
-	if d.err == nil && len(d.b) != 0 {
-		d.err = corrupt("%s: %d trailing bytes", what, len(d.b))
-	}
-	return d.err
-}
+type dec = varint.Decoder

@@ -75,21 +75,21 @@ func DecodeIndex(b []byte) ([]Series, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &dec{b: payload}
-	n := d.count("index strings", 1)
+	d := &dec{B: payload, Base: ErrCorrupt}
+	n := d.Count("index strings", 1)
 	strs := make([]string, n)
 	lens := make([]int, n)
 	total := 0
 	for i := range lens {
-		l := d.uvarint("index string length")
-		if l > uint64(len(d.b)) {
-			d.fail("index string length")
+		l := d.Uvarint("index string length")
+		if l > uint64(len(d.B)) {
+			d.Fail("index string length")
 			break
 		}
 		lens[i] = int(l)
 		total += int(l)
 	}
-	if all := d.bytes(total, "index strings"); d.err == nil {
+	if all := d.Bytes(total, "index strings"); d.Err == nil {
 		s := string(all)
 		off := 0
 		for i, l := range lens {
@@ -103,37 +103,37 @@ func DecodeIndex(b []byte) ([]Series, error) {
 		}
 		return ""
 	}
-	ns := d.count("series", 4)
+	ns := d.Count("series", 4)
 	series := make([]Series, ns)
 	for i := range series {
-		nl := d.count("series labels", 2)
+		nl := d.Count("series labels", 2)
 		ls := make(model.Labels, nl)
 		for j := range ls {
-			ls[j].Name = get(d.u32("label name", uint64(n)))
-			ls[j].Value = get(d.u32("label value", uint64(n)))
+			ls[j].Name = get(d.U32("label name", uint64(n)))
+			ls[j].Value = get(d.U32("label value", uint64(n)))
 		}
 		series[i].Labels = ls
 	}
 	var row int64
 	for i := range series {
-		r := d.uvarint("series rows")
-		if d.err == nil && (r == 0 || r > 1<<40) {
-			d.err = corrupt("series %d has %d rows", i, r)
+		r := d.Uvarint("series rows")
+		if d.Err == nil && (r == 0 || r > 1<<40) {
+			d.Failf("series %d has %d rows", i, r)
 		}
 		series[i].FirstRow, series[i].Rows = row, int64(r)
 		row += int64(r)
 	}
 	for i := range series {
-		series[i].MinTime = d.varint("series min time")
+		series[i].MinTime = d.Varint("series min time")
 	}
 	for i := range series {
-		span := d.uvarint("series time span")
+		span := d.Uvarint("series time span")
 		series[i].MaxTime = series[i].MinTime + int64(span)
-		if d.err == nil && series[i].MaxTime < series[i].MinTime {
-			d.err = corrupt("series %d: time span overflows", i)
+		if d.Err == nil && series[i].MaxTime < series[i].MinTime {
+			d.Failf("series %d: time span overflows", i)
 		}
 	}
-	if err := d.done("index"); err != nil {
+	if err := d.Done("index"); err != nil {
 		return nil, err
 	}
 	return series, nil

@@ -124,18 +124,18 @@ func decodeSymbols(b []byte, maxRaw int) (*symdb.Snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &dec{b: payload}
+	d := &dec{B: payload, Base: ErrCorrupt}
 	sn := &symdb.Snapshot{}
 	table := func(what string, minBytes int) int {
-		v := d.uvarint(what)
+		v := d.Uvarint(what)
 		switch {
-		case d.err != nil:
+		case d.Err != nil:
 			return 0
 		case v == 0:
-			d.err = corrupt("%s: empty table (entry 0 is implicit, the count includes it)", what)
+			d.Failf("%s: empty table (entry 0 is implicit, the count includes it)", what)
 			return 0
-		case v-1 > uint64(len(d.b)/minBytes):
-			d.err = corrupt("%s: %d entries exceed what %d bytes can hold", what, v, len(d.b))
+		case v-1 > uint64(len(d.B)/minBytes):
+			d.Failf("%s: %d entries exceed what %d bytes can hold", what, v, len(d.B))
 			return 0
 		}
 		return int(v)
@@ -143,19 +143,19 @@ func decodeSymbols(b []byte, maxRaw int) (*symdb.Snapshot, error) {
 
 	ns := table("strings", 1)
 	sn.Strings = make([]string, ns)
-	if d.err == nil {
+	if d.Err == nil {
 		lens := make([]int, ns)
 		total := 0
 		for i := 1; i < ns; i++ {
-			l := d.uvarint("string length")
-			if l > uint64(len(d.b)) {
-				d.fail("string length")
+			l := d.Uvarint("string length")
+			if l > uint64(len(d.B)) {
+				d.Fail("string length")
 				break
 			}
 			lens[i] = int(l)
 			total += int(l)
 		}
-		if all := d.bytes(total, "string bytes"); d.err == nil {
+		if all := d.Bytes(total, "string bytes"); d.Err == nil {
 			s := string(all)
 			off := 0
 			for i := 1; i < ns; i++ {
@@ -170,22 +170,22 @@ func decodeSymbols(b []byte, maxRaw int) (*symdb.Snapshot, error) {
 	sn.Mappings = make([]symdb.Mapping, nm)
 	ms := sn.Mappings[min(1, nm):]
 	for i := range ms {
-		ms[i].MemoryStart = d.uvarint("mapping memory start")
+		ms[i].MemoryStart = d.Uvarint("mapping memory start")
 	}
 	for i := range ms {
-		ms[i].MemoryLimit = d.uvarint("mapping memory limit")
+		ms[i].MemoryLimit = d.Uvarint("mapping memory limit")
 	}
 	for i := range ms {
-		ms[i].FileOffset = d.uvarint("mapping file offset")
+		ms[i].FileOffset = d.Uvarint("mapping file offset")
 	}
 	for i := range ms {
-		ms[i].Filename = d.u32("mapping filename", nstr)
+		ms[i].Filename = d.U32("mapping filename", nstr)
 	}
 	for i := range ms {
-		ms[i].BuildID = d.u32("mapping build id", nstr)
+		ms[i].BuildID = d.U32("mapping build id", nstr)
 	}
 	for i := range ms {
-		f := d.u32("mapping flags", 16)
+		f := d.U32("mapping flags", 16)
 		ms[i].HasFunctions, ms[i].HasFilenames = f&1 != 0, f&2 != 0
 		ms[i].HasLineNumbers, ms[i].HasInlineFrames = f&4 != 0, f&8 != 0
 	}
@@ -194,42 +194,42 @@ func decodeSymbols(b []byte, maxRaw int) (*symdb.Snapshot, error) {
 	sn.Functions = make([]symdb.Function, nf)
 	fs := sn.Functions[min(1, nf):]
 	for i := range fs {
-		fs[i].Name = d.u32("function name", nstr)
+		fs[i].Name = d.U32("function name", nstr)
 	}
 	for i := range fs {
-		fs[i].SystemName = d.u32("function system name", nstr)
+		fs[i].SystemName = d.U32("function system name", nstr)
 	}
 	for i := range fs {
-		fs[i].Filename = d.u32("function filename", nstr)
+		fs[i].Filename = d.U32("function filename", nstr)
 	}
 	for i := range fs {
-		fs[i].StartLine = d.varint("function start line")
+		fs[i].StartLine = d.Varint("function start line")
 	}
 
 	nl := table("locations", 3)
 	sn.Locations = make([]symdb.Location, nl)
 	ls := sn.Locations[min(1, nl):]
 	for i := range ls {
-		ls[i].Mapping = d.u32("location mapping", uint64(max(nm, 0)))
+		ls[i].Mapping = d.U32("location mapping", uint64(max(nm, 0)))
 	}
 	for i := range ls {
-		ls[i].Address = d.uvarint("location address")
+		ls[i].Address = d.Uvarint("location address")
 	}
 	nlines := 0
 	for i := range ls {
-		v := d.uvarint("location lines")
-		if v>>1 > uint64(len(d.b)) {
-			d.fail("location line count")
+		v := d.Uvarint("location lines")
+		if v>>1 > uint64(len(d.B)) {
+			d.Fail("location line count")
 			break
 		}
 		ls[i].IsFolded = v&1 != 0
 		nlines += int(v >> 1)
 		ls[i].Lines = make([]symdb.Line, 0, int(v>>1)) // length set below
 	}
-	if d.err == nil && nlines > len(d.b)/2 {
-		d.fail("location lines")
+	if d.Err == nil && nlines > len(d.B)/2 {
+		d.Fail("location lines")
 	}
-	if d.err == nil {
+	if d.Err == nil {
 		lines := make([]symdb.Line, nlines)
 		off := 0
 		for i := range ls {
@@ -238,10 +238,10 @@ func decodeSymbols(b []byte, maxRaw int) (*symdb.Snapshot, error) {
 			off += n
 		}
 		for i := range lines {
-			lines[i].Function = d.u32("line function", uint64(max(nf, 0)))
+			lines[i].Function = d.U32("line function", uint64(max(nf, 0)))
 		}
 		for i := range lines {
-			lines[i].Line = d.varint("line number")
+			lines[i].Line = d.Varint("line number")
 		}
 	}
 
@@ -250,16 +250,16 @@ func decodeSymbols(b []byte, maxRaw int) (*symdb.Snapshot, error) {
 	nodes := sn.Nodes[min(1, nn):]
 	for i := range nodes {
 		id := uint64(i + 1)
-		delta := d.uvarint("node parent")
-		if d.err == nil && (delta == 0 || delta > id) {
-			d.err = corrupt("node %d: parent delta %d", id, delta)
+		delta := d.Uvarint("node parent")
+		if d.Err == nil && (delta == 0 || delta > id) {
+			d.Failf("node %d: parent delta %d", id, delta)
 		}
 		nodes[i].Parent = uint32(id - delta)
 	}
 	for i := range nodes {
-		nodes[i].Location = d.u32("node location", uint64(max(nl, 0)))
+		nodes[i].Location = d.U32("node location", uint64(max(nl, 0)))
 	}
-	if err := d.done("symbols"); err != nil {
+	if err := d.Done("symbols"); err != nil {
 		return nil, err
 	}
 	return sn, nil

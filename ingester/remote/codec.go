@@ -13,6 +13,8 @@ import (
 	"github.com/hearth-dev/hearth/ingester/head"
 	"github.com/hearth-dev/hearth/ingester/model"
 	"github.com/hearth-dev/hearth/ingester/symdb"
+
+	"github.com/hearth-dev/hearth/internal/varint"
 )
 
 // Select response (Content-Type application/x-hearth-selections):
@@ -193,76 +195,20 @@ func EncodeLabels(all []model.Labels) []byte {
 }
 
 // dec reads varints with bounds checks; the first error sticks.
-type dec struct {
-	b   []byte
-	err error
-}
+type dec struct{ varint.Decoder }
 
-func (d *dec) fail(what string) {
-	if d.err == nil {
-		d.err = corrupt("truncated or bad %s", what)
-	}
-}
-
-func (d *dec) uvarint(what string) uint64 {
-	if d.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
-		d.fail(what)
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
-
-func (d *dec) varint(what string) int64 {
-	if d.err != nil {
-		return 0
-	}
-	v, n := binary.Varint(d.b)
-	if n <= 0 {
-		d.fail(what)
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
-
-// count reads an element count; each element takes at least minBytes of what is left.
-func (d *dec) count(what string, minBytes int) int {
-	v := d.uvarint(what)
-	if d.err == nil && v > uint64(len(d.b)/max(1, minBytes)) {
-		d.err = corrupt("%s %d exceeds what %d bytes can hold", what, v, len(d.b))
-		return 0
-	}
-	return int(v)
-}
-
-func (d *dec) bytes(n uint64, what string) []byte {
-	if d.err != nil {
-		return nil
-	}
-	if n > uint64(len(d.b)) {
-		d.fail(what)
-		return nil
-	}
-	out := d.b[:n:n]
-	d.b = d.b[n:]
-	return out
-}
+func newDec(b []byte) *dec { return &dec{Decoder: varint.Decoder{B: b, Base: ErrCorrupt}} }
 
 func (d *dec) header(magic string) {
-	if len(d.b) < len(magic)+1 || string(d.b[:len(magic)]) != magic {
-		d.err = corrupt("bad magic, want %q", magic)
+	if len(d.B) < len(magic)+1 || string(d.B[:len(magic)]) != magic {
+		d.Failf("bad magic, want %q", magic)
 		return
 	}
-	if v := d.b[len(magic)]; v != formatVersion {
-		d.err = corrupt("format version %d, this build reads %d", v, formatVersion)
+	if v := d.B[len(magic)]; v != formatVersion {
+		d.Failf("format version %d, this build reads %d", v, formatVersion)
 		return
 	}
-	d.b = d.b[len(magic)+1:]
+	d.B = d.B[len(magic)+1:]
 }
 
 // budget is what a response may still decompress into.
@@ -280,49 +226,48 @@ func (bu *budget) take(n uint64, what string) error {
 var ErrTooLarge = errors.New("response too large")
 
 func (d *dec) decompressed(bu *budget, what string) []byte {
-	raw := d.uvarint(what + " length")
-	n := d.uvarint(what + " compressed length")
-	z := d.bytes(n, what)
-	if d.err != nil {
+	raw := d.Uvarint(what + " length")
+	z := d.Bytes(d.Len(what+" compressed length"), what)
+	if d.Err != nil {
 		return nil
 	}
 	if err := bu.take(raw, what); err != nil {
-		d.err = err
+		d.Err = err
 		return nil
 	}
 	zr, err := zstd.NewReader(bytes.NewReader(z), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(raw+1<<20))
 	if err != nil {
-		d.err = corrupt("%s: %v", what, err)
+		d.Failf("%s: %v", what, err)
 		return nil
 	}
 	defer zr.Close()
 	out := make([]byte, raw)
 	if _, err := io.ReadFull(zr, out); err != nil {
-		d.err = corrupt("%s: %v", what, err)
+		d.Failf("%s: %v", what, err)
 		return nil
 	}
 	var one [1]byte
 	if k, _ := zr.Read(one[:]); k != 0 {
-		d.err = corrupt("%s: longer than its declared %d bytes", what, raw)
+		d.Failf("%s: longer than its declared %d bytes", what, raw)
 		return nil
 	}
 	return out
 }
 
 func decodeStrings(d *dec) []string {
-	n := d.count("strings", 1)
+	n := d.Count("strings", 1)
 	lens := make([]uint64, n)
 	var total uint64
 	for i := range lens {
-		lens[i] = d.uvarint("string length")
+		lens[i] = d.Uvarint("string length")
 		total += lens[i]
-		if total > uint64(len(d.b)) {
-			d.fail("string lengths")
+		if total > uint64(len(d.B)) {
+			d.Fail("string lengths")
 			return nil
 		}
 	}
-	all := string(d.bytes(total, "strings"))
-	if d.err != nil {
+	all := string(d.Bytes(int(total), "strings"))
+	if d.Err != nil {
 		return nil
 	}
 	strs := make([]string, n)
@@ -335,15 +280,15 @@ func decodeStrings(d *dec) []string {
 }
 
 func decodeLabelSet(d *dec, strs []string) model.Labels {
-	n := d.count("label count", 2)
+	n := d.Count("label count", 2)
 	ls := make(model.Labels, n)
 	for i := range ls {
-		a, b := d.uvarint("label name"), d.uvarint("label value")
-		if d.err != nil {
+		a, b := d.Uvarint("label name"), d.Uvarint("label value")
+		if d.Err != nil {
 			return nil
 		}
 		if a >= uint64(len(strs)) || b >= uint64(len(strs)) {
-			d.err = corrupt("label string id out of range")
+			d.Failf("label string id out of range")
 			return nil
 		}
 		ls[i] = model.Label{Name: strs[a], Value: strs[b]}
@@ -358,13 +303,13 @@ func DecodeSelections(b []byte, maxBytes int64) ([]head.Selection, error) {
 		maxBytes = 1 << 30
 	}
 	bu := &budget{left: maxBytes}
-	d := &dec{b: b}
+	d := newDec(b)
 	d.header(selectMagic)
-	n := d.count("selections", 2)
+	n := d.Count("selections", 2)
 	var out []head.Selection
-	for i := 0; i < n && d.err == nil; i++ {
-		sb := d.bytes(d.uvarint("symbols length"), "symbols")
-		if d.err != nil {
+	for i := 0; i < n && d.Err == nil; i++ {
+		sb := d.Bytes(d.Len("symbols length"), "symbols")
+		if d.Err != nil {
 			break
 		}
 		if len(sb) < 6 {
@@ -381,7 +326,7 @@ func DecodeSelections(b []byte, maxBytes int64) ([]head.Selection, error) {
 			return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
 		}
 		payload := d.decompressed(bu, "rows")
-		if d.err != nil {
+		if d.Err != nil {
 			break
 		}
 		sel, err := decodeRows(payload, syms)
@@ -390,47 +335,47 @@ func DecodeSelections(b []byte, maxBytes int64) ([]head.Selection, error) {
 		}
 		out = append(out, sel)
 	}
-	if d.err == nil && len(d.b) != 0 {
-		d.err = corrupt("%d trailing bytes", len(d.b))
+	if d.Err == nil && len(d.B) != 0 {
+		d.Failf("%d trailing bytes", len(d.B))
 	}
-	if d.err != nil {
-		return nil, d.err
+	if d.Err != nil {
+		return nil, d.Err
 	}
 	return out, nil
 }
 
 func decodeRows(payload []byte, syms *symdb.Snapshot) (head.Selection, error) {
-	d := &dec{b: payload}
+	d := newDec(payload)
 	strs := decodeStrings(d)
-	ns := d.count("series", 2)
+	ns := d.Count("series", 2)
 	sel := head.Selection{Symbols: syms, Series: make([]head.SeriesRows, 0, ns)}
 	counts := make([]int, 0, ns)
-	for i := 0; i < ns && d.err == nil; i++ {
+	for i := 0; i < ns && d.Err == nil; i++ {
 		ls := decodeLabelSet(d, strs)
-		nr := d.count("rows", 19)
+		nr := d.Count("rows", 19)
 		sel.Series = append(sel.Series, head.SeriesRows{Labels: ls})
 		counts = append(counts, nr)
 	}
 	nodes := uint32(len(syms.Nodes))
 	var bad bool
 	for i := range sel.Series {
-		if d.err != nil {
+		if d.Err != nil {
 			break
 		}
 		rows := make([]head.Profile, 0, counts[i])
 		prev := int64(0)
-		for j := 0; j < counts[i] && d.err == nil; j++ {
+		for j := 0; j < counts[i] && d.Err == nil; j++ {
 			var p head.Profile
-			id := d.bytes(16, "profile id")
-			if d.err != nil {
+			id := d.Bytes(16, "profile id")
+			if d.Err != nil {
 				break
 			}
 			copy(p.ID[:], id)
-			p.TimeNanos = prev + d.varint("time")
+			p.TimeNanos = prev + d.Varint("time")
 			prev = p.TimeNanos
-			p.Total = d.varint("total")
-			p.Samples = d.bytes(d.uvarint("samples length"), "samples")
-			if d.err != nil {
+			p.Total = d.Varint("total")
+			p.Samples = d.Bytes(d.Len("samples length"), "samples")
+			if d.Err != nil {
 				break
 			}
 			if err := head.DecodeSamples(p.Samples, func(st uint32, _ int64) { bad = bad || st >= nodes }); err != nil {
@@ -443,11 +388,11 @@ func decodeRows(payload []byte, syms *symdb.Snapshot) (head.Selection, error) {
 		}
 		sel.Series[i].Profiles = rows
 	}
-	if d.err == nil && len(d.b) != 0 {
-		d.err = corrupt("rows: %d trailing bytes", len(d.b))
+	if d.Err == nil && len(d.B) != 0 {
+		d.Failf("rows: %d trailing bytes", len(d.B))
 	}
-	if d.err != nil {
-		return head.Selection{}, d.err
+	if d.Err != nil {
+		return head.Selection{}, d.Err
 	}
 	return sel, nil
 }
@@ -457,27 +402,27 @@ func DecodeLabels(b []byte, maxBytes int64) ([]model.Labels, error) {
 	if maxBytes <= 0 {
 		maxBytes = 1 << 30
 	}
-	d := &dec{b: b}
+	d := newDec(b)
 	d.header(labelsMagic)
 	payload := d.decompressed(&budget{left: maxBytes}, "labels")
-	if d.err == nil && len(d.b) != 0 {
-		d.err = corrupt("%d trailing bytes", len(d.b))
+	if d.Err == nil && len(d.B) != 0 {
+		d.Failf("%d trailing bytes", len(d.B))
 	}
-	if d.err != nil {
-		return nil, d.err
+	if d.Err != nil {
+		return nil, d.Err
 	}
-	d = &dec{b: payload}
+	d = newDec(payload)
 	strs := decodeStrings(d)
-	n := d.count("series", 1)
+	n := d.Count("series", 1)
 	out := make([]model.Labels, 0, n)
-	for i := 0; i < n && d.err == nil; i++ {
+	for i := 0; i < n && d.Err == nil; i++ {
 		out = append(out, decodeLabelSet(d, strs))
 	}
-	if d.err == nil && len(d.b) != 0 {
-		d.err = corrupt("labels: %d trailing bytes", len(d.b))
+	if d.Err == nil && len(d.B) != 0 {
+		d.Failf("labels: %d trailing bytes", len(d.B))
 	}
-	if d.err != nil {
-		return nil, d.err
+	if d.Err != nil {
+		return nil, d.Err
 	}
 	return out, nil
 }

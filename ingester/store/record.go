@@ -7,6 +7,7 @@ import (
 
 	"github.com/hearth-dev/hearth/ingester/head"
 	"github.com/hearth-dev/hearth/ingester/model"
+	"github.com/hearth-dev/hearth/internal/varint"
 )
 
 // A WAL record is one push request of one tenant, all or nothing:
@@ -54,91 +55,33 @@ func EncodeRecord(tenant string, entries []Entry) []byte {
 	return b
 }
 
-var errShort = errors.New("record truncated")
-
-type reader struct {
-	b   []byte
-	err error
-}
-
-func (r *reader) uvarint() uint64 {
-	if r.err != nil {
-		return 0
-	}
-	v, k := binary.Uvarint(r.b)
-	if k <= 0 {
-		r.err = errShort
-		return 0
-	}
-	r.b = r.b[k:]
-	return v
-}
-
-func (r *reader) varint() int64 {
-	if r.err != nil {
-		return 0
-	}
-	v, k := binary.Varint(r.b)
-	if k <= 0 {
-		r.err = errShort
-		return 0
-	}
-	r.b = r.b[k:]
-	return v
-}
-
-func (r *reader) bytes() []byte {
-	n := r.uvarint()
-	if r.err != nil {
-		return nil
-	}
-	if n > uint64(len(r.b)) {
-		r.err = errShort
-		return nil
-	}
-	out := r.b[:n:n]
-	r.b = r.b[n:]
-	return out
-}
+// ErrCorruptRecord wraps every decoding error of a WAL record.
+var ErrCorruptRecord = errors.New("corrupt wal record")
 
 // DecodeRecord decodes a record; raw slices alias b.
 func DecodeRecord(b []byte) (tenant string, entries []Entry, err error) {
 	if len(b) == 0 || b[0] != recordVersion {
-		return "", nil, fmt.Errorf("unknown record version")
+		return "", nil, fmt.Errorf("%w: unknown record version", ErrCorruptRecord)
 	}
-	r := &reader{b: b[1:]}
-	tenant = string(r.bytes())
-	n := r.uvarint()
-	if n > uint64(len(r.b)) {
-		return "", nil, errShort
-	}
+	d := &varint.Decoder{B: b[1:], Base: ErrCorruptRecord}
+	tenant = d.Str("tenant")
+	n := d.Count("entries", 18)
 	entries = make([]Entry, 0, n)
-	for i := uint64(0); i < n && r.err == nil; i++ {
+	for i := 0; i < n && d.Err == nil; i++ {
 		var e Entry
-		if len(r.b) < 16 {
-			return "", nil, errShort
-		}
-		copy(e.ID[:], r.b[:16])
-		r.b = r.b[16:]
-		e.TimeNanos = r.varint()
-		nl := r.uvarint()
-		if nl > uint64(len(r.b)) {
-			return "", nil, errShort
-		}
+		copy(e.ID[:], d.Bytes(16, "profile id"))
+		e.TimeNanos = d.Varint("time")
+		nl := d.Count("labels", 2)
 		e.Labels = make(model.Labels, 0, nl)
-		for j := uint64(0); j < nl && r.err == nil; j++ {
-			name := string(r.bytes())
-			value := string(r.bytes())
-			e.Labels = append(e.Labels, model.Label{Name: name, Value: value})
+		for j := 0; j < nl && d.Err == nil; j++ {
+			name := d.Str("label name")
+			e.Labels = append(e.Labels, model.Label{Name: name, Value: d.Str("label value")})
 		}
-		e.Raw = r.bytes()
+		e.Raw = d.Bytes(d.Len("profile length"), "profile")
 		entries = append(entries, e)
 	}
-	if r.err != nil {
-		return "", nil, r.err
-	}
-	if len(r.b) != 0 {
-		return "", nil, fmt.Errorf("%d trailing bytes in record", len(r.b))
+	if err := d.Done("record"); err != nil {
+		return "", nil, err
 	}
 	return tenant, entries, nil
 }
