@@ -220,7 +220,13 @@ func (r *IngesterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 			}
 		}
 		if settled {
-			if o.rollout, err = r.rollout(ctx, ing, infos, o.ring); err != nil {
+			replicas, zoneOf := map[string]int32{}, map[string]string{}
+			for _, z := range Zones(ing) {
+				if sts := stss[statefulSetName(ing, z.Name)]; sts != nil {
+					replicas[sts.Name], zoneOf[sts.Name] = ptr.Deref(sts.Spec.Replicas, 1), z.Name
+				}
+			}
+			if o.rollout, err = r.rollout(ctx, ing, WithMissing(infos, replicas, zoneOf), o.ring); err != nil {
 				return ctrl.Result{}, err
 			}
 		}

@@ -47,6 +47,31 @@ type PodInfo struct {
 	Terminating bool
 	Outdated    bool   // its controller-revision-hash is not its StatefulSet's updateRevision
 	Stuck       string // a waiting reason from stuckReasons, or ""
+	Missing     bool   // an ordinal the StatefulSet should have but no pod exists (yet)
+}
+
+// WithMissing adds a Missing placeholder for every ordinal below a StatefulSet's replicas
+// that has no pod: a deleted pod not yet recreated is still in flight.
+func WithMissing(pods []PodInfo, replicas map[string]int32, zoneOf map[string]string) []PodInfo {
+	have := map[string]bool{}
+	for _, p := range pods {
+		have[p.Name] = true
+	}
+	out := append([]PodInfo{}, pods...)
+	stss := make([]string, 0, len(replicas))
+	for s := range replicas {
+		stss = append(stss, s)
+	}
+	sort.Strings(stss)
+	for _, s := range stss {
+		for i := range int(replicas[s]) {
+			name := fmt.Sprintf("%s-%d", s, i)
+			if !have[name] {
+				out = append(out, PodInfo{Name: name, StatefulSet: s, Zone: zoneOf[s], Ordinal: i, Missing: true})
+			}
+		}
+	}
+	return out
 }
 
 // StuckReason returns the waiting reason of a pod that will not start without a new
@@ -138,7 +163,7 @@ func NextRollout(pods []PodInfo, ring map[string]string, zoneOrder []string) Rol
 	byName := map[string]PodInfo{}
 	for _, p := range pods {
 		byName[p.Name] = p
-		if p.Terminating {
+		if p.Terminating || p.Missing {
 			continue
 		}
 		if p.Outdated {
@@ -177,6 +202,8 @@ func NextRollout(pods []PodInfo, ring map[string]string, zoneOrder []string) Rol
 	for _, p := range pods {
 		why := ""
 		switch {
+		case p.Missing:
+			why = "not created yet"
 		case p.Terminating:
 			why = "terminating"
 		case !p.Ready:

@@ -79,6 +79,8 @@ func TestNextRollout(t *testing.T) {
 			with(active("ing-0"), "old-3", StateLeaving), nil, RolloutWait, nil, []string{"old-3"}, "LEAVING"},
 		{"another pod not ready blocks", []PodInfo{pod("ing-0", 0, outdated), pod("ing-1", 1, outdated, notReady)},
 			active("ing-0", "ing-1"), nil, RolloutWait, nil, []string{"ing-1"}, ""},
+		{"deleted pod not recreated yet", WithMissing([]PodInfo{pod("ing-0", 0, outdated), pod("ing-1", 1, outdated)}, map[string]int32{"ing": 3}, nil),
+			active("ing-0", "ing-1", "ing-2"), nil, RolloutWait, nil, []string{"ing-2"}, "ing-2 not created yet"},
 		{"ring unknown", []PodInfo{pod("ing-0", 0, outdated)}, nil, nil, RolloutWait, nil, nil, "no ingester answered"},
 		{"stuck outdated pods replaced despite the budget", []PodInfo{pod("ing-0", 0, outdated), pod("ing-1", 1, outdated, stuck("ImagePullBackOff")),
 			pod("ing-2", 2, outdated, stuck("CrashLoopBackOff")), pod("ing-3", 3, notReady)},

@@ -283,16 +283,28 @@ func (f *fakeRing) Ring(_ context.Context, addr string) (map[string]string, erro
 // returns the error scripted for a call, if any. Addresses are pod IPs: tests give every
 // pod a unique one (uniqueIP).
 type fakePods struct {
-	mu    sync.Mutex
-	calls []string
-	fail  map[string]error // "METHOD ip" → error
+	mu     sync.Mutex
+	calls  []string
+	fail   map[string]error // "METHOD ip" → error
+	onCall func(call string)
 }
 
 func (f *fakePods) record(call string) error {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.calls = append(f.calls, call)
-	return f.fail[call]
+	err, hook := f.fail[call], f.onCall
+	f.mu.Unlock()
+	if hook != nil {
+		hook(call)
+	}
+	return err
+}
+
+// hook runs h on every call (nil: none), before the call returns.
+func (f *fakePods) hook(h func(call string)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.onCall = h
 }
 
 func (f *fakePods) failing(call string, err error) {
