@@ -55,7 +55,7 @@ func (s *syncBuffer) String() string {
 
 // startPlatform starts the whole platform with the operator; everything is stopped at the
 // end of the test, and logs are printed when it failed.
-func startPlatform(t *testing.T) *platform.Platform {
+func startPlatform(t *testing.T) (*platform.Platform, *syncBuffer) {
 	t.Helper()
 	agentLog := &syncBuffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -81,7 +81,7 @@ func startPlatform(t *testing.T) *platform.Platform {
 		}
 		p.Stop()
 	})
-	return p
+	return p, agentLog
 }
 
 // eventually polls cond every 250ms until it returns "" or the timeout passes, then fails
@@ -268,7 +268,7 @@ func newIngester(ns, name string, replicas int64) *unstructured.Unstructured {
 // profile is stored exactly once and the killed pod comes back with its tokens.
 func TestThreeIngestersSurviveAKill(t *testing.T) {
 	testStart := time.Now()
-	p := startPlatform(t)
+	p, agentLog := startPlatform(t)
 	ctx := context.Background()
 	const ns, name = "e2e", "hearth"
 	if _, err := p.Clientset.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
@@ -385,6 +385,73 @@ func TestThreeIngestersSurviveAKill(t *testing.T) {
 
 	// Every acknowledged profile is there exactly once, queried through hearth-1.
 	checkStored(t, "after the kill", "http://"+ips[pods[1]]+":4040", acks, s1.Pushes+s2.Pushes, perProfile)
+	// Phase 3: delete hearth-1 like a rollout would: the agent runs its preStop hook, sends
+	// SIGTERM (the ingester stops within the grace period, or this times out), removes the
+	// pod; the StatefulSet controller recreates it on the same claim, with its tokens.
+	old, err := p.Clientset.CoreV1().Pods(ns).Get(ctx, pods[1], metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("kubectl", "--kubeconfig="+p.Kubeconfig, "-n", ns, "delete", "pod", pods[1], "--wait=false").CombinedOutput(); err != nil {
+		t.Fatalf("kubectl delete pod: %v\n%s", err, out)
+	}
+	deleted := time.Now()
+	eventually(t, 90*time.Second, "a new "+pods[1], func() string {
+		pod, err := p.Clientset.CoreV1().Pods(ns).Get(ctx, pods[1], metav1.GetOptions{})
+		if err != nil {
+			return err.Error()
+		}
+		if pod.UID == old.UID {
+			return "the old pod is still there"
+		}
+		return podsReady(p, ns, 0, pods[1])
+	})
+	newIP := podIP(t, p, ns, pods[1])
+	eventually(t, 30*time.Second, "ring after the replacement", func() string { return ringActive(newIP, pods...) })
+	for _, line := range strings.Split(agentLog.String(), "\n") {
+		if strings.Contains(line, "preStop "+ns+"/"+pods[1]) {
+			t.Logf("phase 3: %s", line)
+			if !strings.Contains(line, "err=<nil>") {
+				t.Errorf("the preStop hook failed: %s", line)
+			}
+		}
+		if strings.Contains(line, ns+"/"+pods[1]) && strings.Contains(line, "SIGKILL") {
+			t.Errorf("%s did not stop on SIGTERM: %s", pods[1], line)
+		}
+	}
+	if !strings.Contains(agentLog.String(), "preStop "+ns+"/"+pods[1]) {
+		t.Errorf("no preStop hook ran for %s", pods[1])
+	}
+	t.Logf("phase 3: %s replaced in %s (IP %s → %s)", pods[1], time.Since(deleted).Round(time.Millisecond), ips[pods[1]], newIP)
+	if shards, err = ring(newIP); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range shards {
+		if !slices.Equal(s.Tokens, tokensBefore[s.ID]) {
+			t.Errorf("%s has other tokens after its pod was replaced", s.ID)
+		}
+	}
+	checkStored(t, "after the replacement", "http://"+newIP+":4040", acks, s1.Pushes+s2.Pushes, perProfile)
+
+	// An image the node does not have waits in ImagePullBackOff.
+	bad := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "bad-image", Namespace: ns}, Spec: corev1.PodSpec{
+		Containers: []corev1.Container{{Name: "c", Image: "hearth:does-not-exist", Command: []string{"/hearth"}}}}}
+	if _, err := p.Clientset.CoreV1().Pods(ns).Create(ctx, bad, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "ImagePullBackOff", func() string {
+		pod, err := p.Clientset.CoreV1().Pods(ns).Get(ctx, bad.Name, metav1.GetOptions{})
+		if err != nil {
+			return err.Error()
+		}
+		for _, cs := range pod.Status.ContainerStatuses {
+			if cs.State.Waiting != nil && cs.State.Waiting.Reason == "ImagePullBackOff" {
+				return ""
+			}
+		}
+		return fmt.Sprintf("status %+v", pod.Status.ContainerStatuses)
+	})
+
 	if t.Failed() {
 		for _, pod := range pods {
 			t.Logf("log of %s:\n%s", pod, lastBytes(p.Agent.PodLog(ns, pod, "ingester"), 3000))
