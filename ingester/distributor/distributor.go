@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -335,15 +336,21 @@ func quorumError(it *item) error {
 		fmt.Fprintf(&b, " (quorum is %d)", len(it.rs.Instances)-it.rs.MaxErrors)
 	}
 	b.WriteString(": ")
-	for i, err := range it.errs {
-		if i == 3 {
-			fmt.Fprintf(&b, "; and %d more", len(it.errs)-i)
+	// Name the replicas in ring order, not in the order they answered.
+	order := make([]int, len(it.errs))
+	for i := range order {
+		order[i] = i
+	}
+	sort.Slice(order, func(x, y int) bool { return it.failed[order[x]].ID < it.failed[order[y]].ID })
+	for n, i := range order {
+		if n == 3 {
+			fmt.Fprintf(&b, "; and %d more", len(order)-n)
 			break
 		}
-		if i > 0 {
+		if n > 0 {
 			b.WriteString("; ")
 		}
-		fmt.Fprintf(&b, "%s (%s): %v", it.failed[i].ID, it.failed[i].Addr, err)
+		fmt.Fprintf(&b, "%s (%s): %v", it.failed[i].ID, it.failed[i].Addr, it.errs[i])
 	}
 	return connect.NewError(connect.CodeUnavailable, errors.New(b.String()))
 }
