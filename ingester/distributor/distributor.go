@@ -336,7 +336,7 @@ func quorumError(it *item) error {
 		fmt.Fprintf(&b, " (quorum is %d)", len(it.rs.Instances)-it.rs.MaxErrors)
 	}
 	b.WriteString(": ")
-	// Name the replicas in ring order, not in the order they answered.
+	// Name the replicas by id, not in the order they answered.
 	order := make([]int, len(it.errs))
 	for i := range order {
 		order[i] = i
