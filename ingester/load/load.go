@@ -101,7 +101,8 @@ func (l *AckLog) Acks() []Ack {
 type Summary struct {
 	Files          int              // files pushed (decodable)
 	Skipped        []string         // files skipped because they could not be decoded
-	Pushes         int64            // pushes attempted
+	Pushes         int64            // pushes attempted (acknowledged or failed)
+	Abandoned      int64            // pushes cut short by the end of the run: the server may or may not have stored them
 	Profiles       int64            // pushes acknowledged
 	Errors         int64            // pushes failed
 	ErrorsByCode   map[string]int64 // connect code (e.g. invalid_argument) -> count
@@ -289,10 +290,10 @@ func (c *Config) client() (pushv1connect.PusherServiceClient, error) {
 }
 
 type stats struct {
-	pushes, profiles, errors, bytes atomic.Int64
-	mu                              sync.Mutex
-	codes                           map[string]int64
-	lat                             []time.Duration
+	pushes, profiles, errors, bytes, abandoned atomic.Int64
+	mu                                         sync.Mutex
+	codes                                      map[string]int64
+	lat                                        []time.Duration
 }
 
 // Run pushes until cfg.Duration passes, cfg.MaxPushes pushes were made or
@@ -384,7 +385,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 
 	s := Summary{
 		Files: len(files), Skipped: skipped,
-		Pushes: st.pushes.Load(), Profiles: st.profiles.Load(), Errors: st.errors.Load(),
+		Pushes: st.pushes.Load(), Abandoned: st.abandoned.Load(), Profiles: st.profiles.Load(), Errors: st.errors.Load(),
 		ErrorsByCode: st.codes, Bytes: st.bytes.Load(), Elapsed: elapsed,
 	}
 	if sec := elapsed.Seconds(); sec > 0 {
@@ -422,6 +423,7 @@ func push(ctx context.Context, client pushv1connect.PusherServiceClient, cfg *Co
 	_, err := client.Push(ctx, req)
 	d := time.Since(t0)
 	if err != nil && ctx.Err() != nil {
+		st.abandoned.Add(1)
 		return -1 // cut short by the end of the run: neither success nor error
 	}
 	st.pushes.Add(1)

@@ -117,7 +117,7 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 		time.Sleep(100 * time.Millisecond) // let in-flight pushes fail
 		cancel()
 		s := <-sumc
-		attempted += s.Pushes
+		attempted += s.Pushes + s.Abandoned
 		t.Logf("round %d: %d pushes, %d acknowledged so far, errors %v", round, s.Pushes, len(acks.Acks()), s.ErrorsByCode)
 		proc = testutil.StartIngester(t, port, args...)
 	}
