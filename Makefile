@@ -36,8 +36,8 @@ k8s-bins:
 versitygw:
 	./hack/build-versitygw.sh >/dev/null
 
-## demo: a local ingester with the embedded defaults, a real workload profiled and pushed, a top-N query.
-demo: build
+## demo: the operator running the sample 3-replica Ingester on a local control plane (test/e2e platform), a real workload profiled and pushed, a top-10 query; Ctrl-C stops it.
+demo:
 	./hack/demo.sh
 
 $(CONTROLLER_GEN):

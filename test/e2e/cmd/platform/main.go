@@ -2,7 +2,7 @@
 // kube-controller-manager, kube-scheduler, the node agent and `hearth operator`) and keeps
 // it running until interrupted:
 //
-//	go run ./test/e2e/cmd/platform [-dir DIR] [-operator=true] [-apply FILE.yaml]
+//	go run ./test/e2e/cmd/platform [-dir DIR] [-operator=true] [-apply FILE.yaml] [-ready-file FILE]
 //
 // It prints the KUBECONFIG path; `kubectl --kubeconfig=PATH get ingesters,pods` works.
 // Pod logs are under DIR/node/logs, platform logs under DIR/logs.
@@ -26,6 +26,7 @@ func main() {
 	hearth := flag.String("hearth", "", "hearth binary (default: built from the repository)")
 	apply := flag.String("apply", "", "a manifest to `kubectl apply -f` once the platform is up")
 	verbose := flag.Bool("v", false, "print the node agent's log lines")
+	readyFile := flag.String("ready-file", "", "write the kubeconfig path to this file once the platform is up (and -apply done), for scripts to wait on")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -50,6 +51,16 @@ func main() {
 	fmt.Printf("platform is up (Ctrl-C stops it and every pod)\n")
 	fmt.Printf("export KUBECONFIG=%s\n", p.Kubeconfig)
 	fmt.Printf("platform logs: %s/logs, pod logs: %s/node/logs\n", p.Dir, p.Dir)
+	if *readyFile != "" {
+		// Written whole then renamed, so a reader never sees a partial file.
+		tmp := *readyFile + ".tmp"
+		if err := os.WriteFile(tmp, []byte(p.Kubeconfig+"\n"), 0o644); err == nil {
+			err = os.Rename(tmp, *readyFile)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "ready-file:", err)
+		}
+	}
 	<-ctx.Done()
 	fmt.Println("stopping")
 }
