@@ -43,7 +43,7 @@ else
   # No kubectl on PATH: build it next to the control-plane binaries (same module, cached).
   KUBECTL=${HEARTH_CACHE:-$HOME/.cache/hearth}/k8s/$K8S_VERSION/kubectl
   if [ ! -x "$KUBECTL" ]; then
-    step "building kubectl $K8S_VERSION (no kubectl on PATH; cached in ~/.cache/hearth)"
+    step "building kubectl $K8S_VERSION (no kubectl on PATH; about 5 minutes once, cached in ~/.cache/hearth)"
     (cd "$(dirname "$KUBECTL")/src" && GOFLAGS=-mod=mod go build -o "$KUBECTL" k8s.io/kubernetes/cmd/kubectl)
   fi
 fi
