@@ -1,93 +1,27 @@
 // Package integration runs real hearth processes on loopback ports: crash,
-// restart and (later) ring tests.
+// restart, durability and ring tests.
 package integration
 
 import (
 	"context"
 	"math/rand/v2"
-	"net/http"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
-
-	"connectrpc.com/connect"
-	"github.com/google/pprof/profile"
-	querierv1 "github.com/grafana/pyroscope/api/gen/proto/go/querier/v1"
-	"github.com/grafana/pyroscope/api/gen/proto/go/querier/v1/querierv1connect"
-	typesv1 "github.com/grafana/pyroscope/api/gen/proto/go/types/v1"
 
 	"github.com/hearth-dev/hearth/ingester/load"
 	"github.com/hearth-dev/hearth/internal/testutil"
 )
 
-// heapCorpus writes one real heap profile (of this test process) into a
-// directory for `hearth load`, and returns the dir and the profile's
-// alloc_objects total, the value every pushed copy must add to a query.
-func heapCorpus(t *testing.T) (string, int64) {
-	t.Helper()
-	dir := t.TempDir()
-	files := testutil.WriteProfiles(t, t.TempDir())
-	heap := files[1]
-	b, err := os.ReadFile(heap)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "heap.pb.gz"), b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	p, err := profile.ParseData(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	idx := -1
-	for i, st := range p.SampleType {
-		if st.Type == "alloc_objects" {
-			idx = i
-		}
-	}
-	if idx < 0 {
-		t.Fatalf("heap profile has no alloc_objects: %v", p.SampleType)
-	}
-	var total int64
-	for _, s := range p.Sample {
-		total += s.Value[idx]
-	}
-	if total == 0 {
-		t.Fatal("heap profile has no allocations")
-	}
-	return dir, total
-}
+func heapCorpus(t *testing.T) (string, int64) { return testutil.HeapCorpus(t) }
 
-const allocObjects = "memory:alloc_objects:count:space:bytes"
-
-// countProfiles asks the ingester for the sum over every stored profile and
-// over the given ids, each divided by the per-profile total.
+// countProfiles is testutil.CountProfiles, failing the test on error.
 func countProfiles(t *testing.T, url string, ids []string, perProfile int64) (all, acked float64) {
 	t.Helper()
-	q := querierv1connect.NewQuerierServiceClient(http.DefaultClient, url)
-	ctx := context.Background()
-	now := time.Now()
-	start, end := now.Add(-time.Hour).UnixMilli(), now.Add(time.Hour).UnixMilli()
-	sum := typesv1.TimeSeriesAggregationType_TIME_SERIES_AGGREGATION_TYPE_SUM
-	ss, err := q.SelectSeries(ctx, connect.NewRequest(&querierv1.SelectSeriesRequest{
-		ProfileTypeID: allocObjects, LabelSelector: `{service_name="heap"}`, Start: start, End: end, Step: 7200, Aggregation: &sum,
-	}))
+	all, acked, err := testutil.CountProfiles(url, ids, perProfile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range ss.Msg.Series {
-		for _, p := range s.Points {
-			all += p.Value
-		}
-	}
-	fg, err := q.SelectMergeStacktraces(ctx, connect.NewRequest(&querierv1.SelectMergeStacktracesRequest{
-		ProfileTypeID: allocObjects, LabelSelector: `{service_name="heap"}`, Start: start, End: end, ProfileIdSelector: ids,
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return all / float64(perProfile), float64(fg.Msg.Flamegraph.Total) / float64(perProfile)
+	return all, acked
 }
 
 // TestKill9LosesNothingAcknowledged pushes with the load client while the
