@@ -1,7 +1,6 @@
 package head
 
 import (
-	"sort"
 
 	"github.com/hearth-dev/hearth/ingester/model"
 	"github.com/hearth-dev/hearth/ingester/symdb"
@@ -73,36 +72,5 @@ func (t *Tenant) SeriesLabels(match func(model.Labels) bool, startNanos, endNano
 		}
 		out = append(out, s.labels)
 	}
-	return out
-}
-
-// LabelNames returns the sorted label names of matching series in range.
-func (t *Tenant) LabelNames(match func(model.Labels) bool, startNanos, endNanos int64) []string {
-	set := map[string]struct{}{}
-	for _, ls := range t.SeriesLabels(match, startNanos, endNanos) {
-		for _, l := range ls {
-			set[l.Name] = struct{}{}
-		}
-	}
-	return sortedKeys(set)
-}
-
-// LabelValues returns the sorted values of name among matching series in range.
-func (t *Tenant) LabelValues(name string, match func(model.Labels) bool, startNanos, endNanos int64) []string {
-	set := map[string]struct{}{}
-	for _, ls := range t.SeriesLabels(match, startNanos, endNanos) {
-		if ls.Has(name) {
-			set[ls.Get(name)] = struct{}{}
-		}
-	}
-	return sortedKeys(set)
-}
-
-func sortedKeys(set map[string]struct{}) []string {
-	out := make([]string, 0, len(set))
-	for k := range set {
-		out = append(out, k)
-	}
-	sort.Strings(out)
 	return out
 }

@@ -101,3 +101,14 @@ func fmtLevels(fg *querierv1.FlameGraph) string {
 	}
 	return b.String()
 }
+
+func TestTimeRangeDoesNotOverflow(t *testing.T) {
+	start, end, err := timeRange(0, 1<<62)
+	if err != nil || end < start || end <= 0 {
+		t.Fatalf("huge end: %d..%d %v", start, end, err)
+	}
+	_, end, _ = timeRange(0, 1000)
+	if end != 1000*1_000_000+999_999 {
+		t.Fatalf("end %d does not cover the last millisecond", end)
+	}
+}

@@ -87,7 +87,11 @@ func timeRange(startMs, endMs int64) (int64, int64, error) {
 		}
 		return ms * int64(time.Millisecond)
 	}
-	return clamp(startMs), clamp(endMs) + int64(time.Millisecond) - 1, nil
+	end := clamp(endMs)
+	if end <= math.MaxInt64-int64(time.Millisecond) {
+		end += int64(time.Millisecond) - 1 // the whole last millisecond
+	}
+	return clamp(startMs), end, nil
 }
 
 // matcher parses selectors (all must match; several are OR-ed, as Series and
@@ -153,6 +157,24 @@ func (s *Service) seriesLabels(ctx context.Context, t string, match func(model.L
 	return out, nil
 }
 
+// matchingSeries resolves a request's tenant, time range (ms) and selectors
+// and returns the label sets of the matching series.
+func (s *Service) matchingSeries(ctx context.Context, h interface{ Header() httpHeader }, startMs, endMs int64, selectors []string) ([]model.Labels, error) {
+	t, err := s.tenant(h)
+	if err != nil {
+		return nil, err
+	}
+	start, end, err := timeRange(startMs, endMs)
+	if err != nil {
+		return nil, err
+	}
+	match, err := matcher(selectors...)
+	if err != nil {
+		return nil, err
+	}
+	return s.seriesLabels(ctx, t, match, start, end)
+}
+
 // ProfileTypes lists the profile type ids with data in range.
 func (s *Service) ProfileTypes(ctx context.Context, req *connect.Request[querierv1.ProfileTypesRequest]) (*connect.Response[querierv1.ProfileTypesResponse], error) {
 	t, err := s.tenant(req)
@@ -192,19 +214,7 @@ func (s *Service) ProfileTypes(ctx context.Context, req *connect.Request[querier
 
 // LabelNames lists label names of matching series.
 func (s *Service) LabelNames(ctx context.Context, req *connect.Request[typesv1.LabelNamesRequest]) (*connect.Response[typesv1.LabelNamesResponse], error) {
-	t, err := s.tenant(req)
-	if err != nil {
-		return nil, err
-	}
-	start, end, err := timeRange(req.Msg.Start, req.Msg.End)
-	if err != nil {
-		return nil, err
-	}
-	match, err := matcher(req.Msg.Matchers...)
-	if err != nil {
-		return nil, err
-	}
-	all, err := s.seriesLabels(ctx, t, match, start, end)
+	all, err := s.matchingSeries(ctx, req, req.Msg.Start, req.Msg.End, req.Msg.Matchers)
 	if err != nil {
 		return nil, err
 	}
@@ -219,22 +229,10 @@ func (s *Service) LabelNames(ctx context.Context, req *connect.Request[typesv1.L
 
 // LabelValues lists the values of one label among matching series.
 func (s *Service) LabelValues(ctx context.Context, req *connect.Request[typesv1.LabelValuesRequest]) (*connect.Response[typesv1.LabelValuesResponse], error) {
-	t, err := s.tenant(req)
-	if err != nil {
-		return nil, err
-	}
 	if req.Msg.Name == "" {
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("label name is required"))
 	}
-	start, end, err := timeRange(req.Msg.Start, req.Msg.End)
-	if err != nil {
-		return nil, err
-	}
-	match, err := matcher(req.Msg.Matchers...)
-	if err != nil {
-		return nil, err
-	}
-	all, err := s.seriesLabels(ctx, t, match, start, end)
+	all, err := s.matchingSeries(ctx, req, req.Msg.Start, req.Msg.End, req.Msg.Matchers)
 	if err != nil {
 		return nil, err
 	}
@@ -249,19 +247,7 @@ func (s *Service) LabelValues(ctx context.Context, req *connect.Request[typesv1.
 
 // Series lists matching label sets, trimmed to label_names when given.
 func (s *Service) Series(ctx context.Context, req *connect.Request[querierv1.SeriesRequest]) (*connect.Response[querierv1.SeriesResponse], error) {
-	t, err := s.tenant(req)
-	if err != nil {
-		return nil, err
-	}
-	start, end, err := timeRange(req.Msg.Start, req.Msg.End)
-	if err != nil {
-		return nil, err
-	}
-	match, err := matcher(req.Msg.Matchers...)
-	if err != nil {
-		return nil, err
-	}
-	all, err := s.seriesLabels(ctx, t, match, start, end)
+	all, err := s.matchingSeries(ctx, req, req.Msg.Start, req.Msg.End, req.Msg.Matchers)
 	if err != nil {
 		return nil, err
 	}
