@@ -1,7 +1,6 @@
 package head
 
 import (
-
 	"github.com/hearth-dev/hearth/ingester/model"
 	"github.com/hearth-dev/hearth/ingester/symdb"
 )
