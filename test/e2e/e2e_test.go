@@ -55,7 +55,7 @@ func (s *syncBuffer) String() string {
 
 // startPlatform starts the whole platform with the operator; everything is stopped at the
 // end of the test, and logs are printed when it failed.
-func startPlatform(t *testing.T) (*platform.Platform, *syncBuffer) {
+func startPlatform(t *testing.T, opts ...func(*platform.Options)) (*platform.Platform, *syncBuffer) {
 	t.Helper()
 	agentLog := &syncBuffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -65,7 +65,11 @@ func startPlatform(t *testing.T) (*platform.Platform, *syncBuffer) {
 	if bin == "" {
 		bin = testutil.Hearth(t)
 	}
-	p, err := platform.Start(ctx, platform.Options{Hearth: bin, Operator: true, Log: agentLog})
+	o := platform.Options{Hearth: bin, Operator: true, Log: agentLog}
+	for _, f := range opts {
+		f(&o)
+	}
+	p, err := platform.Start(ctx, o)
 	if err != nil {
 		t.Fatalf("starting the platform: %v\n%s", err, agentLog.String())
 	}
@@ -221,6 +225,15 @@ const allocObjects = "memory:alloc_objects:count:space:bytes"
 // profiles, and for the number of those among ids.
 func countProfiles(t *testing.T, url string, ids []string, perProfile int64) (all, acked float64) {
 	t.Helper()
+	all, acked, err := countProfilesErr(url, ids, perProfile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return all, acked
+}
+
+// countProfilesErr is countProfiles that returns its error.
+func countProfilesErr(url string, ids []string, perProfile int64) (all, acked float64, err error) {
 	q := querierv1connect.NewQuerierServiceClient(http.DefaultClient, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -231,7 +244,7 @@ func countProfiles(t *testing.T, url string, ids []string, perProfile int64) (al
 		ProfileTypeID: allocObjects, LabelSelector: `{service_name="heap"}`, Start: start, End: end, Step: 7200, Aggregation: &sum,
 	}))
 	if err != nil {
-		t.Fatal(err)
+		return 0, 0, err
 	}
 	for _, s := range ss.Msg.Series {
 		for _, p := range s.Points {
@@ -242,9 +255,9 @@ func countProfiles(t *testing.T, url string, ids []string, perProfile int64) (al
 		ProfileTypeID: allocObjects, LabelSelector: `{service_name="heap"}`, Start: start, End: end, ProfileIdSelector: ids,
 	}))
 	if err != nil {
-		t.Fatal(err)
+		return 0, 0, err
 	}
-	return all / float64(perProfile), float64(fg.Msg.Flamegraph.Total) / float64(perProfile)
+	return all / float64(perProfile), float64(fg.Msg.Flamegraph.Total) / float64(perProfile), nil
 }
 
 func newIngester(ns, name string, replicas int64) *unstructured.Unstructured {

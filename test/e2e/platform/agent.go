@@ -1044,7 +1044,7 @@ func (a *Agent) command(p *agentPod, c *agentContainer, command, args []string, 
 		out = append(out, rw.arg(expand(s, vars))...)
 	}
 	if len(out) > 0 {
-		special := map[string]string{"POD_IP": p.ip}
+		special := map[string]string{"POD_IP": p.ip, "POD_NAMESPACE": p.namespace}
 		for _, port := range c.spec.Ports {
 			if port.Name != "" {
 				special["PORT_"+port.Name] = strconv.Itoa(int(port.ContainerPort))

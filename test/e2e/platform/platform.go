@@ -56,6 +56,11 @@ type Options struct {
 	// StorageClass is the default StorageClass the agent provides volumes for
 	// (default "hearth-local").
 	StorageClass string
+	// IngesterArgs are added to every `hearth ingester` a pod runs (after the pod's own
+	// arguments, so they win); $(POD_IP), $(POD_NAMESPACE) and $(PORT_<name>) are
+	// expanded. E.g. "-storage.filesystem.dir=/tmp/b/$(POD_NAMESPACE)" gives the pods of a
+	// namespace one shared filesystem bucket.
+	IngesterArgs []string
 	// Operator runs `hearth operator` against the API server after the CRDs are
 	// installed.
 	Operator bool
@@ -220,7 +225,9 @@ func Start(ctx context.Context, opts Options) (p *Platform, err error) {
 
 	images := map[string]Image{}
 	for _, name := range opts.Images {
-		images[name] = HearthImage(p.Opts.Hearth)
+		img := HearthImage(p.Opts.Hearth)
+		img.ExtraArgs["ingester"] = append(img.ExtraArgs["ingester"], opts.IngesterArgs...)
+		images[name] = img
 	}
 	p.Agent, err = NewAgent(AgentConfig{
 		Client:         p.Clientset,
