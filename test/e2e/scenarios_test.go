@@ -606,6 +606,13 @@ func (e *scenarioEnv) scaleThenDelete(t *testing.T) {
 	blocksAfter := blocksBySource(t, e.bucket(ns))
 	stops := e.finalStops(ns, leaving)
 	t.Logf("scenario 4: blocks in the bucket by writer: before %v, after %v; the leaving pods stopped with %v", blocksBefore, blocksAfter, stops)
+	if evs, err := e.p.Clientset.EventsV1().Events(ns).List(ctx, metav1.ListOptions{}); err == nil {
+		for _, ev := range evs.Items {
+			if ev.Reason == "CancelledPrepareShutdown" {
+				t.Logf("scenario 4: Event %s: %s", ev.Reason, ev.Note)
+			}
+		}
+	}
 	notFinal := 0
 	for _, pod := range leaving {
 		if stops[pod] != "final=true" {
