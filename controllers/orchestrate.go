@@ -346,7 +346,10 @@ func PlanScaleDown(stsName string, live, desired int32, pods []PodInfo, prepared
 			plan.Skipped = append(plan.Skipped, p.Name)
 		case goes && !p.Terminating:
 			plan.Prepare = append(plan.Prepare, p)
-		case !goes && wasPrepared[p.Name] && !p.Terminating && p.IP != "":
+		case int32(p.Ordinal) < desired && wasPrepared[p.Name] && !p.Terminating && p.IP != "":
+			// Only a pod that stays is un-prepared: one at or above the desired
+			// count that the shrunk StatefulSet has not yet deleted must keep its
+			// marker, or its stop would not flush.
 			plan.Cancel = append(plan.Cancel, p)
 		}
 	}

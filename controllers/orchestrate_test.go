@@ -208,6 +208,9 @@ func TestPlanScaleDown(t *testing.T) {
 		{"other StatefulSet's pods ignored", 2, 1, []PodInfo{pod("ing-1", 1), pod("ing-b-1", 1, zone("b"))}, nil,
 			[]string{"ing-1"}, nil, nil},
 		{"prepared pod already gone: nothing to cancel", 3, 3, five[:3], []string{"ing-3"}, nil, nil, nil},
+		// The StatefulSet was shrunk to 3 but has not deleted ing-3 and ing-4 yet:
+		// their markers stay so their stop flushes.
+		{"after the shrink, leaving pods keep their marker", 3, 3, five, []string{"ing-3", "ing-4"}, nil, nil, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
