@@ -410,11 +410,29 @@ func TestChangesFlowToChildren(t *testing.T) {
 		}
 		return nil
 	})
-	// Claim templates are immutable: the grown size waits for the orchestration.
-	if got := sts.Spec.VolumeClaimTemplates[0].Spec.Resources.Requests[corev1.ResourceStorage]; got.String() != "1Gi" {
-		t.Errorf("claim template size %s, want the original 1Gi", got.String())
-	}
-	p.wantCondition(t, ns, "ing", hearthv1.ConditionProgressing, metav1.ConditionTrue, ReasonResizePending)
+	// Claim templates are immutable: the grown size reaches the StatefulSet only
+	// through the storage orchestration (claims expanded, then the StatefulSet
+	// recreated), or a condition says why it cannot (envtest's claims are never
+	// bound, so which one happens depends on timing).
+	eventually(t, "storage growth reaches the StatefulSet or is explained", func() error {
+		cur := &appsv1.StatefulSet{}
+		if err := p.c.Get(ctx, types.NamespacedName{Namespace: ns, Name: "ing"}, cur); err == nil {
+			if got := cur.Spec.VolumeClaimTemplates[0].Spec.Resources.Requests[corev1.ResourceStorage]; got.String() == "2Gi" {
+				return nil
+			}
+		}
+		got := &hearthv1.Ingester{}
+		if err := p.c.Get(ctx, types.NamespacedName{Namespace: ns, Name: "ing"}, got); err != nil {
+			return err
+		}
+		for _, c := range got.Status.Conditions {
+			switch c.Reason {
+			case ReasonResizePending, ReasonResizingStorage, ReasonNotExpandable:
+				return nil
+			}
+		}
+		return fmt.Errorf("claim template not grown and no storage condition: %+v", got.Status.Conditions)
+	})
 	cm := &corev1.ConfigMap{}
 	if err := p.c.Get(ctx, types.NamespacedName{Namespace: ns, Name: "ing-config"}, cm); err != nil {
 		t.Fatal(err)

@@ -340,7 +340,13 @@ func (r *IngesterReconciler) finalize(ctx context.Context, ing *hearthv1.Ingeste
 	)
 	for _, p := range plan.Flush {
 		wg.Go(func() {
-			if err := r.Pods.Flush(ctx, podHTTPAddr(p.IP)); err != nil {
+			// Mark the pod first: pods keep taking writes until they go, and a
+			// marked pod's stop flushes and uploads what came after this flush.
+			err := r.Pods.PrepareShutdown(ctx, podHTTPAddr(p.IP))
+			if err == nil {
+				err = r.Pods.Flush(ctx, podHTTPAddr(p.IP))
+			}
+			if err != nil {
 				mu.Lock()
 				failed = append(failed, fmt.Sprintf("%s: %v", p.Name, err))
 				mu.Unlock()
