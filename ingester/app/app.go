@@ -350,6 +350,10 @@ func (ing *Ingester) Run(ctx context.Context) error {
 	cancel()
 	var stopErr error
 	if final {
+		// No write may be acknowledged after the last flush: the others skip
+		// a LEAVING member, and what still arrives here is refused (another
+		// replica takes it).
+		st.StopWrites()
 		stopErr = ing.finalFlush(st)
 	}
 	// Finish the requests in flight, then sync the WAL. No flush on a normal

@@ -84,7 +84,8 @@ type Store struct {
 	active      *head.Head
 	activeSince atomic.Int64 // unix nanos of the first append to the active head, 0: empty
 	frozen      []*frozenHead
-	closed      bool
+	closed      bool // no more writes, no more cuts: the WAL is closed
+	noWrites    bool // no more writes; cuts still work (a final stop's flush)
 
 	cutMu  sync.Mutex // one cut at a time
 	cutsMu sync.Mutex
@@ -289,7 +290,7 @@ func (s *Store) Append(ctx context.Context, tenant string, ps []push.Profile) er
 
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.closed {
+	if s.closed || s.noWrites {
 		return connect.NewError(connect.CodeUnavailable, ErrClosed)
 	}
 	if _, err := s.wal.Append(ctx, rec); err != nil {
@@ -494,6 +495,15 @@ func (s *Store) Run(ctx context.Context) {
 			s.log.Error("cutting the head", "reason", reason, "err", err)
 		}
 	}
+}
+
+// StopWrites refuses new writes and waits for those in flight; cuts still
+// work. A final stop calls it before its last flush so nothing acknowledged
+// lands after the flush.
+func (s *Store) StopWrites() {
+	s.mu.Lock()
+	s.noWrites = true
+	s.mu.Unlock()
 }
 
 // Close stops taking writes, waits for the ones in flight, and syncs the WAL.
