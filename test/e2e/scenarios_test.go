@@ -617,14 +617,9 @@ func (e *scenarioEnv) scaleThenDelete(t *testing.T) {
 	for _, pod := range leaving {
 		if stops[pod] != "final=true" {
 			notFinal++
-			// BUG: PlanScaleDown (controllers/orchestrate.go) cancels the prepare-shutdown of a
-			// prepared pod as soon as the shrunk StatefulSet's replicas (live) equal desired and
-			// the StatefulSet controller has not yet marked the pod terminating ("!goes &&
-			// wasPrepared"): the pod then stops with final=false, keeps its tokens and its
-			// head, and what it alone held is not in the bucket. A pod should only be cancelled
-			// when its ordinal is below the desired replicas.
-			t.Logf("BUG: scenario 4: %s stopped with %q, not a final stop: its prepare-shutdown was undone", pod, stops[pod])
-			// t.Errorf("scenario 4: %s stopped with %q, not a final stop", pod, stops[pod])
+			// A leaving pod's stop must be final (it was a bug: the operator undid
+			// the marker once the StatefulSet was shrunk).
+			t.Errorf("scenario 4: %s stopped with %q, not a final stop", pod, stops[pod])
 			continue
 		}
 		if blocksAfter[pod] <= blocksBefore[pod] {
@@ -649,18 +644,9 @@ func (e *scenarioEnv) scaleThenDelete(t *testing.T) {
 	switch {
 	case lost4[0]+lost4[1]+lost4[2] == 0:
 		checkStored(t, "scenario 4", url4, b.acks, b.attempted.Load(), e.perProfile)
-	case notFinal > 0:
-		t.Logf("BUG: scenario 4: %d profiles lost (see the PlanScaleDown bug above)", lost4[0]+lost4[1]+lost4[2])
-		// t.Errorf("scenario 4: %d profiles lost", lost4[0]+lost4[1]+lost4[2])
 	default:
-		if lost4[0]+lost4[2] > 0 {
-			t.Errorf("scenario 4: %d profiles acknowledged before the scale-down and %d after it are lost", lost4[0], lost4[2])
-		}
-		// BUG: a leaving ingester's final stop (ingester/app.Run) cuts and uploads its head
-		// (finalFlush) before it stops its HTTP server and drains its distributor: a push
-		// acknowledged between the two is only in the WAL of a pod that is then removed.
-		t.Logf("BUG: scenario 4: %d profiles acknowledged during the scale-down are lost", lost4[1])
-		// t.Errorf("scenario 4: %d profiles acknowledged during the scale-down are lost", lost4[1])
+		t.Errorf("scenario 4: profiles lost: %d acknowledged before the scale-down, %d during it, %d after it (%d leaving pods stopped without a final flush)",
+			lost4[0], lost4[1], lost4[2], notFinal)
 	}
 
 	// Scenario 6: delete the Ingester: every pod flushes before the pods go.
@@ -705,14 +691,11 @@ func (e *scenarioEnv) scaleThenDelete(t *testing.T) {
 		t.Errorf("scenario 6: the bucket lacks %d profiles acknowledged before the delete and %d after it", lost6[0], lost6[2])
 	}
 	if lost6[1] > 0 {
-		// BUG: on delete the operator flushes every pod (POST /ingester/flush?wait=true) while
-		// they still take writes, then the pods get a normal stop (no prepare-shutdown marker,
-		// so final=false, no final flush): what they acknowledged after the flush is only in
-		// their WALs, not in the bucket.
-		t.Logf("BUG: scenario 6: the bucket lacks %d of the %d profiles acknowledged during the deletion", lost6[1], len(b6.idsBetween(del, gone)))
-		// t.Errorf("scenario 6: the bucket lacks %d profiles acknowledged during the deletion", lost6[1])
+		// The operator marks every pod for a final stop before its deletion flush,
+		// so what is acknowledged during the deletion reaches the bucket too.
+		t.Errorf("scenario 6: the bucket lacks %d of the %d profiles acknowledged during the deletion", lost6[1], len(b6.idsBetween(del, gone)))
 	}
-	// Scenario 4's profiles are in the bucket too, but for its losses (see there).
+	// Scenario 4's profiles are in the bucket too.
 	lostOld := e.lostBetween(t, "scenario 6 (the bucket alone), scenario 4's load", fresh.URL, []time.Time{{}, far},
 		[]string{"all"}, b)
 	if lostOld[0] > lost4[0]+lost4[1]+lost4[2] {
