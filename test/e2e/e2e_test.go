@@ -11,18 +11,12 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"connectrpc.com/connect"
-	"github.com/google/pprof/profile"
-	querierv1 "github.com/grafana/pyroscope/api/gen/proto/go/querier/v1"
-	"github.com/grafana/pyroscope/api/gen/proto/go/querier/v1/querierv1connect"
-	typesv1 "github.com/grafana/pyroscope/api/gen/proto/go/types/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -188,41 +182,14 @@ func podsReady(p *platform.Platform, ns string, minRestarts int32, names ...stri
 	return ""
 }
 
-// heapCorpus writes one real heap profile into a directory for the load client and
-// returns the directory and the profile's alloc_objects total.
-func heapCorpus(t *testing.T) (string, int64) {
-	t.Helper()
-	dir := t.TempDir()
-	files := testutil.WriteProfiles(t, t.TempDir())
-	b, err := os.ReadFile(files[1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "heap.pb.gz"), b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	prof, err := profile.ParseData(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	idx := slices.IndexFunc(prof.SampleType, func(st *profile.ValueType) bool { return st.Type == "alloc_objects" })
-	if idx < 0 {
-		t.Fatalf("heap profile has no alloc_objects: %v", prof.SampleType)
-	}
-	var total int64
-	for _, s := range prof.Sample {
-		total += s.Value[idx]
-	}
-	if total == 0 {
-		t.Fatal("heap profile has no allocations")
-	}
-	return dir, total
+// heapCorpus and countProfilesErr are the shared helpers of internal/testutil.
+func heapCorpus(t *testing.T) (string, int64) { return testutil.HeapCorpus(t) }
+
+func countProfilesErr(url string, ids []string, perProfile int64) (all, acked float64, err error) {
+	return testutil.CountProfiles(url, ids, perProfile)
 }
 
-const allocObjects = "memory:alloc_objects:count:space:bytes"
-
-// countProfiles asks one ingester (which reads the others) for the number of stored
-// profiles, and for the number of those among ids.
+// countProfiles is countProfilesErr, failing the test on error.
 func countProfiles(t *testing.T, url string, ids []string, perProfile int64) (all, acked float64) {
 	t.Helper()
 	all, acked, err := countProfilesErr(url, ids, perProfile)
@@ -230,34 +197,6 @@ func countProfiles(t *testing.T, url string, ids []string, perProfile int64) (al
 		t.Fatal(err)
 	}
 	return all, acked
-}
-
-// countProfilesErr is countProfiles that returns its error.
-func countProfilesErr(url string, ids []string, perProfile int64) (all, acked float64, err error) {
-	q := querierv1connect.NewQuerierServiceClient(http.DefaultClient, url)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	now := time.Now()
-	start, end := now.Add(-time.Hour).UnixMilli(), now.Add(time.Hour).UnixMilli()
-	sum := typesv1.TimeSeriesAggregationType_TIME_SERIES_AGGREGATION_TYPE_SUM
-	ss, err := q.SelectSeries(ctx, connect.NewRequest(&querierv1.SelectSeriesRequest{
-		ProfileTypeID: allocObjects, LabelSelector: `{service_name="heap"}`, Start: start, End: end, Step: 7200, Aggregation: &sum,
-	}))
-	if err != nil {
-		return 0, 0, err
-	}
-	for _, s := range ss.Msg.Series {
-		for _, p := range s.Points {
-			all += p.Value
-		}
-	}
-	fg, err := q.SelectMergeStacktraces(ctx, connect.NewRequest(&querierv1.SelectMergeStacktracesRequest{
-		ProfileTypeID: allocObjects, LabelSelector: `{service_name="heap"}`, Start: start, End: end, ProfileIdSelector: ids,
-	}))
-	if err != nil {
-		return 0, 0, err
-	}
-	return all / float64(perProfile), float64(fg.Msg.Flamegraph.Total) / float64(perProfile), nil
 }
 
 func newIngester(ns, name string, replicas int64) *unstructured.Unstructured {
