@@ -95,7 +95,7 @@ type IngesterReconciler struct {
 // +kubebuilder:rbac:groups="",resources=services;configmaps;serviceaccounts,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;delete
-// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;patch
+// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get
 // +kubebuilder:rbac:groups=storage.k8s.io,resources=storageclasses,verbs=get
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
@@ -212,6 +212,11 @@ func (r *IngesterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 				}
 			}
 		}
+		if !o.resizePending && settled {
+			if err := r.volumesResizing(ctx, ing, o); err != nil {
+				return ctrl.Result{}, err
+			}
+		}
 		if settled {
 			for _, sts := range stss {
 				if sts.Status.ObservedGeneration < sts.Generation {
@@ -254,7 +259,7 @@ func (r *IngesterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		result = "degraded"
 	}
 	requeue := r.resync()
-	if o.resizePending || (o.rollout != nil && o.rollout.Action != RolloutDone) || o.scaling != "" {
+	if o.resizePending || o.resizing != "" || (o.rollout != nil && o.rollout.Action != RolloutDone) || o.scaling != "" {
 		requeue = min(requeue, 2*time.Second) // orchestration in progress: look again soon
 	}
 	return ctrl.Result{RequeueAfter: requeue}, nil
@@ -459,6 +464,8 @@ func (r *IngesterReconciler) observe(ctx context.Context, ing *hearthv1.Ingester
 	case o.resizePending:
 		progressing.Reason, progressing.Message = ReasonResizePending, fmt.Sprintf(
 			"spec.storage.size is %s: the volumes keep their size until they are expanded and the StatefulSets recreated", ing.Spec.Storage.Size.String())
+	case o.resizing != "":
+		progressing.Reason, progressing.Message = ReasonVolumesResizing, o.resizing
 	case o.scaling != "":
 		progressing.Reason, progressing.Message = ReasonScalingDown, o.scaling
 	case !settled:

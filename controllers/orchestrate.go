@@ -426,6 +426,45 @@ func PlanStorage(want, template resource.Quantity, claims []ClaimInfo) StoragePl
 	return plan
 }
 
+// ClaimResize is one claim's progress after its request was raised: what it asks for,
+// what the volume has (status.capacity), and what the storage provider says.
+type ClaimResize struct {
+	Name      string
+	Requested resource.Quantity
+	Capacity  resource.Quantity
+	// Status is status.allocatedResourceStatuses[storage] (e.g. ControllerResizeInProgress,
+	// NodeResizeInfeasible), "" when the provider has not set one.
+	Status string
+	// Errors are the messages of the claim's ControllerResizeError/NodeResizeError
+	// conditions.
+	Errors []string
+}
+
+// ResizeProgress says which claims asked for at least want still have a smaller volume
+// (waiting, sorted), and why one cannot grow (failed, "" when none reports it). Claims
+// that ask for less than want are not grown yet (PlanStorage decides those).
+func ResizeProgress(want resource.Quantity, claims []ClaimResize) (waiting []string, failed string) {
+	var fails []string
+	for _, c := range claims {
+		if c.Requested.Cmp(want) < 0 || c.Capacity.Cmp(want) >= 0 {
+			continue
+		}
+		waiting = append(waiting, c.Name)
+		switch {
+		case strings.HasSuffix(c.Status, "Infeasible"):
+			fails = append(fails, fmt.Sprintf("%s: %s", c.Name, c.Status))
+		case len(c.Errors) > 0:
+			fails = append(fails, fmt.Sprintf("%s: %s", c.Name, strings.Join(c.Errors, "; ")))
+		}
+	}
+	sort.Strings(waiting)
+	sort.Strings(fails)
+	if len(fails) > 0 {
+		failed = "volumes cannot grow to " + want.String() + ": " + strings.Join(fails, ", ")
+	}
+	return waiting, failed
+}
+
 // DeletionPlan is what deleting an Ingester does next.
 type DeletionPlan struct {
 	// Flush are the pods to flush (POST /ingester/flush?wait=true) before the finalizer goes.

@@ -39,6 +39,8 @@ const (
 	ReasonReplacing         = "ReplacingPod"
 	ReasonForgotMember      = "ForgotRingMember"
 	ReasonRecreatingSts     = "RecreatingStatefulSet"
+	ReasonVolumesResizing   = "VolumesResizing"
+	ReasonResizeFailed      = "VolumeResizeFailed"
 	ReasonCancelledShutdown = "CancelledPrepareShutdown"
 )
 
@@ -46,6 +48,7 @@ const (
 type orchestration struct {
 	resizePending bool
 	storage       string   // progress message of a storage growth
+	resizing      string   // claims asked to grow whose volumes have not yet (progress message)
 	scaling       string   // progress message of a scale-down
 	problem       *problem // a Degraded reason found by the orchestration
 	rollout       *RolloutStep
@@ -311,6 +314,42 @@ func (r *IngesterReconciler) growStorage(ctx context.Context, ing *hearthv1.Inge
 		r.Recorder.Eventf(ing, sts, corev1.EventTypeNormal, ReasonRecreatingSts, "ExpandVolume",
 			"claims of %s requested %s: recreating the StatefulSet with the new claim template (pods keep running)", sts.Name, want.String())
 		o.storage = fmt.Sprintf("recreating StatefulSet %s with %s claims (pods keep running)", sts.Name, want.String())
+	}
+	return nil
+}
+
+// volumesResizing looks, once the claim templates ask for spec.storage.size, at the claims
+// whose volumes the storage provider has not grown yet: the growth is done when every
+// claim's status.capacity has the new size, or failed when the provider says it cannot.
+func (r *IngesterReconciler) volumesResizing(ctx context.Context, ing *hearthv1.Ingester, o *orchestration) error {
+	pvcs := &corev1.PersistentVolumeClaimList{}
+	if err := r.APIReader.List(ctx, pvcs, client.InNamespace(ing.Namespace), client.MatchingLabels(SelectorLabels(ing))); err != nil {
+		return err
+	}
+	var claims []ClaimResize
+	for _, pvc := range pvcs.Items {
+		if !pvc.DeletionTimestamp.IsZero() || pvc.Status.Phase != corev1.ClaimBound {
+			continue
+		}
+		c := ClaimResize{Name: pvc.Name, Requested: pvc.Spec.Resources.Requests[corev1.ResourceStorage],
+			Capacity: pvc.Status.Capacity[corev1.ResourceStorage], Status: string(pvc.Status.AllocatedResourceStatuses[corev1.ResourceStorage])}
+		for _, cond := range pvc.Status.Conditions {
+			if (cond.Type == corev1.PersistentVolumeClaimControllerResizeError || cond.Type == corev1.PersistentVolumeClaimNodeResizeError) &&
+				cond.Status == corev1.ConditionTrue {
+				c.Errors = append(c.Errors, cond.Message)
+			}
+		}
+		claims = append(claims, c)
+	}
+	want := ing.Spec.Storage.Size
+	waiting, failed := ResizeProgress(want, claims)
+	if len(waiting) == 0 {
+		return nil
+	}
+	o.resizing = fmt.Sprintf("%d/%d volumes have %s; waiting for the storage provider to grow %s", len(claims)-len(waiting), len(claims),
+		want.String(), strings.Join(waiting, ", "))
+	if failed != "" && o.problem == nil {
+		o.problem = &problem{ReasonResizeFailed, failed}
 	}
 	return nil
 }

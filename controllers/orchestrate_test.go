@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -355,5 +356,33 @@ func TestHTTPPodClient(t *testing.T) {
 	srv.Close()
 	if err := c.PrepareShutdown(ctx, addr); err == nil {
 		t.Fatal("no error from a closed server")
+	}
+}
+
+func TestResizeProgress(t *testing.T) {
+	q := resource.MustParse
+	claim := func(name, req, capacity, status string, errs ...string) ClaimResize {
+		return ClaimResize{Name: name, Requested: q(req), Capacity: q(capacity), Status: status, Errors: errs}
+	}
+	for _, tc := range []struct {
+		name        string
+		claims      []ClaimResize
+		wantWaiting []string
+		wantFailed  string
+	}{
+		{"all grown", []ClaimResize{claim("a", "2Gi", "2Gi", ""), claim("b", "2Gi", "3Gi", "")}, nil, ""},
+		{"provider still working", []ClaimResize{claim("b", "2Gi", "1Gi", "ControllerResizeInProgress"), claim("a", "2Gi", "1Gi", "")}, []string{"a", "b"}, ""},
+		{"not asked yet is not waiting", []ClaimResize{claim("a", "1Gi", "1Gi", "")}, nil, ""},
+		{"infeasible", []ClaimResize{claim("a", "2Gi", "1Gi", "NodeResizeInfeasible"), claim("b", "2Gi", "2Gi", "")}, []string{"a"},
+			"volumes cannot grow to 2Gi: a: NodeResizeInfeasible"},
+		{"resize error condition", []ClaimResize{claim("a", "2Gi", "1Gi", "ControllerResizeInProgress", "quota exceeded")}, []string{"a"},
+			"volumes cannot grow to 2Gi: a: quota exceeded"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			waiting, failed := ResizeProgress(q("2Gi"), tc.claims)
+			if !slices.Equal(waiting, tc.wantWaiting) || failed != tc.wantFailed {
+				t.Fatalf("got %v %q, want %v %q", waiting, failed, tc.wantWaiting, tc.wantFailed)
+			}
+		})
 	}
 }

@@ -346,6 +346,12 @@ func (ing *Ingester) Run(ctx context.Context) error {
 	lctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	if err := c.ring.SetLeaving(lctx); err != nil {
 		ing.Logger.Warn("moving to LEAVING", "err", err)
+	} else {
+		// Keep taking writes until every peer routes them elsewhere: one refused
+		// here could fail its quorum.
+		t0 := time.Now()
+		pending := c.ring.WaitSeenLeaving(lctx, ing.Config.Ingester.LeavePropagationTimeout)
+		ing.Logger.Info("peers see this ingester LEAVING", "seconds", time.Since(t0).Seconds(), "not_confirmed", len(pending))
 	}
 	cancel()
 	var stopErr error

@@ -57,6 +57,9 @@ type IngesterConfig struct {
 
 	MaxPendingUploadBytes ByteSize      `yaml:"max_pending_upload_bytes"`
 	FinalFlushTimeout     time.Duration `yaml:"final_flush_timeout"`
+	// LeavePropagationTimeout bounds the wait, on a stop, for the other members to
+	// see this one LEAVING before it refuses writes.
+	LeavePropagationTimeout time.Duration `yaml:"leave_propagation_timeout"`
 }
 
 // WALConfig is the write-ahead log.
@@ -82,6 +85,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.Var(&c.WAL.Fsync, "wal.fsync", "WAL fsync policy: always (group commit), interval, off.")
 	c.Ingester.MaxPendingUploadBytes = 10 << 30
 	f.Var(&c.Ingester.MaxPendingUploadBytes, "ingester.max-pending-upload-bytes", "Refuse writes (503) while more than this of blocks waits for upload, e.g. while the bucket is down (0: no limit).")
+	f.DurationVar(&c.Ingester.LeavePropagationTimeout, "ingester.leave-propagation-timeout", 5*time.Second, "On a stop, how long to wait for every other ring member to see this one LEAVING before it stops taking writes (a peer with a stale ring would otherwise send it writes that fail their quorum). 0: do not wait.")
 	f.DurationVar(&c.Ingester.FinalFlushTimeout, "ingester.final-flush-timeout", 5*time.Minute, "How long a final stop (scale-down, /ingester/shutdown) may take to flush and upload before it gives up and keeps its WAL and tokens.")
 	c.Storage.RegisterFlags(f)
 	c.Limits.RegisterFlags(f)

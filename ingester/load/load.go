@@ -99,14 +99,15 @@ func (l *AckLog) Acks() []Ack {
 
 // Summary is the outcome of a run.
 type Summary struct {
-	Files          int              // files pushed (decodable)
-	Skipped        []string         // files skipped because they could not be decoded
-	Pushes         int64            // pushes attempted (acknowledged or failed)
-	Abandoned      int64            // pushes cut short by the end of the run: the server may or may not have stored them
-	Profiles       int64            // pushes acknowledged
-	Errors         int64            // pushes failed
-	ErrorsByCode   map[string]int64 // connect code (e.g. invalid_argument) -> count
-	Bytes          int64            // compressed request payload bytes of acknowledged pushes
+	Files          int               // files pushed (decodable)
+	Skipped        []string          // files skipped because they could not be decoded
+	Pushes         int64             // pushes attempted (acknowledged or failed)
+	Abandoned      int64             // pushes cut short by the end of the run: the server may or may not have stored them
+	Profiles       int64             // pushes acknowledged
+	Errors         int64             // pushes failed
+	ErrorsByCode   map[string]int64  // connect code (e.g. invalid_argument) -> count
+	FirstErrors    map[string]string // connect code -> the first error message seen with it
+	Bytes          int64             // compressed request payload bytes of acknowledged pushes
 	Elapsed        time.Duration
 	ProfilesPerSec float64
 	MBPerSec       float64       // Bytes / 1e6 / seconds
@@ -131,6 +132,11 @@ func (s Summary) String() string {
 			fmt.Fprintf(&b, " %s=%d", c, s.ErrorsByCode[c])
 		}
 		b.WriteByte('\n')
+		for _, c := range codes {
+			if msg := s.FirstErrors[c]; msg != "" {
+				fmt.Fprintf(&b, "first %s error: %s\n", c, msg)
+			}
+		}
 	}
 	return b.String()
 }
@@ -293,6 +299,7 @@ type stats struct {
 	pushes, profiles, errors, bytes, abandoned atomic.Int64
 	mu                                         sync.Mutex
 	codes                                      map[string]int64
+	first                                      map[string]string
 	lat                                        []time.Duration
 }
 
@@ -322,7 +329,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 
-	st := &stats{codes: map[string]int64{}}
+	st := &stats{codes: map[string]int64{}, first: map[string]string{}}
 	var seq atomic.Int64
 	// next reserves the next push number, or returns false when done.
 	next := func() (int64, bool) {
@@ -386,7 +393,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	s := Summary{
 		Files: len(files), Skipped: skipped,
 		Pushes: st.pushes.Load(), Abandoned: st.abandoned.Load(), Profiles: st.profiles.Load(), Errors: st.errors.Load(),
-		ErrorsByCode: st.codes, Bytes: st.bytes.Load(), Elapsed: elapsed,
+		ErrorsByCode: st.codes, FirstErrors: st.first, Bytes: st.bytes.Load(), Elapsed: elapsed,
 	}
 	if sec := elapsed.Seconds(); sec > 0 {
 		s.ProfilesPerSec = float64(s.Profiles) / sec
@@ -422,7 +429,7 @@ func push(ctx context.Context, client pushv1connect.PusherServiceClient, cfg *Co
 	t0 := time.Now()
 	_, err := client.Push(ctx, req)
 	d := time.Since(t0)
-	if err != nil && ctx.Err() != nil {
+	if err != nil && (ctx.Err() != nil || cutByRunDeadline(ctx, err)) {
 		st.abandoned.Add(1)
 		return -1 // cut short by the end of the run: neither success nor error
 	}
@@ -435,6 +442,9 @@ func push(ctx context.Context, client pushv1connect.PusherServiceClient, cfg *Co
 		}
 		st.mu.Lock()
 		st.codes[code]++
+		if _, seen := st.first[code]; !seen {
+			st.first[code] = err.Error()
+		}
 		st.mu.Unlock()
 		return d
 	}
@@ -491,4 +501,15 @@ func progress(ctx context.Context, out io.Writer, st *stats, start time.Time) {
 			lastP, lastB = p, b
 		}
 	}
+}
+
+// cutByRunDeadline reports an error the server returned because the run's deadline
+// (propagated with the request) passed there a moment before it passed here.
+func cutByRunDeadline(ctx context.Context, err error) bool {
+	deadline, ok := ctx.Deadline()
+	if !ok || time.Until(deadline) > 100*time.Millisecond {
+		return false
+	}
+	code := connect.CodeOf(err)
+	return code == connect.CodeCanceled || code == connect.CodeDeadlineExceeded
 }

@@ -79,27 +79,52 @@ func (r *Ring) TokenFor(tenant string, labels model.Labels) uint32 {
 
 var sep = []byte{0xff}
 
-// clampedStrategy is dskit's default strategy with the replication factor
-// clamped to the ring size: the ring returns fewer instances than RF only when
-// it has fewer members than RF. With zone awareness the quorum is counted in
-// zones (a majority of the zones the key's replicas span), so that a zone whose
-// instances are all LEAVING, which makes ring.Write extend the set inside that
-// zone, does not raise the quorum above what the other zones can give.
-type clampedStrategy struct{ dskitring.ReplicationStrategy }
+// quorumStrategy is dskit's default replication strategy with two changes: the
+// quorum is a majority of the replication factor (clamped to the ring size, so
+// a single ingester with RF 3 accepts writes), never of the extended set; and
+// with zone awareness it is counted in zones (a majority of the zones the key's
+// replicas span), so that a zone whose instances are all LEAVING, which makes
+// ring.Write extend the set inside that zone, does not raise the quorum above
+// what the other zones can give.
+type quorumStrategy struct{}
 
-func (s clampedStrategy) Filter(instances []dskitring.InstanceDesc, op dskitring.Operation, replicationFactor int, heartbeatTimeout time.Duration, zoneAwarenessEnabled bool) ([]dskitring.InstanceDesc, int, error) {
+func (quorumStrategy) Filter(instances []dskitring.InstanceDesc, op dskitring.Operation, replicationFactor int, heartbeatTimeout time.Duration, zoneAwarenessEnabled bool) ([]dskitring.InstanceDesc, int, error) {
+	now := time.Now()
 	if !zoneAwarenessEnabled {
-		if len(instances) > 0 && len(instances) < replicationFactor {
-			replicationFactor = len(instances)
+		// The quorum is a majority of RF, not of the set: ring.Write extends the set
+		// past LEAVING owners, and dskit's default strategy would raise the quorum
+		// with it (a majority of 5 when 3 of 5 members leave in a scale-down, which
+		// the 2 ACTIVE owners can never give). The extension only replaces owners
+		// that take no writes, so RF/2+1 of the ACTIVE owners is still a majority
+		// of the series' replicas.
+		rf := replicationFactor
+		if len(instances) < rf {
+			rf = len(instances) // a ring smaller than RF
 		}
-		return s.ReplicationStrategy.Filter(instances, op, replicationFactor, heartbeatTimeout, zoneAwarenessEnabled)
+		minSuccess := rf/2 + 1
+		var unhealthy []string
+		healthy := instances[:0]
+		for _, in := range instances {
+			if in.IsHealthy(op, heartbeatTimeout, now) {
+				healthy = append(healthy, in)
+			} else {
+				unhealthy = append(unhealthy, in.Addr)
+			}
+		}
+		if len(healthy) < minSuccess {
+			msg := ""
+			if len(unhealthy) > 0 {
+				msg = " - unhealthy instances: " + strings.Join(unhealthy, ",")
+			}
+			return nil, 0, fmt.Errorf("at least %d live replicas required, could only find %d%s", minSuccess, len(healthy), msg)
+		}
+		return healthy, len(healthy) - minSuccess, nil
 	}
 	zones := map[string]struct{}{}
 	for _, in := range instances {
 		zones[in.Zone] = struct{}{}
 	}
 	minSuccess := len(zones)/2 + 1
-	now := time.Now()
 	var unhealthy []string
 	healthy := instances[:0]
 	healthyZones := map[string]struct{}{}
@@ -120,3 +145,7 @@ func (s clampedStrategy) Filter(instances []dskitring.InstanceDesc, op dskitring
 	}
 	return healthy, len(healthy) - minSuccess, nil
 }
+
+// SupportsExpandedReplication is false: like dskit's default strategy, one
+// instance per zone is assumed with zone awareness.
+func (quorumStrategy) SupportsExpandedReplication() bool { return false }

@@ -121,7 +121,7 @@ func New(cfg Config, httpPort int, dataDir string, logger *slog.Logger, reg prom
 		ReplicationFactor:    cfg.Ring.ReplicationFactor,
 		ZoneAwarenessEnabled: cfg.Ring.ZoneAwarenessEnabled,
 	}
-	r.client, err = dskitring.NewWithStoreClientAndStrategy(ringCfg, ringName, ringKey, kvClient, clampedStrategy{dskitring.NewDefaultReplicationStrategy()}, reg, klog)
+	r.client, err = dskitring.NewWithStoreClientAndStrategy(ringCfg, ringName, ringKey, kvClient, quorumStrategy{}, reg, klog)
 	if err != nil {
 		return nil, fmt.Errorf("ring: client: %w", err)
 	}

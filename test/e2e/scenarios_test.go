@@ -39,9 +39,9 @@ type scenarioEnv struct {
 
 func (e *scenarioEnv) bucket(ns string) string { return filepath.Join(e.bucketRoot, ns) }
 
-// TestScenarios runs the rollout, bad-image, scale and delete scenarios of issue 7 on one
-// platform: rollout then bad image on one Ingester, scale then delete on another, in
-// parallel.
+// TestScenarios runs the rollout, bad-image, scale, delete and storage scenarios of issue 7
+// on one platform: rollout then bad image on one Ingester, in parallel with scale then
+// delete on another, then storage growth on a third.
 func TestScenarios(t *testing.T) {
 	bucketRoot := t.TempDir()
 	p, _ := startPlatform(t, func(o *platform.Options) {
@@ -61,6 +61,8 @@ func TestScenarios(t *testing.T) {
 		t.Run("ScaleThenDelete", func(t *testing.T) {
 			t.Parallel()
 			env.scaleThenDelete(t)
+			// Not in parallel with the others: two cores run every pod.
+			t.Run("StorageGrowth", env.storageGrowth)
 		})
 	})
 }
@@ -180,7 +182,8 @@ type background struct {
 	done      chan struct{}
 	mu        sync.Mutex
 	codes     map[string]int64
-	ackedAt   []timedAck // every acknowledged push with the wall time of its acknowledgement
+	first     map[string]string // code → first error message
+	ackedAt   []timedAck        // every acknowledged push with the wall time of its acknowledgement
 }
 
 type timedAck struct {
@@ -234,7 +237,7 @@ func (e *scenarioEnv) lostBetween(t *testing.T, when, url string, marks []time.T
 
 func (e *scenarioEnv) startLoad(t *testing.T, ns string) *background {
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &background{acks: &load.AckLog{}, stop: cancel, done: make(chan struct{}), codes: map[string]int64{}}
+	b := &background{acks: &load.AckLog{}, stop: cancel, done: make(chan struct{}), codes: map[string]int64{}, first: map[string]string{}}
 	go func() {
 		defer close(b.done)
 		for i := 0; ctx.Err() == nil; i++ {
@@ -260,6 +263,9 @@ func (e *scenarioEnv) startLoad(t *testing.T, ns string) *background {
 			b.mu.Lock()
 			for k, v := range s.ErrorsByCode {
 				b.codes[k] += v
+				if _, seen := b.first[k]; !seen {
+					b.first[k] = s.FirstErrors[k]
+				}
 			}
 			b.mu.Unlock()
 		}
@@ -276,6 +282,9 @@ func (b *background) end(t *testing.T, what string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	t.Logf("%s: load pushed %d, acknowledged %d, failed %d %v", what, b.pushes.Load(), len(b.acks.Acks()), b.errors.Load(), b.codes)
+	for code, msg := range b.first {
+		t.Logf("%s: first %s error: %s", what, code, msg)
+	}
 	if len(b.acks.Acks()) == 0 {
 		t.Errorf("%s: no push was acknowledged", what)
 	}
@@ -409,7 +418,10 @@ func (e *scenarioEnv) sample(ns, name string, want int) *sampler {
 func (s *sampler) end() { s.stop(); <-s.done }
 
 // degraded returns the Ingester's Degraded condition as "status reason: message".
-func (e *scenarioEnv) degraded(ns, name string) string {
+func (e *scenarioEnv) degraded(ns, name string) string { return e.condition(ns, name, "Degraded") }
+
+// condition returns one condition of the Ingester as "status reason: message".
+func (e *scenarioEnv) condition(ns, name, typ string) string {
 	ing, err := e.dyn.Resource(ingesterGVR).Namespace(ns).Get(context.Background(), name, metav1.GetOptions{})
 	if err != nil {
 		return err.Error()
@@ -417,11 +429,11 @@ func (e *scenarioEnv) degraded(ns, name string) string {
 	conds, _, _ := unstructured.NestedSlice(ing.Object, "status", "conditions")
 	for _, c := range conds {
 		m, _ := c.(map[string]any)
-		if m["type"] == "Degraded" {
+		if m["type"] == typ {
 			return fmt.Sprintf("%v %v: %v", m["status"], m["reason"], m["message"])
 		}
 	}
-	return "no Degraded condition"
+	return "no " + typ + " condition"
 }
 
 func (e *scenarioEnv) rolloutThenBadImage(t *testing.T) {

@@ -337,6 +337,7 @@ func (a *Agent) syncLoop() {
 	for {
 		a.syncPods()
 		a.provisionVolumes()
+		a.resizeVolumes()
 		select {
 		case <-a.ctx.Done():
 			a.mu.Lock()
@@ -440,6 +441,46 @@ func (a *Agent) provisionVolumes() {
 		} else if !apierrors.IsAlreadyExists(err) {
 			a.logf("creating PV for %s/%s: %v", pvc.Namespace, pvc.Name, err)
 		}
+	}
+}
+
+// resizeVolumes plays the storage provider's resizer for the agent's volumes: a bound
+// claim that asks for more than its volume has gets it, first on the PV (what a CSI
+// resizer does), then in the claim's status.capacity (what the kubelet reports after
+// growing the filesystem). Directories have no size, so both happen at once.
+func (a *Agent) resizeVolumes() {
+	ctx, cancel := context.WithTimeout(a.ctx, 10*time.Second)
+	defer cancel()
+	claims, err := a.cfg.Client.CoreV1().PersistentVolumeClaims("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return
+	}
+	for i := range claims.Items {
+		pvc := &claims.Items[i]
+		want := pvc.Spec.Resources.Requests[corev1.ResourceStorage]
+		have := pvc.Status.Capacity[corev1.ResourceStorage]
+		if pvc.Status.Phase != corev1.ClaimBound || pvc.Spec.VolumeName == "" || want.Cmp(have) <= 0 {
+			continue
+		}
+		pv, err := a.cfg.Client.CoreV1().PersistentVolumes().Get(ctx, pvc.Spec.VolumeName, metav1.GetOptions{})
+		if err != nil || pv.Labels["hearth.dev/e2e-node"] != a.cfg.NodeName {
+			continue
+		}
+		if pvCap := pv.Spec.Capacity[corev1.ResourceStorage]; pvCap.Cmp(want) < 0 {
+			pv.Spec.Capacity = corev1.ResourceList{corev1.ResourceStorage: want}
+			if _, err := a.cfg.Client.CoreV1().PersistentVolumes().Update(ctx, pv, metav1.UpdateOptions{}); err != nil {
+				a.logf("resizing PV %s: %v", pv.Name, err)
+				continue
+			}
+		}
+		pvc.Status.Capacity = corev1.ResourceList{corev1.ResourceStorage: want}
+		pvc.Status.AllocatedResources = corev1.ResourceList{corev1.ResourceStorage: want}
+		pvc.Status.AllocatedResourceStatuses = nil
+		if _, err := a.cfg.Client.CoreV1().PersistentVolumeClaims(pvc.Namespace).UpdateStatus(ctx, pvc, metav1.UpdateOptions{}); err != nil {
+			a.logf("resizing claim %s/%s: %v", pvc.Namespace, pvc.Name, err)
+			continue
+		}
+		a.logf("resized claim %s/%s from %s to %s", pvc.Namespace, pvc.Name, have.String(), want.String())
 	}
 }
 

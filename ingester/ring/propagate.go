@@ -1,0 +1,99 @@
+package ring
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/go-kit/log/level"
+	dskitring "github.com/grafana/dskit/ring"
+)
+
+// WaitSeenLeaving waits, at most timeout, until this process's own ring client
+// and every other live member (asked with GET /ring at its address) see this
+// instance LEAVING. Until then a peer may still pick it as a write replica, and
+// a write refused here would fail the quorum (with RF 2, any refused replica
+// does). Members that do not answer are not waited for: they cannot send
+// writes either. It returns the members that had not confirmed when it gave up
+// (nil when all did).
+func (r *Ring) WaitSeenLeaving(ctx context.Context, timeout time.Duration) []string {
+	if timeout <= 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	self := r.cfg.Ring.InstanceID
+	hc := &http.Client{Timeout: 500 * time.Millisecond}
+	confirmed := map[string]bool{}
+	failures := map[string]int{}
+	for {
+		var pending []string
+		if st, err := r.client.GetInstanceState(self); err != nil || st != dskitring.LEAVING {
+			pending = append(pending, self+" (own ring client)")
+		}
+		members, err := r.Members(ctx)
+		if err != nil {
+			pending = append(pending, "own ring: "+err.Error())
+		}
+		for _, m := range members {
+			if m.ID == self || confirmed[m.ID] || m.State == "UNHEALTHY" || m.Address == "" {
+				continue
+			}
+			state, err := peerSeesState(ctx, hc, m.Address, self)
+			switch {
+			case err != nil:
+				// Gone or not serving (it sends no writes), or busy: ask again, at most thrice.
+				if failures[m.ID]++; failures[m.ID] >= 3 {
+					confirmed[m.ID] = true
+				} else {
+					pending = append(pending, fmt.Sprintf("%s (%v)", m.ID, err))
+				}
+			case state == dskitring.LEAVING.String() || state == "":
+				confirmed[m.ID] = true // "": it has already seen us removed
+			default:
+				pending = append(pending, fmt.Sprintf("%s (sees %s)", m.ID, state))
+			}
+		}
+		if len(pending) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			sort.Strings(pending)
+			level.Warn(r.logger).Log("msg", "not every member saw this instance LEAVING in time; their writes may still come here", "timeout", timeout, "pending", fmt.Sprint(pending))
+			return pending
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// peerSeesState asks the member at addr for its ring page and returns the
+// state it holds for id ("" when id is not in its ring).
+func peerSeesState(ctx context.Context, hc *http.Client, addr, id string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+PathRing, nil)
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET %s%s: %s", addr, PathRing, resp.Status)
+	}
+	var page Page
+	if err := json.NewDecoder(resp.Body).Decode(&page); err != nil {
+		return "", err
+	}
+	for _, s := range page.Shards {
+		if s.ID == id {
+			return s.State, nil
+		}
+	}
+	return "", nil
+}
