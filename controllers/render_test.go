@@ -276,3 +276,27 @@ func TestHTTPRingReader(t *testing.T) {
 		t.Fatal("no error from a closed server")
 	}
 }
+
+func TestGoMemLimit(t *testing.T) {
+	limits := func(mem string) corev1.ResourceRequirements {
+		return corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse(mem)}}
+	}
+	for _, tc := range []struct {
+		name string
+		res  corev1.ResourceRequirements
+		env  []corev1.EnvVar
+		want string
+	}{
+		{"no limit", corev1.ResourceRequirements{}, nil, ""},
+		{"90% of 4Gi", limits("4Gi"), nil, "3686MiB"},
+		{"decimal units", limits("1G"), nil, "858MiB"},
+		{"the user's own wins", limits("4Gi"), []corev1.EnvVar{{Name: "GOMEMLIMIT", Value: "1GiB"}}, ""},
+		{"too small to matter", limits("1Ki"), nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := goMemLimit(tc.res, tc.env); got != tc.want {
+				t.Fatalf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

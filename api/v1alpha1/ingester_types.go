@@ -117,6 +117,13 @@ type IngesterSpec struct {
 	// +optional
 	TerminationGracePeriodSeconds *int64 `json:"terminationGracePeriodSeconds,omitempty"`
 
+	// ShutdownDelay is how long a stopping ingester keeps serving after it turned
+	// not-ready and LEAVING (what still arrives is forwarded to the other replicas), so
+	// that clients and load balancers stop sending to it before its port closes; it adds
+	// to every pod's stop, and so to rollouts. Default 5s; "0s" closes at once.
+	// +optional
+	ShutdownDelay Duration `json:"shutdownDelay,omitempty"`
+
 	// PodTemplate adds to the ingester pods.
 	// +optional
 	PodTemplate PodTemplateOverride `json:"podTemplate,omitempty"`

@@ -362,6 +362,12 @@ func (ing *Ingester) Run(ctx context.Context) error {
 		st.StopWrites()
 		stopErr = ing.finalFlush(st)
 	}
+	// Serve on until clients stop sending here (their endpoints dropped this pod
+	// when its deletion began); what arrives is forwarded to the ACTIVE replicas.
+	if d := ing.Config.ShutdownDelay - time.Since(start); d > 0 {
+		ing.Logger.Info("serving on before closing the port (-shutdown-delay)", "seconds", d.Seconds())
+		time.Sleep(d)
+	}
 	// Finish the requests in flight, then sync the WAL. No flush on a normal
 	// stop: the WAL and the tokens bring everything back on start.
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -29,6 +29,9 @@ type Config struct {
 	WAL        WALConfig             `yaml:"wal"`
 	Storage    bucket.Config         `yaml:"storage"`
 	Limits     validation.Limits     `yaml:"limits"`
+	// ShutdownDelay keeps serving after a stop begins (not ready, LEAVING), so
+	// that clients and load balancers stop sending here before the port closes.
+	ShutdownDelay time.Duration `yaml:"shutdown_delay"`
 }
 
 // ServerConfig is the HTTP listener.
@@ -71,6 +74,7 @@ type WALConfig struct {
 func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.Server.HTTPListenAddress, "server.http-listen-address", "", "HTTP listen address (empty: all interfaces).")
 	f.IntVar(&c.Server.HTTPListenPort, "server.http-listen-port", 4040, "HTTP listen port: push, query, /ingest, /metrics.")
+	f.DurationVar(&c.ShutdownDelay, "shutdown-delay", 0, "On a stop, keep serving this long after /ready turns not-ready and the ring says LEAVING (pushes that still arrive are forwarded to the other replicas), so that Service endpoints and load balancers stop sending here before the port closes.")
 	f.StringVar(&c.DataDir, "data-dir", "./data", "Directory for the WAL, local blocks, the tokens file and markers.")
 	f.BoolVar(&c.Auth.MultitenancyEnabled, "auth.multitenancy-enabled", false, "Require the X-Scope-OrgID header; when off every request is tenant \"anonymous\".")
 	f.StringVar(&c.Log.Level, "log.level", "info", "Log level: debug, info, warn, error.")

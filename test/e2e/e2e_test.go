@@ -49,7 +49,7 @@ func (s *syncBuffer) String() string {
 
 // startPlatform starts the whole platform with the operator; everything is stopped at the
 // end of the test, and logs are printed when it failed.
-func startPlatform(t *testing.T, opts ...func(*platform.Options)) (*platform.Platform, *syncBuffer) {
+func startPlatform(t testing.TB, opts ...func(*platform.Options)) (*platform.Platform, *syncBuffer) {
 	t.Helper()
 	agentLog := &syncBuffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -84,7 +84,7 @@ func startPlatform(t *testing.T, opts ...func(*platform.Options)) (*platform.Pla
 
 // eventually polls cond every 250ms until it returns "" or the timeout passes, then fails
 // with its last answer.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() string) {
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() string) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	last := ""
@@ -97,7 +97,7 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() st
 	t.Fatalf("%s: not done after %s: %s", what, timeout, last)
 }
 
-func podIP(t *testing.T, p *platform.Platform, ns, name string) string {
+func podIP(t testing.TB, p *platform.Platform, ns, name string) string {
 	t.Helper()
 	pod, err := p.Clientset.CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
 	if err != nil {
@@ -183,14 +183,14 @@ func podsReady(p *platform.Platform, ns string, minRestarts int32, names ...stri
 }
 
 // heapCorpus and countProfilesErr are the shared helpers of internal/testutil.
-func heapCorpus(t *testing.T) (string, int64) { return testutil.HeapCorpus(t) }
+func heapCorpus(t testing.TB) (string, int64) { return testutil.HeapCorpus(t) }
 
 func countProfilesErr(url string, ids []string, perProfile int64) (all, acked float64, err error) {
 	return testutil.CountProfiles(url, ids, perProfile)
 }
 
 // countProfiles is countProfilesErr, failing the test on error.
-func countProfiles(t *testing.T, url string, ids []string, perProfile int64) (all, acked float64) {
+func countProfiles(t testing.TB, url string, ids []string, perProfile int64) (all, acked float64) {
 	t.Helper()
 	all, acked, err := countProfilesErr(url, ids, perProfile)
 	if err != nil {
@@ -414,7 +414,7 @@ func TestThreeIngestersSurviveAKill(t *testing.T) {
 
 // checkStored queries through url: every acknowledged profile must be found exactly
 // once, and the total must be a whole number between acknowledged and attempted pushes.
-func checkStored(t *testing.T, when, url string, acks *load.AckLog, attempted int64, perProfile int64) {
+func checkStored(t testing.TB, when, url string, acks *load.AckLog, attempted int64, perProfile int64) {
 	t.Helper()
 	var ids []string
 	for _, a := range acks.Acks() {

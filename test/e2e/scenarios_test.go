@@ -69,7 +69,7 @@ func TestScenarios(t *testing.T) {
 
 // apply creates a namespace and an Ingester in it and waits for every pod Ready and
 // ACTIVE.
-func (e *scenarioEnv) apply(t *testing.T, ns, name string, replicas int, replicationFactor int64) {
+func (e *scenarioEnv) apply(t testing.TB, ns, name string, replicas int, replicationFactor int64, spec ...map[string]any) {
 	t.Helper()
 	ctx := context.Background()
 	if _, err := e.p.Clientset.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
@@ -78,6 +78,13 @@ func (e *scenarioEnv) apply(t *testing.T, ns, name string, replicas int, replica
 	ing := newIngester(ns, name, int64(replicas))
 	if err := unstructured.SetNestedField(ing.Object, replicationFactor, "spec", "replicationFactor"); err != nil {
 		t.Fatal(err)
+	}
+	for _, fields := range spec { // more spec fields, e.g. blocks
+		for k, v := range fields {
+			if err := unstructured.SetNestedField(ing.Object, v, "spec", k); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	if _, err := e.dyn.Resource(ingesterGVR).Namespace(ns).Create(ctx, ing, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -144,7 +151,7 @@ func (e *scenarioEnv) settled(ns, name string, n int) string {
 	return ""
 }
 
-func (e *scenarioEnv) waitSettled(t *testing.T, ns, name string, n int, timeout time.Duration) {
+func (e *scenarioEnv) waitSettled(t testing.TB, ns, name string, n int, timeout time.Duration) {
 	t.Helper()
 	eventually(t, timeout, fmt.Sprintf("%s/%s settled with %d pods", ns, name, n), func() string { return e.settled(ns, name, n) })
 }
@@ -213,7 +220,7 @@ func (b *background) idsBetween(from, to time.Time) []string {
 
 // lostBetween logs (and returns) how many of the profiles acknowledged in each phase are
 // not found through url: phases are the times between consecutive marks.
-func (e *scenarioEnv) lostBetween(t *testing.T, when, url string, marks []time.Time, names []string, bs ...*background) []int {
+func (e *scenarioEnv) lostBetween(t testing.TB, when, url string, marks []time.Time, names []string, bs ...*background) []int {
 	t.Helper()
 	var lost []int
 	for i := 0; i+1 < len(marks); i++ {
@@ -235,7 +242,10 @@ func (e *scenarioEnv) lostBetween(t *testing.T, when, url string, marks []time.T
 	return lost
 }
 
-func (e *scenarioEnv) startLoad(t *testing.T, ns string) *background {
+func (e *scenarioEnv) startLoad(t testing.TB, ns string) *background { return e.startLoadAt(t, ns, 0) }
+
+// startLoadAt is startLoad at rate pushes per second (0: as fast as two workers go).
+func (e *scenarioEnv) startLoadAt(t testing.TB, ns string, rate float64) *background {
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &background{acks: &load.AckLog{}, stop: cancel, done: make(chan struct{}), codes: map[string]int64{}, first: map[string]string{}}
 	go func() {
@@ -250,7 +260,7 @@ func (e *scenarioEnv) startLoad(t *testing.T, ns string) *background {
 				continue
 			}
 			s, err := load.Run(ctx, load.Config{URL: "http://" + ips[i%len(ips)] + ":4040", Dir: e.corpus, Workers: 2, Series: 20,
-				Duration: time.Second, Acked: b.record})
+				Rate: rate, Duration: time.Second, Acked: b.record})
 			if err != nil {
 				if ctx.Err() == nil {
 					t.Errorf("load: %v", err)
@@ -275,7 +285,7 @@ func (e *scenarioEnv) startLoad(t *testing.T, ns string) *background {
 }
 
 // end stops the load and logs what it did.
-func (b *background) end(t *testing.T, what string) {
+func (b *background) end(t testing.TB, what string) {
 	t.Helper()
 	b.stop()
 	<-b.done
@@ -292,7 +302,7 @@ func (b *background) end(t *testing.T, what string) {
 
 // checkAll waits (the bucket is synced every 30s by each querier) until the profiles
 // acknowledged are all found through url, then checks them exactly with checkStored.
-func (e *scenarioEnv) checkAll(t *testing.T, when, url string, b *background) {
+func (e *scenarioEnv) checkAll(t testing.TB, when, url string, b *background) {
 	t.Helper()
 	var ids []string
 	for _, a := range b.acks.Acks() {
@@ -323,7 +333,7 @@ func (e *scenarioEnv) waitFound(url string, ids []string, timeout time.Duration)
 }
 
 // tokens reads every member's tokens from ip's ring.
-func tokens(t *testing.T, ip string) map[string][]uint32 {
+func tokens(t testing.TB, ip string) map[string][]uint32 {
 	t.Helper()
 	shards, err := ring(ip)
 	if err != nil {
@@ -336,7 +346,7 @@ func tokens(t *testing.T, ip string) map[string][]uint32 {
 	return out
 }
 
-func (e *scenarioEnv) patchSpec(t *testing.T, ns, name string, spec map[string]any) {
+func (e *scenarioEnv) patchSpec(t testing.TB, ns, name string, spec map[string]any) {
 	t.Helper()
 	b, _ := json.Marshal(map[string]any{"spec": spec})
 	if _, err := e.dyn.Resource(ingesterGVR).Namespace(ns).Patch(context.Background(), name, types.MergePatchType, b, metav1.PatchOptions{}); err != nil {
@@ -345,7 +355,7 @@ func (e *scenarioEnv) patchSpec(t *testing.T, ns, name string, spec map[string]a
 }
 
 // setImage changes spec.image and waits until the operator applied it to the StatefulSet.
-func (e *scenarioEnv) setImage(t *testing.T, ns, name, image string) {
+func (e *scenarioEnv) setImage(t testing.TB, ns, name, image string) {
 	t.Helper()
 	e.patchSpec(t, ns, name, map[string]any{"image": image})
 	eventually(t, time.Minute, "the StatefulSet on "+image, func() string {
@@ -529,12 +539,17 @@ func (e *scenarioEnv) rolloutThenBadImage(t *testing.T) {
 	})
 	time.Sleep(time.Second)
 	b.end(t, "scenarios 2 and 3")
+	// Stopping pods serve on for spec.shutdownDelay (5s) after they turned not-ready and
+	// LEAVING, so a client that follows the Ready pods is never refused.
+	if n := b.errors.Load(); n > 0 {
+		t.Errorf("scenarios 2 and 3: %d pushes failed during the rollouts: %v %v", n, b.codes, b.first)
+	}
 	e.checkAll(t, "scenarios 2 and 3", "http://"+podIP(t, e.p, ns, pods[0])+":4040", b)
 }
 
 // blocksBySource counts the block meta.json files in a bucket directory by their source
 // (the ingester that wrote them).
-func blocksBySource(t *testing.T, dir string) map[string]int {
+func blocksBySource(t testing.TB, dir string) map[string]int {
 	t.Helper()
 	out := map[string]int{}
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
@@ -566,7 +581,7 @@ func blocksBySource(t *testing.T, dir string) map[string]int {
 	return out
 }
 
-func (e *scenarioEnv) kubectl(t *testing.T, args ...string) {
+func (e *scenarioEnv) kubectl(t testing.TB, args ...string) {
 	t.Helper()
 	out, err := exec.Command("kubectl", append([]string{"--kubeconfig=" + e.p.Kubeconfig}, args...)...).CombinedOutput()
 	if err != nil {
@@ -648,6 +663,11 @@ func (e *scenarioEnv) scaleThenDelete(t *testing.T) {
 	}
 	time.Sleep(time.Second)
 	b.end(t, "scenario 4")
+	// Leaving pods serve on while they flush, and the quorum stays a majority of RF while
+	// three of five members leave.
+	if n := b.errors.Load(); n > 0 {
+		t.Errorf("scenario 4: %d pushes failed during the scaling: %v %v", n, b.codes, b.first)
+	}
 	url4 := "http://" + podIP(t, e.p, ns, remaining[1]) + ":4040"
 	far := time.Now().Add(time.Hour)
 	e.waitFound(url4, append(b.idsBetween(time.Time{}, down), b.idsBetween(downDone, far)...), 75*time.Second)
