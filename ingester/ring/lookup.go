@@ -90,45 +90,12 @@ type quorumStrategy struct{}
 
 func (quorumStrategy) Filter(instances []dskitring.InstanceDesc, op dskitring.Operation, replicationFactor int, heartbeatTimeout time.Duration, zoneAwarenessEnabled bool) ([]dskitring.InstanceDesc, int, error) {
 	now := time.Now()
-	if !zoneAwarenessEnabled {
-		// The quorum is a majority of RF, not of the set: ring.Write extends the set
-		// past LEAVING owners, and dskit's default strategy would raise the quorum
-		// with it (a majority of 5 when 3 of 5 members leave in a scale-down, which
-		// the 2 ACTIVE owners can never give). The extension only replaces owners
-		// that take no writes, so RF/2+1 of the ACTIVE owners is still a majority
-		// of the series' replicas.
-		rf := replicationFactor
-		if len(instances) < rf {
-			rf = len(instances) // a ring smaller than RF
-		}
-		minSuccess := rf/2 + 1
-		var unhealthy []string
-		healthy := instances[:0]
-		for _, in := range instances {
-			if in.IsHealthy(op, heartbeatTimeout, now) {
-				healthy = append(healthy, in)
-			} else {
-				unhealthy = append(unhealthy, in.Addr)
-			}
-		}
-		if len(healthy) < minSuccess {
-			msg := ""
-			if len(unhealthy) > 0 {
-				msg = " - unhealthy instances: " + strings.Join(unhealthy, ",")
-			}
-			return nil, 0, fmt.Errorf("at least %d live replicas required, could only find %d%s", minSuccess, len(healthy), msg)
-		}
-		return healthy, len(healthy) - minSuccess, nil
-	}
+	var unhealthy []string
+	healthy := instances[:0:0]
+	healthyZones := map[string]struct{}{}
 	zones := map[string]struct{}{}
 	for _, in := range instances {
 		zones[in.Zone] = struct{}{}
-	}
-	minSuccess := len(zones)/2 + 1
-	var unhealthy []string
-	healthy := instances[:0]
-	healthyZones := map[string]struct{}{}
-	for _, in := range instances {
 		if in.IsHealthy(op, heartbeatTimeout, now) {
 			healthy = append(healthy, in)
 			healthyZones[in.Zone] = struct{}{}
@@ -136,12 +103,25 @@ func (quorumStrategy) Filter(instances []dskitring.InstanceDesc, op dskitring.Op
 			unhealthy = append(unhealthy, in.Addr)
 		}
 	}
-	if len(healthyZones) < minSuccess {
+	var minSuccess, found int
+	across := ""
+	if zoneAwarenessEnabled {
+		minSuccess, found, across = len(zones)/2+1, len(healthyZones), " across different availability zones"
+	} else {
+		// ring.Write extends the set past LEAVING owners, and dskit's default strategy
+		// would raise the quorum with it (a majority of 5 when 3 of 5 members leave in a
+		// scale-down, which the 2 ACTIVE owners can never give). The extension only
+		// replaces owners that take no writes, so RF/2+1 of the ACTIVE owners is still
+		// a majority of the series' replicas.
+		rf := min(replicationFactor, len(instances)) // a ring smaller than RF
+		minSuccess, found = rf/2+1, len(healthy)
+	}
+	if found < minSuccess {
 		msg := ""
 		if len(unhealthy) > 0 {
 			msg = " - unhealthy instances: " + strings.Join(unhealthy, ",")
 		}
-		return nil, 0, fmt.Errorf("at least %d live replicas required across different availability zones, could only find %d%s", minSuccess, len(healthyZones), msg)
+		return nil, 0, fmt.Errorf("at least %d live replicas required%s, could only find %d%s", minSuccess, across, found, msg)
 	}
 	return healthy, len(healthy) - minSuccess, nil
 }

@@ -12,18 +12,18 @@ import (
 	"testing"
 	"time"
 
-	"k8s.io/client-go/dynamic"
-
 	"github.com/hearth-dev/hearth/ingester/load"
 	"github.com/hearth-dev/hearth/internal/testutil"
-	"github.com/hearth-dev/hearth/test/e2e/platform"
 )
 
 // BenchmarkFullHeads measures, on the e2e platform with the operator, the wall time of a
 // 3-pod rollout (image change, RF 3) and of a 5→2 scale-down (RF 2), each with every pod's
 // head filled to 256 MiB first (HEARTH_BENCH_HEAD_MIB overrides), under a light load whose
-// acknowledged profiles are all checked afterwards. Run it with hack/bench-orchestration.sh
-// (one iteration: -benchtime 1x); the numbers go to docs/benchmarks.md.
+// acknowledged profiles are all checked afterwards. Run it once:
+//
+//	go test -run '^$' -bench FullHeads -benchtime 1x -timeout 90m -v ./test/e2e/
+//
+// The numbers go to docs/benchmarks.md.
 func BenchmarkFullHeads(b *testing.B) {
 	target := int64(256)
 	if v := os.Getenv("HEARTH_BENCH_HEAD_MIB"); v != "" {
@@ -34,58 +34,50 @@ func BenchmarkFullHeads(b *testing.B) {
 		target = n
 	}
 	target <<= 20
-	bucketRoot := b.TempDir()
-	p, _ := startPlatform(b, func(o *platform.Options) {
-		o.IngesterArgs = []string{"-storage.filesystem.dir=" + bucketRoot + "/$(POD_NAMESPACE)"}
-	})
-	dyn, err := dynamic.NewForConfig(p.Config)
-	if err != nil {
-		b.Fatal(err)
-	}
-	dir, perProfile := heapCorpus(b)
-	e := &scenarioEnv{p: p, dyn: dyn, bucketRoot: bucketRoot, corpus: dir, perProfile: perProfile}
+	e := newScenarioEnv(b)
 	fillCorpus := fillCorpus(b)
-	const rate = 20 // the checked load during the measurement: light, as in production between bursts
 	// Heads are cut only by the benchmark's size, not by age or the default 1 GiB.
 	big := map[string]any{"blocks": map[string]any{"maxHeadBytes": "4GiB", "maxBlockDuration": "3h"}}
 
 	for i := 0; i < b.N; i++ {
 		// A 3-pod rollout with full heads: each replacement replays its WAL before Ready.
-		ns, name := fmt.Sprintf("roll-%d", i), "hearth"
-		e.apply(b, ns, name, 3, 3, big)
-		e.fill(b, ns, fillCorpus, podNames(name, 3), target)
-		bg := e.startLoadAt(b, ns, rate)
-		time.Sleep(2 * time.Second)
-		start := time.Now()
-		e.setImage(b, ns, name, "hearth:dev-2")
-		e.waitSettled(b, ns, name, 3, 30*time.Minute)
-		rollout := time.Since(start)
-		time.Sleep(time.Second)
-		bg.end(b, "rollout")
-		e.checkAll(b, "rollout", "http://"+podIP(b, p, ns, name+"-0")+":4040", bg)
-		b.Logf("3-pod rollout with %d MiB of head per pod: %s; load failed %d of %d pushes %v",
-			target>>20, rollout.Round(time.Millisecond), bg.errors.Load(), bg.pushes.Load(), bg.codes)
-		b.ReportMetric(rollout.Seconds(), "rollout-s")
+		ns := fmt.Sprintf("roll-%d", i)
+		e.apply(b, ns, "hearth", 3, 3, big)
+		e.fill(b, ns, fillCorpus, podNames("hearth", 3), target)
+		took := e.measure(b, ns, "3-pod rollout", target, func() {
+			e.setImage(b, ns, "hearth", "hearth:dev-2")
+			e.waitSettled(b, ns, "hearth", 3, 30*time.Minute)
+		})
+		b.ReportMetric(took.Seconds(), "rollout-s")
 		// That Ingester stays (idle): deleting it would flush its pods while the next
 		// part is measured.
 
 		// A 5→2 scale-down with full heads: the three leaving pods flush and upload first.
 		ns = fmt.Sprintf("scale-%d", i)
-		e.apply(b, ns, name, 5, 2, big)
-		e.fill(b, ns, fillCorpus, podNames(name, 5), target)
-		bg = e.startLoadAt(b, ns, rate)
-		time.Sleep(2 * time.Second)
-		start = time.Now()
-		e.kubectl(b, "-n", ns, "scale", "ingester/"+name, "--replicas=2")
-		e.waitSettled(b, ns, name, 2, 30*time.Minute)
-		down := time.Since(start)
-		time.Sleep(time.Second)
-		bg.end(b, "scale-down")
-		e.checkAll(b, "scale-down", "http://"+podIP(b, p, ns, name+"-0")+":4040", bg)
-		b.Logf("5→2 scale-down with %d MiB of head per pod: %s; load failed %d of %d pushes %v",
-			target>>20, down.Round(time.Millisecond), bg.errors.Load(), bg.pushes.Load(), bg.codes)
-		b.ReportMetric(down.Seconds(), "scaledown-s")
+		e.apply(b, ns, "hearth", 5, 2, big)
+		e.fill(b, ns, fillCorpus, podNames("hearth", 5), target)
+		took = e.measure(b, ns, "5→2 scale-down", target, func() {
+			e.kubectl(b, "-n", ns, "scale", "ingester/hearth", "--replicas=2")
+			e.waitSettled(b, ns, "hearth", 2, 30*time.Minute)
+		})
+		b.ReportMetric(took.Seconds(), "scaledown-s")
 	}
+}
+
+// measure times action under a light load (20 pushes/s, as between bursts in production)
+// whose acknowledged profiles are all checked afterwards.
+func (e *scenarioEnv) measure(b testing.TB, ns, what string, head int64, action func()) time.Duration {
+	bg := e.startLoadAt(b, ns, 20)
+	time.Sleep(2 * time.Second)
+	start := time.Now()
+	action()
+	took := time.Since(start)
+	time.Sleep(time.Second)
+	bg.end(b, what)
+	e.checkAll(b, what, "http://"+podIP(b, e.p, ns, "hearth-0")+":4040", bg)
+	b.Logf("%s with %d MiB of head per pod: %s; load failed %d of %d pushes %v",
+		what, head>>20, took.Round(time.Millisecond), bg.errors.Load(), bg.pushes.Load(), bg.codes)
+	return took
 }
 
 // fillCorpus copies the shared corpus (the biggest real profiles; the one the ingester

@@ -43,16 +43,7 @@ func (e *scenarioEnv) bucket(ns string) string { return filepath.Join(e.bucketRo
 // on one platform: rollout then bad image on one Ingester, in parallel with scale then
 // delete on another, then storage growth on a third.
 func TestScenarios(t *testing.T) {
-	bucketRoot := t.TempDir()
-	p, _ := startPlatform(t, func(o *platform.Options) {
-		o.IngesterArgs = []string{"-storage.filesystem.dir=" + bucketRoot + "/$(POD_NAMESPACE)"}
-	})
-	dyn, err := dynamic.NewForConfig(p.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, perProfile := heapCorpus(t)
-	env := &scenarioEnv{p: p, dyn: dyn, bucketRoot: bucketRoot, corpus: dir, perProfile: perProfile}
+	env := newScenarioEnv(t)
 	t.Run("group", func(t *testing.T) {
 		t.Run("RolloutThenBadImage", func(t *testing.T) {
 			t.Parallel()
@@ -65,6 +56,20 @@ func TestScenarios(t *testing.T) {
 			t.Run("StorageGrowth", env.storageGrowth)
 		})
 	})
+}
+
+// newScenarioEnv starts a platform whose pods share a filesystem bucket per namespace.
+func newScenarioEnv(t testing.TB) *scenarioEnv {
+	bucketRoot := t.TempDir()
+	p, _ := startPlatform(t, func(o *platform.Options) {
+		o.IngesterArgs = []string{"-storage.filesystem.dir=" + bucketRoot + "/$(POD_NAMESPACE)"}
+	})
+	dyn, err := dynamic.NewForConfig(p.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, perProfile := heapCorpus(t)
+	return &scenarioEnv{p: p, dyn: dyn, bucketRoot: bucketRoot, corpus: dir, perProfile: perProfile}
 }
 
 // apply creates a namespace and an Ingester in it and waits for every pod Ready and
