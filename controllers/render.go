@@ -246,6 +246,8 @@ func IngesterConfig(ing *hearthv1.Ingester, zone string) ([]byte, error) {
 	ingester := map[string]any{"ring": ring}
 	setIf(ingester, "max_block_duration", string(s.Blocks.MaxBlockDuration))
 	setIf(ingester, "max_head_bytes", s.Blocks.MaxHeadBytes)
+	ingester["flush_on_stop_wal_bytes"] = "256MiB"
+	setIf(ingester, "flush_on_stop_wal_bytes", s.Blocks.FlushOnStopWALBytes)
 	setIf(ingester, "local_retention", string(s.Blocks.LocalRetention))
 
 	storage := map[string]any{"backend": s.ObjectStorage.Backend}

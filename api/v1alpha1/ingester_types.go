@@ -260,6 +260,14 @@ type BlocksSpec struct {
 	// +optional
 	MaxHeadBytes string `json:"maxHeadBytes,omitempty"`
 
+	// FlushOnStopWALBytes: a restarting ingester writes its head into local blocks when
+	// its next start would otherwise replay more WAL than this (writing a head is several
+	// times faster than replaying the WAL that built it, so rollouts go faster). Default
+	// 256MiB; "0" never writes on a restart (each stop then takes well under a second).
+	// +kubebuilder:validation:Pattern=`^[0-9]+(B|KiB|MiB|GiB|TiB|KB|MB|GB|TB)?$`
+	// +optional
+	FlushOnStopWALBytes string `json:"flushOnStopWALBytes,omitempty"`
+
 	// LocalRetention keeps uploaded blocks on disk this long, e.g. 6h.
 	// +optional
 	LocalRetention Duration `json:"localRetention,omitempty"`

@@ -376,6 +376,9 @@ func (ing *Ingester) Run(ctx context.Context) error {
 		ing.Logger.Warn("stopping the HTTP server", "err", err)
 	}
 	c.distributor.Drain()
+	if !final {
+		ing.flushOnStop(st)
+	}
 	stopRun()
 	if err := st.Close(); err != nil && stopErr == nil {
 		stopErr = err
@@ -392,6 +395,30 @@ func (ing *Ingester) Run(ctx context.Context) error {
 	}
 	ing.Logger.Info("ingester stopped", "final", final, "seconds", time.Since(start).Seconds(), "err", stopErr)
 	return stopErr
+}
+
+// flushOnStop writes the head into local blocks on a normal stop when the next
+// start would otherwise replay more WAL than -ingester.flush-on-stop-wal-bytes:
+// a head is written several times faster than its WAL is replayed (the WAL
+// repeats every profile's symbols). The blocks are uploaded after the start.
+func (ing *Ingester) flushOnStop(st *store.Store) {
+	lim := int64(ing.Config.Ingester.FlushOnStopWALBytes)
+	if lim <= 0 {
+		return
+	}
+	n := st.ReplayBytes()
+	if n <= lim {
+		return
+	}
+	t0 := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), ing.Config.Ingester.FinalFlushTimeout)
+	defer cancel()
+	if err := st.Cut(ctx, "stop"); err != nil {
+		ing.Logger.Warn("writing the head on stop failed; the next start replays the WAL", "wal_bytes", n, "err", err)
+		return
+	}
+	ing.Logger.Info("head written into local blocks so that the next start need not replay the WAL",
+		"wal_bytes", n, "seconds", time.Since(t0).Seconds())
 }
 
 // finalFlush cuts everything into blocks and uploads them: after it, nothing

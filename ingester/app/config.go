@@ -56,7 +56,10 @@ type IngesterConfig struct {
 	Ring             ring.RingConfig `yaml:"ring"`
 	MaxBlockDuration time.Duration   `yaml:"max_block_duration"`
 	MaxHeadBytes     ByteSize        `yaml:"max_head_bytes"`
-	LocalRetention   time.Duration   `yaml:"local_retention"`
+	// FlushOnStopWALBytes: a normal stop writes the head into local blocks when a
+	// start would otherwise replay more WAL than this (0: never).
+	FlushOnStopWALBytes ByteSize      `yaml:"flush_on_stop_wal_bytes"`
+	LocalRetention      time.Duration `yaml:"local_retention"`
 
 	MaxPendingUploadBytes ByteSize      `yaml:"max_pending_upload_bytes"`
 	FinalFlushTimeout     time.Duration `yaml:"final_flush_timeout"`
@@ -84,6 +87,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.DurationVar(&c.Ingester.MaxBlockDuration, "ingester.max-block-duration", time.Hour, "Cut the head into a block when it is older than this.")
 	c.Ingester.MaxHeadBytes = 1 << 30
 	f.Var(&c.Ingester.MaxHeadBytes, "ingester.max-head-bytes", "Cut the head into a block when it holds more than this (e.g. 512MiB).")
+	f.Var(&c.Ingester.FlushOnStopWALBytes, "ingester.flush-on-stop-wal-bytes", "On a normal stop (a restart), write the head into local blocks when the next start would otherwise replay more WAL than this (e.g. 256MiB): writing a head is several times faster than replaying the WAL that built it. 0: never; the stop then takes well under a second.")
 	f.DurationVar(&c.Ingester.LocalRetention, "ingester.local-retention", 6*time.Hour, "Keep uploaded blocks on local disk this long.")
 	c.WAL.Fsync = wal.PolicyAlways
 	f.Var(&c.WAL.Fsync, "wal.fsync", "WAL fsync policy: always (group commit), interval, off.")

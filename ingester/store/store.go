@@ -86,6 +86,7 @@ type Store struct {
 	frozen      []*frozenHead
 	closed      bool // no more writes, no more cuts: the WAL is closed
 	noWrites    bool // no more writes; cuts still work (a final stop's flush)
+	replayFrom  atomic.Uint64 // first WAL segment not covered by local blocks
 
 	cutMu  sync.Mutex // one cut at a time
 	cutsMu sync.Mutex
@@ -139,6 +140,7 @@ func Open(opts Options, startupPending []string) (*Store, error) {
 		return nil, err
 	}
 	s.wal = w
+	s.replayFrom.Store(checkpoint)
 	if len(startupPending) > 0 {
 		c := &cut{end: wal.Pos{Segment: checkpoint}, pending: map[string]struct{}{}}
 		for _, id := range startupPending {
@@ -389,6 +391,10 @@ func (s *Store) Cut(ctx context.Context, reason string) error {
 	return nil
 }
 
+// ReplayBytes is how much WAL a start would replay now: the segments not covered
+// by local blocks.
+func (s *Store) ReplayBytes() int64 { return s.wal.SizeFrom(s.replayFrom.Load()) }
+
 func (s *Store) writeBlocks(ctx context.Context, f *frozenHead, reason string) error {
 	start := time.Now()
 	for _, tenant := range f.h.Tenants() {
@@ -414,6 +420,7 @@ func (s *Store) writeBlocks(ctx context.Context, f *frozenHead, reason string) e
 	if err := writeCheckpoint(s.opts.checkpointFile(), f.end.Segment); err != nil {
 		return fmt.Errorf("writing the wal checkpoint: %w", err)
 	}
+	s.replayFrom.Store(max(s.replayFrom.Load(), f.end.Segment))
 	c := &cut{end: f.end, pending: map[string]struct{}{}}
 	for _, id := range f.done {
 		c.pending[id] = struct{}{}

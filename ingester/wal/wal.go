@@ -638,3 +638,18 @@ func wrapFile(f *os.File) segFile {
 	}
 	return sf
 }
+
+// SizeFrom is the bytes of the segments from index seg on: what a replay that
+// starts at seg reads.
+func (w *WAL) SizeFrom(seg uint64) int64 {
+	var n int64
+	for _, idx := range w.Segments() {
+		if idx < seg {
+			continue
+		}
+		if fi, err := os.Stat(filepath.Join(w.dir, segmentName(idx))); err == nil {
+			n += fi.Size()
+		}
+	}
+	return n
+}

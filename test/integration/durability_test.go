@@ -2,8 +2,11 @@ package integration
 
 import (
 	"context"
+	"io"
 	"math/rand/v2"
 	"net/http"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -131,4 +134,88 @@ func TestBucketOutage(t *testing.T) {
 	if acked != float64(len(ids)) || all != float64(int64(all)) || all > float64(sum.Pushes+sum.Abandoned) {
 		t.Fatalf("the bucket holds %.3f of %d acknowledged (%.3f in all, %d attempted)", acked, len(ids), all, sum.Pushes)
 	}
+}
+
+// TestRestartWritesTheHeadWhenTheWALIsLarge: with -ingester.flush-on-stop-wal-bytes, a
+// normal stop writes the head into local blocks, so the next start replays nothing and
+// still answers every acknowledged profile exactly once, then uploads those blocks; without
+// it, the next start replays the WAL.
+func TestRestartWritesTheHeadWhenTheWALIsLarge(t *testing.T) {
+	dir, perProfile := heapCorpus(t)
+	data, bucketDir := t.TempDir(), t.TempDir()
+	port := testutil.FreePort(t)
+	base := []string{"-data-dir=" + data, "-log.level=warn", "-storage.filesystem.dir=" + bucketDir}
+	acks := &load.AckLog{}
+	var attempted int64
+	push := func(url string) {
+		s, err := load.Run(context.Background(), load.Config{URL: url, Dir: dir, Workers: 2, Series: 10, Duration: 2 * time.Second, Acked: acks.Record})
+		if err != nil || s.Profiles == 0 {
+			t.Fatalf("load: %v (%d acknowledged)", err, s.Profiles)
+		}
+		attempted += s.Pushes + s.Abandoned
+	}
+
+	for _, tc := range []struct {
+		flag       string
+		wantReplay bool
+	}{
+		{"-ingester.flush-on-stop-wal-bytes=1KiB", false},
+		{"-ingester.flush-on-stop-wal-bytes=0", true},
+	} {
+		proc := testutil.StartIngester(t, port, append(base, tc.flag)...)
+		push(proc.URL)
+		if err := proc.Stop(time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		// The next start (always with the flag off: it only acts on a stop).
+		proc = testutil.StartIngester(t, port, base...)
+		replayed := metric(t, proc.URL, "hearth_wal_replayed_profiles_total")
+		t.Logf("%s: the next start replayed %.0f profiles", tc.flag, replayed)
+		if got := replayed > 0; got != tc.wantReplay {
+			t.Errorf("%s: the next start replayed %.0f profiles from the WAL", tc.flag, replayed)
+		}
+		ids := ackIDs(acks)
+		all, acked := countProfiles(t, proc.URL, ids, perProfile)
+		if acked != float64(len(ids)) || all > float64(attempted) || all != float64(int64(all)) {
+			t.Fatalf("%s: after the restart: acknowledged %d, found %.3f of them, %.3f in all (attempted %d)", tc.flag, len(ids), acked, all, attempted)
+		}
+		if err := proc.Stop(time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The blocks written on stop were uploaded after the start: the bucket alone has
+	// every profile acknowledged in the first round, which no flush ever covered otherwise.
+	fresh := testutil.StartIngester(t, testutil.FreePort(t), "-data-dir="+t.TempDir(), "-log.level=warn", "-storage.filesystem.dir="+bucketDir)
+	_, fromBucket := countProfiles(t, fresh.URL, ackIDs(acks), perProfile)
+	if fromBucket == 0 {
+		t.Errorf("the bucket holds none of the acknowledged profiles: the blocks written on stop were not uploaded")
+	}
+	t.Logf("the bucket alone holds %.0f of the %d acknowledged profiles", fromBucket, len(acks.Acks()))
+}
+
+// metric sums the samples of one metric family at url/metrics.
+func metric(t *testing.T, url, name string) float64 {
+	t.Helper()
+	resp, err := http.Get(url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, name+" ") && !strings.HasPrefix(line, name+"{") {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		sum += v
+	}
+	return sum
 }
