@@ -84,8 +84,8 @@ type Store struct {
 	active      *head.Head
 	activeSince atomic.Int64 // unix nanos of the first append to the active head, 0: empty
 	frozen      []*frozenHead
-	closed      bool // no more writes, no more cuts: the WAL is closed
-	noWrites    bool // no more writes; cuts still work (a final stop's flush)
+	closed      bool          // no more writes, no more cuts: the WAL is closed
+	noWrites    bool          // no more writes; cuts still work (a final stop's flush)
 	replayFrom  atomic.Uint64 // first WAL segment not covered by local blocks
 
 	cutMu  sync.Mutex // one cut at a time
