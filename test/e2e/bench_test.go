@@ -23,6 +23,7 @@ import (
 //
 //	go test -run '^$' -bench FullHeads -benchtime 1x -timeout 90m -v ./test/e2e/
 //
+// (-bench FullHeads/Rollout or FullHeads/ScaleDown for one part).
 // The numbers go to docs/benchmarks.md.
 func BenchmarkFullHeads(b *testing.B) {
 	target := int64(256)
@@ -39,29 +40,35 @@ func BenchmarkFullHeads(b *testing.B) {
 	// Heads are cut only by the benchmark's size, not by age or the default 1 GiB.
 	big := map[string]any{"blocks": map[string]any{"maxHeadBytes": "4GiB", "maxBlockDuration": "3h"}}
 
-	for i := 0; i < b.N; i++ {
-		// A 3-pod rollout with full heads: each replacement replays its WAL before Ready.
-		ns := fmt.Sprintf("roll-%d", i)
-		e.apply(b, ns, "hearth", 3, 3, big)
-		e.fill(b, ns, fillCorpus, podNames("hearth", 3), target)
-		took := e.measure(b, ns, "3-pod rollout", target, func() {
-			e.setImage(b, ns, "hearth", "hearth:dev-2")
-			e.waitSettled(b, ns, "hearth", 3, 30*time.Minute)
-		})
-		b.ReportMetric(took.Seconds(), "rollout-s")
-		// That Ingester stays (idle): deleting it would flush its pods while the next
-		// part is measured.
-
-		// A 5→2 scale-down with full heads: the three leaving pods flush and upload first.
-		ns = fmt.Sprintf("scale-%d", i)
-		e.apply(b, ns, "hearth", 5, 2, big)
-		e.fill(b, ns, fillCorpus, podNames("hearth", 5), target)
-		took = e.measure(b, ns, "5→2 scale-down", target, func() {
-			e.kubectl(b, "-n", ns, "scale", "ingester/hearth", "--replicas=2")
-			e.waitSettled(b, ns, "hearth", 2, 30*time.Minute)
-		})
-		b.ReportMetric(took.Seconds(), "scaledown-s")
-	}
+	// A 3-pod rollout with full heads: each pod stops (writing its head into local blocks
+	// when its WAL is large) and its replacement starts and joins before the next.
+	b.Run("Rollout", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			ns := fmt.Sprintf("roll-%d", i)
+			e.apply(b, ns, "hearth", 3, 3, big)
+			e.fill(b, ns, fillCorpus, podNames("hearth", 3), target)
+			took := e.measure(b, ns, "3-pod rollout", target, func() {
+				e.setImage(b, ns, "hearth", "hearth:dev-2")
+				e.waitSettled(b, ns, "hearth", 3, 30*time.Minute)
+			})
+			b.ReportMetric(took.Seconds(), "rollout-s")
+			// The Ingester stays (idle): deleting it would flush its pods while the
+			// next part is measured.
+		}
+	})
+	// A 5→2 scale-down with full heads: the three leaving pods flush and upload first.
+	b.Run("ScaleDown", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			ns := fmt.Sprintf("scale-%d", i)
+			e.apply(b, ns, "hearth", 5, 2, big)
+			e.fill(b, ns, fillCorpus, podNames("hearth", 5), target)
+			took := e.measure(b, ns, "5→2 scale-down", target, func() {
+				e.kubectl(b, "-n", ns, "scale", "ingester/hearth", "--replicas=2")
+				e.waitSettled(b, ns, "hearth", 2, 30*time.Minute)
+			})
+			b.ReportMetric(took.Seconds(), "scaledown-s")
+		}
+	})
 }
 
 // measure times action under a light load (20 pushes/s, as between bursts in production)
