@@ -39,9 +39,9 @@ type scenarioEnv struct {
 
 func (e *scenarioEnv) bucket(ns string) string { return filepath.Join(e.bucketRoot, ns) }
 
-// TestScenarios runs the rollout, bad-image, scale, delete and storage scenarios of issue 7
-// on one platform: rollout then bad image on one Ingester, in parallel with scale then
-// delete on another, then storage growth on a third.
+// TestScenarios runs the rollout, bad-image, scale, delete, storage and zone scenarios of
+// issue 7 on one platform: rollout then bad image on one Ingester, in parallel with scale
+// then delete on another, then storage growth on a third; then a zone-aware rollout alone.
 func TestScenarios(t *testing.T) {
 	env := newScenarioEnv(t)
 	t.Run("group", func(t *testing.T) {
@@ -56,6 +56,7 @@ func TestScenarios(t *testing.T) {
 			t.Run("StorageGrowth", env.storageGrowth)
 		})
 	})
+	t.Run("ZoneRollout", env.zoneRollout)
 }
 
 // newScenarioEnv starts a platform whose pods share a filesystem bucket per namespace.
@@ -118,33 +119,50 @@ func podNames(name string, n int) []string {
 // settled says "" when the StatefulSet has exactly n pods, all on its update revision,
 // Ready, and every one's ring lists exactly those n members ACTIVE.
 func (e *scenarioEnv) settled(ns, name string, n int) string {
+	return e.settledSets(ns, map[string]int{name: n})
+}
+
+// settledSets is settled for several StatefulSets (zones) by name and pod count: the
+// namespace holds exactly their pods, each on its StatefulSet's update revision and
+// Ready, and every pod's ring lists exactly all of them ACTIVE.
+func (e *scenarioEnv) settledSets(ns string, sets map[string]int) string {
 	ctx := context.Background()
-	sts, err := e.p.Clientset.AppsV1().StatefulSets(ns).Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		return err.Error()
-	}
 	pods, err := e.p.Clientset.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return err.Error()
 	}
-	if sts.Status.ObservedGeneration != sts.Generation {
-		return "the StatefulSet controller has not observed the new spec"
-	}
-	if len(pods.Items) != n {
-		return fmt.Sprintf("%d pods, want %d", len(pods.Items), n)
-	}
+	var names []string
+	byName := map[string]corev1.Pod{}
 	for _, pod := range pods.Items {
-		if pod.DeletionTimestamp != nil {
-			return pod.Name + " is terminating"
+		byName[pod.Name] = pod
+	}
+	for name, n := range sets {
+		sts, err := e.p.Clientset.AppsV1().StatefulSets(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err.Error()
 		}
-		if img, want := pod.Spec.Containers[0].Image, sts.Spec.Template.Spec.Containers[0].Image; img != want {
-			return fmt.Sprintf("%s runs %s, the StatefulSet %s", pod.Name, img, want)
+		if sts.Status.ObservedGeneration != sts.Generation {
+			return "the StatefulSet controller has not observed the new spec of " + name
 		}
-		if h := pod.Labels["controller-revision-hash"]; h != sts.Status.UpdateRevision {
-			return fmt.Sprintf("%s on revision %s, update revision %s", pod.Name, h, sts.Status.UpdateRevision)
+		for _, pn := range podNames(name, n) {
+			pod, ok := byName[pn]
+			switch {
+			case !ok:
+				return pn + " does not exist"
+			case pod.DeletionTimestamp != nil:
+				return pn + " is terminating"
+			case pod.Spec.Containers[0].Image != sts.Spec.Template.Spec.Containers[0].Image:
+				return fmt.Sprintf("%s runs %s, the StatefulSet %s", pn, pod.Spec.Containers[0].Image, sts.Spec.Template.Spec.Containers[0].Image)
+			case pod.Labels["controller-revision-hash"] != sts.Status.UpdateRevision:
+				return fmt.Sprintf("%s on revision %s, update revision %s", pn, pod.Labels["controller-revision-hash"], sts.Status.UpdateRevision)
+			}
+			names = append(names, pn)
 		}
 	}
-	names := podNames(name, n)
+	if len(pods.Items) != len(names) {
+		return fmt.Sprintf("%d pods, want %d", len(pods.Items), len(names))
+	}
+	sort.Strings(names) // the ring lists members by id
 	if msg := podsReady(e.p, ns, 0, names...); msg != "" {
 		return msg
 	}
