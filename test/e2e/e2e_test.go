@@ -444,3 +444,23 @@ func lastBytes(s string, n int) string {
 	}
 	return s
 }
+
+// poll calls fn every interval in the background until the returned stop is called;
+// stop returns once the last call has.
+func poll(interval time.Duration, fn func()) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			fn()
+			select {
+			case <-done:
+				return
+			case <-time.After(interval):
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}

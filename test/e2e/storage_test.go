@@ -50,24 +50,13 @@ func (e *scenarioEnv) storageGrowth(t *testing.T) {
 	// Watch the Progressing condition through the growth.
 	var mu sync.Mutex
 	seen := map[string]bool{}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c := e.condition(ns, name, "Progressing")
-			reason, _, _ := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(c, "True "), "False "), ":")
-			mu.Lock()
-			seen[reason] = true
-			mu.Unlock()
-			select {
-			case <-stop:
-				return
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
-	}()
+	stopPoll := poll(100*time.Millisecond, func() {
+		c := e.condition(ns, name, "Progressing")
+		reason, _, _ := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(c, "True "), "False "), ":")
+		mu.Lock()
+		seen[reason] = true
+		mu.Unlock()
+	})
 
 	start := time.Now()
 	e.patchSpec(t, ns, name, map[string]any{"storage": map[string]any{"size": "2Gi"}})
@@ -98,8 +87,7 @@ func (e *scenarioEnv) storageGrowth(t *testing.T) {
 		return e.settled(ns, name, 3)
 	})
 	t.Logf("scenario 7: volumes grown 1Gi→2Gi and the StatefulSet recreated in %s (under load)", time.Since(start).Round(time.Millisecond))
-	close(stop)
-	wg.Wait()
+	stopPoll()
 	var reasons []string
 	for r := range seen {
 		reasons = append(reasons, r)

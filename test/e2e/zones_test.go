@@ -38,44 +38,35 @@ func (e *scenarioEnv) zoneRollout(t *testing.T) {
 	// order zones are replaced.
 	var mu sync.Mutex
 	maxZonesDown, order := 0, []string{}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			if pods, err := e.p.Clientset.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{}); err == nil {
-				down := map[string]bool{}
-				present := map[string]bool{}
-				for _, pod := range pods.Items {
-					present[pod.Name] = true
-					if pod.DeletionTimestamp != nil || !podIsReady(&pod) {
-						down[zoneOfPod(pod.Name)] = true
-					}
-				}
-				for set, n := range sets {
-					for _, pn := range podNames(set, n) {
-						if !present[pn] {
-							down[zoneOfPod(pn)] = true
-						}
-					}
-				}
-				mu.Lock()
-				maxZonesDown = max(maxZonesDown, len(down))
-				for z := range down {
-					if len(order) == 0 || order[len(order)-1] != z {
-						order = append(order, z)
-					}
-				}
-				mu.Unlock()
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(200 * time.Millisecond):
+	stopPoll := poll(200*time.Millisecond, func() {
+		pods, err := e.p.Clientset.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return
+		}
+		down := map[string]bool{}
+		present := map[string]bool{}
+		for _, pod := range pods.Items {
+			present[pod.Name] = true
+			if pod.DeletionTimestamp != nil || !podIsReady(&pod) {
+				down[zoneOfPod(pod.Name)] = true
 			}
 		}
-	}()
+		for set, n := range sets {
+			for _, pn := range podNames(set, n) {
+				if !present[pn] {
+					down[zoneOfPod(pn)] = true
+				}
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		maxZonesDown = max(maxZonesDown, len(down))
+		for z := range down {
+			if len(order) == 0 || order[len(order)-1] != z {
+				order = append(order, z)
+			}
+		}
+	})
 
 	start := time.Now()
 	e.patchSpec(t, ns, name, map[string]any{"image": "hearth:dev-2"})
@@ -95,8 +86,7 @@ func (e *scenarioEnv) zoneRollout(t *testing.T) {
 		return ""
 	})
 	t.Logf("zones: 3-zone rollout (2 pods a zone) took %s (under load)", time.Since(start).Round(time.Millisecond))
-	close(stop)
-	wg.Wait()
+	stopPoll()
 	t.Logf("zones: zones with pods down, in order: %v; at most %d at once", order, maxZonesDown)
 	if maxZonesDown > 1 {
 		t.Errorf("zones: pods of %d zones were down at once (order %v)", maxZonesDown, order)
