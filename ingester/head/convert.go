@@ -1,8 +1,9 @@
 package head
 
 import (
+	"cmp"
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 
 	googlev1 "github.com/grafana/pyroscope/api/gen/proto/go/google/v1"
@@ -81,15 +82,20 @@ func splitRows(base model.Labels, p *googlev1.Profile, syms *symdb.Symbols) ([]r
 		return nil, err
 	}
 
+	// Values are summed per (sample labels, stack) into one flat slice per group (a
+	// stack's values for every type side by side): no allocation per stack.
+	nt := len(types)
 	type group struct {
 		labels model.Labels
-		agg    map[uint32][]int64 // stack → value per sample type
+		index  map[uint32]int32 // stack → its position in stacks
+		stacks []uint32
+		vals   []int64 // nt values per position
 	}
 	groups := map[string]*group{}
 	var keyBuf strings.Builder
 	for si, s := range p.Sample {
-		if len(s.Value) != len(types) {
-			return nil, &symdb.ErrInvalid{Reason: fmt.Sprintf("sample %d has %d values, the profile has %d sample types", si, len(s.Value), len(types))}
+		if len(s.Value) != nt {
+			return nil, &symdb.ErrInvalid{Reason: fmt.Sprintf("sample %d has %d values, the profile has %d sample types", si, len(s.Value), nt)}
 		}
 		keyBuf.Reset()
 		var extra model.Labels
@@ -115,18 +121,22 @@ func splitRows(base model.Labels, p *googlev1.Profile, syms *symdb.Symbols) ([]r
 		key := keyBuf.String()
 		g, ok := groups[key]
 		if !ok {
-			g = &group{labels: extra, agg: make(map[uint32][]int64, len(p.Sample)/max(1, len(groups)+1))}
+			n := len(p.Sample) / max(1, len(groups)+1)
+			g = &group{labels: extra, index: make(map[uint32]int32, n), stacks: make([]uint32, 0, n), vals: make([]int64, 0, n*nt)}
 			groups[key] = g
 		}
 		stack, err := mapper.StackID(s.LocationId)
 		if err != nil {
 			return nil, err
 		}
-		vals, ok := g.agg[stack]
+		pos, ok := g.index[stack]
 		if !ok {
-			vals = make([]int64, len(types))
-			g.agg[stack] = vals
+			pos = int32(len(g.stacks))
+			g.index[stack] = pos
+			g.stacks = append(g.stacks, stack)
+			g.vals = append(g.vals, make([]int64, nt)...)
 		}
+		vals := g.vals[int(pos)*nt : int(pos)*nt+nt]
 		for i, v := range s.Value {
 			vals[i] += v
 		}
@@ -136,15 +146,16 @@ func splitRows(base model.Labels, p *googlev1.Profile, syms *symdb.Symbols) ([]r
 	for k := range groups {
 		keys = append(keys, k)
 	}
-	sort.Strings(keys)
+	slices.Sort(keys)
 	var rows []row
 	for _, k := range keys {
 		g := groups[k]
-		stacks := make([]uint32, 0, len(g.agg))
-		for st := range g.agg {
-			stacks = append(stacks, st)
+		// Positions in stack order: rows list their stacks ascending.
+		order := make([]int32, len(g.stacks))
+		for i := range order {
+			order[i] = int32(i)
 		}
-		sort.Slice(stacks, func(i, j int) bool { return stacks[i] < stacks[j] })
+		slices.SortFunc(order, func(a, b int32) int { return cmp.Compare(g.stacks[a], g.stacks[b]) })
 		ls := base.Clone()
 		for _, l := range g.labels {
 			if !ls.Has(l.Name) { // the pushed labels win over sample labels
@@ -153,9 +164,9 @@ func splitRows(base model.Labels, p *googlev1.Profile, syms *symdb.Symbols) ([]r
 		}
 		for ti, t := range types {
 			r := row{labels: t.SeriesLabels(ls.Clone()).Sort(), ptype: t}
-			for _, st := range stacks {
-				if v := g.agg[st][ti]; v != 0 {
-					r.stacks = append(r.stacks, st)
+			for _, pos := range order {
+				if v := g.vals[int(pos)*nt+ti]; v != 0 {
+					r.stacks = append(r.stacks, g.stacks[pos])
 					r.values = append(r.values, v)
 					r.total += v
 				}

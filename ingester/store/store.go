@@ -5,7 +5,7 @@
 //
 // Invariants:
 //   - A push is acknowledged only after its WAL record is durable (per the
-//     fsync policy) and it is in the head.
+//     fsync policy) and it is in the head (the two are written concurrently).
 //   - A cut rotates the WAL and swaps the head under the write lock, so every
 //     record before the rotation is in the frozen head and every record after
 //     it is in the new one.
@@ -295,21 +295,34 @@ func (s *Store) Append(ctx context.Context, tenant string, ps []push.Profile) er
 	if s.closed || s.noWrites {
 		return connect.NewError(connect.CodeUnavailable, ErrClosed)
 	}
-	if _, err := s.wal.Append(ctx, rec); err != nil {
+	// The head append runs while the WAL record is written and fsynced (it costs
+	// about as much as the fsync wait); the push is acknowledged only when both
+	// are done. If the WAL fails, the head may keep profiles that were not
+	// acknowledged: a retry carries the same profile ids, which the head
+	// deduplicates, and a profile stored without an acknowledgement is allowed
+	// (as with a quorum that fails after one replica stored it).
+	walErr := make(chan error, 1)
+	go func() {
+		_, err := s.wal.Append(ctx, rec)
+		walErr <- err
+	}()
+	var headErr error
+	for _, p := range ps {
+		if _, err := s.active.Append(tenant, p.ID, p.Labels, p.Profile, p.TimeNanos); err != nil {
+			// Refused by the head (the series limit): replay refuses the WAL
+			// record the same way.
+			headErr = err
+			break
+		}
+		s.markActive(p.TimeNanos)
+	}
+	if err := <-walErr; err != nil {
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			return err
 		}
 		return connect.NewError(connect.CodeUnavailable, fmt.Errorf("write-ahead log: %w", err))
 	}
-	for _, p := range ps {
-		if _, err := s.active.Append(tenant, p.ID, p.Labels, p.Profile, p.TimeNanos); err != nil {
-			// Written ahead but refused by the head (the series limit): replay
-			// would refuse it the same way.
-			return err
-		}
-		s.markActive(p.TimeNanos)
-	}
-	return nil
+	return headErr
 }
 
 // Select implements querier.Source over the active and the frozen heads.
