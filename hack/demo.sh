@@ -131,6 +131,7 @@ The platform keeps running (took $(($(date +%s) - start))s to get here). In anot
   curl -s $url/ring             # the ring as $pod sees it (-H 'Accept: application/json' for JSON)
   kubectl patch ingester $name --type=merge -p '{"spec":{"image":"hearth:dev-2"}}'   # a rolling update
   kubectl scale ingester/$name --replicas=5   # then --replicas=2: a drained scale-down
+  kubectl patch ingester $name --type=merge -p '{"spec":{"storage":{"size":"20Gi"}}}'   # grow the volumes, pods keep running
   kubectl get ingester $name -o yaml          # status.rollout / status.scaleDown while they run
   ./bin/hearth query -url $url -types
   ./bin/demoapp -url $url -duration 60s       # push more
