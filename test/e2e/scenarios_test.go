@@ -41,7 +41,8 @@ func (e *scenarioEnv) bucket(ns string) string { return filepath.Join(e.bucketRo
 
 // TestScenarios runs the rollout, bad-image, scale, delete, storage and zone scenarios of
 // issue 7 on one platform: rollout then bad image on one Ingester, in parallel with scale
-// then delete on another, then storage growth on a third; then a zone-aware rollout alone.
+// then delete on another, then storage growth on a third; then a zone-aware rollout alone,
+// and a scale-down during which a leaving pod is killed.
 func TestScenarios(t *testing.T) {
 	env := newScenarioEnv(t)
 	t.Run("group", func(t *testing.T) {
@@ -57,6 +58,7 @@ func TestScenarios(t *testing.T) {
 		})
 	})
 	t.Run("ZoneRollout", env.zoneRollout)
+	t.Run("CrashDuringScaleDown", env.crashDuringScaleDown)
 }
 
 // newScenarioEnv starts a platform whose pods share a filesystem bucket per namespace.

@@ -172,12 +172,13 @@ func (a *Agent) Stop() {
 }
 
 // Kill sends SIGKILL to every container process of the pod (a crash); the agent restarts
-// them like a kubelet would.
+// them like a kubelet would, unless the pod is terminating: then its termination ends there
+// (a process that dies in its preStop hook or final stop).
 func (a *Agent) Kill(namespace, name string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, p := range a.pods {
-		if p.namespace == namespace && p.name == name && !p.terminating {
+		if p.namespace == namespace && p.name == name {
 			n := 0
 			for _, c := range p.containers {
 				if c.killProcess() {
