@@ -279,19 +279,20 @@ type problem struct{ reason, message string }
 // class. It returns nil when all is there.
 func (r *IngesterReconciler) preflight(ctx context.Context, ing *hearthv1.Ingester) *problem {
 	os := ing.Spec.ObjectStorage
-	if cs := os.CredentialsSecret; cs != nil && os.Backend == hearthv1.BackendS3 {
+	if keys := CredentialKeys(os); len(keys) > 0 {
+		cs := os.CredentialsSecret
 		sec := &corev1.Secret{}
 		err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ing.Namespace, Name: cs.Name}, sec)
 		switch {
 		case apierrors.IsNotFound(err):
 			return &problem{ReasonSecretNotFound, fmt.Sprintf(
-				"Secret %q named by spec.objectStorage.credentialsSecret does not exist in namespace %q: create it with the keys %s and %s",
-				cs.Name, ing.Namespace, accessKeyIDKey(cs), secretAccessKeyKey(cs))}
+				"Secret %q named by spec.objectStorage.credentialsSecret does not exist in namespace %q: create it with the key(s) %s",
+				cs.Name, ing.Namespace, strings.Join(keys, " and "))}
 		case err != nil:
 			return &problem{ReasonSecretError, fmt.Sprintf("reading Secret %q: %v", cs.Name, err)}
 		}
 		var missing []string
-		for _, k := range []string{accessKeyIDKey(cs), secretAccessKeyKey(cs)} {
+		for _, k := range keys {
 			if _, ok := sec.Data[k]; !ok {
 				if _, ok := sec.StringData[k]; !ok {
 					missing = append(missing, k)

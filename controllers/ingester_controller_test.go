@@ -489,10 +489,19 @@ func TestInvalidIngestersRejected(t *testing.T) {
 			i.Spec.Zones = []hearthv1.ZoneSpec{{Name: "a"}, {Name: "b"}, {Name: "a"}}
 		}, "spec.zones must have unique names"},
 		{"s3 without bucket", func(i *hearthv1.Ingester) { i.Spec.ObjectStorage.Backend = hearthv1.BackendS3 },
-			"spec.objectStorage.bucket is required when backend is s3"},
+			"spec.objectStorage.bucket is required for the s3, gcs and azure backends"},
+		{"gcs without bucket", func(i *hearthv1.Ingester) { i.Spec.ObjectStorage.Backend = hearthv1.BackendGCS },
+			"spec.objectStorage.bucket is required for the s3, gcs and azure backends"},
+		{"azure without account", func(i *hearthv1.Ingester) {
+			i.Spec.ObjectStorage = hearthv1.ObjectStorageSpec{Backend: hearthv1.BackendAzure, Bucket: "c"}
+		}, "spec.objectStorage.accountName (the Azure storage account) is required when backend is azure"},
+		{"account name on s3", func(i *hearthv1.Ingester) {
+			i.Spec.ObjectStorage = hearthv1.ObjectStorageSpec{Backend: hearthv1.BackendS3, Bucket: "b", AccountName: "a"}
+		}, "spec.objectStorage.accountName is only used by the azure backend"},
+		{"unknown backend", func(i *hearthv1.Ingester) { i.Spec.ObjectStorage.Backend = "swift" }, "spec.objectStorage.backend"},
 		{"credentials on filesystem", func(i *hearthv1.Ingester) {
 			i.Spec.ObjectStorage.CredentialsSecret = &hearthv1.CredentialsSecretRef{Name: "x"}
-		}, "credentialsSecret is only used by the s3 backend"},
+		}, "credentialsSecret is not used by the filesystem backend"},
 		{"zero storage", func(i *hearthv1.Ingester) { i.Spec.Storage.Size = resource.MustParse("0") },
 			"spec.storage.size must be greater than zero"},
 		{"no image", func(i *hearthv1.Ingester) { i.Spec.Image = "" }, "spec.image"},

@@ -28,11 +28,15 @@ const (
 	MemberlistPort = 7946
 	DataDir        = "/data"
 	ConfigDir      = "/etc/hearth"
-	ConfigFile     = "hearth.yaml"
-	BinaryPath     = "/hearth"
-	ContainerName  = "ingester"
-	DataVolume     = "data"
-	ConfigVolume   = "config"
+	// GCS service account key, from the credentials Secret.
+	GCSKeyVolume  = "gcs-key"
+	GCSKeyDir     = "/etc/hearth-gcs"
+	GCSKeyFile    = "key.json"
+	ConfigFile    = "hearth.yaml"
+	BinaryPath    = "/hearth"
+	ContainerName = "ingester"
+	DataVolume    = "data"
+	ConfigVolume  = "config"
 
 	LabelName      = "app.kubernetes.io/name"
 	LabelInstance  = "app.kubernetes.io/instance"
@@ -260,6 +264,14 @@ func IngesterConfig(ing *hearthv1.Ingester, zone string) ([]byte, error) {
 		}
 		storage["s3"] = s3
 	}
+	if s.ObjectStorage.Backend == hearthv1.BackendGCS {
+		storage["gcs"] = map[string]any{"bucket_name": s.ObjectStorage.Bucket}
+	}
+	if s.ObjectStorage.Backend == hearthv1.BackendAzure {
+		az := map[string]any{"account_name": s.ObjectStorage.AccountName, "container_name": s.ObjectStorage.Bucket}
+		setIf(az, "endpoint", s.ObjectStorage.Endpoint)
+		storage["azure"] = az
+	}
 
 	cfg := map[string]any{
 		"server": map[string]any{"http_listen_port": HTTPPort},
@@ -355,13 +367,28 @@ func RenderStatefulSet(ing *hearthv1.Ingester, z Zone, cm *corev1.ConfigMap) *ap
 		{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}},
 		{Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "status.podIP"}}},
 	}
-	if cs := s.ObjectStorage.CredentialsSecret; cs != nil && s.ObjectStorage.Backend == hearthv1.BackendS3 {
-		env = append(env,
-			corev1.EnvVar{Name: "AWS_ACCESS_KEY_ID", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
-				LocalObjectReference: corev1.LocalObjectReference{Name: cs.Name}, Key: accessKeyIDKey(cs)}}},
-			corev1.EnvVar{Name: "AWS_SECRET_ACCESS_KEY", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
-				LocalObjectReference: corev1.LocalObjectReference{Name: cs.Name}, Key: secretAccessKeyKey(cs)}}},
-		)
+	secretEnv := func(name, secret, key string) corev1.EnvVar {
+		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: secret}, Key: key}}}
+	}
+	mounts := []corev1.VolumeMount{
+		{Name: DataVolume, MountPath: DataDir},
+		{Name: ConfigVolume, MountPath: ConfigDir, ReadOnly: true},
+	}
+	var credVolume []corev1.Volume
+	if cs := s.ObjectStorage.CredentialsSecret; cs != nil {
+		switch s.ObjectStorage.Backend {
+		case hearthv1.BackendS3:
+			env = append(env, secretEnv("AWS_ACCESS_KEY_ID", cs.Name, accessKeyIDKey(cs)), secretEnv("AWS_SECRET_ACCESS_KEY", cs.Name, secretAccessKeyKey(cs)))
+		case hearthv1.BackendAzure:
+			env = append(env, secretEnv("AZURE_STORAGE_KEY", cs.Name, accountKeyKey(cs)))
+		case hearthv1.BackendGCS:
+			// Google's libraries read a key file, not a variable: mount the one key.
+			env = append(env, corev1.EnvVar{Name: "GOOGLE_APPLICATION_CREDENTIALS", Value: GCSKeyDir + "/" + GCSKeyFile})
+			mounts = append(mounts, corev1.VolumeMount{Name: GCSKeyVolume, MountPath: GCSKeyDir, ReadOnly: true})
+			credVolume = append(credVolume, corev1.Volume{Name: GCSKeyVolume, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+				SecretName: cs.Name, Items: []corev1.KeyToPath{{Key: serviceAccountKeyKey(cs), Path: GCSKeyFile}}, DefaultMode: ptr.To[int32](0o440)}}})
+		}
 	}
 	if v := goMemLimit(s.Resources, s.PodTemplate.Env); v != "" {
 		env = append(env, corev1.EnvVar{Name: "GOMEMLIMIT", Value: v})
@@ -397,10 +424,7 @@ func RenderStatefulSet(ing *hearthv1.Ingester, z Zone, cm *corev1.ConfigMap) *ap
 		Lifecycle: &corev1.Lifecycle{
 			PreStop: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{BinaryPath, "prestop"}}},
 		},
-		VolumeMounts: []corev1.VolumeMount{
-			{Name: DataVolume, MountPath: DataDir},
-			{Name: ConfigVolume, MountPath: ConfigDir, ReadOnly: true},
-		},
+		VolumeMounts:             mounts,
 		TerminationMessagePath:   corev1.TerminationMessagePathDefault,
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 		SecurityContext: &corev1.SecurityContext{
@@ -476,14 +500,14 @@ func RenderStatefulSet(ing *hearthv1.Ingester, z Zone, cm *corev1.ConfigMap) *ap
 						SeccompProfile:      &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 					},
 					Containers: []corev1.Container{container},
-					Volumes: []corev1.Volume{{
+					Volumes: append([]corev1.Volume{{
 						Name: ConfigVolume,
 						VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 							LocalObjectReference: corev1.LocalObjectReference{Name: cm.Name},
 							Items:                []corev1.KeyToPath{{Key: configKey(z.Name), Path: ConfigFile}},
 							DefaultMode:          ptr.To[int32](0o444),
 						}},
-					}},
+					}}, credVolume...),
 				},
 			},
 			VolumeClaimTemplates: []corev1.PersistentVolumeClaim{pvc},
@@ -503,6 +527,38 @@ func secretAccessKeyKey(cs *hearthv1.CredentialsSecretRef) string {
 		return cs.SecretAccessKeyKey
 	}
 	return "AWS_SECRET_ACCESS_KEY"
+}
+
+func serviceAccountKeyKey(cs *hearthv1.CredentialsSecretRef) string {
+	if cs.ServiceAccountKeyKey != "" {
+		return cs.ServiceAccountKeyKey
+	}
+	return GCSKeyFile
+}
+
+func accountKeyKey(cs *hearthv1.CredentialsSecretRef) string {
+	if cs.AccountKeyKey != "" {
+		return cs.AccountKeyKey
+	}
+	return "AZURE_STORAGE_KEY"
+}
+
+// CredentialKeys are the keys the credentials Secret must hold for the backend (none
+// without a Secret or for filesystem).
+func CredentialKeys(o hearthv1.ObjectStorageSpec) []string {
+	cs := o.CredentialsSecret
+	if cs == nil {
+		return nil
+	}
+	switch o.Backend {
+	case hearthv1.BackendS3:
+		return []string{accessKeyIDKey(cs), secretAccessKeyKey(cs)}
+	case hearthv1.BackendGCS:
+		return []string{serviceAccountKeyKey(cs)}
+	case hearthv1.BackendAzure:
+		return []string{accountKeyKey(cs)}
+	}
+	return nil
 }
 
 // ToApply turns a rendered object into the exact document sent with server-side apply:

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -84,7 +85,14 @@ func fixtures() map[string]*hearthv1.Ingester {
 		MaxSkew: 1, TopologyKey: "kubernetes.io/hostname", WhenUnsatisfiable: corev1.ScheduleAnyway,
 		LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{LabelInstance: "zoned"}},
 	}}
-	return map[string]*hearthv1.Ingester{"minimal": minimal, "s3": s3, "zones": zones}
+	gcs := base("gcs")
+	gcs.Spec.ObjectStorage = hearthv1.ObjectStorageSpec{Backend: hearthv1.BackendGCS, Bucket: "profiles",
+		CredentialsSecret: &hearthv1.CredentialsSecretRef{Name: "gcs-sa", ServiceAccountKeyKey: "sa.json"}}
+
+	azure := base("azure")
+	azure.Spec.ObjectStorage = hearthv1.ObjectStorageSpec{Backend: hearthv1.BackendAzure, Bucket: "profiles", AccountName: "hearthprofiles",
+		CredentialsSecret: &hearthv1.CredentialsSecretRef{Name: "azure-key"}}
+	return map[string]*hearthv1.Ingester{"minimal": minimal, "s3": s3, "zones": zones, "gcs": gcs, "azure": azure}
 }
 
 func TestRenderGolden(t *testing.T) {
@@ -298,5 +306,23 @@ func TestGoMemLimit(t *testing.T) {
 				t.Fatalf("got %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestCredentialKeys(t *testing.T) {
+	cs := &hearthv1.CredentialsSecretRef{Name: "c"}
+	for _, tc := range []struct {
+		o    hearthv1.ObjectStorageSpec
+		want []string
+	}{
+		{hearthv1.ObjectStorageSpec{Backend: hearthv1.BackendS3, CredentialsSecret: cs}, []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}},
+		{hearthv1.ObjectStorageSpec{Backend: hearthv1.BackendGCS, CredentialsSecret: cs}, []string{"key.json"}},
+		{hearthv1.ObjectStorageSpec{Backend: hearthv1.BackendAzure, CredentialsSecret: &hearthv1.CredentialsSecretRef{Name: "c", AccountKeyKey: "k"}}, []string{"k"}},
+		{hearthv1.ObjectStorageSpec{Backend: hearthv1.BackendGCS}, nil}, // workload identity
+		{hearthv1.ObjectStorageSpec{Backend: hearthv1.BackendFilesystem}, nil},
+	} {
+		if got := CredentialKeys(tc.o); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%s: got %v, want %v", tc.o.Backend, got, tc.want)
+		}
 	}
 }

@@ -38,6 +38,8 @@ const (
 const (
 	BackendFilesystem = "filesystem"
 	BackendS3         = "s3"
+	BackendGCS        = "gcs"
+	BackendAzure      = "azure"
 )
 
 // IngesterSpec is the desired state of an Ingester.
@@ -174,18 +176,26 @@ type StorageSpec struct {
 
 // ObjectStorageSpec is the bucket that holds the blocks.
 //
-// +kubebuilder:validation:XValidation:rule="self.backend != 's3' || (has(self.bucket) && size(self.bucket) > 0)",message="spec.objectStorage.bucket is required when backend is s3"
-// +kubebuilder:validation:XValidation:rule="self.backend == 's3' || !has(self.credentialsSecret)",message="spec.objectStorage.credentialsSecret is only used by the s3 backend: remove it or set backend: s3"
+// +kubebuilder:validation:XValidation:rule="self.backend == 'filesystem' || (has(self.bucket) && size(self.bucket) > 0)",message="spec.objectStorage.bucket is required for the s3, gcs and azure backends (for azure it is the blob container)"
+// +kubebuilder:validation:XValidation:rule="self.backend != 'filesystem' || !has(self.credentialsSecret)",message="spec.objectStorage.credentialsSecret is not used by the filesystem backend: remove it or set another backend"
+// +kubebuilder:validation:XValidation:rule="self.backend != 'azure' || (has(self.accountName) && size(self.accountName) > 0)",message="spec.objectStorage.accountName (the Azure storage account) is required when backend is azure"
+// +kubebuilder:validation:XValidation:rule="self.backend == 'azure' || !has(self.accountName)",message="spec.objectStorage.accountName is only used by the azure backend"
 type ObjectStorageSpec struct {
-	// Backend is filesystem (on each ingester's own volume: for trials only) or s3.
-	// +kubebuilder:validation:Enum=filesystem;s3
+	// Backend is filesystem (on each ingester's own volume: for trials only), s3 (AWS S3 or
+	// any S3-compatible server), gcs (Google Cloud Storage) or azure (Azure Blob Storage).
+	// +kubebuilder:validation:Enum=filesystem;s3;gcs;azure
 	Backend string `json:"backend"`
 
-	// Bucket name.
+	// Bucket name (for azure, the blob container, which must exist).
 	// +optional
 	Bucket string `json:"bucket,omitempty"`
 
-	// Endpoint as host:port; empty uses the provider's default.
+	// AccountName is the Azure storage account (azure only).
+	// +optional
+	AccountName string `json:"accountName,omitempty"`
+
+	// Endpoint: for s3, the server as host:port; for azure, the blob service domain
+	// (default blob.core.windows.net); empty uses the provider's default.
 	// +optional
 	Endpoint string `json:"endpoint,omitempty"`
 
@@ -197,8 +207,11 @@ type ObjectStorageSpec struct {
 	// +optional
 	Insecure bool `json:"insecure,omitempty"`
 
-	// CredentialsSecret names a Secret in the Ingester's namespace holding the access keys.
-	// Keys are never written inline in the Ingester.
+	// CredentialsSecret names a Secret in the Ingester's namespace holding the credentials:
+	// for s3 the access keys, for gcs a service account key file (JSON), for azure the
+	// account's shared key. Without it the provider's ambient credentials are used (IAM
+	// roles for service accounts, GKE workload identity, Azure workload identity).
+	// Credentials are never written inline in the Ingester.
 	// +optional
 	CredentialsSecret *CredentialsSecretRef `json:"credentialsSecret,omitempty"`
 }
@@ -218,6 +231,17 @@ type CredentialsSecretRef struct {
 	// +kubebuilder:default=AWS_SECRET_ACCESS_KEY
 	// +optional
 	SecretAccessKeyKey string `json:"secretAccessKeyKey,omitempty"`
+
+	// ServiceAccountKeyKey is the Secret key holding the GCS service account key file
+	// (gcs; default key.json). It is mounted read-only and named by
+	// GOOGLE_APPLICATION_CREDENTIALS.
+	// +optional
+	ServiceAccountKeyKey string `json:"serviceAccountKeyKey,omitempty"`
+
+	// AccountKeyKey is the Secret key holding the Azure storage account's shared key
+	// (azure; default AZURE_STORAGE_KEY).
+	// +optional
+	AccountKeyKey string `json:"accountKeyKey,omitempty"`
 }
 
 // RingSpec tunes ring membership.
