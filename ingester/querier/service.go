@@ -94,19 +94,20 @@ func timeRange(startMs, endMs int64) (int64, int64, error) {
 	return clamp(startMs), end, nil
 }
 
-// matcher parses selectors (all must match; several are OR-ed, as Series and
-// LabelNames take a list of selectors).
-func matcher(selectors ...string) (func(model.Labels) bool, error) {
-	var sets [][]*selector.Matcher
+// Matcher builds the series matcher of selectors: all matchers of one selector
+// must match, and a series matches when one selector does (Series and
+// LabelNames take a list of selectors). No selectors: nil (everything).
+func Matcher(selectors ...string) (func(model.Labels) bool, error) {
+	if len(selectors) == 0 {
+		return nil, nil
+	}
+	sets := make([][]*selector.Matcher, 0, len(selectors))
 	for _, sel := range selectors {
 		ms, err := selector.Parse(sel)
 		if err != nil {
-			return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("label selector %q: %w", sel, err))
+			return nil, fmt.Errorf("label selector %q: %w", sel, err)
 		}
 		sets = append(sets, ms)
-	}
-	if len(sets) == 0 {
-		return nil, nil
 	}
 	return func(ls model.Labels) bool {
 		for _, ms := range sets {
@@ -123,6 +124,15 @@ func matcher(selectors ...string) (func(model.Labels) bool, error) {
 		}
 		return false
 	}, nil
+}
+
+// matcher is Matcher with a parse error as InvalidArgument.
+func matcher(selectors ...string) (func(model.Labels) bool, error) {
+	m, err := Matcher(selectors...)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, err)
+	}
+	return m, nil
 }
 
 func (s *Service) selectAll(ctx context.Context, t, ptype string, match func(model.Labels) bool, start, end int64) ([]head.Selection, error) {

@@ -12,10 +12,8 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/hearth-dev/hearth/ingester/distributor"
-	"github.com/hearth-dev/hearth/ingester/model"
 	"github.com/hearth-dev/hearth/ingester/push"
 	"github.com/hearth-dev/hearth/ingester/querier"
-	"github.com/hearth-dev/hearth/ingester/selector"
 )
 
 // Internal read endpoints, on every ingester's HTTP port. Both take a JSON
@@ -71,38 +69,6 @@ type selectHandler struct {
 	o     HandlerOptions
 }
 
-// Matcher builds the series matcher of selectors: all matchers of one
-// selector must match, and a series matches when one selector does. No
-// selectors: nil (everything).
-func Matcher(selectors []string) (func(model.Labels) bool, error) {
-	if len(selectors) == 0 {
-		return nil, nil
-	}
-	sets := make([][]*selector.Matcher, 0, len(selectors))
-	for _, s := range selectors {
-		ms, err := selector.Parse(s)
-		if err != nil {
-			return nil, fmt.Errorf("label selector %q: %w", s, err)
-		}
-		sets = append(sets, ms)
-	}
-	return func(ls model.Labels) bool {
-		for _, ms := range sets {
-			ok := true
-			for _, m := range ms {
-				if !m.Matches(ls.Get(m.Name)) {
-					ok = false
-					break
-				}
-			}
-			if ok {
-				return true
-			}
-		}
-		return false
-	}, nil
-}
-
 func (h *selectHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		distributor.WriteError(w, connect.NewError(connect.CodeUnimplemented, errors.New("use POST")))
@@ -113,7 +79,7 @@ func (h *selectHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		distributor.WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("request: %w", err)))
 		return
 	}
-	match, err := Matcher(req.Selectors)
+	match, err := querier.Matcher(req.Selectors...)
 	if err != nil {
 		distributor.WriteError(w, connect.NewError(connect.CodeInvalidArgument, err))
 		return
