@@ -1,7 +1,6 @@
 package controllers
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -28,6 +27,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	hearthv1 "github.com/hearth-dev/hearth/api/v1alpha1"
+	"github.com/hearth-dev/hearth/internal/testutil"
 )
 
 // k8sVersion is the version of the control-plane binaries hack/build-k8s.sh builds.
@@ -41,7 +41,7 @@ type platform struct {
 	c          client.Client // direct, uncached
 	kubeconfig string        // for kubectl
 	kcm        *exec.Cmd
-	kcmLog     *syncBuffer
+	kcmLog     *testutil.SyncBuffer
 	kcmDone    chan struct{} // closed when kube-controller-manager exits
 	cancel     context.CancelFunc
 	mgrDone    chan error
@@ -87,23 +87,6 @@ func kcmProblem() string {
 	default:
 		return ""
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // assetsDir finds the control-plane binaries: KUBEBUILDER_ASSETS, else bin/k8s/<version>
@@ -187,7 +170,7 @@ func startPlatform() (*platform, error) {
 	if err := os.WriteFile(p.kubeconfig, kc, 0o600); err != nil {
 		return nil, err
 	}
-	p.kcmLog = &syncBuffer{}
+	p.kcmLog = &testutil.SyncBuffer{}
 	p.kcm = exec.Command(filepath.Join(assets, "kube-controller-manager"),
 		"--kubeconfig="+p.kubeconfig,
 		"--leader-elect=false",

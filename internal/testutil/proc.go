@@ -72,21 +72,30 @@ type Process struct {
 	Port int
 	URL  string
 	cmd  *exec.Cmd
-	log  *bytes.Buffer
-	mu   sync.Mutex
+	log  *SyncBuffer
 	done chan struct{}
 	err  error
 }
 
-type syncBuffer struct {
-	mu *sync.Mutex
-	b  *bytes.Buffer
+// SyncBuffer is a bytes.Buffer safe for concurrent writers (a process's stdout
+// and stderr, loggers) and readers.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
 }
 
-func (s syncBuffer) Write(p []byte) (int, error) {
+// Write implements io.Writer.
+func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
+}
+
+// String is everything written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // StartIngester runs `hearth ingester` on a loopback port with the given
@@ -96,10 +105,10 @@ func StartIngester(t testing.TB, port int, args ...string) *Process {
 	all := append([]string{"ingester", "-server.http-listen-address=127.0.0.1", "-server.http-listen-port=" + strconv.Itoa(port),
 		"-memberlist.bind-port=" + strconv.Itoa(FreePort(t)), "-ingester.ring.min-ready-duration=0s",
 		"-ingester.ring.instance-id=ingester-" + strconv.Itoa(port)}, args...)
-	p := &Process{t: t, Args: all, Port: port, URL: fmt.Sprintf("http://127.0.0.1:%d", port), log: &bytes.Buffer{}, done: make(chan struct{})}
+	p := &Process{t: t, Args: all, Port: port, URL: fmt.Sprintf("http://127.0.0.1:%d", port), log: &SyncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(Hearth(t), all...)
-	p.cmd.Stdout = syncBuffer{&p.mu, p.log}
-	p.cmd.Stderr = syncBuffer{&p.mu, p.log}
+	p.cmd.Stdout = p.log
+	p.cmd.Stderr = p.log
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -118,8 +127,6 @@ func StartIngester(t testing.TB, port int, args ...string) *Process {
 
 // Log is what the process printed so far.
 func (p *Process) Log() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	return p.log.String()
 }
 

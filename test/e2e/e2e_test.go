@@ -30,28 +30,11 @@ import (
 
 var ingesterGVR = schema.GroupVersionResource{Group: "hearth.dev", Version: "v1alpha1", Resource: "ingesters"}
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startPlatform starts the whole platform with the operator; everything is stopped at the
 // end of the test, and logs are printed when it failed.
-func startPlatform(t testing.TB, opts ...func(*platform.Options)) (*platform.Platform, *syncBuffer) {
+func startPlatform(t testing.TB, opts ...func(*platform.Options)) (*platform.Platform, *testutil.SyncBuffer) {
 	t.Helper()
-	agentLog := &syncBuffer{}
+	agentLog := &testutil.SyncBuffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	start := time.Now()
