@@ -422,10 +422,18 @@ func TestDefaultImageNames(t *testing.T) {
 	if err != nil || len(samples) == 0 {
 		t.Fatalf("no samples: %v", err)
 	}
+	n := 0
 	for _, s := range samples {
 		rel, _ := filepath.Rel(repo, s)
+		if !strings.Contains(read(rel), "kind: Ingester\n") {
+			continue
+		}
+		n++
 		if got := find(rel, `(?m)^  image: (\S+)`); got != img {
 			t.Errorf("%s: spec.image %s, make image builds %s", rel, got, img)
 		}
+	}
+	if n == 0 {
+		t.Error("no Ingester among config/samples")
 	}
 }
