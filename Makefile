@@ -10,7 +10,7 @@ CONTROLLER_GEN := $(TOOLS)/controller-gen-$(CONTROLLER_GEN_VERSION)
 VERSION ?= dev
 IMG ?= hearth:$(VERSION)
 
-.PHONY: all build test test-go test-chart demo k8s-bins versitygw generate manifests verify-generated vet fmt image test-image bench fuzz
+.PHONY: all build test test-go test-chart demo k8s-bins versitygw generate manifests verify-generated vet fmt image test-image monitoring test-monitoring bench fuzz
 
 all: build
 
@@ -23,7 +23,7 @@ test: k8s-bins versitygw verify-generated vet test-go
 # Packages that start control planes or clusters of processes run one at a
 # time: on 2 cores two API servers starting together can miss envtest's start timeout.
 HEAVY_PKGS := ./controllers/... ./test/...
-test-go: test-chart test-image
+test-go: test-chart test-image test-monitoring
 	go test -count=1 -timeout 30m $$(go list ./... | grep -v -e /controllers -e /test/)
 	KUBEBUILDER_ASSETS=$(abspath bin/k8s/$(K8S_VERSION)) go test -p 1 -count=1 -timeout 30m $(HEAVY_PKGS)
 
@@ -36,6 +36,20 @@ test-chart:
 ## its layer (hack/image is its own module, so go-containerregistry stays out of go.mod).
 test-image:
 	cd hack/image && go vet ./... && go test -count=1 ./...
+
+## test-monitoring: the alerting rules and dashboards parse with Prometheus's own parsers,
+## every alert has a runbook, and docs/monitoring/metrics-used.txt lists what they use
+## (test/monitoring checks that list against a real ingester's and operator's /metrics).
+test-monitoring:
+	cd hack/monitoring && go vet ./... && go test -count=1 ./...
+
+## monitoring: after editing docs/monitoring (rules, dashboards), refresh metrics-used.txt
+## and the chart's copies.
+monitoring:
+	cd hack/monitoring && go test -count=1 -run TestMetricsUsedUpToDate . -update
+	@mkdir -p charts/hearth/files/dashboards
+	cp docs/monitoring/alerts.yaml charts/hearth/files/alerts.yaml
+	cp docs/monitoring/dashboards/*.json charts/hearth/files/dashboards/
 
 vet:
 	go vet ./...
