@@ -76,8 +76,8 @@ generate: $(CONTROLLER_GEN)
 
 manifests: $(CONTROLLER_GEN)
 	@if [ -d api ]; then $(CONTROLLER_GEN) rbac:roleName=hearth-operator crd paths=./api/... paths=./controllers/... output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac; fi
-	@# The chart ships copies: the CRD and the Argo CD health check (its NOTES print it).
-	@if [ -d charts/hearth ]; then cp config/crd/bases/hearth.dev_ingesters.yaml charts/hearth/crds/ && cp docs/argocd-health.lua charts/hearth/files/; fi
+	@# The chart ships copies: the CRD, the Argo CD health check (its NOTES print it), the alerts and dashboards.
+	@if [ -d charts/hearth ]; then cp config/crd/bases/hearth.dev_ingesters.yaml charts/hearth/crds/ && cp docs/argocd-health.lua charts/hearth/files/ && cp docs/monitoring/alerts.yaml charts/hearth/files/alerts.yaml && cp docs/monitoring/dashboards/*.json charts/hearth/files/dashboards/; fi
 
 ## verify-generated: fail when the checked-in generated files are stale.
 verify-generated: generate manifests
