@@ -86,7 +86,7 @@ verify-generated: generate manifests
 bench:
 	go test -run '^$$' -bench . -benchmem ./ingester/...
 
-## image: bin/hearth-image.tar, the OCI image built without Docker or a registry
+## image: bin/hearth-image.tar, the container image built without Docker or a registry
 ## (`docker load -i bin/hearth-image.tar`, or `crane push bin/hearth-image.tar <your-registry>/hearth:<tag>`).
 image:
 	IMG=$(IMG) VERSION=$(VERSION) ./hack/build-image.sh
