@@ -29,6 +29,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/grafana/dskit/services"
 	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/thanos-io/objstore"
@@ -106,8 +107,11 @@ type item struct {
 	done   map[string]bool // objects already uploaded by this process
 }
 
-// Shipper uploads blocks. Create it with New, start Run, feed it with Enqueue.
+// Shipper uploads blocks. Create it with New, start Run (or the service,
+// whose running is Run), feed it with Enqueue.
 type Shipper struct {
+	services.Service
+
 	opts    Options
 	log     *slog.Logger
 	now     func() time.Time
@@ -161,6 +165,7 @@ func New(opts Options) *Shipper {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.Service = services.NewBasicService(nil, s.Run, nil).WithName("shipper")
 	s.metrics = newMetrics(opts.Registerer, s)
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		s.log.Error("cannot create the blocks directory", "dir", opts.Dir, "err", err)
@@ -350,6 +355,21 @@ func (s *Shipper) LocalBlocks() ([]BlockInfo, error) {
 	err := s.walkBlocks(func(b BlockInfo) { out = append(out, b) })
 	slices.SortFunc(out, func(a, b BlockInfo) int { return a.ULID.Compare(b.ULID) })
 	return out, err
+}
+
+// NotUploaded lists the ids of the local blocks not in the bucket yet.
+func (s *Shipper) NotUploaded() ([]string, error) {
+	blocks, err := s.LocalBlocks()
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, b := range blocks {
+		if !b.Uploaded {
+			ids = append(ids, b.ULID.String())
+		}
+	}
+	return ids, nil
 }
 
 // walkBlocks calls fn for every complete local block; it finishes interrupted deletions.
