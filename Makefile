@@ -6,8 +6,11 @@ CONTROLLER_GEN_VERSION ?= v0.23.0
 TOOLS := $(abspath bin/tools)
 CONTROLLER_GEN := $(TOOLS)/controller-gen-$(CONTROLLER_GEN_VERSION)
 IMG ?= hearth:dev
+STATICCHECK_VERSION ?= v0.8.2
+# Cached outside the work tree and reused by every clone.
+STATICCHECK := $(HOME)/.cache/hearth/tools/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 
-.PHONY: all build test test-go test-chart demo k8s-bins versitygw generate manifests verify-generated vet fmt docker-build bench fuzz
+.PHONY: all build test test-go test-chart demo k8s-bins versitygw generate manifests verify-generated vet staticcheck fmt docker-build bench fuzz
 
 all: build
 
@@ -15,7 +18,7 @@ build:
 	go build -o bin/hearth ./cmd/hearth
 
 ## test: everything CI runs (builds the Kubernetes test binaries on first use).
-test: k8s-bins versitygw verify-generated vet test-go
+test: k8s-bins versitygw verify-generated vet staticcheck test-go
 
 # Packages that start control planes or clusters of processes run one at a
 # time: on 2 cores two API servers starting together can miss envtest's start timeout.
@@ -32,6 +35,14 @@ test-chart:
 vet:
 	go vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+
+## staticcheck: the pinned staticcheck on the module and the chart's test module.
+staticcheck: $(STATICCHECK)
+	$(STATICCHECK) ./...
+	cd charts/hearth/test && $(STATICCHECK) ./...
+
+$(STATICCHECK):
+	GOBIN=$(dir $(STATICCHECK)) go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 k8s-bins:
 	K8S_VERSION=$(K8S_VERSION) ./hack/build-k8s.sh >/dev/null

@@ -217,7 +217,7 @@ func gzipBytes(b []byte) []byte {
 // timeMember returns a gzip member holding protobuf field 9 (time_nanos).
 func timeMember(ns int64) []byte {
 	var pb [1 + binary.MaxVarintLen64]byte
-	pb[0] = 9<<3 | 0 // field 9, varint
+	pb[0] = 9 << 3 // field 9, wire type 0 (varint)
 	n := binary.PutUvarint(pb[1:], uint64(ns))
 	// A stored (uncompressed) deflate block: cheaper than running a compressor.
 	payload := pb[:1+n]
