@@ -4,7 +4,6 @@ import (
 	dskitring "github.com/grafana/dskit/ring"
 
 	"github.com/hearth-dev/hearth/ingester/distributor"
-	"github.com/hearth-dev/hearth/ingester/model"
 	"github.com/hearth-dev/hearth/ingester/ring"
 )
 
@@ -34,8 +33,4 @@ func (a ringAdapter) ReadSet() (distributor.ReplicationSet, error) {
 		return distributor.ReplicationSet{}, err
 	}
 	return convertSet(rs), nil
-}
-
-func (a ringAdapter) TokenFor(tenant string, labels model.Labels) uint32 {
-	return ring.TokenFor(tenant, labels)
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hearth-dev/hearth/ingester/push"
+	"github.com/hearth-dev/hearth/ingester/ring"
 	"github.com/hearth-dev/hearth/ingester/store"
 )
 
@@ -157,7 +158,7 @@ func (d *Distributor) Append(ctx context.Context, tenant string, ps []push.Profi
 	var order []*target
 	sets := map[uint32]ReplicationSet{}
 	for i := range ps {
-		tok := d.opts.Ring.TokenFor(tenant, ps[i].Labels)
+		tok := ring.TokenFor(tenant, ps[i].Labels)
 		rs, ok := sets[tok]
 		if !ok {
 			var err error

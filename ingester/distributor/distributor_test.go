@@ -40,7 +40,6 @@ type staticRing struct{ rs ReplicationSet }
 
 func (r staticRing) ReplicationSet(uint32) (ReplicationSet, error) { return r.rs, nil }
 func (r staticRing) ReadSet() (ReplicationSet, error)              { return r.rs, nil }
-func (r staticRing) TokenFor(t string, ls model.Labels) uint32     { return SeriesToken(t, ls) }
 
 // replicas starts n replicas behind the internal handler, each appending to its fake.
 func replicas(t *testing.T, errs ...error) ([]Instance, []*fakeAppender) {
