@@ -23,8 +23,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hearth-dev/hearth/ingester/push"
+	"github.com/hearth-dev/hearth/ingester/record"
 	"github.com/hearth-dev/hearth/ingester/ring"
-	"github.com/hearth-dev/hearth/ingester/store"
 )
 
 // Options configure a Distributor.
@@ -193,12 +193,12 @@ func (d *Distributor) Append(ctx context.Context, tenant string, ps []push.Profi
 			t.body = shared
 			continue
 		}
-		entries := make([]store.Entry, len(t.idx))
+		entries := make([]record.Entry, len(t.idx))
 		for j, i := range t.idx {
 			p := &ps[i]
-			entries[j] = store.Entry{ID: p.ID, TimeNanos: p.TimeNanos, Labels: p.Labels, Raw: p.Raw}
+			entries[j] = record.Entry{ID: p.ID, TimeNanos: p.TimeNanos, Labels: p.Labels, Raw: p.Raw}
 		}
-		t.body = store.EncodeRecord(tenant, entries)
+		t.body = record.Encode(tenant, entries)
 		if len(t.idx) == len(ps) {
 			shared = t.body
 		}

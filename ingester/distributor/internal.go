@@ -14,11 +14,11 @@ import (
 
 	"github.com/hearth-dev/hearth/ingester/pprofdec"
 	"github.com/hearth-dev/hearth/ingester/push"
-	"github.com/hearth-dev/hearth/ingester/store"
+	"github.com/hearth-dev/hearth/ingester/record"
 )
 
 // AppendPath is the internal endpoint a replica receives writes on. Its body
-// is one WAL record (store.EncodeRecord: tenant, then per profile its ID,
+// is one WAL record (record.Encode: tenant, then per profile its ID,
 // time, final series labels and the raw bytes as received, usually gzip).
 // The receiver appends locally and never distributes further.
 const AppendPath = "/internal/v1/append"
@@ -76,7 +76,7 @@ func (h *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, connect.NewError(connect.CodeUnavailable, fmt.Errorf("reading the append body: %w", err)))
 		return
 	}
-	tenant, entries, err := store.DecodeRecord(body)
+	tenant, entries, err := record.Decode(body)
 	if err != nil {
 		WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("append body: %w", err)))
 		return

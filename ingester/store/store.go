@@ -36,6 +36,7 @@ import (
 	"github.com/hearth-dev/hearth/ingester/model"
 	"github.com/hearth-dev/hearth/ingester/pprofdec"
 	"github.com/hearth-dev/hearth/ingester/push"
+	"github.com/hearth-dev/hearth/ingester/record"
 	"github.com/hearth-dev/hearth/ingester/symdb"
 	"github.com/hearth-dev/hearth/ingester/wal"
 )
@@ -295,7 +296,7 @@ func (s *Store) replay(checkpoint uint64, m *wal.Metrics) error {
 // restore appends one WAL record to the head; it returns the profiles
 // restored and those that could not be.
 func (s *Store) restore(pos wal.Pos, payload []byte) (restored, bad int) {
-	tenant, entries, err := DecodeRecord(payload)
+	tenant, entries, err := record.Decode(payload)
 	if err != nil {
 		s.log.Error("wal record does not decode: skipped", "pos", pos.String(), "err", err)
 		return 0, 1
@@ -340,11 +341,11 @@ func (s *Store) Append(ctx context.Context, tenant string, ps []push.Profile) er
 			return connect.NewError(connect.CodeUnavailable, fmt.Errorf("%w (ingester.max-pending-upload-bytes); retry later", err))
 		}
 	}
-	entries := make([]Entry, len(ps))
+	entries := make([]record.Entry, len(ps))
 	for i, p := range ps {
-		entries[i] = Entry{ID: p.ID, TimeNanos: p.TimeNanos, Labels: p.Labels, Raw: p.Raw}
+		entries[i] = record.Entry{ID: p.ID, TimeNanos: p.TimeNanos, Labels: p.Labels, Raw: p.Raw}
 	}
-	rec := EncodeRecord(tenant, entries)
+	rec := record.Encode(tenant, entries)
 
 	s.mu.RLock()
 	defer s.mu.RUnlock()
