@@ -31,6 +31,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hearth-dev/hearth/ingester/lifecycle"
+	"github.com/hearth-dev/hearth/internal/durable"
 	"github.com/hearth-dev/hearth/internal/kitlog"
 )
 
@@ -148,6 +149,7 @@ func New(cfg Config, httpPort int, dataDir string, logger *slog.Logger, reg prom
 		KeepInstanceInTheRingOnShutdown: true, // a normal stop keeps tokens and membership
 	}
 	var delegate dskitring.BasicLifecyclerDelegate = dskitring.NewInstanceRegisterDelegate(dskitring.JOINING, cfg.Ring.NumTokens)
+	delegate = durableTokens{next: delegate, r: r}
 	delegate = dskitring.NewTokensPersistencyDelegate(r.tokensPath, dskitring.JOINING, delegate, klog)
 	delegate = leaveOnStopping{next: delegate, r: r}
 	r.lifecycler, err = dskitring.NewBasicLifecycler(lcCfg, ringName, ringKey, kvClient, delegate, klog, reg)
@@ -430,6 +432,35 @@ func (d leaveOnStopping) OnRingInstanceStopping(l *dskitring.BasicLifecycler) {
 }
 
 func (d leaveOnStopping) OnRingInstanceHeartbeat(l *dskitring.BasicLifecycler, desc *dskitring.Desc, inst *dskitring.InstanceDesc) {
+	d.next.OnRingInstanceHeartbeat(l, desc, inst)
+}
+
+// durableTokens rewrites the tokens file that dskit's persistency delegate
+// (before it in the chain) has just stored, this time durably: dskit renames
+// its temporary file into place without fsyncing either.
+type durableTokens struct {
+	next dskitring.BasicLifecyclerDelegate
+	r    *Ring
+}
+
+func (d durableTokens) OnRingInstanceRegister(l *dskitring.BasicLifecycler, desc dskitring.Desc, exists bool, id string, inst dskitring.InstanceDesc) (dskitring.InstanceState, dskitring.Tokens) {
+	return d.next.OnRingInstanceRegister(l, desc, exists, id, inst)
+}
+
+func (d durableTokens) OnRingInstanceTokens(l *dskitring.BasicLifecycler, tokens dskitring.Tokens) {
+	if b, err := tokens.Marshal(); err != nil {
+		level.Error(d.r.logger).Log("msg", "encoding the tokens", "err", err)
+	} else if err := durable.WriteFile(d.r.tokensPath, b, 0o644); err != nil {
+		level.Error(d.r.logger).Log("msg", "storing the tokens durably", "path", d.r.tokensPath, "err", err)
+	}
+	d.next.OnRingInstanceTokens(l, tokens)
+}
+
+func (d durableTokens) OnRingInstanceStopping(l *dskitring.BasicLifecycler) {
+	d.next.OnRingInstanceStopping(l)
+}
+
+func (d durableTokens) OnRingInstanceHeartbeat(l *dskitring.BasicLifecycler, desc *dskitring.Desc, inst *dskitring.InstanceDesc) {
 	d.next.OnRingInstanceHeartbeat(l, desc, inst)
 }
 

@@ -33,6 +33,8 @@ import (
 	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/thanos-io/objstore"
+
+	"github.com/hearth-dev/hearth/internal/durable"
 )
 
 const (
@@ -636,37 +638,13 @@ type marker struct {
 	UploadedAt time.Time `json:"uploaded_at"`
 }
 
-// writeMarker durably creates <dir>/.uploaded (temporary file, fsync, rename, fsync dir).
+// writeMarker durably creates <dir>/.uploaded.
 func writeMarker(dir string, now time.Time) error {
 	b, err := json.Marshal(marker{UploadedAt: now.UTC()})
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(dir, MarkerFile+".tmp")
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, MarkerFile)); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return durable.WriteFile(filepath.Join(dir, MarkerFile), b, 0o644)
 }
 
 // readMarker tells whether the block is marked uploaded, and when.

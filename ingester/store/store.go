@@ -39,6 +39,7 @@ import (
 	"github.com/hearth-dev/hearth/ingester/record"
 	"github.com/hearth-dev/hearth/ingester/symdb"
 	"github.com/hearth-dev/hearth/ingester/wal"
+	"github.com/hearth-dev/hearth/internal/durable"
 )
 
 // BlockWriter writes a tenant's frozen head as a block under dir and returns the block's id.
@@ -230,31 +231,7 @@ func readCheckpoint(path string) (uint64, error) {
 }
 
 func writeCheckpoint(path string, seg uint64) error {
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	if _, err := f.WriteString(strconv.FormatUint(seg, 10) + "\n"); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return durable.WriteFile(path, []byte(strconv.FormatUint(seg, 10)+"\n"), 0o644)
 }
 
 func (s *Store) replay(checkpoint uint64, m *wal.Metrics) error {
