@@ -27,6 +27,7 @@ import (
 	"github.com/hearth-dev/hearth/ingester/ring"
 	"github.com/hearth-dev/hearth/ingester/shipper"
 	"github.com/hearth-dev/hearth/ingester/store"
+	"github.com/hearth-dev/hearth/ingester/transport"
 	"github.com/hearth-dev/hearth/internal/kitlog"
 )
 
@@ -235,7 +236,7 @@ func plainError(w http.ResponseWriter, _ *http.Request, err *connect.Error) {
 }
 
 func replicaError(w http.ResponseWriter, _ *http.Request, err *connect.Error) {
-	distributor.WriteError(w, err)
+	transport.WriteError(w, err)
 }
 
 var connectErrors = connect.NewErrorWriter()

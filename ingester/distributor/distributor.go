@@ -25,6 +25,7 @@ import (
 	"github.com/hearth-dev/hearth/ingester/push"
 	"github.com/hearth-dev/hearth/ingester/record"
 	"github.com/hearth-dev/hearth/ingester/ring"
+	"github.com/hearth-dev/hearth/ingester/transport"
 )
 
 // Options configure a Distributor.
@@ -81,14 +82,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	return m
 }
 
-// DefaultClient is the HTTP client used when Options.Client is nil.
-func DefaultClient() *http.Client {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.MaxIdleConnsPerHost = 64
-	t.Proxy = nil
-	return &http.Client{Transport: t}
-}
-
 // New returns a distributor.
 func New(opts Options) *Distributor {
 	if opts.ReplicaTimeout <= 0 {
@@ -99,7 +92,7 @@ func New(opts Options) *Distributor {
 	}
 	d := &Distributor{opts: opts, log: opts.Logger, client: opts.Client, m: newMetrics(opts.Registerer)}
 	if d.client == nil {
-		d.client = DefaultClient()
+		d.client = transport.DefaultClient()
 	}
 	return d
 }
