@@ -28,7 +28,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"connectrpc.com/connect"
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -303,6 +302,19 @@ func (s *Store) markActive(int64) {
 // ErrClosed is returned for writes after Close: the ingester is stopping.
 var ErrClosed = errors.New("the ingester is shutting down and takes no more writes")
 
+// UnavailableError is a write the store cannot take now (starting, stopping,
+// the WAL failing, uploads too far behind): later, or on another replica, it
+// may succeed. The API edge answers it as Unavailable (push.Classify).
+type UnavailableError struct{ Err error }
+
+func unavailable(err error) error { return &UnavailableError{Err: err} }
+
+func (e *UnavailableError) Error() string { return "unavailable: " + e.Err.Error() }
+func (e *UnavailableError) Unwrap() error { return e.Err }
+
+// Unavailable marks the error for push.Classify, which cannot import the store.
+func (e *UnavailableError) Unavailable() bool { return true }
+
 // ErrStarting is returned for writes and cuts before the WAL is replayed.
 var ErrStarting = errors.New("the ingester is starting: replaying its write-ahead log")
 
@@ -315,7 +327,7 @@ func (s *Store) Append(ctx context.Context, tenant string, ps []push.Profile) er
 	}
 	if lim := s.opts.MaxPendingBytes; lim > 0 && s.opts.Shipper != nil {
 		if err := s.opts.Shipper.OverBudget(lim); err != nil {
-			return connect.NewError(connect.CodeUnavailable, fmt.Errorf("%w (ingester.max-pending-upload-bytes); retry later", err))
+			return unavailable(fmt.Errorf("%w (ingester.max-pending-upload-bytes); retry later", err))
 		}
 	}
 	entries := make([]record.Entry, len(ps))
@@ -327,10 +339,10 @@ func (s *Store) Append(ctx context.Context, tenant string, ps []push.Profile) er
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if !s.opened {
-		return connect.NewError(connect.CodeUnavailable, ErrStarting)
+		return unavailable(ErrStarting)
 	}
 	if s.closed || s.noWrites {
-		return connect.NewError(connect.CodeUnavailable, ErrClosed)
+		return unavailable(ErrClosed)
 	}
 	// The head append runs while the WAL record is written and fsynced (it costs
 	// about as much as the fsync wait); the push is acknowledged only when both
@@ -357,7 +369,7 @@ func (s *Store) Append(ctx context.Context, tenant string, ps []push.Profile) er
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			return err
 		}
-		return connect.NewError(connect.CodeUnavailable, fmt.Errorf("write-ahead log: %w", err))
+		return unavailable(fmt.Errorf("write-ahead log: %w", err))
 	}
 	return headErr
 }
