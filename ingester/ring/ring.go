@@ -30,7 +30,6 @@ import (
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/hearth-dev/hearth/ingester/lifecycle"
 	"github.com/hearth-dev/hearth/internal/durable"
 	"github.com/hearth-dev/hearth/internal/kitlog"
 )
@@ -58,7 +57,7 @@ type Ring struct {
 	kvClient   *memberlist.Client
 	client     *dskitring.Ring
 	lifecycler *dskitring.BasicLifecycler
-	marker     *lifecycle.PrepareShutdown
+	marker     *PrepareShutdown
 
 	watcher *services.FailureWatcher
 
@@ -92,7 +91,7 @@ func New(cfg Config, httpPort int, dataDir string, logger *slog.Logger, reg prom
 		logger:     klog,
 		tokensPath: cfg.Ring.tokensPath(dataDir),
 		addr:       net.JoinHostPort(cfg.Ring.InstanceAddr, strconv.Itoa(httpPort)),
-		marker:     lifecycle.NewPrepareShutdown(dataDir),
+		marker:     NewPrepareShutdown(dataDir),
 		watcher:    services.NewFailureWatcher(),
 	}
 	r.svc = services.NewBasicService(r.starting, r.running, r.stopping).WithName("ring")
@@ -487,7 +486,7 @@ func (r *Ring) Client() dskitring.ReadRing { return r.client }
 func (r *Ring) PrepareShutdownSet() bool { return r.marker.IsSet() }
 
 // PrepareShutdown is the marker behind /ingester/prepare-shutdown.
-func (r *Ring) PrepareShutdown() *lifecycle.PrepareShutdown { return r.marker }
+func (r *Ring) PrepareShutdown() *PrepareShutdown { return r.marker }
 
 // Ready is nil when this ingester may report ready as far as the ring goes:
 // it is ACTIVE with tokens and, as dskit's lifecycler checks it, every member

@@ -1,5 +1,4 @@
-// Package lifecycle holds the ingester's persisted lifecycle markers.
-package lifecycle
+package ring
 
 import (
 	"errors"
@@ -12,8 +11,8 @@ import (
 	"github.com/hearth-dev/hearth/internal/durable"
 )
 
-// FileName is the prepare-shutdown marker's name in the data directory.
-const FileName = "prepare-shutdown"
+// PrepareShutdownFile is the prepare-shutdown marker's name in the data directory.
+const PrepareShutdownFile = "prepare-shutdown"
 
 // PrepareShutdown is the prepare-shutdown marker: a file in the data
 // directory that says the next stop is a final leave (flush and upload
@@ -26,7 +25,7 @@ type PrepareShutdown struct {
 
 // NewPrepareShutdown is the marker <dataDir>/prepare-shutdown.
 func NewPrepareShutdown(dataDir string) *PrepareShutdown {
-	return &PrepareShutdown{path: filepath.Join(dataDir, FileName)}
+	return &PrepareShutdown{path: filepath.Join(dataDir, PrepareShutdownFile)}
 }
 
 // Path is the marker file.
