@@ -23,9 +23,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -122,11 +124,7 @@ func (s Summary) String() string {
 	fmt.Fprintf(&b, "throughput: %.1f profiles/s, %.2f MB/s (compressed)\n", s.ProfilesPerSec, s.MBPerSec)
 	fmt.Fprintf(&b, "latency: p50 %s, p99 %s, max %s\n", s.P50.Round(time.Microsecond), s.P99.Round(time.Microsecond), s.Max.Round(time.Microsecond))
 	if len(s.ErrorsByCode) > 0 {
-		codes := make([]string, 0, len(s.ErrorsByCode))
-		for c := range s.ErrorsByCode {
-			codes = append(codes, c)
-		}
-		sort.Strings(codes)
+		codes := slices.Sorted(maps.Keys(s.ErrorsByCode))
 		b.WriteString("errors by code:")
 		for _, c := range codes {
 			fmt.Fprintf(&b, " %s=%d", c, s.ErrorsByCode[c])
