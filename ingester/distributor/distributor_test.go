@@ -187,7 +187,7 @@ func TestReplicaTimeout(t *testing.T) {
 }
 
 func TestInternalHandlerRejects(t *testing.T) {
-	srv := httptest.NewServer(InternalHandler(&fakeAppender{}))
+	srv := httptest.NewServer(NewInternalHandler(&fakeAppender{}, HandlerOptions{}))
 	defer srv.Close()
 	for _, body := range []string{"", "\x01", "garbage"} {
 		err := PostAppend(context.Background(), http.DefaultClient, srv.Listener.Addr().String(), []byte(body))

@@ -36,11 +36,6 @@ type HandlerOptions struct {
 	Logger         *slog.Logger
 }
 
-// InternalHandler serves AppendPath into local with default options.
-func InternalHandler(local push.Appender) http.Handler {
-	return NewInternalHandler(local, HandlerOptions{})
-}
-
 // NewInternalHandler serves AppendPath into local.
 func NewInternalHandler(local push.Appender, o HandlerOptions) http.Handler {
 	if o.MaxBodyBytes <= 0 {

@@ -47,11 +47,6 @@ type HandlerOptions struct {
 	Logger           *slog.Logger
 }
 
-// SelectHandler serves SelectPath and SeriesLabelsPath from local with default options.
-func SelectHandler(local querier.Source) http.Handler {
-	return NewSelectHandler(local, HandlerOptions{})
-}
-
 // NewSelectHandler serves SelectPath and SeriesLabelsPath from local (mount
 // it on both paths).
 func NewSelectHandler(local querier.Source, o HandlerOptions) http.Handler {

@@ -472,12 +472,6 @@ func (r *Ring) InstanceID() string { return r.cfg.Ring.InstanceID }
 // Addr is this instance's ring address (instance-addr:http-port).
 func (r *Ring) Addr() string { return r.addr }
 
-// TokensFile is the path of the tokens file.
-func (r *Ring) TokensFile() string { return r.tokensPath }
-
-// MemberlistPort is the port memberlist listens on (valid after Start).
-func (r *Ring) MemberlistPort() int { return r.kv.GetListeningPort() }
-
 // Client is the dskit ring client, for lookups this package does not wrap.
 func (r *Ring) Client() dskitring.ReadRing { return r.client }
 
