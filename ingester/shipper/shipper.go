@@ -20,7 +20,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -29,6 +28,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/grafana/dskit/backoff"
 	"github.com/grafana/dskit/services"
 	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -446,6 +446,7 @@ func (s *Shipper) scan() (int, int64) {
 
 func (s *Shipper) uploadLoop(ctx context.Context) {
 	failures := 0
+	retry := newBackoff(ctx, s.opts.MinBackoff, s.opts.MaxBackoff)
 	for ctx.Err() == nil {
 		s.mu.Lock()
 		var it *item
@@ -468,6 +469,7 @@ func (s *Shipper) uploadLoop(ctx context.Context) {
 		switch {
 		case err == nil:
 			failures = 0
+			retry.Reset()
 			s.metrics.uploads.Inc()
 			s.metrics.duration.Observe(time.Since(start).Seconds())
 			s.metrics.uploadedBytes.Add(float64(it.bytes))
@@ -482,7 +484,7 @@ func (s *Shipper) uploadLoop(ctx context.Context) {
 			s.finish(it, false)
 		default:
 			failures++
-			delay := backoff(failures, s.opts.MinBackoff, s.opts.MaxBackoff)
+			delay := retry.NextDelay()
 			s.metrics.failures.Inc()
 			s.fail(it, err)
 			s.log.Warn("block upload failed; will retry", "tenant", it.tenant, "block", it.id.String(), "attempt", failures, "retry_in", delay.Round(time.Millisecond), "err", err)
@@ -733,16 +735,10 @@ func (s *Shipper) applyRetention() int {
 	return deleted
 }
 
-// backoff is the delay before retry n (n >= 1): min·2^(n-1) capped at max, with
-// jitter in [d/2, d].
-func backoff(n int, lo, hi time.Duration) time.Duration {
-	d := lo
-	for i := 1; i < n && d < hi; i++ {
-		d *= 2
-	}
-	d = min(d, hi)
-	half := d / 2
-	return half + rand.N(d-half+1)
+// newBackoff is dskit's backoff shaped as the options describe it: the delay
+// before retry n (n >= 1) is min·2^(n-1) capped at max, with jitter in [d/2, d].
+func newBackoff(ctx context.Context, lo, hi time.Duration) *backoff.Backoff {
+	return backoff.New(ctx, backoff.Config{MinBackoff: lo / 2, MaxBackoff: hi})
 }
 
 func formatBytes(n int64) string {
