@@ -225,6 +225,7 @@ func (ing *Ingester) Handler() http.Handler {
 	mux.Handle(path, hd)
 	path, hd = querierv1connect.NewQuerierServiceHandler(ing.Querier, append(opts, connect.WithInterceptors(remote.SelectorInterceptor()))...)
 	mux.Handle(path, hd)
+	querier.RegisterHTTP(mux, querier.Deps{Service: ing.Querier, Bucket: ing.Bucket, MaxProfileSize: ing.Config.Limits.MaxProfileSizeBytes, Options: opts})
 	// Between ingesters: replica writes and reads.
 	mux.Handle(distributor.AppendPath, distributor.NewInternalHandler(storeAppender{ing}, distributor.HandlerOptions{MaxProfileSize: ing.Config.Limits.MaxProfileSizeBytes, Logger: ing.Logger}))
 	sel := remote.NewSelectHandler(storeSource{ing}, remote.HandlerOptions{Logger: ing.Logger})
