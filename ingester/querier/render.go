@@ -1,11 +1,9 @@
 package querier
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -448,6 +446,3 @@ func (s *Service) RenderDiff(w http.ResponseWriter, r *http.Request) {
 		RightTimeline: rtl,
 	})
 }
-
-var _ = math.MaxInt64
-var _ context.Context
