@@ -165,6 +165,9 @@ func ParseTime(s string, now time.Time) (int64, error) {
 func parseDuration(s string) (time.Duration, error) {
 	var total time.Duration
 	const limit = 100 * 365 * 24 * time.Hour
+	if s == "" {
+		return 0, errors.New("empty duration")
+	}
 	for s != "" {
 		i := 0
 		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
