@@ -60,7 +60,9 @@ func (s *Service) AnalyzeQuery(ctx context.Context, req *connect.Request[querier
 			return ls.Get(model.LabelProfileType) == ptype && (inner == nil || inner(ls))
 		}
 	}
-	ctx = WithSelectors(ctx, sel)
+	if sel != "" {
+		ctx = WithSelectors(ctx, sel)
+	}
 	blocks := &querierv1.QueryScope{ComponentType: "long term storage (blocks)"}
 	heads := &querierv1.QueryScope{ComponentType: "short term storage (ingester heads)"}
 	withData := 0

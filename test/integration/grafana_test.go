@@ -685,6 +685,51 @@ func TestGrafanaCalls(t *testing.T) {
 			t.Fatalf("empty set: %v", err)
 		}
 	})
+
+	// The span samples survive blocks: flush every ingester, then ask a new
+	// ingester that reads only the bucket (three copies of each profile).
+	t.Run("blocks", func(t *testing.T) {
+		for i := range c.nodes {
+			flush(t, c.url(i))
+		}
+		fresh := testutil.StartIngester(t, testutil.FreePort(t), "-data-dir="+t.TempDir(), "-log.level=warn", "-storage.filesystem.dir="+c.bucket)
+		fq := querierv1connect.NewQuerierServiceClient(http.DefaultClient, fresh.URL)
+		sel := spanIDs[1:]
+		want, wantTotal := pprofPaths(idx, func(s *profile.Sample) bool {
+			return len(s.Label["span_id"]) == 1 && slices.Contains(sel, s.Label["span_id"][0])
+		}, left, right)
+		resp, err := fq.SelectMergeSpanProfile(ctx, connect.NewRequest(&querierv1.SelectMergeSpanProfileRequest{
+			ProfileTypeID: allocObjects, LabelSelector: "{}", SpanSelector: sel, Start: start, End: end, MaxNodes: &big}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, total := flamePaths(t, resp.Msg.Flamegraph.Names, fgLevels(resp.Msg.Flamegraph.Levels), 4, 0)
+		if total != wantTotal {
+			t.Fatalf("span total from blocks %d, pprof %d", total, wantTotal)
+		}
+		samePaths(t, "span profile from blocks", got, want)
+		d, err := fq.Diff(ctx, connect.NewRequest(&querierv1.DiffRequest{
+			Left:  &querierv1.SelectMergeStacktracesRequest{ProfileTypeID: allocObjects, LabelSelector: leftSel, Start: start, End: end},
+			Right: &querierv1.SelectMergeStacktracesRequest{ProfileTypeID: allocObjects, LabelSelector: rightSel, Start: start, End: end},
+		}))
+		if err != nil || d.Msg.Flamegraph.LeftTicks != totalL || d.Msg.Flamegraph.RightTicks != totalR {
+			t.Fatalf("diff from blocks: %v %v, pprof %d/%d", d, err, totalL, totalR)
+		}
+		an, err := fq.AnalyzeQuery(ctx, connect.NewRequest(&querierv1.AnalyzeQueryRequest{Start: start, End: end, Query: allocObjects + "{}"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var blocks *querierv1.QueryScope
+		for _, s := range an.Msg.QueryScopes {
+			if strings.Contains(s.ComponentType, "blocks") {
+				blocks = s
+			}
+		}
+		// Each of the three ingesters uploaded one block holding both profiles.
+		if blocks == nil || blocks.BlockCount != 3 || blocks.ProfileBytes == 0 || an.Msg.QueryImpact.TotalQueriedSeries != 2 {
+			t.Fatalf("analysis from blocks %v", an.Msg)
+		}
+	})
 }
 
 // parseMerged turns a merged profile into pprof's own type (which validates it).
