@@ -69,6 +69,7 @@ func TestGrafanaCallsTenantsAndLimits(t *testing.T) {
 		err  error
 	}{
 		{"SelectMergeSpanProfile", func() error {
+			//lint:ignore SA1019 the deprecated call is what clients still send
 			_, err := ing.Querier.SelectMergeSpanProfile(ctx, withTenant(&querierv1.SelectMergeSpanProfileRequest{ProfileTypeID: "a:b:c:d:e", SpanSelector: []string{"00000000000000a1"}}, ""))
 			return err
 		}()},

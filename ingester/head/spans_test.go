@@ -19,7 +19,7 @@ func TestSpanSamplesKeptPerRow(t *testing.T) {
 			{LocationId: []uint64{2, 1}, Value: []int64{10, 1}, Label: []*googlev1.Label{{Key: 5, Str: 6}}},
 			{LocationId: []uint64{2, 1}, Value: []int64{20, 0}, Label: []*googlev1.Label{{Key: 5, Str: 7}}},
 			{LocationId: []uint64{1}, Value: []int64{30, 3}, Label: []*googlev1.Label{{Key: 5, Str: 6}}},
-			{LocationId: []uint64{1}, Value: []int64{40, 4}},                                              // no span
+			{LocationId: []uint64{1}, Value: []int64{40, 4}},                                                // no span
 			{LocationId: []uint64{2, 1}, Value: []int64{50, 5}, Label: []*googlev1.Label{{Key: 5, Str: 8}}}, // unparsable span id: no span
 			{LocationId: []uint64{2, 1}, Value: []int64{1, 0}, Label: []*googlev1.Label{{Key: 5, Str: 6}}},
 		},

@@ -9,13 +9,12 @@ import (
 	"connectrpc.com/connect"
 	querierv1 "github.com/grafana/pyroscope/api/gen/proto/go/querier/v1"
 
-	"github.com/hearth-dev/hearth/ingester/block"
 	"github.com/hearth-dev/hearth/ingester/model"
 )
 
 // blockLister is a source of blocks that knows their metas without reading them.
 type blockLister interface {
-	Blocks(ctx context.Context, tenant string) ([]*block.Meta, error)
+	BlockStats(ctx context.Context, tenant string) ([]model.BlockStats, error)
 }
 
 // AnalyzeQuery estimates what a query ("<profile type>{selector}", or just
@@ -68,24 +67,24 @@ func (s *Service) AnalyzeQuery(ctx context.Context, req *connect.Request[querier
 	withData := 0
 	for _, src := range s.Sources {
 		if bl, ok := src.(blockLister); ok {
-			metas, err := bl.Blocks(ctx, t)
+			metas, err := bl.BlockStats(ctx, t)
 			if err != nil {
 				return nil, connect.NewError(connect.CodeUnavailable, err)
 			}
 			blocks.ComponentCount++
 			n := 0
 			for _, bm := range metas {
-				if !bm.Overlaps(start, end) {
+				if bm.MaxTime < start || bm.MinTime > end {
 					continue
 				}
 				n++
 				blocks.BlockCount++
-				blocks.SeriesCount += uint64(bm.Stats.Series)
-				blocks.ProfileCount += uint64(bm.Stats.Profiles)
-				blocks.SampleCount += uint64(bm.Stats.Samples)
-				blocks.IndexBytes += uint64(max(bm.FileSize(block.IndexFile), 0))
-				blocks.ProfileBytes += uint64(max(bm.FileSize(block.ProfilesFile), 0))
-				blocks.SymbolBytes += uint64(max(bm.FileSize(block.SymbolsFile), 0))
+				blocks.SeriesCount += uint64(bm.Series)
+				blocks.ProfileCount += uint64(bm.Profiles)
+				blocks.SampleCount += uint64(bm.Samples)
+				blocks.IndexBytes += uint64(bm.IndexBytes)
+				blocks.ProfileBytes += uint64(bm.ProfileBytes)
+				blocks.SymbolBytes += uint64(bm.SymbolBytes)
 			}
 			if n > 0 {
 				withData++

@@ -64,17 +64,6 @@ func (t *nameTree) add(fr []string, value int64) {
 	t.nodes[n].self += value
 }
 
-// addRight adds value to the right side of a diff.
-func (t *nameTree) addRight(fr []string, value int64) {
-	n := int32(0)
-	t.nodes[0].rtotal += value
-	for _, name := range fr {
-		n = t.child(n, name)
-		t.nodes[n].rtotal += value
-	}
-	t.nodes[n].rself += value
-}
-
 // weight orders nodes for max_nodes: both sides of a diff count.
 func (t *nameTree) weight(n int32) int64 { return t.nodes[n].total + t.nodes[n].rtotal }
 

@@ -78,4 +78,3 @@ func TestSelectionKeepsSpans(t *testing.T) {
 		t.Fatalf("after the round trip %v, want %v", g, want)
 	}
 }
-

@@ -364,6 +364,7 @@ func TestGrafanaCalls(t *testing.T) {
 		if wantTotal == 0 {
 			t.Fatal("the heap profile has no allocations on the selected spans")
 		}
+		//lint:ignore SA1019 the deprecated call is what clients still send
 		resp, err := q.SelectMergeSpanProfile(ctx, connect.NewRequest(&querierv1.SelectMergeSpanProfileRequest{
 			ProfileTypeID: allocObjects, LabelSelector: "{}", SpanSelector: sel, Start: start, End: end, MaxNodes: &big}))
 		if err != nil {
@@ -380,6 +381,7 @@ func TestGrafanaCalls(t *testing.T) {
 		if err != nil || st.Msg.Flamegraph.Total != wantTotal {
 			t.Fatalf("span-filtered merge: %v %v, want %d", err, st.Msg.GetFlamegraph().GetTotal(), wantTotal)
 		}
+		//lint:ignore SA1019 the deprecated call is what clients still send
 		_, err = q.SelectMergeSpanProfile(ctx, connect.NewRequest(&querierv1.SelectMergeSpanProfileRequest{
 			ProfileTypeID: allocObjects, LabelSelector: "{}", SpanSelector: []string{"zz"}, Start: start, End: end}))
 		if connect.CodeOf(err) != connect.CodeInvalidArgument {
@@ -453,6 +455,7 @@ func TestGrafanaCalls(t *testing.T) {
 	})
 
 	t.Run("SelectMergeProfile", func(t *testing.T) {
+		//lint:ignore SA1019 the deprecated call is what clients still send
 		full, err := q.SelectMergeProfile(ctx, connect.NewRequest(&querierv1.SelectMergeProfileRequest{
 			ProfileTypeID: allocObjects, LabelSelector: leftSel, Start: start, End: end}))
 		if err != nil {
@@ -467,6 +470,7 @@ func TestGrafanaCalls(t *testing.T) {
 
 		// max_nodes: the call tree has at most that many nodes (plus "other" leaves), same total.
 		n := int64(8)
+		//lint:ignore SA1019 the deprecated call is what clients still send
 		cut, err := q.SelectMergeProfile(ctx, connect.NewRequest(&querierv1.SelectMergeProfileRequest{
 			ProfileTypeID: allocObjects, LabelSelector: leftSel, Start: start, End: end, MaxNodes: &n}))
 		if err != nil {
@@ -490,6 +494,7 @@ func TestGrafanaCalls(t *testing.T) {
 		}
 
 		// go_pgo keep_locations=2: the two leaf locations of every stack, as pprof cuts them.
+		//lint:ignore SA1019 the deprecated call is what clients still send
 		pgo, err := q.SelectMergeProfile(ctx, connect.NewRequest(&querierv1.SelectMergeProfileRequest{
 			ProfileTypeID: allocObjects, LabelSelector: leftSel, Start: start, End: end,
 			StackTraceSelector: &typesv1.StackTraceSelector{GoPgo: &typesv1.GoPGO{KeepLocations: 2}}}))
@@ -512,6 +517,7 @@ func TestGrafanaCalls(t *testing.T) {
 		samePaths(t, "go_pgo keep_locations=2", got, want)
 
 		// aggregate_callees: the leaf's line number is dropped, callers keep theirs.
+		//lint:ignore SA1019 the deprecated call is what clients still send
 		agg, err := q.SelectMergeProfile(ctx, connect.NewRequest(&querierv1.SelectMergeProfileRequest{
 			ProfileTypeID: allocObjects, LabelSelector: leftSel, Start: start, End: end,
 			StackTraceSelector: &typesv1.StackTraceSelector{GoPgo: &typesv1.GoPGO{KeepLocations: 3, AggregateCallees: true}}}))
@@ -698,6 +704,7 @@ func TestGrafanaCalls(t *testing.T) {
 		want, wantTotal := pprofPaths(idx, func(s *profile.Sample) bool {
 			return len(s.Label["span_id"]) == 1 && slices.Contains(sel, s.Label["span_id"][0])
 		}, left, right)
+		//lint:ignore SA1019 the deprecated call is what clients still send
 		resp, err := fq.SelectMergeSpanProfile(ctx, connect.NewRequest(&querierv1.SelectMergeSpanProfileRequest{
 			ProfileTypeID: allocObjects, LabelSelector: "{}", SpanSelector: sel, Start: start, End: end, MaxNodes: &big}))
 		if err != nil {
