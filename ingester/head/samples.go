@@ -72,7 +72,9 @@ func DecodeSamples(b []byte, fn func(stack uint32, value int64)) error {
 // ascending span id) the id as 8 bytes little endian, the number of its
 // samples, their stack ids delta-coded and their values zig-zag coded. The
 // row's stacks and values stay the totals over every sample, span or not, so
-// every reader that does not ask for spans sees the same row as before.
+// every reader that does not ask for spans sees the same row as before. Code
+// that renumbers a row's stacks must use RemapSamples, which keeps the trailer
+// (EncodeSamples of the decoded stacks and values drops it).
 
 // SpanSample is one (span, stack, value) of a row.
 type SpanSample struct {
