@@ -21,14 +21,17 @@ import (
 // widths between the smallest and the largest value of the query.
 const HeatmapBuckets = 20
 
+// maxStepSeconds bounds a SelectSeries or SelectHeatmap step (about 31 years).
+const maxStepSeconds = 1e9
+
 // SelectHeatmap counts, per group and per step (a slot ends at its
 // timestamp, as a SelectSeries point does), how many profiles (or spans,
 // with HEATMAP_QUERY_TYPE_SPAN) had a total in each value bucket. With an
 // exemplar type, each non-empty cell carries its heaviest profile (or span).
 func (s *Service) SelectHeatmap(ctx context.Context, req *connect.Request[querierv1.SelectHeatmapRequest]) (*connect.Response[querierv1.SelectHeatmapResponse], error) {
 	m := req.Msg
-	if m.Step <= 0 || math.IsNaN(m.Step) || math.IsInf(m.Step, 0) {
-		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("step must be positive seconds, got %v", m.Step))
+	if m.Step <= 0 || m.Step > maxStepSeconds || math.IsNaN(m.Step) {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("step must be positive seconds, at most %d, got %v", int64(maxStepSeconds), m.Step))
 	}
 	if m.Start < 0 || m.End < 0 {
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("start and end are milliseconds since the epoch, got %d and %d", m.Start, m.End))

@@ -220,3 +220,29 @@ func FuzzParseRenderQuery(f *testing.F) {
 		}
 	})
 }
+
+// FuzzAdhocProfile: whatever an upload holds, parsing it and drawing every
+// sample type answers or refuses, never panics.
+func FuzzAdhocProfile(f *testing.F) {
+	f.Add([]byte("main;work 3\nmain 1\n"))
+	p := &googlev1.Profile{StringTable: []string{"", "cpu", "ns", "f"}, SampleType: []*googlev1.ValueType{{Type: 1, Unit: 2}},
+		Function: []*googlev1.Function{{Id: 1, Name: 3}}, Location: []*googlev1.Location{{Id: 1, Line: []*googlev1.Line{{FunctionId: 1}}}},
+		Sample: []*googlev1.Sample{{LocationId: []uint64{1}, Value: []int64{5}}}}
+	b, _ := p.MarshalVT()
+	f.Add(b)
+	f.Add([]byte{0x0a, 0x02, 0x08, 0x05, 0x32, 0x00})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := parseAdhoc(b, 1<<20)
+		if err != nil {
+			return
+		}
+		for i, ty := range adhocTypes(p) {
+			if _, err := adhocResponse(adhocMeta{ID: "x"}, p, &ty, nil); err != nil {
+				continue
+			}
+			if tr, err := pprofTree(p, i); err == nil {
+				_ = tr.treeBytes(10)
+			}
+		}
+	})
+}

@@ -503,8 +503,8 @@ func (s *Service) SelectMergeProfile(ctx context.Context, req *connect.Request[q
 // exemplar type, each point carries the id of its heaviest profile.
 func (s *Service) SelectSeries(ctx context.Context, req *connect.Request[querierv1.SelectSeriesRequest]) (*connect.Response[querierv1.SelectSeriesResponse], error) {
 	m := req.Msg
-	if m.Step <= 0 || math.IsNaN(m.Step) || math.IsInf(m.Step, 0) {
-		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("step must be positive seconds, got %v", m.Step))
+	if m.Step <= 0 || m.Step > maxStepSeconds || math.IsNaN(m.Step) {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("step must be positive seconds, at most %d, got %v", int64(maxStepSeconds), m.Step))
 	}
 	if m.StackTraceSelector != nil && (len(m.StackTraceSelector.CallSite) > 0 || m.StackTraceSelector.GoPgo != nil) {
 		return nil, connect.NewError(connect.CodeUnimplemented, errors.New("stack trace selectors in SelectSeries are not supported yet"))
