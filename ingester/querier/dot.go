@@ -9,6 +9,10 @@ import (
 	googlev1 "github.com/grafana/pyroscope/api/gen/proto/go/google/v1"
 )
 
+// DefaultDotNodes bounds a DOT graph when the request does not say (a graph
+// of thousands of nodes is no help to a reader).
+const DefaultDotNodes = 100
+
 // Dot renders a merged profile (one value per sample) as a Graphviz digraph
 // of functions, the way `go tool pprof -dot` draws one: a node per function
 // with its flat (self) and cumulative values, an edge per caller → callee with

@@ -344,7 +344,7 @@ func (s *Service) Render(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if format == "dot" {
-		maxNodes, err := maxNodesOf(maxNodesReq, 100)
+		maxNodes, err := maxNodesOf(maxNodesReq, DefaultDotNodes)
 		if err != nil {
 			httpError(w, err)
 			return

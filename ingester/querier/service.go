@@ -384,11 +384,12 @@ func (q *query) stacktraces(format querierv1.ProfileFormat, sts *typesv1.StackTr
 		}
 		return &querierv1.SelectMergeStacktracesResponse{Tree: t.treeBytes(maxNodes)}, nil
 	case querierv1.ProfileFormat_PROFILE_FORMAT_DOT:
+		dotMax, _ := maxNodesOf(maxNodesReq, DefaultDotNodes)
 		p, err := q.mergeProfile(sts, 0)
 		if err != nil {
 			return nil, err
 		}
-		return &querierv1.SelectMergeStacktracesResponse{Dot: Dot(p, maxNodes)}, nil
+		return &querierv1.SelectMergeStacktracesResponse{Dot: Dot(p, dotMax)}, nil
 	}
 	return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("format %s is not supported: use PROFILE_FORMAT_FLAMEGRAPH, TREE, DOT or PPROF", format))
 }
