@@ -780,3 +780,129 @@ func dropZero(m map[string]int64) {
 		}
 	}
 }
+
+// startClusterArgs is startCluster (no zones) with extra flags on every node.
+func startClusterArgs(t *testing.T, n int, extra ...string) *cluster {
+	c := &cluster{t: t, bucket: t.TempDir()}
+	ml := make([]int, n)
+	for i := range ml {
+		ml[i] = testutil.FreePort(t)
+	}
+	for i := 0; i < n; i++ {
+		nd := &node{id: fmt.Sprintf("ingester-%d", i), port: testutil.FreePort(t)}
+		nd.args = append([]string{
+			"-data-dir=" + t.TempDir(), "-log.level=warn",
+			"-ingester.ring.instance-id=" + nd.id, "-memberlist.bind-port=" + fmt.Sprint(ml[i]),
+			"-ingester.ring.heartbeat-period=500ms", "-ingester.ring.heartbeat-timeout=5s",
+			"-storage.filesystem.dir=" + c.bucket,
+		}, extra...)
+		for j := 0; j < n; j++ {
+			if j != i {
+				nd.args = append(nd.args, "-memberlist.join=127.0.0.1:"+fmt.Sprint(ml[j]))
+			}
+		}
+		c.nodes = append(c.nodes, nd)
+	}
+	done := make(chan struct{})
+	for _, nd := range c.nodes {
+		go func(nd *node) { defer func() { done <- struct{}{} }(); nd.proc = testutil.StartIngester(t, nd.port, nd.args...) }(nd)
+	}
+	for range c.nodes {
+		<-done
+	}
+	c.waitRing(n, n)
+	return c
+}
+
+// TestGrafanaCallsFanOut: with one owner per series, most series live on
+// other ingesters than the one asked; span profiles, diffs, series with
+// exemplars and heatmaps come back whole over the fan-out.
+func TestGrafanaCallsFanOut(t *testing.T) {
+	c := startClusterArgs(t, 3, "-ingester.ring.replication-factor=1")
+	ctx := context.Background()
+	now := time.Now()
+	t0 := now.Add(-5 * time.Minute).Truncate(10 * time.Second)
+	p := grafanaProfile(t, t0)
+	idx := sampleIndex(t, p, "alloc_objects")
+	raw := encode(t, p)
+	const services = 6
+	ids := map[string]string{}
+	for i := 0; i < services; i++ {
+		svc := fmt.Sprintf("svc-%d", i)
+		ids[svc] = pushProfile(t, c.url(1), svc, raw)
+	}
+	q := querierv1connect.NewQuerierServiceClient(http.DefaultClient, c.url(0))
+	start, end := t0.Add(-time.Minute).UnixMilli(), now.Add(time.Minute).UnixMilli()
+	big := int64(1 << 20)
+
+	sel := spanIDs[:2]
+	want, wantTotal := pprofPaths(idx, func(s *profile.Sample) bool {
+		return len(s.Label["span_id"]) == 1 && slices.Contains(sel, s.Label["span_id"][0])
+	}, p)
+	for k := range want {
+		want[k] *= services
+	}
+	resp, err := q.SelectMergeStacktraces(ctx, connect.NewRequest(&querierv1.SelectMergeStacktracesRequest{
+		ProfileTypeID: allocObjects, LabelSelector: "{}", SpanSelector: sel, Start: start, End: end, MaxNodes: &big}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, total := flamePaths(t, resp.Msg.Flamegraph.Names, fgLevels(resp.Msg.Flamegraph.Levels), 4, 0)
+	if total != services*wantTotal {
+		t.Fatalf("span total %d, pprof %d × %d", total, wantTotal, services)
+	}
+	samePaths(t, "span profile over the fan-out", got, want)
+
+	_, one := pprofPaths(idx, nil, p)
+	d, err := q.Diff(ctx, connect.NewRequest(&querierv1.DiffRequest{
+		Left:  &querierv1.SelectMergeStacktracesRequest{ProfileTypeID: allocObjects, LabelSelector: `{service_name=~"svc-[0-1]"}`, Start: start, End: end},
+		Right: &querierv1.SelectMergeStacktracesRequest{ProfileTypeID: allocObjects, LabelSelector: `{service_name=~"svc-[2-5]"}`, Start: start, End: end},
+	}))
+	if err != nil || d.Msg.Flamegraph.LeftTicks != 2*one || d.Msg.Flamegraph.RightTicks != 4*one {
+		t.Fatalf("diff: %v %v, want %d/%d", d.Msg.GetFlamegraph().GetLeftTicks(), err, 2*one, 4*one)
+	}
+
+	ss, err := q.SelectSeries(ctx, connect.NewRequest(&querierv1.SelectSeriesRequest{
+		ProfileTypeID: allocObjects, LabelSelector: "{}", Start: t0.UnixMilli(), End: t0.Add(time.Minute).UnixMilli(), Step: 10,
+		GroupBy: []string{"service_name"}, ExemplarType: typesv1.ExemplarType_EXEMPLAR_TYPE_INDIVIDUAL}))
+	if err != nil || len(ss.Msg.Series) != services {
+		t.Fatalf("series: %v %v", ss, err)
+	}
+	for _, s := range ss.Msg.Series {
+		svc := s.Labels[0].Value
+		if len(s.Points) != 1 || s.Points[0].Timestamp != t0.UnixMilli() || int64(s.Points[0].Value) != one ||
+			len(s.Points[0].Exemplars) != 1 || s.Points[0].Exemplars[0].ProfileId != ids[svc] {
+			t.Fatalf("%s: %v, want one point of %d at %d with exemplar %s", svc, s.Points, one, t0.UnixMilli(), ids[svc])
+		}
+	}
+
+	hm, err := q.SelectHeatmap(ctx, connect.NewRequest(&querierv1.SelectHeatmapRequest{
+		ProfileTypeID: allocObjects, LabelSelector: "{}", Start: t0.UnixMilli(), End: t0.Add(time.Minute).UnixMilli(), Step: 10,
+		ExemplarType: typesv1.ExemplarType_EXEMPLAR_TYPE_INDIVIDUAL}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, s := range hm.Msg.Series {
+		for _, sl := range s.Slots {
+			for _, c := range sl.Counts {
+				n += int(c)
+			}
+		}
+	}
+	if n != services {
+		t.Fatalf("heatmap counts %d profiles, want %d", n, services)
+	}
+	an, err := q.AnalyzeQuery(ctx, connect.NewRequest(&querierv1.AnalyzeQueryRequest{Start: start, End: end, Query: allocObjects + "{}"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range an.Msg.QueryScopes {
+		if strings.Contains(s.ComponentType, "heads") && (s.ProfileCount != services || s.SeriesCount != services) {
+			t.Fatalf("heads: %v (one copy of each of %d rows)", s, services)
+		}
+	}
+	if an.Msg.QueryImpact.TotalQueriedSeries != services {
+		t.Fatalf("analysis %v", an.Msg)
+	}
+}
