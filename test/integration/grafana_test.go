@@ -805,7 +805,10 @@ func startClusterArgs(t *testing.T, n int, extra ...string) *cluster {
 	}
 	done := make(chan struct{})
 	for _, nd := range c.nodes {
-		go func(nd *node) { defer func() { done <- struct{}{} }(); nd.proc = testutil.StartIngester(t, nd.port, nd.args...) }(nd)
+		go func(nd *node) {
+			defer func() { done <- struct{}{} }()
+			nd.proc = testutil.StartIngester(t, nd.port, nd.args...)
+		}(nd)
 	}
 	for range c.nodes {
 		<-done
