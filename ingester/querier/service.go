@@ -507,9 +507,10 @@ func (s *Service) SelectSeries(ctx context.Context, req *connect.Request[querier
 	if m.Step <= 0 || m.Step > maxStepSeconds || math.IsNaN(m.Step) {
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("step must be positive seconds, at most %d, got %v", int64(maxStepSeconds), m.Step))
 	}
-	if m.StackTraceSelector != nil && (len(m.StackTraceSelector.CallSite) > 0 || m.StackTraceSelector.GoPgo != nil) {
-		return nil, connect.NewError(connect.CodeUnimplemented, errors.New("stack trace selectors in SelectSeries are not supported yet"))
+	if m.StackTraceSelector != nil && m.StackTraceSelector.GoPgo != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("go_pgo selects stacks for a pprof merge, not for SelectSeries"))
 	}
+	keep := callSiteMatcher(callSite(m.StackTraceSelector))
 	exemplars := false
 	switch m.ExemplarType {
 	case typesv1.ExemplarType_EXEMPLAR_TYPE_UNSPECIFIED, typesv1.ExemplarType_EXEMPLAR_TYPE_NONE:
@@ -547,6 +548,10 @@ func (s *Service) SelectSeries(ctx context.Context, req *connect.Request[querier
 	groups := map[uint64]model.Labels{}
 	points := map[uint64]map[int64]*bucket{}
 	for _, sel := range q.sels {
+		var under map[uint32]bool // with a call site: whether a stack is under it
+		if keep != nil {
+			under = map[uint32]bool{}
+		}
 		for _, sr := range sel.Series {
 			h := sr.Labels.Hash()
 			key := seriesKey(sr.Labels, m.GroupBy)
@@ -560,6 +565,13 @@ func (s *Service) SelectSeries(ctx context.Context, req *connect.Request[querier
 				if !q.filter.take(h, p) {
 					continue
 				}
+				total := p.Total
+				if keep != nil {
+					var err error
+					if total, err = callSiteTotal(sel, p, keep, under); err != nil {
+						return nil, connect.NewError(connect.CodeInternal, err)
+					}
+				}
 				ms := p.TimeNanos / int64(time.Millisecond)
 				ts := stepEnd(ms, m.Start, stepMs)
 				b := points[gk][ts]
@@ -567,16 +579,16 @@ func (s *Service) SelectSeries(ctx context.Context, req *connect.Request[querier
 					b = &bucket{}
 					points[gk][ts] = b
 				}
-				b.sum += float64(p.Total)
+				b.sum += float64(total)
 				b.count++
 				if exemplars {
 					if b.ex == nil {
 						b.ex = map[head.ProfileID]*candidate{}
 					}
 					if c := b.ex[p.ID]; c != nil {
-						c.value += p.Total
+						c.value += total
 					} else {
-						b.ex[p.ID] = &candidate{id: p.ID, time: ms, value: p.Total, labels: sr.Labels}
+						b.ex[p.ID] = &candidate{id: p.ID, time: ms, value: total, labels: sr.Labels}
 					}
 				}
 			}
@@ -619,6 +631,30 @@ func (s *Service) SelectSeries(ctx context.Context, req *connect.Request[querier
 		resp.Series = resp.Series[:*m.Limit]
 	}
 	return connect.NewResponse(resp), nil
+}
+
+// callSiteTotal sums a row's samples whose stack is under the call site;
+// under caches the answer per stack of the selection.
+func callSiteTotal(sel head.Selection, p *head.Profile, keep func([]string) bool, under map[uint32]bool) (int64, error) {
+	var total int64
+	var locs []uint32
+	var fr []string
+	nodes := uint32(len(sel.Symbols.Nodes))
+	err := head.DecodeSamples(p.Samples, func(st uint32, v int64) {
+		ok, seen := under[st]
+		if !seen {
+			if st < nodes {
+				locs = sel.Symbols.Stack(locs[:0], st)
+				fr = frames(fr[:0], sel.Symbols, locs)
+				ok = keep(fr)
+			}
+			under[st] = ok
+		}
+		if ok {
+			total += v
+		}
+	})
+	return total, err
 }
 
 // stepEnd is the timestamp of the point a profile at ms belongs to: the end

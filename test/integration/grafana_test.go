@@ -569,6 +569,32 @@ func TestGrafanaCalls(t *testing.T) {
 		}
 	})
 
+	t.Run("SelectSeries call site", func(t *testing.T) {
+		// The call site of the heaviest stack's two root frames.
+		var site []string
+		var best int64
+		for _, s := range left.Sample {
+			if fr := frameNames(s); len(fr) >= 2 && s.Value[idx] > best {
+				best, site = s.Value[idx], fr[:2]
+			}
+		}
+		var want int64
+		for _, s := range left.Sample {
+			if fr := frameNames(s); len(fr) >= 2 && fr[0] == site[0] && fr[1] == site[1] {
+				want += s.Value[idx]
+			}
+		}
+		resp, err := q.SelectSeries(ctx, connect.NewRequest(&querierv1.SelectSeriesRequest{
+			ProfileTypeID: allocObjects, LabelSelector: leftSel, Start: t0.UnixMilli(), End: t0.Add(time.Minute).UnixMilli(), Step: 60,
+			StackTraceSelector: &typesv1.StackTraceSelector{CallSite: []*typesv1.Location{{Name: site[0]}, {Name: site[1]}}}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Msg.Series) != 1 || len(resp.Msg.Series[0].Points) != 1 || int64(resp.Msg.Series[0].Points[0].Value) != want {
+			t.Fatalf("call site %v: %v, pprof %d", site, resp.Msg.Series, want)
+		}
+	})
+
 	t.Run("SelectHeatmap", func(t *testing.T) {
 		resp, err := q.SelectHeatmap(ctx, connect.NewRequest(&querierv1.SelectHeatmapRequest{
 			ProfileTypeID: allocObjects, LabelSelector: "{}", Start: t0.UnixMilli(), End: t0.Add(time.Minute).UnixMilli(), Step: 10,
