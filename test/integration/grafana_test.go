@@ -152,13 +152,18 @@ func flamePaths(t *testing.T, names []string, levels [][]int64, width, side int)
 		for i := 0; i < len(lv); i += width {
 			x += lv[i+3*side]
 			total, self, name := lv[i+3*side+1], lv[i+3*side+2], names[lv[i+width-1]]
+			if d > 0 && total == 0 {
+				// Only on the other side of a diff: no value here, and a
+				// zero-width node's parent is ambiguous (so are its children's).
+				continue
+			}
 			path := ""
 			if d == 0 {
 				rootTotal = total
 			} else {
 				parent := -1
 				for j, p := range prev {
-					if x >= p.x && x+total <= p.x+p.total && (total > 0 || x < p.x+p.total || p.total == 0) {
+					if x >= p.x && x+total <= p.x+p.total {
 						parent = j
 						break
 					}
