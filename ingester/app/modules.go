@@ -194,6 +194,9 @@ func (a *App) initAPI() (services.Service, error) {
 	path, h = querierv1connect.NewQuerierServiceHandler(a.Querier, append(opts, connect.WithInterceptors(remote.SelectorInterceptor()))...)
 	a.mux.Handle(path, whileStarting(ready, h, connectError))
 	a.mux.Handle("/ingest", whileStarting(ready, a.Push, plainError))
+	// What Grafana calls beside querier.v1 (settings, ad hoc profiles, render).
+	querier.RegisterHTTP(func(path string, h http.Handler) { a.mux.Handle(path, whileStarting(ready, h, connectError)) },
+		querier.Deps{Service: a.Querier, Bucket: a.Bucket, MaxProfileSize: cfg.Limits.MaxProfileSizeBytes, Options: opts})
 	a.mux.HandleFunc("/ingester/shutdown", a.shutdownHandler)
 
 	// Between ingesters: replica writes and reads need the store only.

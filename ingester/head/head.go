@@ -210,6 +210,7 @@ func (h *Head) Append(tenant string, id ProfileID, labels model.Labels, p *googl
 		}
 		t.rows[key] = struct{}{}
 		enc := EncodeSamples(make([]byte, 0, 4*len(r.stacks)+8), r.stacks, r.values)
+		enc = AppendSpans(enc, r.spans)
 		s.profiles = append(s.profiles, Profile{ID: id, TimeNanos: timeNanos, Total: r.total, Samples: enc})
 		s.minT = min(s.minT, timeNanos)
 		s.maxT = max(s.maxT, timeNanos)

@@ -65,3 +65,152 @@ func DecodeSamples(b []byte, fn func(stack uint32, value int64)) error {
 	}
 	return nil
 }
+
+// Span samples. A row whose samples carried a span_id pprof label keeps, after
+// its values, a trailer that DecodeSamples never reads: the same samples split
+// by span. It is a version byte (1), the number of spans, then per span (in
+// ascending span id) the id as 8 bytes little endian, the number of its
+// samples, their stack ids delta-coded and their values zig-zag coded. The
+// row's stacks and values stay the totals over every sample, span or not, so
+// every reader that does not ask for spans sees the same row as before. Code
+// that renumbers a row's stacks must use RemapSamples, which keeps the trailer
+// (EncodeSamples of the decoded stacks and values drops it).
+
+// SpanSample is one (span, stack, value) of a row.
+type SpanSample struct {
+	Span  uint64
+	Stack uint32
+	Value int64
+}
+
+const spanTrailerVersion = 1
+
+// AppendSpans appends the span trailer of samples (sorted by span, then
+// stack) to an encoded row. No samples: nothing is appended.
+func AppendSpans(dst []byte, samples []SpanSample) []byte {
+	if len(samples) == 0 {
+		return dst
+	}
+	dst = append(dst, spanTrailerVersion)
+	spans := 0
+	for i := range samples {
+		if i == 0 || samples[i].Span != samples[i-1].Span {
+			spans++
+		}
+	}
+	dst = binary.AppendUvarint(dst, uint64(spans))
+	for i := 0; i < len(samples); {
+		j := i
+		for j < len(samples) && samples[j].Span == samples[i].Span {
+			j++
+		}
+		dst = binary.LittleEndian.AppendUint64(dst, samples[i].Span)
+		dst = binary.AppendUvarint(dst, uint64(j-i))
+		prev := uint32(0)
+		for _, s := range samples[i:j] {
+			dst = binary.AppendUvarint(dst, uint64(s.Stack-prev))
+			prev = s.Stack
+		}
+		for _, s := range samples[i:j] {
+			dst = binary.AppendVarint(dst, s.Value)
+		}
+		i = j
+	}
+	return dst
+}
+
+// spanTrailer returns the bytes after an encoded row's values.
+func spanTrailer(b []byte) ([]byte, error) {
+	n, k := binary.Uvarint(b)
+	if k <= 0 || n > uint64(len(b)) {
+		return nil, errCorruptSamples
+	}
+	b = b[k:]
+	for i := uint64(0); i < 2*n; i++ { // stacks, then values
+		_, k := binary.Uvarint(b)
+		if k <= 0 {
+			return nil, errCorruptSamples
+		}
+		b = b[k:]
+	}
+	return b, nil
+}
+
+// HasSpans reports whether an encoded row carries span samples.
+func HasSpans(b []byte) bool {
+	t, err := spanTrailer(b)
+	return err == nil && len(t) > 0
+}
+
+// DecodeSpans calls fn for each span sample of an encoded row; a row
+// without a trailer has none.
+func DecodeSpans(b []byte, fn func(span uint64, stack uint32, value int64)) error {
+	t, err := spanTrailer(b)
+	if err != nil || len(t) == 0 {
+		return err
+	}
+	if t[0] != spanTrailerVersion {
+		return errCorruptSamples
+	}
+	t = t[1:]
+	spans, k := binary.Uvarint(t)
+	if k <= 0 || spans > uint64(len(t)) {
+		return errCorruptSamples
+	}
+	t = t[k:]
+	for ; spans > 0; spans-- {
+		if len(t) < 8 {
+			return errCorruptSamples
+		}
+		span := binary.LittleEndian.Uint64(t)
+		t = t[8:]
+		n, k := binary.Uvarint(t)
+		if k <= 0 || n > uint64(len(t)) {
+			return errCorruptSamples
+		}
+		t = t[k:]
+		vals := t
+		for i := uint64(0); i < n; i++ {
+			_, k := binary.Uvarint(vals)
+			if k <= 0 {
+				return errCorruptSamples
+			}
+			vals = vals[k:]
+		}
+		prev := uint32(0)
+		for i := uint64(0); i < n; i++ {
+			d, k := binary.Uvarint(t)
+			t = t[k:]
+			prev += uint32(d)
+			v, k := binary.Varint(vals)
+			if k <= 0 {
+				return errCorruptSamples
+			}
+			vals = vals[k:]
+			fn(span, prev, v)
+		}
+		t = vals
+	}
+	return nil
+}
+
+// RemapSamples re-encodes a row with every stack id (its span samples'
+// included) passed through f: what renumbering symbols needs.
+func RemapSamples(dst, b []byte, f func(uint32) uint32) ([]byte, error) {
+	var stacks []uint32
+	var values []int64
+	if err := DecodeSamples(b, func(st uint32, v int64) {
+		stacks = append(stacks, f(st))
+		values = append(values, v)
+	}); err != nil {
+		return nil, err
+	}
+	var spans []SpanSample
+	if err := DecodeSpans(b, func(span uint64, st uint32, v int64) {
+		spans = append(spans, SpanSample{Span: span, Stack: f(st), Value: v})
+	}); err != nil {
+		return nil, err
+	}
+	dst = EncodeSamples(dst, stacks, values)
+	return AppendSpans(dst, spans), nil
+}
