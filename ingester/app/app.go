@@ -30,6 +30,7 @@ import (
 
 	"github.com/hearth-dev/hearth/ingester/block"
 	"github.com/hearth-dev/hearth/ingester/bucket"
+	"github.com/hearth-dev/hearth/ingester/compactor"
 	"github.com/hearth-dev/hearth/ingester/distributor"
 	"github.com/hearth-dev/hearth/ingester/head"
 	"github.com/hearth-dev/hearth/ingester/model"
@@ -52,6 +53,7 @@ type Ingester struct {
 	Shipper     *shipper.Shipper
 	LocalBlocks *block.BucketSource // blocks on this ingester's disk
 	Blocks      *block.BucketSource // blocks in the bucket
+	Compactor   *compactor.Compactor // nil when -compactor.enabled=false
 
 	store    atomic.Pointer[store.Store] // nil until the WAL is replayed
 	cluster  atomic.Pointer[cluster]     // nil until the ring is joined
@@ -106,6 +108,11 @@ func New(cfg *Config, logger *slog.Logger) (*Ingester, error) {
 			}
 		},
 	})
+	if cfg.Compactor.Enabled {
+		if ing.Compactor, err = newCompactor(ing); err != nil {
+			return nil, err
+		}
+	}
 	ing.Push = push.NewHandler(cfg.Limits, distributorAppender{ing}, cfg.Auth.MultitenancyEnabled, logger, reg)
 	ing.Querier = &querier.Service{
 		Sources:      []querier.Source{storeSource{ing}, remoteSource{ing}, ing.LocalBlocks, ing.Blocks},
@@ -236,6 +243,9 @@ func (ing *Ingester) Handler() http.Handler {
 	mux.HandleFunc("/ingester/shutdown", ing.shutdownHandler)
 	mux.Handle("/ingest", ing.Push)
 	mux.HandleFunc("/ingester/flush", ing.flush)
+	if ing.Compactor != nil {
+		mux.Handle("/compactor/status", ing.Compactor)
+	}
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
@@ -326,12 +336,14 @@ func (ing *Ingester) Run(ctx context.Context) error {
 		return fmt.Errorf("joining the ring: %w", err)
 	}
 	ing.cluster.Store(c)
+	stopCompactor := ing.startCompactor(ctx)
 	ing.ready.Store(true)
 	ing.Logger.Info("ingester active in the ring", "addr", ing.Addr(), "instance", c.ring.InstanceID(), "ring_addr", c.ring.Addr())
 
 	final := false
 	select {
 	case err := <-errc:
+		stopCompactor()
 		_ = st.Close()
 		_ = c.ring.Stop()
 		return err
@@ -342,6 +354,7 @@ func (ing *Ingester) Run(ctx context.Context) error {
 	}
 	start := time.Now()
 	ing.ready.Store(false)
+	stopCompactor()
 	// LEAVING first: the others stop sending writes here.
 	lctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	if err := c.ring.SetLeaving(lctx); err != nil {
