@@ -51,8 +51,8 @@ type Ingester struct {
 
 	Bucket      objstore.Bucket
 	Shipper     *shipper.Shipper
-	LocalBlocks *block.BucketSource // blocks on this ingester's disk
-	Blocks      *block.BucketSource // blocks in the bucket
+	LocalBlocks *block.BucketSource  // blocks on this ingester's disk
+	Blocks      *block.BucketSource  // blocks in the bucket
 	Compactor   *compactor.Compactor // nil when -compactor.enabled=false
 
 	store    atomic.Pointer[store.Store] // nil until the WAL is replayed
@@ -99,7 +99,10 @@ func New(cfg *Config, logger *slog.Logger) (*Ingester, error) {
 		return nil, err
 	}
 	ing.LocalBlocks = &block.BucketSource{Bucket: local, SyncInterval: 10 * time.Second}
-	ing.Blocks = &block.BucketSource{Bucket: bkt, SyncInterval: 30 * time.Second}
+	// Readers list the bucket well within the compactor's deletion delay, so that
+	// they see a deletion mark (and stop reading its block) long before the
+	// block goes.
+	ing.Blocks = &block.BucketSource{Bucket: bkt, SyncInterval: min(30*time.Second, max(cfg.Compactor.DeletionDelay/4, 100*time.Millisecond))}
 	ing.Shipper = shipper.New(shipper.Options{
 		Dir: blocksDir, Bucket: bkt, Logger: logger, Registerer: reg, LocalRetention: cfg.Ingester.LocalRetention,
 		OnUploaded: func(tenant string, id ulid.ULID) {
