@@ -51,9 +51,10 @@ type Ingester struct {
 
 	Bucket      objstore.Bucket
 	Shipper     *shipper.Shipper
-	LocalBlocks *block.BucketSource  // blocks on this ingester's disk
-	Blocks      *block.BucketSource  // blocks in the bucket
-	Compactor   *compactor.Compactor // nil when -compactor.enabled=false
+	LocalBlocks *block.BucketSource // blocks on this ingester's disk
+	Blocks      *block.BucketSource // blocks in the bucket
+
+	Compactor *compactor.Compactor // nil when -compactor.enabled=false
 
 	store    atomic.Pointer[store.Store] // nil until the WAL is replayed
 	cluster  atomic.Pointer[cluster]     // nil until the ring is joined
