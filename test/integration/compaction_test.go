@@ -1,0 +1,347 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/pprof/profile"
+	"github.com/oklog/ulid/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/thanos-io/objstore"
+	"github.com/thanos-io/objstore/providers/filesystem"
+
+	"github.com/hearth-dev/hearth/ingester/block"
+	"github.com/hearth-dev/hearth/ingester/bucket"
+	"github.com/hearth-dev/hearth/internal/s3test"
+	"github.com/hearth-dev/hearth/internal/testutil"
+)
+
+// compactionArgs: blocks cut every 2 s; ranges of 5 s and 20 s, compacted 4 s
+// after their end; marked blocks deleted after 5 s; a pass every second.
+var compactionArgs = []string{
+	"-ingester.max-block-duration=2s",
+	"-compactor.block-ranges=5s,20s", "-compactor.compaction-interval=1s",
+	"-compactor.first-level-compaction-wait-period=4s", "-compactor.deletion-delay=5s",
+}
+
+// startBucketCluster runs n ingesters (RF 3) sharing the bucket given by bucketArgs.
+func startBucketCluster(t *testing.T, n int, bucketArgs []string, extra ...string) *cluster {
+	c := &cluster{t: t}
+	ml := make([]int, n)
+	for i := range ml {
+		ml[i] = testutil.FreePort(t)
+	}
+	for i := 0; i < n; i++ {
+		nd := &node{id: fmt.Sprintf("ingester-%d", i), port: testutil.FreePort(t)}
+		nd.args = append([]string{
+			"-data-dir=" + t.TempDir(), "-log.level=warn",
+			"-ingester.ring.instance-id=" + nd.id, "-memberlist.bind-port=" + strconv.Itoa(ml[i]),
+			"-ingester.ring.heartbeat-period=500ms", "-ingester.ring.heartbeat-timeout=5s",
+		}, bucketArgs...)
+		nd.args = append(nd.args, extra...)
+		for j := 0; j < n; j++ {
+			if j != i {
+				nd.args = append(nd.args, "-memberlist.join=127.0.0.1:"+strconv.Itoa(ml[j]))
+			}
+		}
+		c.nodes = append(c.nodes, nd)
+	}
+	var wg sync.WaitGroup
+	for _, nd := range c.nodes {
+		wg.Add(1)
+		go func(nd *node) { defer wg.Done(); nd.proc = testutil.StartIngester(t, nd.port, nd.args...) }(nd)
+	}
+	wg.Wait()
+	c.waitRing(n, n)
+	return c
+}
+
+func (c *cluster) urls() []string {
+	var out []string
+	for _, nd := range c.nodes {
+		if nd.proc != nil && !nd.proc.Exited() {
+			out = append(out, nd.proc.URL)
+		}
+	}
+	return out
+}
+
+// rowsPerPush is how many rows one push of the heap corpus stores: one per sample type.
+func rowsPerPush(t *testing.T, p *pusher) int64 {
+	pp, err := profile.ParseData(p.raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int64(len(pp.SampleType))
+}
+
+// bucketView is a tenant's bucket as the compactor leaves it.
+type bucketView struct {
+	live, raw, marked int
+	rows              int64 // rows of the live blocks
+	overlapping       bool  // two live blocks share a compaction range
+	index             bool
+}
+
+func viewBucket(t *testing.T, bkt objstore.Bucket, tenant string) bucketView {
+	t.Helper()
+	ctx := context.Background()
+	var v bucketView
+	marks, err := block.ListDeletionMarks(ctx, bkt, tenant, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ranges [][2]int64
+	err = bkt.Iter(ctx, tenant+"/", func(name string) error {
+		if name == tenant+"/"+block.IndexObject {
+			v.index = true
+		}
+		if len(name) < 27 || name[len(name)-1] != '/' {
+			return nil
+		}
+		id, err := parseULIDDir(name)
+		if err != nil {
+			return nil
+		}
+		m, err := block.ReadMeta(ctx, bkt, tenant, id)
+		if err != nil {
+			return nil // incomplete: being uploaded or deleted
+		}
+		if marks[id] != nil {
+			v.marked++
+			return nil
+		}
+		v.live++
+		v.rows += m.Stats.Profiles
+		if m.Compaction == nil {
+			v.raw++
+			return nil
+		}
+		for _, r := range ranges {
+			if m.Compaction.RangeStart < r[1] && r[0] < m.Compaction.RangeEnd {
+				v.overlapping = true
+			}
+		}
+		ranges = append(ranges, [2]int64{m.Compaction.RangeStart, m.Compaction.RangeEnd})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func parseULIDDir(name string) (id [16]byte, err error) {
+	u, err := parseULID(filepath.Base(name[:len(name)-1]))
+	return u, err
+}
+
+// compactionRun pushes through a 3-ingester cluster for a while, checking
+// during the pushes that every acknowledged profile is counted exactly once,
+// then waits for the bucket to converge: only compacted blocks, one per range,
+// at most 1.05 stored rows per stored profile, sources deleted.
+func compactionRun(t *testing.T, c *cluster, bkt objstore.Bucket, kills int) {
+	p, per := newPusher(t)
+	k := rowsPerPush(t, p)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.run(ctx, c.urls, true); close(done) }()
+	rng := rand.New(rand.NewPCG(7, uint64(time.Now().UnixNano())))
+	rounds := max(3, kills)
+	for r := 0; r < rounds; r++ {
+		time.Sleep(time.Duration(2500+rng.IntN(1500)) * time.Millisecond)
+		if r < kills {
+			// kill -9 an ingester at a random moment: compaction jobs run every second.
+			i := rng.IntN(len(c.nodes))
+			c.nodes[i].proc.Kill()
+			time.Sleep(time.Duration(200+rng.IntN(800)) * time.Millisecond)
+			c.restart(i)
+			c.waitRing(3, 3)
+		}
+		ids, _, _ := p.snapshot()
+		all, got := countProfiles(t, c.urls()[0], ids, per)
+		_, _, tried := p.snapshot()
+		t.Logf("round %d: %d acknowledged, counted %.2f of them, %.2f stored in all; bucket %+v", r, len(ids), got, all, viewBucket(t, bkt, "anonymous"))
+		if got != float64(len(ids)) || all != float64(int64(all)) || all > float64(tried) {
+			t.Fatalf("during compaction: acknowledged %d, counted %.3f of them, %.3f in all (attempted %d)", len(ids), got, all, tried)
+		}
+	}
+	cancel()
+	<-done
+	acked, _, tried := p.snapshot()
+	for _, u := range c.urls() {
+		flush(t, u)
+	}
+	// Converged: nothing but compacted blocks, one per range, nothing marked left.
+	var v bucketView
+	for i := 0; i < 600; i++ {
+		v = viewBucket(t, bkt, "anonymous")
+		if v.raw == 0 && v.marked == 0 && !v.overlapping && v.live > 0 && v.index {
+			break
+		}
+		if i%10 == 0 {
+			all, got := countProfiles(t, c.urls()[0], acked, per)
+			if got != float64(len(acked)) || all != float64(int64(all)) || all > float64(tried) {
+				t.Fatalf("while converging: acknowledged %d, counted %.3f of them, %.3f in all", len(acked), got, all)
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	all, got := countProfiles(t, c.urls()[0], acked, per)
+	ratio := float64(v.rows) / (all * float64(k))
+	t.Logf("converged: %+v; %d acknowledged, %.0f stored profiles, %.3f stored rows per stored profile", v, len(acked), all, ratio)
+	if v.raw != 0 || v.marked != 0 || v.overlapping || !v.index {
+		t.Fatalf("the bucket did not converge: %+v", v)
+	}
+	if got != float64(len(acked)) || all != float64(int64(all)) || all > float64(tried) {
+		t.Fatalf("after compaction: acknowledged %d, counted %.3f of them, %.3f in all (attempted %d)", len(acked), got, all, tried)
+	}
+	if ratio > 1.05 || ratio < 1 {
+		t.Fatalf("%.3f stored rows per stored profile, want at most 1.05", ratio)
+	}
+	// The bucket alone (a fresh ingester with an empty disk) counts the same.
+	fresh := testutil.StartIngester(t, testutil.FreePort(t), append([]string{"-data-dir=" + t.TempDir(), "-log.level=warn", "-compactor.enabled=false"}, c.nodes[0].bucketArgs()...)...)
+	all2, got2 := countProfiles(t, fresh.URL, acked, per)
+	if got2 != got || all2 != all {
+		t.Fatalf("from the bucket alone: %.3f acknowledged, %.3f in all; the cluster said %.3f and %.3f", got2, all2, got, all)
+	}
+	// Some compactor ran jobs and lists them.
+	jobs := 0
+	for _, u := range c.urls() {
+		var st struct {
+			Jobs []struct {
+				Result string `json:"result"`
+			} `json:"jobs"`
+		}
+		resp, err := http.Get(u + "/compactor/status?format=json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		for _, j := range st.Jobs {
+			if j.Result == "success" {
+				jobs++
+			}
+		}
+	}
+	if jobs == 0 {
+		t.Fatal("no compactor lists a successful job")
+	}
+}
+
+// bucketArgs are the node's storage flags.
+func (nd *node) bucketArgs() []string {
+	var out []string
+	for _, a := range nd.args {
+		if len(a) > 10 && a[:10] == "-storage.s" || len(a) > 16 && a[:16] == "-storage.backend" || len(a) > 19 && a[:19] == "-storage.filesystem" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// TestCompactionRF3Filesystem: 3 ingesters (RF 3) sharing a filesystem bucket
+// with short block durations: every acknowledged profile is counted exactly once
+// during and after compaction, and the bucket converges to one block per range
+// holding each profile once.
+func TestCompactionRF3Filesystem(t *testing.T) {
+	dir := t.TempDir()
+	c := startBucketCluster(t, 3, []string{"-storage.filesystem.dir=" + dir}, compactionArgs...)
+	bkt, err := filesystem.NewBucket(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	compactionRun(t, c, bkt, 0)
+}
+
+// TestCompactionRF3S3 is the same on a real S3 server.
+func TestCompactionRF3S3(t *testing.T) {
+	s3 := s3test.Start(t)
+	s3.SetEnv(t)
+	c := startBucketCluster(t, 3, s3Args(s3), compactionArgs...)
+	bkt, err := bucket.New(context.Background(), bucket.Config{Backend: "s3", S3: bucket.S3Config{
+		BucketName: s3.Bucket, Endpoint: s3.Endpoint, Region: s3.Region, Insecure: true, ForcePathStyle: true,
+	}}, nil, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bkt.Close()
+	compactionRun(t, c, bkt, 0)
+}
+
+// TestCompactionKill9: the same with an ingester killed with SIGKILL at a
+// random moment in each of several rounds, while compaction jobs run every
+// second (downloading, merging, uploading, marking, deleting).
+func TestCompactionKill9(t *testing.T) {
+	dir := t.TempDir()
+	c := startBucketCluster(t, 3, []string{"-storage.filesystem.dir=" + dir}, compactionArgs...)
+	bkt, err := filesystem.NewBucket(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	compactionRun(t, c, bkt, 4)
+}
+
+// TestCompactionRetention: blocks older than the retention period are marked
+// and deleted, and queries then return nothing for their range.
+func TestCompactionRetention(t *testing.T) {
+	dir := t.TempDir()
+	c := startBucketCluster(t, 3, []string{"-storage.filesystem.dir=" + dir}, append(compactionArgs, "-compactor.blocks-retention-period=6s")...)
+	bkt, err := filesystem.NewBucket(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, per := newPusher(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	p.run(ctx, c.urls, true)
+	cancel()
+	acked, _, _ := p.snapshot()
+	if len(acked) == 0 {
+		t.Fatal("nothing acknowledged")
+	}
+	for _, u := range c.urls() {
+		flush(t, u)
+	}
+	// Each ingester keeps its own uploaded blocks for -ingester.local-retention:
+	// an ingester with an empty disk reads the bucket alone.
+	fresh := testutil.StartIngester(t, testutil.FreePort(t), "-data-dir="+t.TempDir(), "-log.level=warn", "-compactor.enabled=false", "-storage.filesystem.dir="+dir)
+	var all float64
+	var v bucketView
+	for i := 0; i < 300; i++ {
+		all, _ = countProfiles(t, fresh.URL, acked, per)
+		v = viewBucket(t, bkt, "anonymous")
+		if all == 0 && v.live == 0 && v.marked == 0 {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("%d acknowledged; after the retention period the bucket holds %+v and a query counts %.0f", len(acked), v, all)
+	if all != 0 || v.live != 0 || v.marked != 0 {
+		t.Fatalf("after the retention period: %.0f profiles counted, bucket %+v", all, v)
+	}
+	entries, _ := os.ReadDir(filepath.Join(dir, "anonymous"))
+	for _, e := range entries {
+		if _, err := parseULID(e.Name()); err == nil {
+			if files, _ := os.ReadDir(filepath.Join(dir, "anonymous", e.Name())); len(files) > 0 {
+				t.Errorf("block %s still has %d files", e.Name(), len(files))
+			}
+		}
+	}
+}
+
+func parseULID(s string) ([16]byte, error) {
+	u, err := ulid.ParseStrict(s)
+	return u, err
+}
