@@ -22,6 +22,11 @@ const (
 	IndexObject       = "bucket-index.json"
 )
 
+// CompactorMarker is the object the compactor uploads first into a block it
+// writes: a block directory holding it and no (or a torn) meta.json is an
+// upload a crash interrupted, which readers ignore and the compactor deletes.
+const CompactorMarker = ".compactor"
+
 // Reasons a block is marked for deletion.
 const (
 	// ReasonCompacted: its rows are in the blocks ReplacedBy.

@@ -176,8 +176,6 @@ func Merge(ctx context.Context, dir string, inputs []*Reader, opts MergeOptions)
 	var (
 		series  []Series
 		rows    []taggedRow
-		stacks  []uint32
-		values  []int64
 		pairs   []stackValue
 		seen    = map[head.ProfileID]struct{}{}
 		firstRw int64
@@ -198,7 +196,11 @@ func Merge(ctx context.Context, dir string, inputs []*Reader, opts MergeOptions)
 					return nil
 				}
 				st.InputRows++
-				rows = append(rows, taggedRow{Profile: head.Profile{ID: row.ID, TimeNanos: row.Time, Total: row.Total, Samples: slices.Clone(row.Samples)}, input: m.input})
+				samples, err := remapSamples(row.Samples, nodeMaps[m.input], &pairs)
+				if err != nil {
+					return fmt.Errorf("block %s: %w", inputs[m.input].prefix, err)
+				}
+				rows = append(rows, taggedRow{Profile: head.Profile{ID: row.ID, TimeNanos: row.Time, Total: row.Total, Samples: samples}, input: m.input})
 				return nil
 			})
 			if err != nil {
@@ -224,34 +226,9 @@ func Merge(ctx context.Context, dir string, inputs []*Reader, opts MergeOptions)
 				continue
 			}
 			seen[r.ID] = struct{}{}
-			nm := nodeMaps[r.input]
-			pairs = pairs[:0]
-			var bad error
-			err := head.DecodeSamples(r.Samples, func(sid uint32, v int64) {
-				if int(sid) >= len(nm) {
-					bad = fmt.Errorf("block %s: %w: stack %d beyond its %d symbols", inputs[r.input].prefix, ErrCorrupt, sid, len(nm))
-					return
-				}
-				pairs = append(pairs, stackValue{nm[sid], v})
-			})
-			if err == nil {
-				err = bad
-			}
-			if err != nil {
-				return Meta{}, st, err
-			}
-			slices.SortFunc(pairs, func(a, b stackValue) int { return cmp.Compare(a.stack, b.stack) })
-			stacks, values = stacks[:0], values[:0]
-			for _, p := range pairs {
-				if n := len(stacks); n > 0 && stacks[n-1] == p.stack {
-					values[n-1] += p.value
-					continue
-				}
-				stacks = append(stacks, p.stack)
-				values = append(values, p.value)
-			}
-			meta.Stats.Samples += int64(len(stacks))
-			if err := sink.add(profileRow{Series: int32(len(series)), Time: r.TimeNanos, ID: r.ID, Total: r.Total, Samples: head.EncodeSamples(nil, stacks, values)}); err != nil {
+			n, _ := binary.Uvarint(r.Samples)
+			meta.Stats.Samples += int64(n)
+			if err := sink.add(profileRow{Series: int32(len(series)), Time: r.TimeNanos, ID: r.ID, Total: r.Total, Samples: r.Samples}); err != nil {
 				return Meta{}, st, err
 			}
 			if s.Rows == 0 {
@@ -320,6 +297,55 @@ func Merge(ctx context.Context, dir string, inputs []*Reader, opts MergeOptions)
 	}
 	ok = true
 	return meta, st, syncDir(dir)
+}
+
+// remapSamples re-encodes a row's samples with its stacks renumbered by nm
+// (sorted again and summed when the new ids collide or change order).
+func remapSamples(b []byte, nm []uint32, pairs *[]stackValue) ([]byte, error) {
+	ps := (*pairs)[:0]
+	var bad error
+	sorted := true
+	err := head.DecodeSamples(b, func(sid uint32, v int64) {
+		if int(sid) >= len(nm) {
+			bad = fmt.Errorf("%w: stack %d beyond its %d symbols", ErrCorrupt, sid, len(nm))
+			return
+		}
+		id := nm[sid]
+		if n := len(ps); n > 0 && ps[n-1].stack >= id {
+			sorted = false
+		}
+		ps = append(ps, stackValue{id, v})
+	})
+	if err == nil {
+		err = bad
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !sorted {
+		slices.SortFunc(ps, func(a, b stackValue) int { return cmp.Compare(a.stack, b.stack) })
+		out := ps[:0]
+		for _, p := range ps {
+			if n := len(out); n > 0 && out[n-1].stack == p.stack {
+				out[n-1].value += p.value
+				continue
+			}
+			out = append(out, p)
+		}
+		ps = out
+	}
+	*pairs = ps
+	enc := make([]byte, 0, len(b)+8)
+	enc = binary.AppendUvarint(enc, uint64(len(ps)))
+	prev := uint32(0)
+	for _, p := range ps {
+		enc = binary.AppendUvarint(enc, uint64(p.stack-prev))
+		prev = p.stack
+	}
+	for _, p := range ps {
+		enc = binary.AppendVarint(enc, p.value)
+	}
+	return enc, nil
 }
 
 type stackValue struct {

@@ -247,7 +247,7 @@ func (s *BucketSource) syncTenant(ctx context.Context, tb *tenantBlocks) error {
 		}
 		m, err := ReadMeta(ctx, s.Bucket, tenant, id)
 		if err != nil {
-			if !errors.Is(err, ErrIncomplete) {
+			if !errors.Is(err, ErrIncomplete) && !CompactorPartial(ctx, s.Bucket, tenant, id) {
 				errs = append(errs, err)
 			}
 			continue
@@ -283,6 +283,14 @@ func (s *BucketSource) syncTenant(ctx context.Context, tb *tenantBlocks) error {
 // ErrIncomplete is returned by ReadMeta for a block without meta.json: being
 // written or uploaded, or a leftover of a crash.
 var ErrIncomplete = errors.New("block has no meta.json")
+
+// CompactorPartial reports whether block id is the compactor's (it holds
+// CompactorMarker): a meta.json that does not parse there is a torn upload
+// (a filesystem bucket writes objects in place), not a damaged block.
+func CompactorPartial(ctx context.Context, bkt objstore.BucketReader, tenant string, id ulid.ULID) bool {
+	ok, err := bkt.Exists(ctx, path.Join(tenant, id.String(), CompactorMarker))
+	return err == nil && ok
+}
 
 // ReadMeta reads and checks the meta.json of block id of tenant.
 func ReadMeta(ctx context.Context, bkt objstore.BucketReader, tenant string, id ulid.ULID) (*Meta, error) {

@@ -46,7 +46,7 @@ import (
 
 // OwnerMarker is the object a compactor uploads first into a block it
 // writes: a block directory holding it and no meta.json is a crashed upload.
-const OwnerMarker = ".compactor"
+const OwnerMarker = block.CompactorMarker
 
 // partialGrace: a partial compactor upload older than this is a leftover.
 const partialGrace = time.Hour
@@ -220,7 +220,7 @@ func (c *Compactor) list(ctx context.Context, tenant string) (*tenantState, erro
 		c.metaMu.Unlock()
 		if m == nil {
 			m, err = block.ReadMeta(ctx, c.opts.Bucket, tenant, id)
-			if errors.Is(err, block.ErrIncomplete) {
+			if errors.Is(err, block.ErrIncomplete) || (err != nil && ctx.Err() == nil && block.CompactorPartial(ctx, c.opts.Bucket, tenant, id)) {
 				st.partial = append(st.partial, id)
 				continue
 			}
