@@ -55,6 +55,7 @@ type Ingester struct {
 	Blocks      *block.BucketSource // blocks in the bucket
 
 	Compactor *compactor.Compactor // nil when -compactor.enabled=false
+	uploads   uploadClock          // when local blocks reached the bucket
 
 	store    atomic.Pointer[store.Store] // nil until the WAL is replayed
 	cluster  atomic.Pointer[cluster]     // nil until the ring is joined
@@ -107,6 +108,7 @@ func New(cfg *Config, logger *slog.Logger) (*Ingester, error) {
 	ing.Shipper = shipper.New(shipper.Options{
 		Dir: blocksDir, Bucket: bkt, Logger: logger, Registerer: reg, LocalRetention: cfg.Ingester.LocalRetention,
 		OnUploaded: func(tenant string, id ulid.ULID) {
+			ing.uploads.set(id, time.Now(), time.Hour)
 			if st := ing.store.Load(); st != nil {
 				st.Uploaded(tenant, id.String())
 			}
@@ -176,6 +178,8 @@ func (ing *Ingester) openStore() (*store.Store, error) {
 	for _, b := range blocks {
 		if !b.Uploaded {
 			pending = append(pending, b.ULID.String())
+		} else {
+			ing.uploads.set(b.ULID, b.UploadedAt, time.Hour)
 		}
 	}
 	return store.Open(store.Options{
@@ -238,7 +242,7 @@ func (ing *Ingester) Handler() http.Handler {
 	mux.Handle(path, hd)
 	// Between ingesters: replica writes and reads.
 	mux.Handle(distributor.AppendPath, distributor.NewInternalHandler(storeAppender{ing}, distributor.HandlerOptions{MaxProfileSize: ing.Config.Limits.MaxProfileSizeBytes, Logger: ing.Logger}))
-	sel := remote.NewSelectHandler(storeSource{ing}, remote.HandlerOptions{Logger: ing.Logger})
+	sel := remote.NewSelectHandler(peerSource{ing}, remote.HandlerOptions{Logger: ing.Logger})
 	mux.Handle(remote.SelectPath, sel)
 	mux.Handle(remote.SeriesLabelsPath, sel)
 	mux.HandleFunc("/ring", ing.ringHandler)

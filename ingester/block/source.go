@@ -390,15 +390,39 @@ func (s *BucketSource) reader(ctx context.Context, m *Meta) (*Reader, error) {
 	return ob.r, ob.err
 }
 
+// View is a querier.Source over the blocks of s that keep accepts (sharing
+// s's listing and open readers).
+func (s *BucketSource) View(keep func(*Meta) bool) *SourceView { return &SourceView{s: s, keep: keep} }
+
+// SourceView is BucketSource.View.
+type SourceView struct {
+	s    *BucketSource
+	keep func(*Meta) bool
+}
+
+// Select implements querier.Source.
+func (v *SourceView) Select(ctx context.Context, tenant, ptype string, match func(model.Labels) bool, start, end int64) ([]head.Selection, error) {
+	return v.s.selectKeep(ctx, tenant, ptype, match, start, end, v.keep)
+}
+
+// SeriesLabels implements querier.Source.
+func (v *SourceView) SeriesLabels(ctx context.Context, tenant string, match func(model.Labels) bool, start, end int64) ([]model.Labels, error) {
+	return v.s.seriesLabelsKeep(ctx, tenant, match, start, end, v.keep)
+}
+
 // Select implements querier.Source.
 func (s *BucketSource) Select(ctx context.Context, tenant, ptype string, match func(model.Labels) bool, start, end int64) ([]head.Selection, error) {
+	return s.selectKeep(ctx, tenant, ptype, match, start, end, nil)
+}
+
+func (s *BucketSource) selectKeep(ctx context.Context, tenant, ptype string, match func(model.Labels) bool, start, end int64, keep func(*Meta) bool) ([]head.Selection, error) {
 	metas, err := s.Blocks(ctx, tenant)
 	if err != nil {
 		return nil, err
 	}
 	var out []head.Selection
 	for _, m := range metas {
-		if !m.Overlaps(start, end) {
+		if !m.Overlaps(start, end) || (keep != nil && !keep(m)) {
 			continue
 		}
 		r, err := s.reader(ctx, m)
@@ -418,13 +442,17 @@ func (s *BucketSource) Select(ctx context.Context, tenant, ptype string, match f
 
 // SeriesLabels implements querier.Source.
 func (s *BucketSource) SeriesLabels(ctx context.Context, tenant string, match func(model.Labels) bool, start, end int64) ([]model.Labels, error) {
+	return s.seriesLabelsKeep(ctx, tenant, match, start, end, nil)
+}
+
+func (s *BucketSource) seriesLabelsKeep(ctx context.Context, tenant string, match func(model.Labels) bool, start, end int64, keep func(*Meta) bool) ([]model.Labels, error) {
 	metas, err := s.Blocks(ctx, tenant)
 	if err != nil {
 		return nil, err
 	}
 	var out []model.Labels
 	for _, m := range metas {
-		if !m.Overlaps(start, end) {
+		if !m.Overlaps(start, end) || (keep != nil && !keep(m)) {
 			continue
 		}
 		r, err := s.reader(ctx, m)

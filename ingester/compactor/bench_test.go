@@ -37,6 +37,7 @@ type week struct {
 	start          time.Time
 	rawBytes       int64
 	rawBlocks      int
+	rawRows        int64
 	compactBytes   int64
 	compactBlocks  int
 	inputMBs       float64 // compaction throughput over the input bytes
@@ -128,6 +129,7 @@ func makeWeek(b *testing.B) (*week, error) {
 				return nil, err
 			}
 			w.rawBytes += m.Bytes()
+			w.rawRows += m.Stats.Profiles
 			w.rawBlocks++
 		}
 	}
@@ -148,6 +150,7 @@ func makeWeek(b *testing.B) (*week, error) {
 		return nil, err
 	}
 	runtime.GC()
+	base := heapNow()
 	peak, stop := samplePeakHeap()
 	t0 := time.Now()
 	if err := c.RunOnce(context.Background()); err != nil {
@@ -155,7 +158,7 @@ func makeWeek(b *testing.B) (*week, error) {
 	}
 	w.seconds = time.Since(t0).Seconds()
 	stop()
-	w.peakHeapMiB = float64(*peak) / (1 << 20)
+	w.peakHeapMiB = float64(*peak-min(*peak, base)) / (1 << 20)
 	w.inputMBs = float64(w.rawBytes) / 1e6 / w.seconds
 	now = now.Add(2 * time.Hour) // past the deletion delay
 	if err := c.RunOnce(context.Background()); err != nil {
@@ -170,6 +173,12 @@ func makeWeek(b *testing.B) (*week, error) {
 		w.compactBlocks++
 	}
 	return w, nil
+}
+
+func heapNow() uint64 {
+	s := []rtmetrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	rtmetrics.Read(s)
+	return s[0].Value.Uint64()
 }
 
 // samplePeakHeap samples the live heap every 2 ms until stop.
@@ -213,7 +222,8 @@ func BenchmarkCompactionWeek(b *testing.B) {
 		b.ReportMetric(float64(w.rawBlocks), "blocksBefore")
 		b.ReportMetric(float64(w.compactBlocks), "blocksAfter")
 		b.ReportMetric(w.inputMBs, "inputMB/s")
-		b.ReportMetric(w.peakHeapMiB, "peakHeapMiB")
+		b.ReportMetric(float64(w.rawRows)/w.seconds, "inputRows/s")
+		b.ReportMetric(w.peakHeapMiB, "peakHeapMiB(above-baseline)")
 		b.ReportMetric(float64(w.rawBytes)/1e6, "inputMB")
 	})
 	req := &querierv1.SelectMergeStacktracesRequest{

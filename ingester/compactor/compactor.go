@@ -474,7 +474,7 @@ func (c *Compactor) runJob(ctx context.Context, j Job, st *tenantState) (err err
 		if err := c.download(ctx, j.Tenant, m, filepath.Join(in, j.Tenant, id.String())); err != nil {
 			return fmt.Errorf("downloading %s: %w", id, err)
 		}
-		r, err := block.Open(ctx, local, j.Tenant+"/"+id.String()+"/", block.ReaderOptions{Meta: m})
+		r, err := block.Open(ctx, local, j.Tenant+"/"+id.String()+"/", block.ReaderOptions{Meta: m, ReadBufferSize: 32 << 10})
 		if err != nil {
 			return err
 		}
