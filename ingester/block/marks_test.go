@@ -144,3 +144,42 @@ func TestSourceSkipsReplacedBlocks(t *testing.T) {
 		t.Fatalf("stale index: %v, used %v", got, s.FromIndex(testTenant))
 	}
 }
+
+// TestSourceRelistsWhenABlockIsGone: a block deleted after the source listed
+// it makes the source list again and read what replaced it, not fail.
+func TestSourceRelistsWhenABlockIsGone(t *testing.T) {
+	root := t.TempDir()
+	bkt := fsBucket(t, root)
+	ctx := context.Background()
+	src := writeTenant(t, oneProfileHead(t, 5000, "svc"), root, WriteOptions{})
+	s := &BucketSource{Bucket: bkt, SyncInterval: time.Hour}
+	if ms, err := s.Blocks(ctx, testTenant); err != nil || len(ms) != 1 {
+		t.Fatalf("%d blocks, %v", len(ms), err)
+	}
+	r, err := Open(ctx, bkt, testTenant+"/"+src.ULID.String()+"/", ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := Merge(ctx, root+"/"+testTenant, []*Reader{r}, MergeOptions{Tenant: testTenant, Compaction: Compaction{Level: 1, RangeStart: 0, RangeEnd: 10000, Sources: []ulid.ULID{src.ULID}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{MetaFile, IndexFile, ProfilesFile, SymbolsFile} {
+		if err := bkt.Delete(ctx, testTenant+"/"+src.ULID.String()+"/"+f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sels, err := s.Select(ctx, testTenant, "", nil, 0, 10000)
+	if err != nil {
+		t.Fatalf("a deleted block failed the query: %v", err)
+	}
+	rows := 0
+	for _, sel := range sels {
+		for _, sr := range sel.Series {
+			rows += len(sr.Profiles)
+		}
+	}
+	if rows != int(out.Stats.Profiles) || rows == 0 {
+		t.Fatalf("%d rows after the relisting, the replacement has %d", rows, out.Stats.Profiles)
+	}
+}

@@ -355,16 +355,15 @@ type stackValue struct {
 
 // profileSink writes profiles.parquet row by row, cutting row groups as Write does.
 type profileSink struct {
-	f          *os.File
-	bw         *bufio.Writer
-	w          *parquet.GenericWriter[profileRow]
-	batch      []profileRow
-	rows       int
-	bytes      int
-	maxRows    int
-	maxBytes   int
-	closed     bool
-	groupFlush bool
+	f        *os.File
+	bw       *bufio.Writer
+	w        *parquet.GenericWriter[profileRow]
+	batch    []profileRow
+	rows     int
+	bytes    int
+	maxRows  int
+	maxBytes int
+	closed   bool
 }
 
 func newProfileSink(path string, maxRows, maxBytes int, codec compress.Codec) (*profileSink, error) {

@@ -416,6 +416,30 @@ func (s *BucketSource) Select(ctx context.Context, tenant, ptype string, match f
 }
 
 func (s *BucketSource) selectKeep(ctx context.Context, tenant, ptype string, match func(model.Labels) bool, start, end int64, keep func(*Meta) bool) ([]head.Selection, error) {
+	out, err := s.selectOnce(ctx, tenant, ptype, match, start, end, keep)
+	if err != nil && s.notFound(err) {
+		// A block went away since the last listing (the compactor deleted it
+		// after its deletion delay): list again, which also shows what
+		// replaced it, and read once more.
+		if err := s.syncTenant(ctx, s.tenant(tenant)); err != nil {
+			return nil, err
+		}
+		return s.selectOnce(ctx, tenant, ptype, match, start, end, keep)
+	}
+	return out, err
+}
+
+// notFound reports whether err, or an error it wraps, is the bucket's "no such object".
+func (s *BucketSource) notFound(err error) bool {
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if s.Bucket.IsObjNotFoundErr(e) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *BucketSource) selectOnce(ctx context.Context, tenant, ptype string, match func(model.Labels) bool, start, end int64, keep func(*Meta) bool) ([]head.Selection, error) {
 	metas, err := s.Blocks(ctx, tenant)
 	if err != nil {
 		return nil, err

@@ -16,7 +16,6 @@ type modelBucket struct {
 	metas map[ulid.ULID]*block.Meta
 	rows  map[ulid.ULID][]int64
 	marks map[ulid.ULID]*block.DeletionMark
-	next  byte
 	seq   uint64
 }
 

@@ -151,7 +151,7 @@ func parseULIDDir(name string) (id [16]byte, err error) {
 // during the pushes that every acknowledged profile is counted exactly once,
 // then waits for the bucket to converge: only compacted blocks, one per range,
 // at most 1.05 stored rows per stored profile, sources deleted.
-func compactionRun(t *testing.T, c *cluster, bkt objstore.Bucket, kills int) {
+func compactionRun(t *testing.T, c *cluster, bkt objstore.Bucket, kills int, between func(round int)) {
 	p, per := newPusher(t)
 	k := rowsPerPush(t, p)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -161,6 +161,9 @@ func compactionRun(t *testing.T, c *cluster, bkt objstore.Bucket, kills int) {
 	rounds := max(3, kills)
 	for r := 0; r < rounds; r++ {
 		time.Sleep(time.Duration(2500+rng.IntN(1500)) * time.Millisecond)
+		if between != nil {
+			between(r)
+		}
 		if r < kills {
 			// kill -9 an ingester at a random moment: compaction jobs run every second.
 			i := rng.IntN(len(c.nodes))
@@ -215,7 +218,7 @@ func compactionRun(t *testing.T, c *cluster, bkt objstore.Bucket, kills int) {
 		t.Fatalf("%.3f stored rows per stored profile, want at most 1.05", ratio)
 	}
 	// The bucket alone (a fresh ingester with an empty disk) counts the same.
-	fresh := testutil.StartIngester(t, testutil.FreePort(t), append([]string{"-data-dir=" + t.TempDir(), "-log.level=warn", "-compactor.enabled=false"}, c.nodes[0].bucketArgs()...)...)
+	fresh := testutil.StartIngester(t, testutil.FreePort(t), append(append([]string{"-data-dir=" + t.TempDir(), "-log.level=warn", "-compactor.enabled=false"}, compactionArgs...), c.nodes[0].bucketArgs()...)...)
 	all2, got2 := countProfiles(t, fresh.URL, acked, per)
 	if got2 != got || all2 != all {
 		t.Fatalf("from the bucket alone: %.3f acknowledged, %.3f in all; the cluster said %.3f and %.3f", got2, all2, got, all)
@@ -245,6 +248,15 @@ func compactionRun(t *testing.T, c *cluster, bkt objstore.Bucket, kills int) {
 	if jobs == 0 {
 		t.Fatal("no compactor lists a successful job")
 	}
+	var in, out float64
+	for _, u := range c.urls() {
+		in += metric(t, u, "hearth_compactor_blocks_in_total")
+		out += metric(t, u, "hearth_compactor_blocks_out_total")
+	}
+	t.Logf("compactors: %d jobs listed, %.0f blocks in, %.0f out", jobs, in, out)
+	if in == 0 || out == 0 {
+		t.Fatalf("hearth_compactor_blocks_in_total %.0f, _out_total %.0f", in, out)
+	}
 }
 
 // bucketArgs are the node's storage flags.
@@ -269,10 +281,11 @@ func TestCompactionRF3Filesystem(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	compactionRun(t, c, bkt, 0)
+	compactionRun(t, c, bkt, 0, nil)
 }
 
-// TestCompactionRF3S3 is the same on a real S3 server.
+// TestCompactionRF3S3 is the same on a real S3 server, with a bucket outage
+// in the middle: pushes go on, compaction fails and resumes.
 func TestCompactionRF3S3(t *testing.T) {
 	s3 := s3test.Start(t)
 	s3.SetEnv(t)
@@ -284,7 +297,23 @@ func TestCompactionRF3S3(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer bkt.Close()
-	compactionRun(t, c, bkt, 0)
+	outage := func(r int) {
+		if r != 1 {
+			return
+		}
+		s3.Stop()
+		time.Sleep(3 * time.Second) // compaction passes every second fail meanwhile
+		s3.Restart()
+	}
+	compactionRun(t, c, bkt, 0, outage)
+	var failures float64
+	for _, u := range c.urls() {
+		failures += metric(t, u, "hearth_compactor_failures_total")
+	}
+	t.Logf("compactor failures counted during the outage: %.0f", failures)
+	if failures == 0 {
+		t.Fatal("the bucket was down for 3 s and no compactor counted a failure")
+	}
 }
 
 // TestCompactionKill9: the same with an ingester killed with SIGKILL at a
@@ -297,7 +326,7 @@ func TestCompactionKill9(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	compactionRun(t, c, bkt, 4)
+	compactionRun(t, c, bkt, 4, nil)
 }
 
 // TestCompactionRetention: blocks older than the retention period are marked
@@ -322,7 +351,7 @@ func TestCompactionRetention(t *testing.T) {
 	}
 	// Each ingester keeps its own uploaded blocks for -ingester.local-retention:
 	// an ingester with an empty disk reads the bucket alone.
-	fresh := testutil.StartIngester(t, testutil.FreePort(t), "-data-dir="+t.TempDir(), "-log.level=warn", "-compactor.enabled=false", "-storage.filesystem.dir="+dir)
+	fresh := testutil.StartIngester(t, testutil.FreePort(t), append([]string{"-data-dir=" + t.TempDir(), "-log.level=warn", "-compactor.enabled=false", "-storage.filesystem.dir=" + dir}, compactionArgs...)...)
 	var all float64
 	var v bucketView
 	for i := 0; i < 300; i++ {
