@@ -233,6 +233,13 @@ func (c *Compactor) list(ctx context.Context, tenant string) (*tenantState, erro
 		}
 		st.metas = append(st.metas, m)
 	}
+	c.metaMu.Lock()
+	for id, m := range c.metas { // gone: deleted by another instance
+		if m.Tenant == tenant && !st.dirs[id] {
+			delete(c.metas, id)
+		}
+	}
+	c.metaMu.Unlock()
 	st.marks, err = block.ListDeletionMarks(ctx, c.opts.Bucket, tenant, nil)
 	if err != nil {
 		return nil, err
