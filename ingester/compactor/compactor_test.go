@@ -6,10 +6,12 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	googlev1 "github.com/grafana/pyroscope/api/gen/proto/go/google/v1"
+	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/thanos-io/objstore"
 	"github.com/thanos-io/objstore/providers/filesystem"
@@ -184,5 +186,63 @@ func TestCompactorConverges(t *testing.T) {
 		if e.IsDir() && e.Name() != block.MarkersDir {
 			t.Errorf("after retention and the delay, %s is still in the bucket", e.Name())
 		}
+	}
+}
+
+// TestLeftoversCleaned: a crashed job's partial upload (the compactor's marker,
+// some files, a torn meta.json) is invisible to readers and deleted after an
+// hour; an ingester's incomplete upload is left to its shipper; a deletion a
+// crash interrupted (mark, no meta.json) is finished.
+func TestLeftoversCleaned(t *testing.T) {
+	dir := t.TempDir()
+	bkt, err := filesystem.NewBucket(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	now := time.Now()
+	old := ulid.MustNew(ulid.Timestamp(now.Add(-2*time.Hour)), ulid.DefaultEntropy())
+	ingesters := ulid.MustNew(ulid.Timestamp(now.Add(-2*time.Hour)), ulid.DefaultEntropy())
+	interrupted := ulid.MustNew(ulid.Timestamp(now.Add(-3*time.Hour)), ulid.DefaultEntropy())
+	put := func(name, body string) {
+		if err := bkt.Upload(ctx, name, strings.NewReader(body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("t/"+old.String()+"/"+OwnerMarker, "x")
+	put("t/"+old.String()+"/index.bin", "partial")
+	put("t/"+old.String()+"/meta.json", `{"version":1,"ul`) // torn
+	put("t/"+ingesters.String()+"/index.bin", "partial")
+	put("t/"+interrupted.String()+"/profiles.parquet", "left")
+	mark, _ := block.MarshalDeletionMark(&block.DeletionMark{Version: 1, ID: interrupted, Tenant: "t", MarkedAt: now.Add(-3 * time.Hour), Reason: block.ReasonRetention})
+	put(block.DeletionMarkPath("t", interrupted), string(mark))
+
+	src := &block.BucketSource{Bucket: bkt, SyncInterval: -1}
+	if ms, err := src.Blocks(ctx, "t"); err != nil || len(ms) != 0 {
+		t.Fatalf("readers: %d blocks, %v; the torn upload must be invisible and no error", len(ms), err)
+	}
+	c, err := New(Options{Config: Config{BlockRanges: DefaultBlockRanges, CompactionInterval: time.Minute, FirstLevelWait: time.Hour, DeletionDelay: time.Hour},
+		Bucket: bkt, Dir: t.TempDir(), Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	exists := func(name string) bool {
+		ok, err := bkt.Exists(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if exists("t/"+old.String()+"/index.bin") || exists("t/"+old.String()+"/"+OwnerMarker) {
+		t.Error("the crashed job's partial upload is still there")
+	}
+	if !exists("t/" + ingesters.String() + "/index.bin") {
+		t.Error("an ingester's incomplete upload was deleted")
+	}
+	if exists("t/"+interrupted.String()+"/profiles.parquet") || exists(block.DeletionMarkPath("t", interrupted)) {
+		t.Error("the interrupted deletion was not finished")
 	}
 }
