@@ -82,6 +82,7 @@ type Compactor struct {
 
 	statusMu sync.Mutex
 	jobs     []JobStatus // most recent last
+	current  *RunningJob
 	passes   int64
 	lastPass time.Time
 	lastErr  string
@@ -278,6 +279,8 @@ func (c *Compactor) runTenant(ctx context.Context, tenant string) error {
 	// Marks (and for the tenant's owner: deletions, leftovers, the index)
 	// from a fresh listing: what the jobs just wrote included.
 	if ran {
+		c.stage(tenant, "mark") // uploaded, sources not marked yet
+		defer c.stage("", "")
 		if st, err = c.list(ctx, tenant); err != nil {
 			return errors.Join(append(errs, err)...)
 		}
@@ -441,7 +444,9 @@ func (c *Compactor) runJob(ctx context.Context, j Job, st *tenantState) (err err
 	defer cancel()
 	t0 := time.Now()
 	js := JobStatus{Tenant: j.Tenant, Level: j.Level, Start: time.Unix(0, j.Start).UTC(), End: time.Unix(0, j.End).UTC(), Inputs: len(j.Inputs), StartedAt: t0.UTC()}
+	c.stage(j.Key(), "download")
 	defer func() {
+		c.stage("", "")
 		js.Seconds = time.Since(t0).Seconds()
 		js.Result = "success"
 		if err != nil {
@@ -489,6 +494,7 @@ func (c *Compactor) runJob(ctx context.Context, j Job, st *tenantState) (err err
 		js.BytesIn += m.Bytes()
 	}
 	outDir := filepath.Join(work, "out")
+	c.stage(j.Key(), "merge")
 	meta, mst, err := block.Merge(ctx, outDir, readers, block.MergeOptions{
 		Tenant: j.Tenant, Source: "compactor/" + c.opts.Instance,
 		Compaction: block.Compaction{Level: j.Level, RangeStart: j.Start, RangeEnd: j.End, Sources: j.Sources},
@@ -497,6 +503,7 @@ func (c *Compactor) runJob(ctx context.Context, j Job, st *tenantState) (err err
 		return fmt.Errorf("merging: %w", err)
 	}
 	js.Output, js.RowsIn, js.RowsOut, js.Duplicates, js.BytesOut = meta.ULID.String(), mst.InputRows, mst.OutputRows, mst.Duplicates, meta.Bytes()
+	c.stage(j.Key(), "upload")
 	if err := c.upload(ctx, j.Tenant, filepath.Join(outDir, meta.ULID.String()), meta); err != nil {
 		return fmt.Errorf("uploading %s: %w", meta.ULID, err)
 	}

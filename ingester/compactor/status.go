@@ -27,6 +27,23 @@ type JobStatus struct {
 	Error      string    `json:"error,omitempty"`
 }
 
+// RunningJob is the job in progress and its stage: download, merge, upload.
+type RunningJob struct {
+	Key   string    `json:"key"`
+	Stage string    `json:"stage"`
+	Since time.Time `json:"since"`
+}
+
+func (c *Compactor) stage(key, stage string) {
+	c.statusMu.Lock()
+	defer c.statusMu.Unlock()
+	if stage == "" {
+		c.current = nil
+		return
+	}
+	c.current = &RunningJob{Key: key, Stage: stage, Since: time.Now().UTC()}
+}
+
 // maxJobStatus is how many finished jobs the status page keeps.
 const maxJobStatus = 100
 
@@ -47,6 +64,7 @@ type Status struct {
 	Passes      int64       `json:"passes"`
 	LastPass    time.Time   `json:"last_pass"`
 	LastError   string      `json:"last_error,omitempty"`
+	Running     *RunningJob `json:"running,omitempty"`
 	Jobs        []JobStatus `json:"jobs"` // most recent first
 }
 
@@ -56,6 +74,10 @@ func (c *Compactor) Status() Status {
 	defer c.statusMu.Unlock()
 	st := Status{Instance: c.opts.Instance, BlockRanges: c.cfg.BlockRanges.String(), Interval: c.cfg.CompactionInterval.String(),
 		Passes: c.passes, LastPass: c.lastPass, LastError: c.lastErr}
+	if c.current != nil {
+		r := *c.current
+		st.Running = &r
+	}
 	for i := len(c.jobs) - 1; i >= 0; i-- {
 		st.Jobs = append(st.Jobs, c.jobs[i])
 	}
@@ -65,6 +87,7 @@ func (c *Compactor) Status() Status {
 var statusPage = template.Must(template.New("status").Parse(`<!DOCTYPE html>
 <html><head><title>Hearth compactor</title></head><body>
 <h1>Compactor {{.Instance}}</h1>
+{{with .Running}}<p>Running: {{.Key}}, {{.Stage}} since {{.Since.Format "15:04:05"}}.</p>{{end}}
 <p>Block ranges {{.BlockRanges}}, every {{.Interval}}; {{.Passes}} passes, the last at {{.LastPass.Format "2006-01-02T15:04:05Z07:00"}}{{if .LastError}}: <b>{{.LastError}}</b>{{end}}.</p>
 <table border="1" cellpadding="3">
 <tr><th>finished job</th><th>tenant</th><th>level</th><th>range</th><th>inputs</th><th>output</th><th>rows in</th><th>rows out</th><th>duplicates</th><th>bytes in</th><th>bytes out</th><th>seconds</th><th>result</th></tr>

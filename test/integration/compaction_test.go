@@ -165,8 +165,15 @@ func compactionRun(t *testing.T, c *cluster, bkt objstore.Bucket, kills int, bet
 			between(r)
 		}
 		if r < kills {
-			// kill -9 an ingester at a random moment: compaction jobs run every second.
-			i := rng.IntN(len(c.nodes))
+			// kill -9 the ingester running a compaction job (downloading, merging,
+			// uploading, or between upload and marking) when one is caught within 3 s,
+			// else one at random.
+			want := []string{"download", "merge", "upload", "mark"}[r%4]
+			i, stage := c.compacting(3*time.Second, want)
+			if i < 0 {
+				i, stage = rng.IntN(len(c.nodes)), "none seen"
+			}
+			t.Logf("round %d: kill -9 %s (compaction stage: %s)", r, c.nodes[i].id, stage)
 			c.nodes[i].proc.Kill()
 			time.Sleep(time.Duration(200+rng.IntN(800)) * time.Millisecond)
 			c.restart(i)
@@ -259,6 +266,37 @@ func compactionRun(t *testing.T, c *cluster, bkt objstore.Bucket, kills int, bet
 	}
 }
 
+// compacting polls the nodes' /compactor/status for a job running in stage
+// want, up to timeout, and returns the node and the stage; failing that, the
+// last node seen running a job in any stage (-1 when none was seen).
+func (c *cluster) compacting(timeout time.Duration, want string) (int, string) {
+	deadline := time.Now().Add(timeout)
+	any, anyStage := -1, ""
+	for n := 0; n < 10000 && time.Now().Before(deadline); n++ {
+		for i, nd := range c.nodes {
+			var st struct {
+				Running *struct {
+					Stage string `json:"stage"`
+				} `json:"running"`
+			}
+			resp, err := http.Get(nd.proc.URL + "/compactor/status?format=json")
+			if err != nil {
+				continue
+			}
+			err = json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+			if err == nil && st.Running != nil {
+				if st.Running.Stage == want {
+					return i, want
+				}
+				any, anyStage = i, st.Running.Stage
+			}
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return any, anyStage
+}
+
 // bucketArgs are the node's storage flags.
 func (nd *node) bucketArgs() []string {
 	var out []string
@@ -326,7 +364,7 @@ func TestCompactionKill9(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	compactionRun(t, c, bkt, 4, nil)
+	compactionRun(t, c, bkt, 6, nil)
 }
 
 // TestCompactionRetention: blocks older than the retention period are marked
