@@ -364,7 +364,7 @@ func TestCompactionKill9(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	compactionRun(t, c, bkt, 6, nil)
+	compactionRun(t, c, bkt, 4, nil)
 }
 
 // TestCompactionRetention: blocks older than the retention period are marked
