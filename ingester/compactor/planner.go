@@ -65,6 +65,11 @@ type Plan struct {
 	Deletes []ulid.ULID // marked blocks past the deletion delay
 }
 
+// MaxJobInputs bounds the blocks one job merges when it could skip levels
+// (every input's symbols and a reader are held at once); a first-level job
+// takes whatever its range holds.
+const MaxJobInputs = 32
+
 // maxRangesPerBlock bounds the ranges one block is split into (a block whose
 // profiles span years would otherwise make a plan of millions of ranges).
 const maxRangesPerBlock = 100000
@@ -213,10 +218,39 @@ func PlanTenant(tenant string, metas []*block.Meta, marks map[ulid.ULID]*block.D
 
 	// Jobs. complete(level, r): r's end is Wait in the past.
 	complete := func(r rng) bool { return r.end+int64(cfg.Wait) <= nowNs }
-	// target returns the largest level whose range containing t is complete (0: none).
+	// inputs counts the blocks a job for range r would read.
+	counts := map[rng]int{}
+	inputs := func(r rng) int {
+		if n, ok := counts[r]; ok {
+			return n
+		}
+		n := 0
+		for _, b := range raw {
+			if retained[b.ULID] {
+				continue
+			}
+			for _, u := range uncovered[b.ULID] {
+				if r.contains(u) {
+					n++
+					break
+				}
+			}
+		}
+		for _, c := range compacted {
+			if !replaced[c.ULID] && !retained[c.ULID] && r.contains(crange(c)) {
+				n++
+			}
+		}
+		counts[r] = n
+		return n
+	}
+	// target returns the largest level whose range containing t is complete
+	// and would be merged from at most MaxJobInputs blocks (0: none): after an
+	// outage a day of ingesters' blocks goes straight into its day block,
+	// unless that means opening too many at once.
 	target := func(t int64) (int, rng) {
 		for k := len(sizes); k >= 1; k-- {
-			if r := align(t, sizes[k-1]); complete(r) {
+			if r := align(t, sizes[k-1]); complete(r) && (k == 1 || inputs(r) <= MaxJobInputs) {
 				return k, r
 			}
 		}

@@ -209,3 +209,21 @@ func TestJobOwnershipIsStable(t *testing.T) {
 		t.Fatalf("different ranges share a key %s", a.Key())
 	}
 }
+
+func TestPlanBoundsFanIn(t *testing.T) {
+	h := time.Hour
+	cfg := PlanConfig{Ranges: []time.Duration{h, 4 * h, 24 * h}, Wait: 10 * time.Minute, DeletionDelay: time.Hour}
+	var metas []*block.Meta
+	for i := 0; i < 48; i++ { // a day of 30-minute blocks: more than MaxJobInputs
+		metas = append(metas, raw(byte(i+1), time.Duration(i)*30*time.Minute, time.Duration(i)*30*time.Minute+29*time.Minute))
+	}
+	p := PlanTenant("t", metas, nil, t0.Add(25*h), cfg)
+	if len(p.Jobs) != 6 {
+		t.Fatalf("%d jobs, want the day merged per 4h range: %s", len(p.Jobs), fmtPlan(p))
+	}
+	for _, j := range p.Jobs {
+		if j.Level != 2 || len(j.Inputs) != 8 || len(j.Inputs) > MaxJobInputs {
+			t.Fatalf("job %s: level %d, %d inputs", j.Key(), j.Level, len(j.Inputs))
+		}
+	}
+}
