@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -154,6 +155,23 @@ func parseULIDDir(name string) (id [16]byte, err error) {
 func compactionRun(t *testing.T, c *cluster, bkt objstore.Bucket, kills int, between func(round int)) {
 	p, per := newPusher(t)
 	k := rowsPerPush(t, p)
+	// Each push carries the time it is sent, so the profiles spread over
+	// several ranges of every level.
+	base, err := profile.ParseData(p.raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stampMu sync.Mutex
+	p.stamp = func() []byte {
+		stampMu.Lock()
+		defer stampMu.Unlock()
+		base.TimeNanos = time.Now().UnixNano()
+		var b bytes.Buffer
+		if err := base.Write(&b); err != nil {
+			panic(err)
+		}
+		return b.Bytes()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { p.run(ctx, c.urls, true); close(done) }()
