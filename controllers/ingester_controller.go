@@ -196,6 +196,7 @@ func (r *IngesterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 			}
 			return ctrl.Result{}, err // retried with exponential backoff
 		}
+		r.reconcileMonitoring(ctx, ing) // never fails the reconcile (render_monitoring.go)
 	}
 
 	// Orchestrate: ring hygiene, storage growth, rollout.
@@ -380,21 +381,6 @@ func (r *IngesterReconciler) apply(ctx context.Context, ing *hearthv1.Ingester, 
 		appliesTotal.WithLabelValues(kind, "unchanged").Inc()
 	}
 	return nil
-}
-
-// keepClaimTemplates keeps an existing StatefulSet's volume claim sizes: claim templates
-// are immutable, so a grown spec.storage.size is carried out by expanding the claims and
-// recreating the StatefulSet (rollout orchestration), not by this apply.
-func (r *IngesterReconciler) keepClaimTemplates(ctx context.Context, desired *appsv1.StatefulSet) (bool, error) {
-	live := &appsv1.StatefulSet{}
-	err := r.Get(ctx, client.ObjectKeyFromObject(desired), live)
-	if apierrors.IsNotFound(err) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	return KeepClaimSizes(desired, live), nil
 }
 
 // KeepClaimSizes copies the storage requests of live's claim templates into desired's and

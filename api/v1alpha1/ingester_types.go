@@ -139,6 +139,10 @@ type IngesterSpec struct {
 	// Paused stops the operator from changing the children (an escape hatch).
 	// +optional
 	Paused bool `json:"paused,omitempty"`
+
+	// Monitoring renders a Prometheus Operator PodMonitor for the ingester pods.
+	// +optional
+	Monitoring MonitoringSpec `json:"monitoring,omitempty"`
 }
 
 // ZoneSpec is one availability zone.
@@ -375,7 +379,7 @@ type IngesterStatus struct {
 	// by a replica decrease.
 	// +optional
 	ScaleDown *ScaleDownStatus `json:"scaleDown,omitempty"`
-	// Conditions: Available, Progressing, Degraded.
+	// Conditions: Available, Progressing, Degraded (and Monitoring with spec.monitoring).
 	// +listType=map
 	// +listMapKey=type
 	// +optional

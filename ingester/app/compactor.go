@@ -16,38 +16,33 @@ import (
 	"github.com/hearth-dev/hearth/ingester/querier"
 )
 
-// newCompactor builds the compactor: jobs go to the ring owner of their key,
-// once this ingester has joined the ring.
-func newCompactor(ing *Ingester) (*compactor.Compactor, error) {
-	cfg := ing.Config
+// initCompactor is the compactor module: it compacts the bucket, jobs going
+// to the ring owner of their key. It needs the bucket (built in New) and the
+// ring; with -compactor.enabled=false there is nothing to run.
+func (a *App) initCompactor() (services.Service, error) {
+	cfg := a.Config
+	if !cfg.Compactor.Enabled {
+		return nil, nil
+	}
 	if cfg.Compactor.FirstLevelWait < cfg.Ingester.MaxBlockDuration {
-		ing.Logger.Warn("-compactor.first-level-compaction-wait-period is shorter than -ingester.max-block-duration: ranges are compacted before every replica's block arrives, and late blocks are merged in by more jobs",
+		a.Logger.Warn("-compactor.first-level-compaction-wait-period is shorter than -ingester.max-block-duration: ranges are compacted before every replica's block arrives, and late blocks are merged in by more jobs",
 			"wait", cfg.Compactor.FirstLevelWait, "max_block_duration", cfg.Ingester.MaxBlockDuration)
 	}
-	return compactor.New(compactor.Options{
-		Config: cfg.Compactor, Bucket: ing.Bucket, Dir: filepath.Join(cfg.DataDir, "compactor"),
-		Instance: cfg.Ingester.Ring.InstanceID, Logger: ing.Logger, Registerer: ing.Registry,
+	r := a.Ring
+	c, err := compactor.New(compactor.Options{
+		Config: cfg.Compactor, Bucket: a.Bucket, Dir: filepath.Join(cfg.DataDir, "compactor"),
+		Instance: cfg.Ingester.Ring.InstanceID, Logger: a.Logger, Registerer: a.Registry,
 		Owns: func(key uint32) (bool, error) {
-			c := ing.cluster.Load()
-			if c == nil {
-				return false, errStarting
-			}
-			owner, err := c.ring.Owner(key)
-			return owner == c.ring.InstanceID(), err
+			owner, err := r.Owner(key)
+			return owner == r.InstanceID(), err
 		},
 	})
-}
-
-// startCompactor starts the compactor service (when enabled) and returns its stop.
-func (ing *Ingester) startCompactor(ctx context.Context) (stop func()) {
-	if ing.Compactor == nil {
-		return func() {}
+	if err != nil {
+		return nil, err
 	}
-	if err := services.StartAndAwaitRunning(ctx, ing.Compactor); err != nil {
-		ing.Logger.Error("starting the compactor; the bucket is not compacted by this ingester", "err", err)
-		return func() {}
-	}
-	return func() { _ = services.StopAndAwaitTerminated(context.Background(), ing.Compactor) }
+	a.Compactor = c
+	a.mux.Handle("/compactor/status", c)
+	return c, nil
 }
 
 // uploadClock remembers when this ingester's blocks reached the bucket.
@@ -82,22 +77,22 @@ func (u *uploadClock) recent(id ulid.ULID, window time.Duration) bool {
 // peerWindow is how long after its upload a local block is still served to
 // the peers' queries: until their bucket listing (every Blocks.SyncInterval)
 // shows it.
-func (ing *Ingester) peerWindow() time.Duration { return 2*ing.Blocks.SyncInterval + 5*time.Second }
+func (a *App) peerWindow() time.Duration { return 2*a.Blocks.SyncInterval + 5*time.Second }
 
 // peerSource is what this ingester answers a peer's query with: its heads,
 // and its local blocks that the peer may not find in the bucket yet (not
 // uploaded, or uploaded too recently for the peer's listing). Without the
 // blocks, a profile would be invisible to a peer that is not its replica
 // between the cut that dropped the head and the peer's next listing.
-type peerSource struct{ ing *Ingester }
+type peerSource struct{ a *App }
 
 func (p peerSource) local() querier.Source {
-	w := p.ing.peerWindow()
-	return p.ing.LocalBlocks.View(func(m *block.Meta) bool { return p.ing.uploads.recent(m.ULID, w) })
+	w := p.a.peerWindow()
+	return p.a.LocalBlocks.View(func(m *block.Meta) bool { return p.a.uploads.recent(m.ULID, w) })
 }
 
 func (p peerSource) Select(ctx context.Context, tenant, ptype string, match func(model.Labels) bool, start, end int64) ([]head.Selection, error) {
-	out, err := storeSource(p).Select(ctx, tenant, ptype, match, start, end)
+	out, err := p.a.Store.Select(ctx, tenant, ptype, match, start, end)
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +101,7 @@ func (p peerSource) Select(ctx context.Context, tenant, ptype string, match func
 }
 
 func (p peerSource) SeriesLabels(ctx context.Context, tenant string, match func(model.Labels) bool, start, end int64) ([]model.Labels, error) {
-	out, err := storeSource(p).SeriesLabels(ctx, tenant, match, start, end)
+	out, err := p.a.Store.SeriesLabels(ctx, tenant, match, start, end)
 	if err != nil {
 		return nil, err
 	}

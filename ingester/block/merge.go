@@ -18,6 +18,7 @@ import (
 	"github.com/hearth-dev/hearth/ingester/head"
 	"github.com/hearth-dev/hearth/ingester/model"
 	"github.com/hearth-dev/hearth/ingester/symdb"
+	"github.com/hearth-dev/hearth/internal/durable"
 )
 
 // MergeOptions say what Merge writes.
@@ -286,7 +287,7 @@ func Merge(ctx context.Context, dir string, inputs []*Reader, opts MergeOptions)
 	if err := writeFileSync(filepath.Join(tmp, MetaFile), mb); err != nil {
 		return Meta{}, st, err
 	}
-	if err := syncDir(tmp); err != nil {
+	if err := durable.SyncDir(tmp); err != nil {
 		return Meta{}, st, err
 	}
 	if err := os.RemoveAll(final); err != nil {
@@ -296,7 +297,7 @@ func Merge(ctx context.Context, dir string, inputs []*Reader, opts MergeOptions)
 		return Meta{}, st, err
 	}
 	ok = true
-	return meta, st, syncDir(dir)
+	return meta, st, durable.SyncDir(dir)
 }
 
 // remapSamples re-encodes a row's samples with its stacks renumbered by nm
