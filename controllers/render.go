@@ -292,6 +292,9 @@ func IngesterConfig(ing *hearthv1.Ingester, zone string) ([]byte, error) {
 	if s.WAL.Fsync != "" {
 		cfg["wal"] = map[string]any{"fsync": s.WAL.Fsync}
 	}
+	if s.Retention != "" {
+		cfg["compactor"] = map[string]any{"blocks_retention_period": string(s.Retention)}
+	}
 	cfg["shutdown_delay"] = "5s"
 	setIf(cfg, "shutdown_delay", string(s.ShutdownDelay))
 	out, err := yaml.Marshal(cfg)

@@ -64,6 +64,7 @@ func fixtures() map[string]*hearthv1.Ingester {
 	s3.Spec.Blocks = hearthv1.BlocksSpec{MaxBlockDuration: "30m", MaxHeadBytes: "512MiB", LocalRetention: "2h"}
 	s3.Spec.Log = hearthv1.LogSpec{Level: "debug", Format: "json"}
 	s3.Spec.MultitenancyEnabled = true
+	s3.Spec.Retention = "720h"
 	s3.Spec.TerminationGracePeriodSeconds = ptr.To[int64](600)
 	s3.Spec.PodTemplate = hearthv1.PodTemplateOverride{
 		Labels:            map[string]string{"team": "observability", LabelInstance: "must-not-win"},

@@ -109,6 +109,12 @@ type IngesterSpec struct {
 	// +optional
 	Log LogSpec `json:"log,omitempty"`
 
+	// Retention is how long profiles are kept in object storage, e.g. 720h (30 days):
+	// the compactor deletes blocks whose newest profile is older. Empty or "0s" keeps
+	// them forever. Blocks on the ingesters' disks follow blocks.localRetention.
+	// +optional
+	Retention Duration `json:"retention,omitempty"`
+
 	// MultitenancyEnabled requires the X-Scope-OrgID header on every request.
 	// +optional
 	MultitenancyEnabled bool `json:"multitenancyEnabled,omitempty"`

@@ -25,6 +25,9 @@ type ReaderOptions struct {
 	// Symbols caches decoded symbol tables; nil: the reader keeps its own
 	// table once loaded.
 	Symbols *SymbolCache
+	// ReadBufferSize is parquet-go's read buffer per column (0: 256 KiB). A
+	// merge of many local blocks uses a small one: it holds one per input.
+	ReadBufferSize int
 }
 
 // Reader reads one block from a bucket. It is safe for concurrent use and
@@ -35,6 +38,7 @@ type Reader struct {
 	meta   Meta
 	series []Series
 	syms   *SymbolCache
+	rbuf   int
 
 	fileOnce sync.Mutex
 	file     *parquet.File
@@ -48,7 +52,10 @@ type Reader struct {
 // prefix ("<tenant>/<ulid>/" or "<ulid>/"). profiles.parquet and symbols.bin
 // are read when a Select needs them.
 func Open(ctx context.Context, bkt objstore.BucketReader, prefix string, opts ReaderOptions) (*Reader, error) {
-	r := &Reader{bkt: bkt, prefix: prefix, syms: opts.Symbols}
+	r := &Reader{bkt: bkt, prefix: prefix, syms: opts.Symbols, rbuf: opts.ReadBufferSize}
+	if r.rbuf <= 0 {
+		r.rbuf = 256 << 10
+	}
 	if opts.Meta != nil {
 		r.meta = *opts.Meta
 	} else {
@@ -139,7 +146,7 @@ func (r *Reader) openProfiles() (*parquet.File, error) {
 	size := r.meta.FileSize(ProfilesFile)
 	bf := &bucketFile{bkt: r.bkt, name: path.Join(r.prefix, ProfilesFile), size: size}
 	f, err := parquet.OpenFile(bf, size, parquet.SkipPageIndex(true), parquet.SkipBloomFilters(true),
-		parquet.ReadBufferSize(256<<10), parquet.OptimisticRead(true))
+		parquet.ReadBufferSize(r.rbuf), parquet.OptimisticRead(true))
 	if err != nil {
 		return nil, fmt.Errorf("block %s: %w: profiles.parquet: %v", r.prefix, ErrCorrupt, err)
 	}

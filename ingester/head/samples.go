@@ -1,8 +1,10 @@
 package head
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
+	"slices"
 )
 
 // Samples of one profile row are stored encoded: a count, the stack trace ids
@@ -195,15 +197,21 @@ func DecodeSpans(b []byte, fn func(span uint64, stack uint32, value int64)) erro
 }
 
 // RemapSamples re-encodes a row with every stack id (its span samples'
-// included) passed through f: what renumbering symbols needs.
+// included) passed through f: what renumbering symbols needs. f need not keep
+// the order (merged symbol tables do not): the stacks are sorted again, and
+// stacks that f maps to one id are summed.
 func RemapSamples(dst, b []byte, f func(uint32) uint32) ([]byte, error) {
-	var stacks []uint32
-	var values []int64
+	var ps []SpanSample // Span unused for the row's own samples
 	if err := DecodeSamples(b, func(st uint32, v int64) {
-		stacks = append(stacks, f(st))
-		values = append(values, v)
+		ps = append(ps, SpanSample{Stack: f(st), Value: v})
 	}); err != nil {
 		return nil, err
+	}
+	ps = sortSum(ps)
+	stacks := make([]uint32, len(ps))
+	values := make([]int64, len(ps))
+	for i, p := range ps {
+		stacks[i], values[i] = p.Stack, p.Value
 	}
 	var spans []SpanSample
 	if err := DecodeSpans(b, func(span uint64, st uint32, v int64) {
@@ -212,5 +220,31 @@ func RemapSamples(dst, b []byte, f func(uint32) uint32) ([]byte, error) {
 		return nil, err
 	}
 	dst = EncodeSamples(dst, stacks, values)
-	return AppendSpans(dst, spans), nil
+	return AppendSpans(dst, sortSum(spans)), nil
+}
+
+// sortSum sorts samples by (span, stack) and sums those that share both.
+func sortSum(ps []SpanSample) []SpanSample {
+	sorted := true
+	for i := 1; i < len(ps) && sorted; i++ {
+		sorted = ps[i-1].Span < ps[i].Span || (ps[i-1].Span == ps[i].Span && ps[i-1].Stack < ps[i].Stack)
+	}
+	if sorted {
+		return ps
+	}
+	slices.SortFunc(ps, func(a, b SpanSample) int {
+		if c := cmp.Compare(a.Span, b.Span); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Stack, b.Stack)
+	})
+	out := ps[:0]
+	for _, p := range ps {
+		if n := len(out); n > 0 && out[n-1].Span == p.Span && out[n-1].Stack == p.Stack {
+			out[n-1].Value += p.Value
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
 }

@@ -107,3 +107,24 @@ func FuzzDecodeSpans(f *testing.F) {
 		}
 	})
 }
+
+// TestRemapSamplesReorders: a renumbering that reverses the order and maps
+// two stacks to one (what merging symbol tables can do) keeps the encoding
+// sorted and sums what collides, in the row and in its span samples.
+func TestRemapSamplesReorders(t *testing.T) {
+	b := EncodeSamples(nil, []uint32{1, 2, 3}, []int64{10, 20, 30})
+	b = AppendSpans(b, []SpanSample{{Span: 5, Stack: 1, Value: 1}, {Span: 5, Stack: 2, Value: 2}, {Span: 5, Stack: 3, Value: 3}})
+	nm := map[uint32]uint32{1: 9, 2: 4, 3: 4}
+	out, err := RemapSamples(nil, b, func(s uint32) uint32 { return nm[s] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var main, spans []int64
+	_ = DecodeSamples(out, func(st uint32, v int64) { main = append(main, int64(st), v) })
+	if err := DecodeSpans(out, func(sp uint64, st uint32, v int64) { spans = append(spans, int64(sp), int64(st), v) }); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(main, []int64{4, 50, 9, 10}) || !reflect.DeepEqual(spans, []int64{5, 4, 5, 5, 9, 1}) {
+		t.Fatalf("main %v spans %v", main, spans)
+	}
+}
