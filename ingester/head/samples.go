@@ -3,6 +3,7 @@ package head
 import (
 	"encoding/binary"
 	"errors"
+	"math/bits"
 )
 
 // Samples of one profile row are stored encoded: a count, the stack trace ids
@@ -65,3 +66,104 @@ func DecodeSamples(b []byte, fn func(stack uint32, value int64)) error {
 	}
 	return nil
 }
+
+// uvarint decodes the unsigned varint at b[i:] and returns it with the index
+// after it; a negative index when b holds no valid varint there. Eight bytes
+// at a time when it can: a row's values are mostly multi-byte varints, and
+// the byte-at-a-time loop mispredicts on their lengths.
+func uvarint(b []byte, i int) (uint64, int) {
+	if i >= 0 && i+8 <= len(b) {
+		x := binary.LittleEndian.Uint64(b[i:])
+		if m := ^x & 0x8080808080808080; m != 0 {
+			end := bits.TrailingZeros64(m) + 1 // bits up to the last byte's (clear) top bit
+			x &= 1<<end - 1
+			return x&0x7f | x>>1&(0x7f<<7) | x>>2&(0x7f<<14) | x>>3&(0x7f<<21) |
+				x>>4&(0x7f<<28) | x>>5&(0x7f<<35) | x>>6&(0x7f<<42) | x>>7&(0x7f<<49), i + end/8
+		}
+	}
+	return uvarintSlow(b, i)
+}
+
+func uvarintSlow(b []byte, i int) (uint64, int) {
+	if i < 0 || i > len(b) {
+		return 0, -1
+	}
+	v, k := binary.Uvarint(b[i:])
+	if k <= 0 {
+		return 0, -1
+	}
+	return v, i + k
+}
+
+// SumSamples adds the values of an encoded row into sums, indexed by stack
+// id, and sets each stack's bit in seen (a bitmap over the same ids). scratch
+// is a buffer for the row's stack ids, returned for reuse. A stack id beyond
+// sums is an error: the row does not belong to the symbols sums was sized for.
+// It is DecodeSamples for merges: one pass over the stack ids, one over the
+// values, no call per sample.
+func SumSamples(b []byte, sums []int64, seen []uint64, scratch []uint32) ([]uint32, error) {
+	n, i := uvarint(b, 0)
+	if i < 0 || n > uint64(len(b)) {
+		return scratch, errCorruptSamples
+	}
+	if uint64(cap(scratch)) < n {
+		scratch = make([]uint32, n)
+	}
+	stacks := scratch[:n]
+	prev := uint32(0)
+	limit := uint32(len(sums))
+	for j := range stacks {
+		var d uint64
+		if i < len(b) && b[i] < 0x80 {
+			d = uint64(b[i])
+			i++
+		} else if d, i = uvarint(b, i); i < 0 {
+			return scratch, errCorruptSamples
+		}
+		prev += uint32(d)
+		if prev >= limit {
+			return scratch, errStackRange
+		}
+		stacks[j] = prev
+	}
+	for _, st := range stacks {
+		var u uint64
+		if u, i = uvarint(b, i); i < 0 {
+			return scratch, errCorruptSamples
+		}
+		sums[st] += int64(u>>1) ^ -int64(u&1) // zig-zag, as binary.Varint
+		seen[st>>6] |= 1 << (st & 63)
+	}
+	return scratch, nil
+}
+
+// CheckSamples reports whether an encoded row decodes and refers only to
+// stacks below nodes (what DecodeSamples would find), without decoding values.
+func CheckSamples(b []byte, nodes uint32) error {
+	n, i := uvarint(b, 0)
+	if i < 0 || n > uint64(len(b)) {
+		return errCorruptSamples
+	}
+	prev := uint32(0)
+	for j := uint64(0); j < n; j++ {
+		var d uint64
+		if d, i = uvarint(b, i); i < 0 {
+			return errCorruptSamples
+		}
+		prev += uint32(d)
+		if prev >= nodes {
+			return errStackRange
+		}
+	}
+	for j := uint64(0); j < n; j++ {
+		if _, i = uvarint(b, i); i < 0 {
+			return errCorruptSamples
+		}
+	}
+	return nil
+}
+
+// ErrStackRange is CheckSamples' error for a stack id beyond the symbols.
+var ErrStackRange = errStackRange
+
+var errStackRange = errors.New("encoded samples refer to a stack beyond the symbols")

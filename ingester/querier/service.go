@@ -375,7 +375,8 @@ func (q *query) flameGraph(site []string, maxNodes int) (*querierv1.FlameGraph, 
 	var locs []uint32
 	var fr []string
 	for _, sv := range merged {
-		for st, v := range sv.values {
+		for i, st := range sv.stacks {
+			v := sv.values[i]
 			locs = sv.syms.Stack(locs[:0], st)
 			fr = frames(fr[:0], sv.syms, locs)
 			if keep != nil && !keep(fr) {
@@ -399,12 +400,7 @@ func (q *query) mergeProfile(site []string) (*googlev1.Profile, error) {
 	for _, sv := range merged {
 		src := b.source(sv.syms)
 		// Deterministic order: by stack id within a source.
-		ids := make([]uint32, 0, len(sv.values))
-		for st := range sv.values {
-			ids = append(ids, st)
-		}
-		sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-		for _, st := range ids {
+		for i, st := range sv.stacks {
 			locs = sv.syms.Stack(locs[:0], st)
 			if keep != nil {
 				fr = frames(fr[:0], sv.syms, locs)
@@ -412,7 +408,7 @@ func (q *query) mergeProfile(site []string) (*googlev1.Profile, error) {
 					continue
 				}
 			}
-			src.add(locs, sv.values[st])
+			src.add(locs, sv.values[i])
 		}
 	}
 	return b.profile(), nil
