@@ -128,7 +128,13 @@ func SumSamples(b []byte, sums []int64, seen []uint64, scratch []uint32) ([]uint
 	}
 	for _, st := range stacks {
 		var u uint64
-		if u, i = uvarint(b, i); i < 0 {
+		if x, m := word(b, i); m != 0 { // uvarint's fast path, inlined
+			end := bits.TrailingZeros64(m) + 1
+			x &= 1<<end - 1
+			u = x&0x7f | x>>1&(0x7f<<7) | x>>2&(0x7f<<14) | x>>3&(0x7f<<21) |
+				x>>4&(0x7f<<28) | x>>5&(0x7f<<35) | x>>6&(0x7f<<42) | x>>7&(0x7f<<49)
+			i += end / 8
+		} else if u, i = uvarintSlow(b, i); i < 0 {
 			return scratch, errCorruptSamples
 		}
 		sums[st] += int64(u>>1) ^ -int64(u&1) // zig-zag, as binary.Varint
@@ -147,7 +153,10 @@ func CheckSamples(b []byte, nodes uint32) error {
 	prev := uint32(0)
 	for j := uint64(0); j < n; j++ {
 		var d uint64
-		if d, i = uvarint(b, i); i < 0 {
+		if i < len(b) && b[i] < 0x80 {
+			d = uint64(b[i])
+			i++
+		} else if d, i = uvarint(b, i); i < 0 {
 			return errCorruptSamples
 		}
 		prev += uint32(d)
@@ -155,12 +164,35 @@ func CheckSamples(b []byte, nodes uint32) error {
 			return errStackRange
 		}
 	}
-	for j := uint64(0); j < n; j++ {
-		if _, i = uvarint(b, i); i < 0 {
+	// Values: only their ends matter. Eight bytes at a time, every varint
+	// that ends in them is skipped at once; a varint longer than eight bytes
+	// goes through the exact decoder.
+	for left := n; left > 0; {
+		if _, m := word(b, i); m != 0 {
+			ends := uint64(bits.OnesCount64(m))
+			if ends >= left {
+				return nil
+			}
+			left -= ends
+			i += (64 - bits.LeadingZeros64(m)) / 8
+			continue
+		}
+		if _, i = uvarintSlow(b, i); i < 0 {
 			return errCorruptSamples
 		}
+		left--
 	}
 	return nil
+}
+
+// word returns the eight bytes at b[i:] (zero when fewer remain) and the
+// mask of their top bits that are clear: the last byte of each varint.
+func word(b []byte, i int) (uint64, uint64) {
+	if i < 0 || i+8 > len(b) {
+		return 0, 0
+	}
+	x := binary.LittleEndian.Uint64(b[i:])
+	return x, ^x & 0x8080808080808080
 }
 
 // ErrStackRange is CheckSamples' error for a stack id beyond the symbols.
