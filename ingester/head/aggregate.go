@@ -91,6 +91,7 @@ type mergeSums struct {
 	scratch []uint32
 	stacks  []uint32
 	values  []int64
+	enc     []byte
 }
 
 var mergePool sync.Pool // *mergeSums
@@ -150,11 +151,11 @@ func mergeRows(rows []Profile) []byte {
 			m.values = append(m.values, acc[st])
 		}
 	}
-	enc := EncodeSamples(nil, m.stacks, m.values)
-	if len(enc)*aggregateMaxShare > bytes {
+	m.enc = EncodeSamples(m.enc[:0], m.stacks, m.values)
+	if len(m.enc)*aggregateMaxShare > bytes {
 		return nil
 	}
-	return slices.Clip(enc)
+	return append([]byte(nil), m.enc...) // exact size: it lives as long as the head
 }
 
 // lastStack returns the largest stack id of an encoded row (they are sorted).
