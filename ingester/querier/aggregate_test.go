@@ -129,3 +129,44 @@ func TestMergeAggregatesExact(t *testing.T) {
 		t.Fatal("filtered rows: merge through stale aggregates")
 	}
 }
+
+// TestMergeAggregatesConcurrent: appends that complete chunks while queries
+// merge the same series (run with -race); every merge equals the merge of
+// the rows it selected.
+func TestMergeAggregatesConcurrent(t *testing.T) {
+	h := head.New(head.Options{})
+	ls := model.Labels{{Name: model.LabelProfileName, Value: "process_cpu"}, {Name: model.LabelServiceName, Value: "a"}}.Sort()
+	const writers, per = 4, 3 * head.AggregateRows
+	done := make(chan struct{})
+	for w := 0; w < writers; w++ {
+		go func(w int) {
+			defer func() { done <- struct{}{} }()
+			rng := rand.New(rand.NewPCG(uint64(w), 9))
+			for i := 0; i < per; i++ {
+				var id head.ProfileID
+				id[0], id[1], id[2] = byte(i), byte(i>>8), byte(w)
+				if _, err := h.Append("t", id, ls, randomProfile(rng), int64(1000+i)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}(w)
+	}
+	for finished := 0; finished < writers; {
+		select {
+		case <-done:
+			finished++
+		default:
+		}
+		if th := h.Tenant("t"); th != nil {
+			sel := []head.Selection{th.Select("", nil, math.MinInt64, math.MaxInt64)}
+			if got, want := merged(t, sel, nil), merged(t, withoutAggregates(sel), nil); !reflect.DeepEqual(got, want) {
+				t.Fatal("a merge during appends differs from the rows' merge")
+			}
+		}
+	}
+	sel := h.Tenant("t").Select("", nil, math.MinInt64, math.MaxInt64)
+	if n := len(sel.Series[0].Aggregates); n != writers*per/head.AggregateRows {
+		t.Fatalf("%d aggregates, want %d", n, writers*per/head.AggregateRows)
+	}
+}
