@@ -170,3 +170,38 @@ func TestMergeAggregatesConcurrent(t *testing.T) {
 		t.Fatalf("%d aggregates, want %d", n, writers*per/head.AggregateRows)
 	}
 }
+
+// TestFlameGraphStackNodes: naming each symbol-tree node once builds the same
+// name tree, node for node, as adding every stack's frames from the root.
+func TestFlameGraphStackNodes(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 5))
+	h := head.New(head.Options{})
+	ls := model.Labels{{Name: model.LabelProfileName, Value: "process_cpu"}, {Name: model.LabelServiceName, Value: "a"}}.Sort()
+	for i := 0; i < 50; i++ {
+		if _, err := h.Append("t", head.ProfileID{byte(i)}, ls, randomProfile(rng), int64(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sv, err := mergeStacks([]head.Selection{h.Tenant("t").Select("", nil, math.MinInt64, math.MaxInt64)}, newRowFilter(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	byFrames, byNodes := newNameTree(), newNameTree()
+	var locs []uint32
+	var fr []string
+	sn := newStackNodes(byNodes, sv[0].syms)
+	for i, st := range sv[0].stacks {
+		locs = sv[0].syms.Stack(locs[:0], st)
+		fr = frames(fr[:0], sv[0].syms, locs)
+		byFrames.add(fr, sv[0].values[i])
+		sn.add(st, sv[0].values[i])
+	}
+	if !reflect.DeepEqual(byFrames.nodes, byNodes.nodes) || !reflect.DeepEqual(byFrames.names, byNodes.names) {
+		t.Fatal("the name trees differ")
+	}
+	for _, max := range []int{0, 5} {
+		if !reflect.DeepEqual(byFrames.flameGraph(max), byNodes.flameGraph(max)) {
+			t.Fatalf("flame graphs (max nodes %d) differ", max)
+		}
+	}
+}

@@ -375,6 +375,13 @@ func (q *query) flameGraph(site []string, maxNodes int) (*querierv1.FlameGraph, 
 	var locs []uint32
 	var fr []string
 	for _, sv := range merged {
+		if keep == nil {
+			sn := newStackNodes(tree, sv.syms)
+			for i, st := range sv.stacks {
+				sn.add(st, sv.values[i])
+			}
+			continue
+		}
 		for i, st := range sv.stacks {
 			v := sv.values[i]
 			locs = sv.syms.Stack(locs[:0], st)
