@@ -268,6 +268,9 @@ func (r *Reader) Select(ctx context.Context, ptype string, match func(model.Labe
 				return head.Selection{}, fmt.Errorf("block %s: %w: row group %d: %v", r.prefix, ErrCorrupt, g, err)
 			}
 			for left := sp.hi - sp.lo; left > 0; {
+				for i := range buf {
+					buf[i].Samples = nil // read into fresh memory: the rows keep it
+				}
 				n, err := rd.Read(buf[:min(left, int64(len(buf)))])
 				if n == 0 && err != nil {
 					rd.Close()
@@ -287,7 +290,7 @@ func (r *Reader) Select(ctx context.Context, ptype string, match func(model.Labe
 						return head.Selection{}, fmt.Errorf("block %s: %w", r.prefix, err)
 					}
 					out[sp.series] = append(out[sp.series], head.Profile{
-						ID: row.ID, TimeNanos: row.Time, Total: row.Total, Samples: append([]byte(nil), row.Samples...),
+						ID: row.ID, TimeNanos: row.Time, Total: row.Total, Samples: row.Samples,
 					})
 				}
 			}
@@ -309,17 +312,11 @@ func (r *Reader) Select(ctx context.Context, ptype string, match func(model.Labe
 var errBadStack = errors.New("stack id beyond the symbols")
 
 func checkSamples(b []byte, nodes uint32) error {
-	bad := false
-	err := head.DecodeSamples(b, func(st uint32, _ int64) {
-		if st >= nodes {
-			bad = true
+	if err := head.CheckSamples(b, nodes); err != nil {
+		if errors.Is(err, head.ErrStackRange) {
+			return fmt.Errorf("%w: samples: %v", ErrCorrupt, errBadStack)
 		}
-	})
-	if err != nil {
 		return fmt.Errorf("%w: samples: %v", ErrCorrupt, err)
-	}
-	if bad {
-		return fmt.Errorf("%w: samples: %v", ErrCorrupt, errBadStack)
 	}
 	return nil
 }

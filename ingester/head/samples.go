@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"encoding/binary"
 	"errors"
+	"math/bits"
 	"slices"
 )
 
@@ -196,6 +197,124 @@ func DecodeSpans(b []byte, fn func(span uint64, stack uint32, value int64)) erro
 	return nil
 }
 
+// uvarint decodes the unsigned varint at b[i:] and returns it with the index
+// after it; a negative index when b holds no valid varint there. Eight bytes
+// at a time when it can: a row's values are mostly multi-byte varints, and
+// the byte-at-a-time loop mispredicts on their lengths.
+func uvarint(b []byte, i int) (uint64, int) {
+	if i >= 0 && i+8 <= len(b) {
+		x := binary.LittleEndian.Uint64(b[i:])
+		if m := ^x & 0x8080808080808080; m != 0 {
+			end := bits.TrailingZeros64(m) + 1 // bits up to the last byte's (clear) top bit
+			x &= 1<<end - 1
+			return x&0x7f | x>>1&(0x7f<<7) | x>>2&(0x7f<<14) | x>>3&(0x7f<<21) |
+				x>>4&(0x7f<<28) | x>>5&(0x7f<<35) | x>>6&(0x7f<<42) | x>>7&(0x7f<<49), i + end/8
+		}
+	}
+	return uvarintSlow(b, i)
+}
+
+func uvarintSlow(b []byte, i int) (uint64, int) {
+	if i < 0 || i > len(b) {
+		return 0, -1
+	}
+	v, k := binary.Uvarint(b[i:])
+	if k <= 0 {
+		return 0, -1
+	}
+	return v, i + k
+}
+
+// SumSamples adds the values of an encoded row into sums, indexed by stack
+// id, and sets each stack's bit in seen (a bitmap over the same ids). scratch
+// is a buffer for the row's stack ids, returned for reuse. A stack id beyond
+// sums is an error: the row does not belong to the symbols sums was sized for.
+// It is DecodeSamples for merges: one pass over the stack ids, one over the
+// values, no call per sample.
+func SumSamples(b []byte, sums []int64, seen []uint64, scratch []uint32) ([]uint32, error) {
+	n, i := uvarint(b, 0)
+	if i < 0 || n > uint64(len(b)) {
+		return scratch, errCorruptSamples
+	}
+	if uint64(cap(scratch)) < n {
+		scratch = make([]uint32, n)
+	}
+	stacks := scratch[:n]
+	prev := uint32(0)
+	limit := uint32(len(sums))
+	for j := range stacks {
+		var d uint64
+		if i < len(b) && b[i] < 0x80 {
+			d = uint64(b[i])
+			i++
+		} else if d, i = uvarint(b, i); i < 0 {
+			return scratch, errCorruptSamples
+		}
+		prev += uint32(d)
+		if prev >= limit {
+			return scratch, errStackRange
+		}
+		stacks[j] = prev
+	}
+	for _, st := range stacks {
+		var u uint64
+		if x, m := word(b, i); m != 0 { // uvarint's fast path, inlined
+			end := bits.TrailingZeros64(m) + 1
+			x &= 1<<end - 1
+			u = x&0x7f | x>>1&(0x7f<<7) | x>>2&(0x7f<<14) | x>>3&(0x7f<<21) |
+				x>>4&(0x7f<<28) | x>>5&(0x7f<<35) | x>>6&(0x7f<<42) | x>>7&(0x7f<<49)
+			i += end / 8
+		} else if u, i = uvarintSlow(b, i); i < 0 {
+			return scratch, errCorruptSamples
+		}
+		sums[st] += int64(u>>1) ^ -int64(u&1) // zig-zag, as binary.Varint
+		seen[st>>6] |= 1 << (st & 63)
+	}
+	return scratch, nil
+}
+
+// CheckSamples reports whether an encoded row decodes and refers only to
+// stacks below nodes (what DecodeSamples would find), without decoding values.
+func CheckSamples(b []byte, nodes uint32) error {
+	n, i := uvarint(b, 0)
+	if i < 0 || n > uint64(len(b)) {
+		return errCorruptSamples
+	}
+	prev := uint32(0)
+	for j := uint64(0); j < n; j++ {
+		var d uint64
+		if i < len(b) && b[i] < 0x80 {
+			d = uint64(b[i])
+			i++
+		} else if d, i = uvarint(b, i); i < 0 {
+			return errCorruptSamples
+		}
+		prev += uint32(d)
+		if prev >= nodes {
+			return errStackRange
+		}
+	}
+	// Values: only their ends matter. Eight bytes at a time, every varint
+	// that ends in them is skipped at once; a varint longer than eight bytes
+	// goes through the exact decoder.
+	for left := n; left > 0; {
+		if _, m := word(b, i); m != 0 {
+			ends := uint64(bits.OnesCount64(m))
+			if ends >= left {
+				return nil
+			}
+			left -= ends
+			i += (64 - bits.LeadingZeros64(m)) / 8
+			continue
+		}
+		if _, i = uvarintSlow(b, i); i < 0 {
+			return errCorruptSamples
+		}
+		left--
+	}
+	return nil
+}
+
 // RemapSamples re-encodes a row with every stack id (its span samples'
 // included) passed through f: what renumbering symbols needs. f need not keep
 // the order (merged symbol tables do not): the stacks are sorted again, and
@@ -248,3 +367,18 @@ func sortSum(ps []SpanSample) []SpanSample {
 	}
 	return out
 }
+
+// word returns the eight bytes at b[i:] (zero when fewer remain) and the
+// mask of their top bits that are clear: the last byte of each varint.
+func word(b []byte, i int) (uint64, uint64) {
+	if i < 0 || i+8 > len(b) {
+		return 0, 0
+	}
+	x := binary.LittleEndian.Uint64(b[i:])
+	return x, ^x & 0x8080808080808080
+}
+
+// ErrStackRange is CheckSamples' error for a stack id beyond the symbols.
+var ErrStackRange = errStackRange
+
+var errStackRange = errors.New("encoded samples refer to a stack beyond the symbols")

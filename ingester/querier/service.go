@@ -416,7 +416,15 @@ func (q *query) nameTree(site []string) (*nameTree, error) {
 	var locs []uint32
 	var fr []string
 	for _, sv := range merged {
-		for st, v := range sv.values {
+		if keep == nil {
+			sn := newStackNodes(tree, sv.syms)
+			for i, st := range sv.stacks {
+				sn.add(st, sv.values[i])
+			}
+			continue
+		}
+		for i, st := range sv.stacks {
+			v := sv.values[i]
 			locs = sv.syms.Stack(locs[:0], st)
 			fr = frames(fr[:0], sv.syms, locs)
 			if keep != nil && !keep(fr) {
@@ -449,12 +457,7 @@ func (q *query) mergeProfile(sts *typesv1.StackTraceSelector, maxNodes int) (*go
 	for _, sv := range merged {
 		src := b.source(sv.syms)
 		// Deterministic order: by stack id within a source.
-		ids := make([]uint32, 0, len(sv.values))
-		for st := range sv.values {
-			ids = append(ids, st)
-		}
-		sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-		for _, st := range ids {
+		for i, st := range sv.stacks {
 			locs = sv.syms.Stack(locs[:0], st)
 			if keep != nil {
 				fr = frames(fr[:0], sv.syms, locs)
@@ -463,10 +466,10 @@ func (q *query) mergeProfile(sts *typesv1.StackTraceSelector, maxNodes int) (*go
 				}
 			}
 			if pgo != nil {
-				src.addPGO(locs, sv.values[st], pgo)
+				src.addPGO(locs, sv.values[i], pgo)
 				continue
 			}
-			src.add(locs, sv.values[st])
+			src.add(locs, sv.values[i])
 		}
 	}
 	p := b.profile()

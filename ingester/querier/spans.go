@@ -49,7 +49,7 @@ func (q *query) merge() ([]stackValues, error) {
 func mergeSpanStacks(sels []head.Selection, f *rowFilter, spans map[uint64]struct{}) ([]stackValues, error) {
 	out := make([]stackValues, 0, len(sels))
 	for _, sel := range sels {
-		sv := stackValues{syms: sel.Symbols, values: map[uint32]int64{}}
+		sums := map[uint32]int64{}
 		nodes := uint32(len(sel.Symbols.Nodes))
 		var bad bool
 		for _, s := range sel.Series {
@@ -67,7 +67,7 @@ func mergeSpanStacks(sels []head.Selection, f *rowFilter, spans map[uint64]struc
 						bad = true
 						return
 					}
-					sv.values[st] += v
+					sums[st] += v
 				})
 				if err != nil {
 					return nil, err
@@ -77,6 +77,8 @@ func mergeSpanStacks(sels []head.Selection, f *rowFilter, spans map[uint64]struc
 				}
 			}
 		}
+		sv := stackValues{syms: sel.Symbols}
+		sv.stacks, sv.values = sortedSums(sums)
 		out = append(out, sv)
 	}
 	return out, nil
