@@ -175,7 +175,7 @@ func startPlatform() (*platform, error) {
 		"--kubeconfig="+p.kubeconfig,
 		"--leader-elect=false",
 		"--secure-port=0",
-		"--controllers=garbage-collector-controller,statefulset-controller,persistentvolumeclaim-protection-controller",
+		"--controllers=garbage-collector-controller,statefulset-controller,persistentvolumeclaim-protection-controller,disruption-controller",
 		"--concurrent-gc-syncs=5",
 		"-v=1",
 	)
