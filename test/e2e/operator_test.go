@@ -172,11 +172,17 @@ func (e *scenarioEnv) operatorCrashDuringScaleDownAndDeletion(t *testing.T) {
 			t.Errorf("crash scale-down: %s stopped with %q, not a final stop (its marker was lost)", pod, stops[pod])
 		}
 	}
-	if ing, err := e.dyn.Resource(ingesterGVR).Namespace(ns).Get(ctx, name, metav1.GetOptions{}); err == nil {
-		if sd, found, _ := unstructured.NestedMap(ing.Object, "status", "scaleDown"); found {
-			t.Errorf("crash scale-down: status.scaleDown after the scale-down: %v", sd)
+	// The next reconcile forgets the pods that are gone.
+	eventually(t, 30*time.Second, "crash scale-down: status.scaleDown cleared", func() string {
+		ing, err := e.dyn.Resource(ingesterGVR).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err.Error()
 		}
-	}
+		if sd, found, _ := unstructured.NestedMap(ing.Object, "status", "scaleDown"); found {
+			return fmt.Sprintf("status.scaleDown %v", sd)
+		}
+		return ""
+	})
 	time.Sleep(time.Second)
 	b.end(t, "crash scale-down")
 	if n := b.errors.Load(); n > 0 {
