@@ -196,8 +196,20 @@ func (e *scenarioEnv) operatorCrashDuringScaleDownAndDeletion(t *testing.T) {
 	if err := e.dyn.Resource(ingesterGVR).Namespace(ns).Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// The first crash while the flushes run in the background (the operator forgets them:
+	// the next one starts them again), then at random moments.
 	kills = nil
-	for i := 0; i < 3; i++ {
+	for time.Since(del) < 30*time.Second {
+		if c := e.condition(ns, name, "Progressing"); strings.Contains(c, "FlushingBeforeDelete") {
+			e.crashOperator(t)
+			kills = append(kills, fmt.Sprintf("%s (%s)", time.Since(del).Round(10*time.Millisecond), c))
+			break
+		} else if strings.Contains(c, "not found") {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for i := 0; i < 2; i++ {
 		time.Sleep(e.randomDelay(0, 1500*time.Millisecond))
 		if _, err := e.dyn.Resource(ingesterGVR).Namespace(ns).Get(ctx, name, metav1.GetOptions{}); apierrors.IsNotFound(err) {
 			break
