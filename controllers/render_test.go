@@ -158,6 +158,32 @@ func TestRenderRules(t *testing.T) {
 		}
 	})
 
+	t.Run("no placement given: a soft spread across nodes; any given placement replaces it", func(t *testing.T) {
+		spread := func(ing *hearthv1.Ingester) []corev1.TopologySpreadConstraint {
+			cm, err := RenderConfigMap(ing)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return RenderStatefulSet(ing, Zones(ing)[0], cm).Spec.Template.Spec.TopologySpreadConstraints
+		}
+		ing := f["minimal"].DeepCopy()
+		got := spread(ing)
+		if len(got) != 1 || got[0].TopologyKey != corev1.LabelHostname || got[0].WhenUnsatisfiable != corev1.ScheduleAnyway ||
+			got[0].MaxSkew != 1 || got[0].LabelSelector.MatchLabels[LabelInstance] != ing.Name {
+			t.Fatalf("default spread = %+v", got)
+		}
+		ing.Spec.PodTemplate.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{}}
+		if got := spread(ing); len(got) != 0 {
+			t.Fatalf("with an affinity given, the default spread stays: %+v", got)
+		}
+		ing.Spec.PodTemplate.Affinity = nil
+		own := corev1.TopologySpreadConstraint{MaxSkew: 2, TopologyKey: corev1.LabelTopologyZone, WhenUnsatisfiable: corev1.DoNotSchedule}
+		ing.Spec.PodTemplate.TopologySpreadConstraints = []corev1.TopologySpreadConstraint{own}
+		if got := spread(ing); len(got) != 1 || got[0].TopologyKey != corev1.LabelTopologyZone {
+			t.Fatalf("the podTemplate's own spread = %+v", got)
+		}
+	})
+
 	t.Run("config change changes the pod template checksum, image change does not touch config", func(t *testing.T) {
 		ing := f["minimal"].DeepCopy()
 		sum := func(ing *hearthv1.Ingester) string {

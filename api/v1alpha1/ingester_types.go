@@ -335,13 +335,15 @@ type PodTemplateOverride struct {
 	// NodeSelector of the pods (merged with a zone's nodeSelector, the zone winning).
 	// +optional
 	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
-	// Affinity of the pods.
+	// Affinity of the pods. Without affinity and topologySpreadConstraints, the pods get
+	// a soft topology spread across nodes (kubernetes.io/hostname, maxSkew 1,
+	// ScheduleAnyway), so that one node's loss takes at most one replica of a series.
 	// +optional
 	Affinity *corev1.Affinity `json:"affinity,omitempty"`
 	// Tolerations of the pods.
 	// +optional
 	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
-	// TopologySpreadConstraints of the pods.
+	// TopologySpreadConstraints of the pods (replacing the default spread across nodes).
 	// +optional
 	TopologySpreadConstraints []corev1.TopologySpreadConstraint `json:"topologySpreadConstraints,omitempty"`
 	// PriorityClassName of the pods.

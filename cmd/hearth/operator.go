@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -36,6 +37,11 @@ func runOperator(ctx context.Context, args []string) error {
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, then in-cluster, then ~/.kube/config)")
 	watchNamespace := fs.String("watch-namespace", "", "reconcile only Ingesters in this namespace (default: all namespaces)")
 	resync := fs.Duration("resync", 0, "how often each Ingester is looked at without an event (default 30s)")
+	maxConcurrent := fs.Int("max-concurrent-reconciles", 4, "how many Ingesters are reconciled at once")
+	leaseDuration := fs.Duration("leader-elect-lease-duration", 15*time.Second, "how long a standby waits before it takes over a leader that stopped renewing")
+	renewDeadline := fs.Duration("leader-elect-renew-deadline", 10*time.Second, "how long the leader keeps trying to renew before it gives up leading (and exits)")
+	retryPeriod := fs.Duration("leader-elect-retry-period", 2*time.Second, "how often candidates try to acquire or renew the lease")
+	flushTimeout := fs.Duration("flush-timeout", 5*time.Minute, "bound of one pod's flush when its Ingester is deleted (it runs in the background)")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -69,12 +75,20 @@ func runOperator(ctx context.Context, args []string) error {
 		LeaderElectionID:              *leaderElectionID,
 		LeaderElectionNamespace:       *leaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 leaseDuration,
+		RenewDeadline:                 renewDeadline,
+		RetryPeriod:                   retryPeriod,
 		Cache:                         cacheOpts,
 	})
 	if err != nil {
 		return fmt.Errorf("creating the manager: %w", err)
 	}
-	r := &controllers.IngesterReconciler{Ring: controllers.HTTPRingReader{}, Resync: *resync}
+	if *maxConcurrent < 1 {
+		return fmt.Errorf("-max-concurrent-reconciles must be at least 1, got %d", *maxConcurrent)
+	}
+	r := &controllers.IngesterReconciler{Ring: controllers.HTTPRingReader{}, Resync: *resync,
+		MaxConcurrentReconciles: *maxConcurrent, FlushTimeout: *flushTimeout,
+		Pods: controllers.HTTPPodClient{FlushTimeout: *flushTimeout}}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the Ingester controller: %w", err)
 	}
@@ -84,7 +98,7 @@ func runOperator(ctx context.Context, args []string) error {
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return err
 	}
-	ctrl.Log.WithName("operator").Info("starting", "version", version, "leaderElection", *leaderElect)
+	ctrl.Log.WithName("operator").Info("starting", "version", version, "leaderElection", *leaderElect, "maxConcurrentReconciles", *maxConcurrent)
 	return mgr.Start(ctx)
 }
 
