@@ -1,9 +1,10 @@
 // Package monitoring checks that every metric the dashboards and alerting rules use
 // (docs/monitoring/metrics-used.txt, which `make monitoring` derives from them with
 // Prometheus's own parser in hack/monitoring) exists, with the labels used, on the
-// /metrics of real processes: two `hearth ingester`s forming a ring, pushed to, queried
-// and flushed, and `hearth operator` reconciling Ingesters on a real kube-apiserver
-// (envtest).
+// /metrics of real processes: two `hearth ingester`s forming a ring, pushed to, queried,
+// flushed and compacting (with compactor settings in seconds), and `hearth operator`
+// reconciling Ingesters on a real kube-apiserver (envtest) with kube-controller-manager's
+// StatefulSet controller: a rollout that replaces a pod, failing pod calls, a failing apply.
 package monitoring
 
 import (
@@ -11,6 +12,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -171,9 +174,59 @@ func post(t *testing.T, url, contentType string, body []byte) int {
 	return resp.StatusCode
 }
 
+// compactionArgs make the ingesters' compactors run within seconds (the values of
+// test/integration/compaction_test.go): both ingesters upload a block of the same range,
+// and a job merges them.
+var compactionArgs = []string{
+	"-ingester.max-block-duration=2s",
+	"-compactor.block-ranges=5s,20s", "-compactor.compaction-interval=1s",
+	"-compactor.first-level-compaction-wait-period=4s", "-compactor.deletion-delay=5s",
+}
+
+// sampleSum is the sum of the samples of a counter or gauge on a /metrics page whose
+// labels include want.
+func sampleSum(t *testing.T, url, name string, want map[string]string) (float64, bool) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("%s: %v", url, err)
+	}
+	f, ok := fams[name]
+	if !ok {
+		return 0, false
+	}
+	sum, found := 0.0, false
+metrics:
+	for _, m := range f.Metric {
+		have := map[string]string{}
+		for _, l := range m.Label {
+			have[l.GetName()] = l.GetValue()
+		}
+		for k, v := range want {
+			if have[k] != v {
+				continue metrics
+			}
+		}
+		found = true
+		switch {
+		case m.Counter != nil:
+			sum += m.Counter.GetValue()
+		case m.Gauge != nil:
+			sum += m.Gauge.GetValue()
+		}
+	}
+	return sum, found
+}
+
 // ingesterSeries runs two ingesters in one ring, pushes a good and two bad profiles,
-// queries (so that one ingester reads the other), scrapes, flushes (a cut and an upload)
-// and scrapes again.
+// queries (so that one ingester reads the other), scrapes, flushes (a cut and an upload),
+// waits for a compaction job and a compactor failure, and scrapes again.
 func ingesterSeries(t *testing.T) series {
 	dir, perProfile := testutil.HeapCorpus(t)
 	profile, err := os.ReadFile(filepath.Join(dir, "heap.pb.gz"))
@@ -188,6 +241,7 @@ func ingesterSeries(t *testing.T) series {
 		args := []string{"-data-dir=" + t.TempDir(), "-log.level=warn", "-storage.filesystem.dir=" + bucket,
 			"-memberlist.bind-port=" + strconv.Itoa(ml[i]), "-memberlist.join=127.0.0.1:" + strconv.Itoa(ml[1-i]),
 			"-ingester.ring.heartbeat-period=500ms"}
+		args = append(args, compactionArgs...)
 		go func() {
 			defer func() { done <- struct{}{} }()
 			procs[i] = testutil.StartIngester(t, testutil.FreePort(t), args...)
@@ -197,6 +251,22 @@ func ingesterSeries(t *testing.T) series {
 	<-done
 	if procs[0] == nil || procs[1] == nil {
 		t.FailNow()
+	}
+
+	// Each must see the other ACTIVE before the query, or it reads only itself.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		seen := 0
+		for _, p := range procs {
+			if n, _ := sampleSum(t, p.URL+"/metrics", "ring_members", map[string]string{"name": "ingester", "state": "ACTIVE"}); n >= 2 {
+				seen++
+			}
+		}
+		if seen == len(procs) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("after 30s: the two ingesters do not see each other ACTIVE in the ring")
+		}
 	}
 
 	for i := 0; i < 4; i++ {
@@ -222,17 +292,84 @@ func ingesterSeries(t *testing.T) series {
 	for _, p := range procs {
 		scrape(t, p.URL+"/metrics", s)
 	}
+	// A tenant whose bucket index cannot be written (a directory stands where it goes):
+	// the compactor that owns it fails at stage "index" on every pass.
+	if err := os.MkdirAll(filepath.Join(bucket, "unwritable-index", "bucket-index.json", "in-the-way"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	for _, p := range procs {
 		if code := post(t, p.URL+"/ingester/flush?wait=true", "", nil); code != http.StatusOK {
 			t.Fatalf("flush: %d", code)
 		}
 		scrape(t, p.URL+"/metrics", s)
 	}
+	// Both ingesters uploaded a block of the same range: a job merges them once the range
+	// is -compactor.first-level-compaction-wait-period in the past.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var jobs, failures float64
+		for _, p := range procs {
+			n, _ := sampleSum(t, p.URL+"/metrics", "hearth_compactor_jobs_total", map[string]string{"result": "success"})
+			jobs += n
+			n, _ = sampleSum(t, p.URL+"/metrics", "hearth_compactor_failures_total", map[string]string{"stage": "index"})
+			failures += n
+		}
+		if jobs > 0 && failures > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 60s: %v successful compaction jobs, %v index failures", jobs, failures)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	for _, p := range procs {
+		scrape(t, p.URL+"/metrics", s)
+	}
 	return s
 }
 
-// operatorSeries runs `hearth operator` against a real kube-apiserver and etcd with two
-// Ingesters: one it can apply, one Degraded for want of its credentials Secret.
+// fakePodAddr serves, on port 4040 (the operator's fixed pod port) of a random loopback
+// address, an ingester pod that answers every call with a 503, and returns the address.
+func fakePodAddr(t *testing.T) string {
+	for i := 0; i < 20; i++ {
+		ip := fmt.Sprintf("127.%d.%d.%d", 100+rand.IntN(100), rand.IntN(256), 1+rand.IntN(254))
+		l, err := net.Listen("tcp", net.JoinHostPort(ip, "4040"))
+		if err != nil {
+			continue
+		}
+		srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, "a fake ingester pod", http.StatusServiceUnavailable)
+		})}
+		go func() { _ = srv.Serve(l) }()
+		t.Cleanup(func() { _ = srv.Close() })
+		return ip
+	}
+	t.Fatal("no free loopback address for a fake pod on port 4040")
+	return ""
+}
+
+// setPod plays the kubelet for one pod: running and ready at ip, or waiting with a reason.
+func setPod(ctx context.Context, c client.Client, pod *corev1.Pod, ip string, waiting string) error {
+	now := metav1.Now()
+	ready := corev1.ConditionTrue
+	state := corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}}
+	if waiting != "" {
+		ready, state = corev1.ConditionFalse, corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: waiting}}
+	}
+	pod.Status.Phase = corev1.PodRunning
+	pod.Status.PodIP, pod.Status.PodIPs = ip, []corev1.PodIP{{IP: ip}}
+	pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: ready, LastTransitionTime: now}}
+	pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: pod.Spec.Containers[0].Name, Ready: waiting == "",
+		Image: pod.Spec.Containers[0].Image, State: state}}
+	return c.Status().Update(ctx, pod)
+}
+
+// operatorSeries runs `hearth operator` against a real kube-apiserver and etcd, with
+// kube-controller-manager's StatefulSet controller creating pods (this test plays their
+// kubelet), and three Ingesters: one it applies and rolls out (one pod ready at a fake
+// address whose calls fail, one that cannot pull the new image and is replaced), one
+// Degraded for want of its credentials Secret, one whose apply fails (an immutable
+// ConfigMap stands in the way).
 func operatorSeries(t *testing.T) series {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		assets := filepath.Join(testutil.RepoRoot(), "bin", "k8s", "v1.37.2")
@@ -263,6 +400,23 @@ func operatorSeries(t *testing.T) series {
 	if err := os.WriteFile(kubeconfig, kc, 0o600); err != nil {
 		t.Fatal(err)
 	}
+
+	kcmLog := &testutil.SyncBuffer{}
+	kcm := exec.Command(filepath.Join(os.Getenv("KUBEBUILDER_ASSETS"), "kube-controller-manager"), "--kubeconfig="+kubeconfig,
+		"--leader-elect=false", "--secure-port=0", "--controllers=statefulset-controller", "-v=0")
+	kcm.Stdout, kcm.Stderr = kcmLog, kcmLog
+	if err := kcm.Start(); err != nil {
+		t.Fatalf("kube-controller-manager: %v", err)
+	}
+	kcmExited := make(chan struct{})
+	go func() { _ = kcm.Wait(); close(kcmExited) }()
+	t.Cleanup(func() {
+		_ = kcm.Process.Kill()
+		<-kcmExited
+		if t.Failed() {
+			t.Logf("kube-controller-manager log:\n%s", kcmLog.String())
+		}
+	})
 
 	port := testutil.FreePort(t)
 	log := &testutil.SyncBuffer{}
@@ -304,8 +458,14 @@ func operatorSeries(t *testing.T) series {
 			},
 		}
 	}
+	immutable := true
+	if err := c.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "broken-config"},
+		Immutable: &immutable, Data: map[string]string{"in": "the way"}}); err != nil {
+		t.Fatal(err)
+	}
 	for _, ing := range []*hearthv1.Ingester{
 		ingester("fine", hearthv1.ObjectStorageSpec{Backend: hearthv1.BackendFilesystem}),
+		ingester("broken", hearthv1.ObjectStorageSpec{Backend: hearthv1.BackendFilesystem}),
 		ingester("no-secret", hearthv1.ObjectStorageSpec{Backend: hearthv1.BackendS3, Bucket: "b",
 			CredentialsSecret: &hearthv1.CredentialsSecretRef{Name: "absent"}}),
 	} {
@@ -314,26 +474,73 @@ func operatorSeries(t *testing.T) series {
 		}
 	}
 
-	// Wait (bounded by go test -timeout) until the operator has reconciled both: the
-	// first's StatefulSet applied, the second Degraded.
-	for {
-		select {
-		case err := <-exited:
-			exited <- err
-			t.Fatalf("hearth operator exited: %v", err)
-		default:
+	// Wait until the operator has reconciled: the first's StatefulSet applied and its pods
+	// created, the second Degraded.
+	deadline := time.Now().Add(60 * time.Second)
+	wait := func(what string, done func() bool) {
+		t.Helper()
+		for !done() {
+			select {
+			case err := <-exited:
+				exited <- err
+				t.Fatalf("hearth operator exited: %v", err)
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after 60s: %s", what)
+			}
+			time.Sleep(200 * time.Millisecond)
 		}
+	}
+	pods := func() map[string]corev1.Pod {
+		var list corev1.PodList
+		out := map[string]corev1.Pod{}
+		if err := c.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{"app.kubernetes.io/instance": "fine"}); err == nil {
+			for _, p := range list.Items {
+				out[p.Name] = p
+			}
+		}
+		return out
+	}
+	wait("fine applied with 3 pods, no-secret Degraded", func() bool {
 		var fine, degraded hearthv1.Ingester
-		if c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "fine"}, &fine) == nil &&
+		return c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "fine"}, &fine) == nil &&
 			c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "no-secret"}, &degraded) == nil &&
 			fine.Status.ObservedGeneration == fine.Generation &&
-			meta.IsStatusConditionTrue(degraded.Status.Conditions, hearthv1.ConditionDegraded) {
-			break
+			meta.IsStatusConditionTrue(degraded.Status.Conditions, hearthv1.ConditionDegraded) &&
+			len(pods()) == 3
+	})
+
+	// fine-0 is ready at a fake address: the operator's ring reads fail. fine-2 cannot pull
+	// its image; once a new image makes it outdated, the rollout deletes it.
+	fake := fakePodAddr(t)
+	for name, waiting := range map[string]string{"fine-0": "", "fine-2": "ImagePullBackOff"} {
+		wait("status of "+name, func() bool {
+			p, ok := pods()[name]
+			return ok && setPod(ctx, c, &p, fake, waiting) == nil
+		})
+	}
+	uid := pods()["fine-2"].UID
+	wait("new image on fine", func() bool {
+		var fine hearthv1.Ingester
+		if c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "fine"}, &fine) != nil {
+			return false
 		}
-		time.Sleep(200 * time.Millisecond)
+		fine.Spec.Image = "hearth:dev2"
+		return c.Update(ctx, &fine) == nil
+	})
+	url := fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
+	wait("the stuck pod replaced, ring reads failing, an apply failing", func() bool {
+		replaced, _ := sampleSum(t, url, "hearth_operator_pods_replaced_total", map[string]string{"name": "fine", "how": "deleted"})
+		calls, _ := sampleSum(t, url, "hearth_operator_pod_calls_total", map[string]string{"call": "ring", "result": "error"})
+		errs, _ := sampleSum(t, url, "hearth_operator_reconcile_errors_total", map[string]string{"name": "broken", "phase": "apply"})
+		return replaced > 0 && calls > 0 && errs > 0
+	})
+	if p, ok := pods()["fine-2"]; ok && p.UID == uid {
+		t.Errorf("fine-2 was counted as replaced but is still the same pod")
 	}
 	s := series{}
-	scrape(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", port), s)
+	scrape(t, url, s)
 	return s
 }
 
