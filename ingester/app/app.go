@@ -226,7 +226,7 @@ func (ing *Ingester) Handler() http.Handler {
 	path, hd = querierv1connect.NewQuerierServiceHandler(ing.Querier, append(opts, connect.WithInterceptors(remote.SelectorInterceptor()))...)
 	mux.Handle(path, hd)
 	// Between ingesters: replica writes and reads.
-	mux.Handle(distributor.AppendPath, distributor.NewInternalHandler(storeAppender{ing}, distributor.HandlerOptions{MaxProfileSize: ing.Config.Limits.MaxProfileSizeBytes, Logger: ing.Logger}))
+	mux.Handle(distributor.AppendPath, distributor.NewInternalHandler(storeAppender{ing}, distributor.HandlerOptions{MaxProfileSize: ing.Config.Limits.MaxProfileSizeBytes, Limits: &ing.Config.Limits, Logger: ing.Logger}))
 	sel := remote.NewSelectHandler(storeSource{ing}, remote.HandlerOptions{Logger: ing.Logger})
 	mux.Handle(remote.SelectPath, sel)
 	mux.Handle(remote.SeriesLabelsPath, sel)

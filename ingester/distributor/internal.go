@@ -9,12 +9,16 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"connectrpc.com/connect"
 
+	"github.com/hearth-dev/hearth/ingester/model"
 	"github.com/hearth-dev/hearth/ingester/pprofdec"
 	"github.com/hearth-dev/hearth/ingester/push"
 	"github.com/hearth-dev/hearth/ingester/store"
+	"github.com/hearth-dev/hearth/ingester/tenant"
+	"github.com/hearth-dev/hearth/ingester/validation"
 )
 
 // AppendPath is the internal endpoint a replica receives writes on. Its body
@@ -36,7 +40,14 @@ const DefaultMaxBodyBytes = 256 << 20
 type HandlerOptions struct {
 	MaxBodyBytes   int64 // 0: DefaultMaxBodyBytes
 	MaxProfileSize int   // decompressed bytes per profile (limits.max-profile-size-bytes); 0: no limit
-	Logger         *slog.Logger
+	// Limits are applied again to every replicated profile (labels, samples,
+	// stack depth, symbol lengths), as the push API applies them: a replica
+	// trusts the routing, not the content. The time window is left to the
+	// ingester that received the push: re-checking it against this clock
+	// would split a quorum whenever the clocks disagree. nil: the zero
+	// Limits (label syntax, duplicates and UTF-8, the profile's shape).
+	Limits *validation.Limits
+	Logger *slog.Logger
 }
 
 // InternalHandler serves AppendPath into local with default options.
@@ -52,12 +63,18 @@ func NewInternalHandler(local push.Appender, o HandlerOptions) http.Handler {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &receiver{local: local, o: o}
+	var lim validation.Limits
+	if o.Limits != nil {
+		lim = *o.Limits
+	}
+	lim.RejectOlderThan, lim.CreationGracePeriod = 0, 0
+	return &receiver{local: local, o: o, lim: lim}
 }
 
 type receiver struct {
 	local push.Appender
 	o     HandlerOptions
+	lim   validation.Limits
 }
 
 func (h *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -76,30 +93,56 @@ func (h *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, connect.NewError(connect.CodeUnavailable, fmt.Errorf("reading the append body: %w", err)))
 		return
 	}
-	tenant, entries, err := store.DecodeRecord(body)
+	tn, entries, err := store.DecodeRecord(body)
 	if err != nil {
+		WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("append body: %w", err)))
+		return
+	}
+	if err := tenant.Validate(tn); err != nil {
 		WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("append body: %w", err)))
 		return
 	}
 	ps := make([]push.Profile, len(entries))
 	for i, e := range entries {
+		if err := h.checkLabels(e.Labels); err != nil {
+			WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("profile %d: %w", i, err)))
+			return
+		}
 		p, err := pprofdec.DecodePprof(e.Raw, h.o.MaxProfileSize)
 		if err != nil {
 			WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("profile %d: %w", i, err)))
 			return
 		}
 		push.SanitizeStrings(p)
+		if err := h.lim.Profile(p, e.TimeNanos, time.Time{}); err != nil {
+			WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("profile %d: %w", i, err)))
+			return
+		}
 		ps[i] = push.Profile{ID: e.ID, Labels: e.Labels, Profile: p, TimeNanos: e.TimeNanos, Raw: e.Raw}
 	}
-	if err := h.local.Append(r.Context(), tenant, ps); err != nil {
+	if err := h.local.Append(r.Context(), tn, ps); err != nil {
 		code, _ := push.Classify(err)
 		if code == connect.CodeInternal || code == connect.CodeUnavailable {
-			h.o.Logger.Warn("replicated append failed", "tenant", tenant, "err", err)
+			h.o.Logger.Warn("replicated append failed", "tenant", tn, "err", err)
 		}
 		WriteError(w, AsConnect(code, err))
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// checkLabels validates a replicated series as the push API leaves it:
+// sorted by name, with a service name and a profile name, within the limits.
+func (h *receiver) checkLabels(ls model.Labels) error {
+	for i := 1; i < len(ls); i++ {
+		if ls[i-1].Name > ls[i].Name {
+			return fmt.Errorf("labels of series %s are not sorted", ls)
+		}
+	}
+	if ls.Get(model.LabelServiceName) == "" || ls.Get(model.LabelProfileName) == "" {
+		return fmt.Errorf("series %s has no %s or no %s", ls, model.LabelServiceName, model.LabelProfileName)
+	}
+	return h.lim.Labels(ls)
 }
 
 // WriteError answers with the code in CodeHeader, its HTTP status, and the

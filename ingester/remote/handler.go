@@ -14,6 +14,7 @@ import (
 	"github.com/hearth-dev/hearth/ingester/distributor"
 	"github.com/hearth-dev/hearth/ingester/push"
 	"github.com/hearth-dev/hearth/ingester/querier"
+	"github.com/hearth-dev/hearth/ingester/tenant"
 )
 
 // Internal read endpoints, on every ingester's HTTP port. Both take a JSON
@@ -76,6 +77,10 @@ func (h *selectHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var req Request
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+		distributor.WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("request: %w", err)))
+		return
+	}
+	if err := tenant.Validate(req.Tenant); err != nil {
 		distributor.WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("request: %w", err)))
 		return
 	}
