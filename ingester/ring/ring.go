@@ -100,6 +100,8 @@ func New(cfg Config, httpPort int, dataDir string, logger *slog.Logger, reg prom
 	if kvCfg.AdvertisePort == 0 {
 		kvCfg.AdvertisePort = cfg.Memberlist.BindPort
 	}
+	kvCfg.TCPTransport.TLSEnabled = cfg.Memberlist.TLSEnabled
+	kvCfg.TCPTransport.TLS = cfg.Memberlist.TLS
 	kvCfg.Codecs = []codec.Codec{dskitring.GetCodec()}
 	if tuneMemberlist != nil {
 		tuneMemberlist(&kvCfg)
