@@ -133,6 +133,15 @@ type IngesterSpec struct {
 	// Paused stops the operator from changing the children (an escape hatch).
 	// +optional
 	Paused bool `json:"paused,omitempty"`
+
+	// TLS turns on mutual TLS for internal traffic (replication, admin endpoints,
+	// memberlist) with the certificates of a Secret.
+	// +optional
+	TLS *TLSSpec `json:"tls,omitempty"`
+
+	// NetworkPolicy restricts who reaches the ingester pods; on by default.
+	// +optional
+	NetworkPolicy NetworkPolicySpec `json:"networkPolicy,omitempty"`
 }
 
 // ZoneSpec is one availability zone.

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -36,6 +38,7 @@ func runOperator(ctx context.Context, args []string) error {
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, then in-cluster, then ~/.kube/config)")
 	watchNamespace := fs.String("watch-namespace", "", "reconcile only Ingesters in this namespace (default: all namespaces)")
 	resync := fs.Duration("resync", 0, "how often each Ingester is looked at without an event (default 30s)")
+	operatorNamespace := fs.String("operator-namespace", os.Getenv("POD_NAMESPACE"), "the operator's own namespace: the Ingesters' NetworkPolicies admit its pods to the internal port (default: $POD_NAMESPACE, then the service account's namespace; none: operator pods of any namespace)")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -74,7 +77,16 @@ func runOperator(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("creating the manager: %w", err)
 	}
-	r := &controllers.IngesterReconciler{Ring: controllers.HTTPRingReader{}, Resync: *resync}
+	if *operatorNamespace == "" {
+		if b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace"); err == nil {
+			*operatorNamespace = strings.TrimSpace(string(b))
+		}
+	}
+	controllers.OperatorNamespace = *operatorNamespace
+	// Admin calls go to each pod's internal port, with the client certificate of the
+	// Ingester's spec.tls Secret when it has one.
+	targets := &controllers.SecurePodTargets{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()}
+	r := &controllers.IngesterReconciler{Ring: controllers.HTTPRingReader{}, Resync: *resync, Pods: controllers.HTTPPodClient{Target: targets.Target}}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the Ingester controller: %w", err)
 	}

@@ -27,13 +27,13 @@ var clientAuthTypes = map[string]tls.ClientAuthType{
 // ServerConfig is a TLS listener: its certificate and key, and how it
 // authenticates clients. No certificate: plain TCP.
 type ServerConfig struct {
-	CertPath     string `yaml:"tls_cert_path"`
-	KeyPath      string `yaml:"tls_key_path"`
-	ClientCAPath string `yaml:"tls_client_ca_path"`
+	CertPath     string `yaml:"cert_path"`
+	KeyPath      string `yaml:"key_path"`
+	ClientCAPath string `yaml:"client_ca_path"`
 	// ClientAuth is one of NoClientCert, RequestClientCert,
 	// RequireAnyClientCert, VerifyClientCertIfGiven, RequireAndVerifyClientCert;
 	// empty: RequireAndVerifyClientCert with a client CA, else NoClientCert.
-	ClientAuth string `yaml:"tls_client_auth"`
+	ClientAuth string `yaml:"client_auth"`
 }
 
 // RegisterFlagsWithPrefix registers -<prefix>-tls-cert-path, -key-path,
