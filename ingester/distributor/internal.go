@@ -169,9 +169,22 @@ func ReadError(resp *http.Response) *connect.Error {
 	return connect.NewError(code, errors.New(text))
 }
 
-// PostAppend sends one encoded record to the instance at addr (host:port).
+// BaseURL is scheme://addr, scheme "" meaning http.
+func BaseURL(scheme, addr string) string {
+	if scheme == "" {
+		scheme = "http"
+	}
+	return scheme + "://" + addr
+}
+
+// PostAppend sends one encoded record to the instance at addr (host:port) over plain HTTP.
 func PostAppend(ctx context.Context, c *http.Client, addr string, body []byte) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+AppendPath, bytes.NewReader(body))
+	return PostAppendURL(ctx, c, BaseURL("http", addr), body)
+}
+
+// PostAppendURL sends one encoded record to the instance at base (scheme://host:port).
+func PostAppendURL(ctx context.Context, c *http.Client, base string, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+AppendPath, bytes.NewReader(body))
 	if err != nil {
 		return connect.NewError(connect.CodeInternal, err)
 	}
