@@ -11,6 +11,8 @@ import (
 	"time"
 
 	dstls "github.com/grafana/dskit/crypto/tls"
+
+	"github.com/hearth-dev/hearth/internal/tlsreload"
 )
 
 // Config is the whole ring configuration: this ingester's place in the ring
@@ -154,7 +156,7 @@ func (c *Config) Validate() error {
 	if m.TLSEnabled {
 		if m.TLS.CertPath == "" || m.TLS.KeyPath == "" {
 			errs = append(errs, errors.New("memberlist.tls-enabled needs memberlist.tls-cert-path and memberlist.tls-key-path: the listener serves that certificate"))
-		} else if _, err := m.TLS.GetTLSConfig(); err != nil {
+		} else if err := tlsreload.ValidateOptions(m.TLS); err != nil {
 			errs = append(errs, fmt.Errorf("memberlist TLS: %w", err))
 		}
 	}

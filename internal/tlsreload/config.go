@@ -144,7 +144,15 @@ func (c ClientConfig) Validate(prefix string) error {
 	if (c.CertPath == "") != (c.KeyPath == "") {
 		return fmt.Errorf("%s.tls-cert-path and %s.tls-key-path must be set together", prefix, prefix)
 	}
-	_, err := c.ClientConfig.GetTLSConfig() // cipher suites, min version, readable files
+	return ValidateOptions(c.ClientConfig)
+}
+
+// ValidateOptions checks a dskit client config's cipher suites and minimum
+// version without reading its files (they may appear later, e.g. a Secret
+// mounted after the config is checked; they are loaded when used).
+func ValidateOptions(c dstls.ClientConfig) error {
+	c.CertPath, c.KeyPath, c.CAPath = "", "", ""
+	_, err := c.GetTLSConfig()
 	return err
 }
 
