@@ -5,9 +5,12 @@ K8S_VERSION ?= v1.37.2
 CONTROLLER_GEN_VERSION ?= v0.23.0
 TOOLS := $(abspath bin/tools)
 CONTROLLER_GEN := $(TOOLS)/controller-gen-$(CONTROLLER_GEN_VERSION)
-IMG ?= hearth:dev
+## The image `make image` builds: the chart's default (repository hearth, tag = appVersion)
+## and the samples' spec.image name it.
+VERSION ?= dev
+IMG ?= hearth:$(VERSION)
 
-.PHONY: all build test test-go test-chart demo k8s-bins versitygw generate manifests verify-generated vet fmt docker-build bench fuzz
+.PHONY: all build test test-go test-chart demo k8s-bins versitygw generate manifests verify-generated vet fmt image test-image monitoring test-monitoring bench fuzz
 
 all: build
 
@@ -20,7 +23,7 @@ test: k8s-bins versitygw verify-generated vet test-go
 # Packages that start control planes or clusters of processes run one at a
 # time: on 2 cores two API servers starting together can miss envtest's start timeout.
 HEAVY_PKGS := ./controllers/... ./test/...
-test-go: test-chart
+test-go: test-chart test-image test-monitoring
 	go test -count=1 -timeout 30m $$(go list ./... | grep -v -e /controllers -e /test/)
 	KUBEBUILDER_ASSETS=$(abspath bin/k8s/$(K8S_VERSION)) go test -p 1 -count=1 -timeout 30m $(HEAVY_PKGS)
 
@@ -28,6 +31,25 @@ test-go: test-chart
 ## Helm's dependencies stay out of go.mod).
 test-chart:
 	cd charts/hearth/test && go vet ./... && go test -count=1 ./...
+
+## test-image: builds the image twice (same digest), validates it, and runs the binary from
+## its layer (hack/image is its own module, so go-containerregistry stays out of go.mod).
+test-image:
+	cd hack/image && go vet ./... && go test -count=1 ./...
+
+## test-monitoring: the alerting rules and dashboards parse with Prometheus's own parsers,
+## every alert has a runbook, and docs/monitoring/metrics-used.txt lists what they use
+## (test/monitoring checks that list against a real ingester's and operator's /metrics).
+test-monitoring:
+	cd hack/monitoring && go vet ./... && go test -count=1 ./...
+
+## monitoring: after editing docs/monitoring (rules, dashboards), refresh metrics-used.txt
+## and the chart's copies.
+monitoring:
+	cd hack/monitoring && go test -count=1 -run TestMetricsUsedUpToDate . -update
+	@mkdir -p charts/hearth/files/dashboards
+	cp docs/monitoring/alerts.yaml charts/hearth/files/alerts.yaml
+	cp docs/monitoring/dashboards/*.json charts/hearth/files/dashboards/
 
 vet:
 	go vet ./...
@@ -54,8 +76,8 @@ generate: $(CONTROLLER_GEN)
 
 manifests: $(CONTROLLER_GEN)
 	@if [ -d api ]; then $(CONTROLLER_GEN) rbac:roleName=hearth-operator crd paths=./api/... paths=./controllers/... output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac; fi
-	@# The chart ships copies: the CRD and the Argo CD health check (its NOTES print it).
-	@if [ -d charts/hearth ]; then cp config/crd/bases/hearth.dev_ingesters.yaml charts/hearth/crds/ && cp docs/argocd-health.lua charts/hearth/files/; fi
+	@# The chart ships copies: the CRD, the Argo CD health check (its NOTES print it), the alerts and dashboards.
+	@if [ -d charts/hearth ]; then cp config/crd/bases/hearth.dev_ingesters.yaml charts/hearth/crds/ && cp docs/argocd-health.lua charts/hearth/files/ && cp docs/monitoring/alerts.yaml charts/hearth/files/alerts.yaml && cp docs/monitoring/dashboards/*.json charts/hearth/files/dashboards/; fi
 
 ## verify-generated: fail when the checked-in generated files are stale.
 verify-generated: generate manifests
@@ -64,5 +86,7 @@ verify-generated: generate manifests
 bench:
 	go test -run '^$$' -bench . -benchmem ./ingester/...
 
-docker-build:
-	docker build -t $(IMG) .
+## image: bin/hearth-image.tar, the container image built without Docker or a registry
+## (`docker load -i bin/hearth-image.tar`, or `crane push bin/hearth-image.tar <your-registry>/hearth:<tag>`).
+image:
+	IMG=$(IMG) VERSION=$(VERSION) ./hack/build-image.sh

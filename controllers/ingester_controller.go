@@ -200,6 +200,7 @@ func (r *IngesterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 			}
 			return ctrl.Result{}, err // retried with exponential backoff
 		}
+		r.reconcileMonitoring(ctx, ing) // never fails the reconcile (render_monitoring.go)
 	}
 
 	// Orchestrate: ring hygiene, storage growth, rollout.

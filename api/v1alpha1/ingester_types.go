@@ -134,6 +134,10 @@ type IngesterSpec struct {
 	// +optional
 	Paused bool `json:"paused,omitempty"`
 
+	// Monitoring renders a Prometheus Operator PodMonitor for the ingester pods.
+	// +optional
+	Monitoring MonitoringSpec `json:"monitoring,omitempty"`
+
 	// TLS turns on mutual TLS for internal traffic (replication, admin endpoints,
 	// memberlist) with the certificates of a Secret.
 	// +optional
@@ -378,7 +382,7 @@ type IngesterStatus struct {
 	// by a replica decrease.
 	// +optional
 	ScaleDown *ScaleDownStatus `json:"scaleDown,omitempty"`
-	// Conditions: Available, Progressing, Degraded.
+	// Conditions: Available, Progressing, Degraded (and Monitoring with spec.monitoring).
 	// +listType=map
 	// +listMapKey=type
 	// +optional

@@ -27,12 +27,13 @@ const (
 )
 
 type object struct {
-	APIVersion string         `json:"apiVersion"`
-	Kind       string         `json:"kind"`
-	Metadata   map[string]any `json:"metadata"`
-	Spec       map[string]any `json:"spec"`
-	Rules      []rule         `json:"rules"`
-	RoleRef    map[string]any `json:"roleRef"`
+	APIVersion string            `json:"apiVersion"`
+	Kind       string            `json:"kind"`
+	Metadata   map[string]any    `json:"metadata"`
+	Spec       map[string]any    `json:"spec"`
+	Data       map[string]string `json:"data"`
+	Rules      []rule            `json:"rules"`
+	RoleRef    map[string]any    `json:"roleRef"`
 }
 
 type rule struct {
@@ -46,6 +47,7 @@ func TestLint(t *testing.T) {
 	for _, values := range []map[string]any{
 		nil,
 		{"rbac": map[string]any{"secretNamespaces": []any{"profiling"}, "secretNames": []any{"hearth-s3"}}, "metrics": map[string]any{"enabled": false}},
+		{"monitoring": monitoringOn},
 	} {
 		l := lint.AllWithKubeVersion(chartDir, values, "hearth-system", &chartutil.KubeVersion{Version: "v1.37.2", Major: "1", Minor: "37"})
 		for _, m := range l.Messages {
@@ -236,6 +238,9 @@ func TestCopiesInSync(t *testing.T) {
 	for _, pair := range [][2]string{
 		{"config/crd/bases/hearth.dev_ingesters.yaml", "charts/hearth/crds/hearth.dev_ingesters.yaml"},
 		{"docs/argocd-health.lua", "charts/hearth/files/argocd-health.lua"},
+		{"docs/monitoring/alerts.yaml", "charts/hearth/files/alerts.yaml"},
+		{"docs/monitoring/dashboards/hearth-ingesters.json", "charts/hearth/files/dashboards/hearth-ingesters.json"},
+		{"docs/monitoring/dashboards/hearth-operator.json", "charts/hearth/files/dashboards/hearth-operator.json"},
 	} {
 		a, err := os.ReadFile(filepath.Join(repoRoot, pair[0]))
 		if err != nil {
@@ -247,6 +252,109 @@ func TestCopiesInSync(t *testing.T) {
 		}
 		if !bytes.Equal(a, b) {
 			t.Errorf("%s differs from %s: run 'make manifests'", pair[1], pair[0])
+		}
+	}
+}
+
+var monitoringOn = map[string]any{
+	"serviceMonitor": map[string]any{"enabled": true, "labels": map[string]any{"release": "prom"}},
+	"podMonitor":     map[string]any{"enabled": true},
+	"prometheusRule": map[string]any{"enabled": true},
+	"dashboards":     map[string]any{"enabled": true},
+}
+
+// Monitoring is off by default; on, the chart renders the ServiceMonitor, PodMonitor,
+// PrometheusRule and dashboards, each equal to what docs/monitoring holds.
+func TestRenderMonitoring(t *testing.T) {
+	off, _ := render(t, nil)
+	for _, kind := range []string{"ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap"} {
+		if len(off[kind]) != 0 {
+			t.Errorf("%s rendered with monitoring off (the default)", kind)
+		}
+	}
+
+	on, _ := render(t, map[string]any{"monitoring": monitoringOn})
+	for _, kind := range []string{"ServiceMonitor", "PodMonitor", "PrometheusRule"} {
+		if len(on[kind]) != 1 {
+			t.Fatalf("%d %s rendered with monitoring on", len(on[kind]), kind)
+		}
+		if on[kind][0].APIVersion != "monitoring.coreos.com/v1" {
+			t.Errorf("%s apiVersion %s", kind, on[kind][0].APIVersion)
+		}
+	}
+
+	// The ServiceMonitor selects the operator's metrics Service and names its port.
+	sm := on["ServiceMonitor"][0]
+	if sm.Metadata["labels"].(map[string]any)["release"] != "prom" {
+		t.Errorf("ServiceMonitor labels %v lack monitoring.serviceMonitor.labels", sm.Metadata["labels"])
+	}
+	svc := on["Service"][0]
+	sel := sm.Spec["selector"].(map[string]any)["matchLabels"].(map[string]any)
+	for k, v := range sel {
+		if svc.Metadata["labels"].(map[string]any)[k] != v {
+			t.Errorf("ServiceMonitor selects %s=%v, the metrics Service has %v", k, v, svc.Metadata["labels"])
+		}
+	}
+	ep := sm.Spec["endpoints"].([]any)[0].(map[string]any)
+	ports := fmt.Sprint(svc.Spec["ports"])
+	if !strings.Contains(ports, "name:"+fmt.Sprint(ep["port"])) || ep["honorLabels"] != true {
+		t.Errorf("ServiceMonitor endpoint %v, Service ports %s", ep, ports)
+	}
+	// Without the metrics Service there is nothing to monitor.
+	noMetrics, _ := render(t, map[string]any{"monitoring": monitoringOn, "metrics": map[string]any{"enabled": false}})
+	if len(noMetrics["ServiceMonitor"]) != 0 {
+		t.Error("ServiceMonitor rendered with metrics.enabled false")
+	}
+
+	// The PodMonitor selects the ingester pods the operator renders, on their http port.
+	pm := on["PodMonitor"][0]
+	if got := fmt.Sprint(pm.Spec["selector"]); got != "map[matchLabels:map[app.kubernetes.io/component:ingester app.kubernetes.io/name:hearth]]" {
+		t.Errorf("PodMonitor selector %s", got)
+	}
+	if got := fmt.Sprint(pm.Spec["podMetricsEndpoints"]); !strings.Contains(got, "port:http") || !strings.Contains(got, "path:/metrics") {
+		t.Errorf("PodMonitor endpoints %s", got)
+	}
+
+	// The PrometheusRule carries exactly the groups of docs/monitoring/alerts.yaml.
+	b, err := os.ReadFile(filepath.Join(repoRoot, "docs", "monitoring", "alerts.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file map[string]any
+	if err := yaml.Unmarshal(b, &file); err != nil {
+		t.Fatal(err)
+	}
+	if want, got := fmt.Sprint(file["groups"]), fmt.Sprint(on["PrometheusRule"][0].Spec["groups"]); want != got || len(want) < 100 {
+		t.Errorf("PrometheusRule groups differ from docs/monitoring/alerts.yaml:\n%s\n%s", got, want)
+	}
+
+	// One ConfigMap per dashboard, for Grafana's sidecar, holding the file as it is.
+	dash, err := filepath.Glob(filepath.Join(repoRoot, "docs", "monitoring", "dashboards", "*.json"))
+	if err != nil || len(dash) == 0 {
+		t.Fatalf("no dashboards: %v", err)
+	}
+	if len(on["ConfigMap"]) != len(dash) {
+		t.Fatalf("%d dashboard ConfigMaps, %d dashboards", len(on["ConfigMap"]), len(dash))
+	}
+	for _, d := range dash {
+		want, err := os.ReadFile(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, cm := range on["ConfigMap"] {
+			if got, ok := cm.Data[filepath.Base(d)]; ok {
+				found = true
+				if got != strings.TrimRight(string(want), "\n") {
+					t.Errorf("ConfigMap %v: %s differs from docs/monitoring/dashboards", cm.Metadata["name"], filepath.Base(d))
+				}
+				if cm.Metadata["labels"].(map[string]any)["grafana_dashboard"] != "1" {
+					t.Errorf("ConfigMap %v lacks the grafana_dashboard label", cm.Metadata["name"])
+				}
+			}
+		}
+		if !found {
+			t.Errorf("no ConfigMap holds %s", filepath.Base(d))
 		}
 	}
 }
