@@ -9,8 +9,11 @@ CONTROLLER_GEN := $(TOOLS)/controller-gen-$(CONTROLLER_GEN_VERSION)
 ## and the samples' spec.image name it.
 VERSION ?= dev
 IMG ?= hearth:$(VERSION)
+STATICCHECK_VERSION ?= v0.8.2
+# Cached outside the work tree and reused by every clone.
+STATICCHECK := $(HOME)/.cache/hearth/tools/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 
-.PHONY: all build test test-go test-chart demo k8s-bins versitygw generate manifests verify-generated vet fmt image test-image monitoring test-monitoring bench fuzz
+.PHONY: all build test test-go test-chart demo k8s-bins versitygw generate manifests verify-generated vet staticcheck fmt image test-image monitoring test-monitoring bench fuzz
 
 all: build
 
@@ -18,7 +21,7 @@ build:
 	go build -o bin/hearth ./cmd/hearth
 
 ## test: everything CI runs (builds the Kubernetes test binaries on first use).
-test: k8s-bins versitygw verify-generated vet test-go
+test: k8s-bins versitygw verify-generated vet staticcheck test-go
 
 # Packages that start control planes or clusters of processes run one at a
 # time: on 2 cores two API servers starting together can miss envtest's start timeout.
@@ -54,6 +57,14 @@ monitoring:
 vet:
 	go vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+
+## staticcheck: the pinned staticcheck on the module and the tool modules (chart test, image, monitoring).
+staticcheck: $(STATICCHECK)
+	$(STATICCHECK) ./...
+	for m in charts/hearth/test hack/image hack/monitoring; do (cd $$m && $(STATICCHECK) ./...) || exit 1; done
+
+$(STATICCHECK):
+	GOBIN=$(dir $(STATICCHECK)) go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 k8s-bins:
 	K8S_VERSION=$(K8S_VERSION) ./hack/build-k8s.sh >/dev/null

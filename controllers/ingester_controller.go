@@ -390,21 +390,6 @@ func (r *IngesterReconciler) apply(ctx context.Context, ing *hearthv1.Ingester, 
 	return nil
 }
 
-// keepClaimTemplates keeps an existing StatefulSet's volume claim sizes: claim templates
-// are immutable, so a grown spec.storage.size is carried out by expanding the claims and
-// recreating the StatefulSet (rollout orchestration), not by this apply.
-func (r *IngesterReconciler) keepClaimTemplates(ctx context.Context, desired *appsv1.StatefulSet) (bool, error) {
-	live := &appsv1.StatefulSet{}
-	err := r.Get(ctx, client.ObjectKeyFromObject(desired), live)
-	if apierrors.IsNotFound(err) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	return KeepClaimSizes(desired, live), nil
-}
-
 // KeepClaimSizes copies the storage requests of live's claim templates into desired's and
 // reports whether any differed (a storage resize is pending).
 func KeepClaimSizes(desired, live *appsv1.StatefulSet) (pending bool) {

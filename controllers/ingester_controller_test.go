@@ -574,7 +574,7 @@ func TestStatusFollowsStatefulSet(t *testing.T) {
 	}
 
 	p.makePodsReady(t, ns, "ing", 3)
-	ing = p.wantCondition(t, ns, "ing", hearthv1.ConditionAvailable, metav1.ConditionTrue, ReasonAllReady)
+	p.wantCondition(t, ns, "ing", hearthv1.ConditionAvailable, metav1.ConditionTrue, ReasonAllReady)
 	ing = p.wantCondition(t, ns, "ing", hearthv1.ConditionProgressing, metav1.ConditionFalse, ReasonComplete)
 	eventually(t, "counts and ring in status", func() error {
 		ing = p.get(t, ns, "ing")

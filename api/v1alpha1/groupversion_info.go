@@ -29,6 +29,7 @@ var (
 	GroupVersion = schema.GroupVersion{Group: "hearth.dev", Version: "v1alpha1"}
 
 	// SchemeBuilder registers the Go types of this package with a scheme.
+	//lint:ignore SA1019 the kubebuilder layout: this package already depends on controller-runtime
 	SchemeBuilder = &scheme.Builder{GroupVersion: GroupVersion}
 
 	// AddToScheme adds the types of this group-version to a scheme.

@@ -8,7 +8,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/hearth-dev/hearth/ingester/load"
+	"github.com/hearth-dev/hearth/internal/load"
 )
 
 func init() {

@@ -67,6 +67,7 @@ func runQuery(ctx context.Context, args []string) error {
 	}
 	req := connect.NewRequest(&querierv1.SelectMergeProfileRequest{ProfileTypeID: *typ, LabelSelector: *sel, Start: start.UnixMilli(), End: end.UnixMilli()})
 	withTenant(req)
+	//lint:ignore SA1019 querier.v1 keeps it; the whole pprof is what this command prints
 	resp, err := client.SelectMergeProfile(ctx, req)
 	if err != nil {
 		return err

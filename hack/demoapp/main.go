@@ -13,13 +13,12 @@ import (
 	"log"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"sort"
 	"time"
 
 	"github.com/grafana/pyroscope-go"
 )
-
-var sink any
 
 func hashing(n int) {
 	buf := make([]byte, 4096)
@@ -35,7 +34,7 @@ func sorting(n int) {
 		xs[i] = rand.Float64()
 	}
 	sort.Float64s(xs)
-	sink = xs
+	runtime.KeepAlive(xs)
 }
 
 type order struct {
@@ -49,7 +48,7 @@ func encoding(n int) {
 		b, _ := json.Marshal(order{ID: i, Items: []string{"a", "b", "c"}, Attrs: map[string]string{"k": "v"}})
 		var o order
 		_ = json.Unmarshal(b, &o)
-		sink = o
+		runtime.KeepAlive(o)
 	}
 }
 

@@ -127,6 +127,7 @@ func TestCorpusMergeProfileExact(t *testing.T) {
 				if !ok {
 					t.Fatalf("no profile type for sample type %q: %v", st.Type, types)
 				}
+				//lint:ignore SA1019 querier.v1 serves it: Grafana and profilecli call it
 				resp, err := ing.Querier.SelectMergeProfile(ctx, connect.NewRequest(&querierv1.SelectMergeProfileRequest{
 					ProfileTypeID: id, LabelSelector: fmt.Sprintf(`{service_name=%q}`, name),
 					Start: now.Add(-time.Hour).UnixMilli(), End: now.Add(time.Hour).UnixMilli(),

@@ -18,7 +18,7 @@ import (
 
 // testIngester runs a real ingester on a loopback port with its own data dir.
 type testIngester struct {
-	*Ingester
+	*App
 	URL     string
 	Push    pushv1connect.PusherServiceClient
 	Querier querierv1connect.QuerierServiceClient
@@ -39,9 +39,6 @@ func startIngester(t *testing.T, args ...string) *testIngester {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	ing, err := New(cfg, logger)
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ing.Listen(); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -69,10 +66,10 @@ func startIngester(t *testing.T, args ...string) *testIngester {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return &testIngester{
-		Ingester: ing,
-		URL:      url,
-		Push:     pushv1connect.NewPusherServiceClient(http.DefaultClient, url),
-		Querier:  querierv1connect.NewQuerierServiceClient(http.DefaultClient, url),
+		App:     ing,
+		URL:     url,
+		Push:    pushv1connect.NewPusherServiceClient(http.DefaultClient, url),
+		Querier: querierv1connect.NewQuerierServiceClient(http.DefaultClient, url),
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hearth-dev/hearth/ingester/head"
 	"github.com/hearth-dev/hearth/ingester/symdb"
+	"github.com/hearth-dev/hearth/internal/durable"
 )
 
 // profileRow is the schema of profiles.parquet: one row per (series,
@@ -130,7 +131,7 @@ func Write(dir string, sel head.Selection, opts WriteOptions) (Meta, error) {
 	if err := writeFileSync(filepath.Join(tmp, MetaFile), mb); err != nil {
 		return Meta{}, err
 	}
-	if err := syncDir(tmp); err != nil {
+	if err := durable.SyncDir(tmp); err != nil {
 		return Meta{}, err
 	}
 	if err := os.RemoveAll(final); err != nil {
@@ -140,7 +141,7 @@ func Write(dir string, sel head.Selection, opts WriteOptions) (Meta, error) {
 		return Meta{}, err
 	}
 	ok = true
-	if err := syncDir(dir); err != nil {
+	if err := durable.SyncDir(dir); err != nil {
 		return Meta{}, err
 	}
 	return meta, nil
@@ -309,13 +310,4 @@ func writeFileSync(path string, b []byte) error {
 		return err
 	}
 	return f.Close()
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -23,7 +23,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hearth-dev/hearth/ingester/push"
-	"github.com/hearth-dev/hearth/ingester/store"
+	"github.com/hearth-dev/hearth/ingester/record"
+	"github.com/hearth-dev/hearth/ingester/ring"
+	"github.com/hearth-dev/hearth/ingester/transport"
 )
 
 // Options configure a Distributor.
@@ -83,14 +85,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	return m
 }
 
-// DefaultClient is the HTTP client used when Options.Client is nil.
-func DefaultClient() *http.Client {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.MaxIdleConnsPerHost = 64
-	t.Proxy = nil
-	return &http.Client{Transport: t}
-}
-
 // New returns a distributor.
 func New(opts Options) *Distributor {
 	if opts.ReplicaTimeout <= 0 {
@@ -101,7 +95,7 @@ func New(opts Options) *Distributor {
 	}
 	d := &Distributor{opts: opts, log: opts.Logger, client: opts.Client, m: newMetrics(opts.Registerer)}
 	if d.client == nil {
-		d.client = DefaultClient()
+		d.client = transport.DefaultClient()
 	}
 	return d
 }
@@ -160,7 +154,7 @@ func (d *Distributor) Append(ctx context.Context, tenant string, ps []push.Profi
 	var order []*target
 	sets := map[uint32]ReplicationSet{}
 	for i := range ps {
-		tok := d.opts.Ring.TokenFor(tenant, ps[i].Labels)
+		tok := ring.TokenFor(tenant, ps[i].Labels)
 		rs, ok := sets[tok]
 		if !ok {
 			var err error
@@ -195,12 +189,12 @@ func (d *Distributor) Append(ctx context.Context, tenant string, ps []push.Profi
 			t.body = shared
 			continue
 		}
-		entries := make([]store.Entry, len(t.idx))
+		entries := make([]record.Entry, len(t.idx))
 		for j, i := range t.idx {
 			p := &ps[i]
-			entries[j] = store.Entry{ID: p.ID, TimeNanos: p.TimeNanos, Labels: p.Labels, Raw: p.Raw}
+			entries[j] = record.Entry{ID: p.ID, TimeNanos: p.TimeNanos, Labels: p.Labels, Raw: p.Raw}
 		}
-		t.body = store.EncodeRecord(tenant, entries)
+		t.body = record.Encode(tenant, entries)
 		if len(t.idx) == len(ps) {
 			shared = t.body
 		}
@@ -387,7 +381,7 @@ func (d *Distributor) appendRemote(ctx context.Context, t *target) error {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, d.opts.ReplicaTimeout)
 	defer cancel()
-	err := PostAppendURL(ctx, d.client, BaseURL(d.opts.Scheme, t.in.Addr), t.body)
+	err := PostAppendURL(ctx, d.client, transport.BaseURL(d.opts.Scheme, t.in.Addr), t.body)
 	d.observe("remote", start, err)
 	if err != nil {
 		d.log.Debug("replica write failed", "instance", t.in.ID, "addr", t.in.Addr, "err", err)

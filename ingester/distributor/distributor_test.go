@@ -40,7 +40,6 @@ type staticRing struct{ rs ReplicationSet }
 
 func (r staticRing) ReplicationSet(uint32) (ReplicationSet, error) { return r.rs, nil }
 func (r staticRing) ReadSet() (ReplicationSet, error)              { return r.rs, nil }
-func (r staticRing) TokenFor(t string, ls model.Labels) uint32     { return SeriesToken(t, ls) }
 
 // replicas starts n replicas behind the internal handler, each appending to its fake.
 func replicas(t *testing.T, errs ...error) ([]Instance, []*fakeAppender) {
@@ -188,7 +187,7 @@ func TestReplicaTimeout(t *testing.T) {
 }
 
 func TestInternalHandlerRejects(t *testing.T) {
-	srv := httptest.NewServer(InternalHandler(&fakeAppender{}))
+	srv := httptest.NewServer(NewInternalHandler(&fakeAppender{}, HandlerOptions{}))
 	defer srv.Close()
 	for _, body := range []string{"", "\x01", "garbage"} {
 		err := PostAppend(context.Background(), http.DefaultClient, srv.Listener.Addr().String(), []byte(body))

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -16,22 +15,20 @@ import (
 	"github.com/hearth-dev/hearth/ingester/model"
 	"github.com/hearth-dev/hearth/ingester/pprofdec"
 	"github.com/hearth-dev/hearth/ingester/push"
-	"github.com/hearth-dev/hearth/ingester/store"
+	"github.com/hearth-dev/hearth/ingester/record"
 	"github.com/hearth-dev/hearth/ingester/tenant"
+	"github.com/hearth-dev/hearth/ingester/transport"
 	"github.com/hearth-dev/hearth/ingester/validation"
 )
 
 // AppendPath is the internal endpoint a replica receives writes on. Its body
-// is one WAL record (store.EncodeRecord: tenant, then per profile its ID,
+// is one WAL record (record.Encode: tenant, then per profile its ID,
 // time, final series labels and the raw bytes as received, usually gzip).
 // The receiver appends locally and never distributes further.
 const AppendPath = "/internal/v1/append"
 
 // ContentType of an append body.
 const ContentType = "application/x-hearth-record"
-
-// CodeHeader carries the connect code of a refused append.
-const CodeHeader = "X-Hearth-Code"
 
 // DefaultMaxBodyBytes bounds an append body when HandlerOptions leave it 0.
 const DefaultMaxBodyBytes = 256 << 20
@@ -48,11 +45,6 @@ type HandlerOptions struct {
 	// Limits (label syntax, duplicates and UTF-8, the profile's shape).
 	Limits *validation.Limits
 	Logger *slog.Logger
-}
-
-// InternalHandler serves AppendPath into local with default options.
-func InternalHandler(local push.Appender) http.Handler {
-	return NewInternalHandler(local, HandlerOptions{})
 }
 
 // NewInternalHandler serves AppendPath into local.
@@ -80,42 +72,42 @@ type receiver struct {
 func (h *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		WriteError(w, connect.NewError(connect.CodeUnimplemented, errors.New("use POST")))
+		transport.WriteError(w, connect.NewError(connect.CodeUnimplemented, errors.New("use POST")))
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.o.MaxBodyBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			WriteError(w, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("append body larger than %d bytes", h.o.MaxBodyBytes)))
+			transport.WriteError(w, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("append body larger than %d bytes", h.o.MaxBodyBytes)))
 			return
 		}
-		WriteError(w, connect.NewError(connect.CodeUnavailable, fmt.Errorf("reading the append body: %w", err)))
+		transport.WriteError(w, connect.NewError(connect.CodeUnavailable, fmt.Errorf("reading the append body: %w", err)))
 		return
 	}
-	tn, entries, err := store.DecodeRecord(body)
+	tn, entries, err := record.Decode(body)
 	if err != nil {
-		WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("append body: %w", err)))
+		transport.WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("append body: %w", err)))
 		return
 	}
 	if err := tenant.Validate(tn); err != nil {
-		WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("append body: %w", err)))
+		transport.WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("append body: %w", err)))
 		return
 	}
 	ps := make([]push.Profile, len(entries))
 	for i, e := range entries {
 		if err := h.checkLabels(e.Labels); err != nil {
-			WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("profile %d: %w", i, err)))
+			transport.WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("profile %d: %w", i, err)))
 			return
 		}
 		p, err := pprofdec.DecodePprof(e.Raw, h.o.MaxProfileSize)
 		if err != nil {
-			WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("profile %d: %w", i, err)))
+			transport.WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("profile %d: %w", i, err)))
 			return
 		}
 		push.SanitizeStrings(p)
 		if err := h.lim.Profile(p, e.TimeNanos, time.Time{}); err != nil {
-			WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("profile %d: %w", i, err)))
+			transport.WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("profile %d: %w", i, err)))
 			return
 		}
 		ps[i] = push.Profile{ID: e.ID, Labels: e.Labels, Profile: p, TimeNanos: e.TimeNanos, Raw: e.Raw}
@@ -125,7 +117,7 @@ func (h *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if code == connect.CodeInternal || code == connect.CodeUnavailable {
 			h.o.Logger.Warn("replicated append failed", "tenant", tn, "err", err)
 		}
-		WriteError(w, AsConnect(code, err))
+		transport.WriteError(w, transport.AsConnect(code, err))
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -145,41 +137,9 @@ func (h *receiver) checkLabels(ls model.Labels) error {
 	return h.lim.Labels(ls)
 }
 
-// WriteError answers with the code in CodeHeader, its HTTP status, and the
-// message as the body.
-func WriteError(w http.ResponseWriter, err *connect.Error) {
-	w.Header().Set(CodeHeader, err.Code().String())
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.WriteHeader(push.HTTPStatus(err.Code()))
-	_, _ = io.WriteString(w, err.Message())
-}
-
-// ReadError turns a non-2xx internal response into a connect error with the
-// code the peer sent (Unavailable when it sent none: a proxy, a crash).
-func ReadError(resp *http.Response) *connect.Error {
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
-	text := strings.TrimSpace(string(msg))
-	if text == "" {
-		text = resp.Status
-	}
-	var code connect.Code
-	if err := code.UnmarshalText([]byte(resp.Header.Get(CodeHeader))); err != nil || code == 0 {
-		return connect.NewError(connect.CodeUnavailable, fmt.Errorf("%s: %s", resp.Status, text))
-	}
-	return connect.NewError(code, errors.New(text))
-}
-
-// BaseURL is scheme://addr, scheme "" meaning http.
-func BaseURL(scheme, addr string) string {
-	if scheme == "" {
-		scheme = "http"
-	}
-	return scheme + "://" + addr
-}
-
 // PostAppend sends one encoded record to the instance at addr (host:port) over plain HTTP.
 func PostAppend(ctx context.Context, c *http.Client, addr string, body []byte) error {
-	return PostAppendURL(ctx, c, BaseURL("http", addr), body)
+	return PostAppendURL(ctx, c, transport.BaseURL("http", addr), body)
 }
 
 // PostAppendURL sends one encoded record to the instance at base (scheme://host:port).
@@ -198,15 +158,5 @@ func PostAppendURL(ctx context.Context, c *http.Client, base string, body []byte
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
 		return nil
 	}
-	return ReadError(resp)
-}
-
-// AsConnect is err as a connect error of code, without repeating the code
-// in the message when err already is one.
-func AsConnect(code connect.Code, err error) *connect.Error {
-	var ce *connect.Error
-	if errors.As(err, &ce) {
-		return connect.NewError(code, errors.New(ce.Message()))
-	}
-	return connect.NewError(code, err)
+	return transport.ReadError(resp)
 }

@@ -16,7 +16,7 @@ import (
 	"github.com/hearth-dev/hearth/ingester/head"
 	"github.com/hearth-dev/hearth/ingester/model"
 	"github.com/hearth-dev/hearth/ingester/push"
-	"github.com/hearth-dev/hearth/ingester/store"
+	"github.com/hearth-dev/hearth/ingester/record"
 	"github.com/hearth-dev/hearth/ingester/validation"
 )
 
@@ -53,12 +53,12 @@ func testLimits() *validation.Limits {
 	return &l
 }
 
-func entry(raw []byte, ls ...string) store.Entry {
+func entry(raw []byte, ls ...string) record.Entry {
 	var labels model.Labels
 	for i := 0; i+1 < len(ls); i += 2 {
 		labels = append(labels, model.Label{Name: ls[i], Value: ls[i+1]})
 	}
-	return store.Entry{ID: head.ProfileID{1}, TimeNanos: time.Now().UnixNano(), Labels: labels, Raw: raw}
+	return record.Entry{ID: head.ProfileID{1}, TimeNanos: time.Now().UnixNano(), Labels: labels, Raw: raw}
 }
 
 // A replica validates what it is sent again: the tenant id, the series and
@@ -79,7 +79,7 @@ func TestInternalHandlerValidates(t *testing.T) {
 	ok := []string{"__name__", "process_cpu", "service_name", "svc"}
 	cases := []struct {
 		name, tenant string
-		e            store.Entry
+		e            record.Entry
 		want         string
 	}{
 		{"federated tenant", "tenant-a|tenant-b", entry(raw, ok...), "federated ids (a|b) are not supported"},
@@ -95,7 +95,7 @@ func TestInternalHandlerValidates(t *testing.T) {
 		{"not a profile", "t", entry([]byte("\xff\xff garbage"), ok...), "profile 0"},
 	}
 	for _, c := range cases {
-		err := PostAppend(context.Background(), http.DefaultClient, srv.Listener.Addr().String(), store.EncodeRecord(c.tenant, []store.Entry{c.e}))
+		err := PostAppend(context.Background(), http.DefaultClient, srv.Listener.Addr().String(), record.Encode(c.tenant, []record.Entry{c.e}))
 		if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want invalid_argument containing %q", c.name, err, c.want)
 		}
@@ -106,7 +106,7 @@ func TestInternalHandlerValidates(t *testing.T) {
 	// An old profile is not the replica's to refuse (the front door checked its time).
 	old := entry(raw, ok...)
 	old.TimeNanos = time.Now().Add(-48 * time.Hour).UnixNano()
-	if err := PostAppend(context.Background(), http.DefaultClient, srv.Listener.Addr().String(), store.EncodeRecord("tenant-a", []store.Entry{entry(raw, ok...), old})); err != nil {
+	if err := PostAppend(context.Background(), http.DefaultClient, srv.Listener.Addr().String(), record.Encode("tenant-a", []record.Entry{entry(raw, ok...), old})); err != nil {
 		t.Fatal(err)
 	}
 	if app.n != 2 {
@@ -119,9 +119,9 @@ func TestInternalHandlerValidates(t *testing.T) {
 // panic. Seeds are in testdata/fuzz/FuzzInternalAppend.
 func FuzzInternalAppend(f *testing.F) {
 	raw := rawProfile(f)
-	f.Add(store.EncodeRecord("t", []store.Entry{entry(raw, "__name__", "process_cpu", "service_name", "svc")}))
-	f.Add(store.EncodeRecord("a|b", []store.Entry{entry(raw, "__name__", "process_cpu", "service_name", "svc")}))
-	f.Add(store.EncodeRecord("t", []store.Entry{entry([]byte{0x0a, 0x02, 0x08, 0x01}, "__name__", "process_cpu", "service_name", "svc")}))
+	f.Add(record.Encode("t", []record.Entry{entry(raw, "__name__", "process_cpu", "service_name", "svc")}))
+	f.Add(record.Encode("a|b", []record.Entry{entry(raw, "__name__", "process_cpu", "service_name", "svc")}))
+	f.Add(record.Encode("t", []record.Entry{entry([]byte{0x0a, 0x02, 0x08, 0x01}, "__name__", "process_cpu", "service_name", "svc")}))
 	lim := testLimits()
 	lim.MaxSamplesPerProfile = 1000
 	f.Fuzz(func(t *testing.T, body []byte) {
@@ -133,7 +133,7 @@ func FuzzInternalAppend(f *testing.F) {
 			t.Fatalf("answered %d: %s", rec.Code, rec.Body.String())
 		}
 		if rec.Code == http.StatusNoContent {
-			tn, entries, err := store.DecodeRecord(body)
+			tn, entries, err := record.Decode(body)
 			if err != nil || app.n != len(entries) {
 				t.Fatalf("accepted a body that decodes to %v / %d entries, stored %d", err, len(entries), app.n)
 			}

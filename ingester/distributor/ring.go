@@ -1,13 +1,5 @@
 package distributor
 
-import (
-	"encoding/binary"
-
-	"github.com/cespare/xxhash/v2"
-
-	"github.com/hearth-dev/hearth/ingester/model"
-)
-
 // Instance is one ingester of the ring.
 type Instance struct {
 	ID   string
@@ -48,23 +40,7 @@ type Ring interface {
 	// ReadSet returns every instance that may hold data for reads, with the
 	// failures a read tolerates (dskit's ring.Read: up to RF/2 unhealthy).
 	ReadSet() (ReplicationSet, error)
-	// TokenFor is the series token of a tenant's label set.
-	TokenFor(tenant string, labels model.Labels) uint32
 }
 
 // Quorum is the number of acknowledgements a set of n replicas needs: n/2+1.
 func Quorum(n int) int { return n/2 + 1 }
-
-// SeriesToken hashes a tenant and a sorted label set into a ring token: the
-// series key is the tenant and the labels, so every profile of a series
-// lands on the same owners. A Ring may use it for TokenFor.
-func SeriesToken(tenant string, labels model.Labels) uint32 {
-	h := xxhash.New()
-	_, _ = h.WriteString(tenant)
-	_, _ = h.Write([]byte{0xff})
-	var b [8]byte
-	binary.LittleEndian.PutUint64(b[:], labels.Hash())
-	_, _ = h.Write(b[:])
-	s := h.Sum64()
-	return uint32(s) ^ uint32(s>>32)
-}

@@ -8,7 +8,8 @@ package head
 import (
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -136,12 +137,7 @@ func (h *Head) Tenant(name string) *Tenant {
 func (h *Head) Tenants() []string {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	out := make([]string, 0, len(h.tenants))
-	for t := range h.tenants {
-		out = append(out, t)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(h.tenants))
 }
 
 func (h *Head) tenant(name string) *Tenant {

@@ -219,7 +219,10 @@ func Classify(err error) (connect.Code, string) {
 	var ve *validation.Error
 	var inv *symdb.ErrInvalid
 	var ce *connect.Error
+	var un interface{ Unavailable() bool } // e.g. the store's UnavailableError
 	switch {
+	case errors.As(err, &un) && un.Unavailable():
+		return connect.CodeUnavailable, connect.CodeUnavailable.String()
 	case errors.As(err, &ve):
 		if ve.Reason == validation.RateLimited {
 			return connect.CodeResourceExhausted, string(ve.Reason)

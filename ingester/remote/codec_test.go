@@ -135,13 +135,13 @@ func TestResponseLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.drain(t)
-	small := NewSource(SourceOptions{Ring: fakeRing{nodes: c.nodes, rf: 1}, Self: c.nodes[0].id, MaxResponseBytes: 512, Logger: discard})
+	small := NewSource(SourceOptions{Ring: fakeRing{nodes: c.nodes, rf: 1}, Self: c.nodes[0].id, MaxResponseBytes: 64, Logger: discard})
 	_, err := totals(t, small)
 	if err == nil || !errorsContain(err, "querier.max-remote-response-bytes") {
 		t.Fatalf("query over the response limit: %v", err)
 	}
 	// The serving side's own limit.
-	sh := NewSelectHandler(c.nodes[1].st, HandlerOptions{MaxResponseBytes: 512, Logger: discard})
+	sh := NewSelectHandler(c.nodes[1].st, HandlerOptions{MaxResponseBytes: 64, Logger: discard})
 	c.nodes[1].srv.Config.Handler = sh
 	_, err = totals(t, NewSource(SourceOptions{Ring: fakeRing{nodes: c.nodes[:2], rf: 1}, Self: c.nodes[0].id, Logger: discard}))
 	if err == nil || !errorsContain(err, "querier.max-remote-response-bytes") || !errorsContain(err, "narrow the query") {

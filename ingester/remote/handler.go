@@ -11,10 +11,10 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/hearth-dev/hearth/ingester/distributor"
 	"github.com/hearth-dev/hearth/ingester/push"
 	"github.com/hearth-dev/hearth/ingester/querier"
 	"github.com/hearth-dev/hearth/ingester/tenant"
+	"github.com/hearth-dev/hearth/ingester/transport"
 )
 
 // Internal read endpoints, on every ingester's HTTP port. Both take a JSON
@@ -48,11 +48,6 @@ type HandlerOptions struct {
 	Logger           *slog.Logger
 }
 
-// SelectHandler serves SelectPath and SeriesLabelsPath from local with default options.
-func SelectHandler(local querier.Source) http.Handler {
-	return NewSelectHandler(local, HandlerOptions{})
-}
-
 // NewSelectHandler serves SelectPath and SeriesLabelsPath from local (mount
 // it on both paths).
 func NewSelectHandler(local querier.Source, o HandlerOptions) http.Handler {
@@ -72,21 +67,21 @@ type selectHandler struct {
 
 func (h *selectHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
-		distributor.WriteError(w, connect.NewError(connect.CodeUnimplemented, errors.New("use POST")))
+		transport.WriteError(w, connect.NewError(connect.CodeUnimplemented, errors.New("use POST")))
 		return
 	}
 	var req Request
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
-		distributor.WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("request: %w", err)))
+		transport.WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("request: %w", err)))
 		return
 	}
 	if err := tenant.Validate(req.Tenant); err != nil {
-		distributor.WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("request: %w", err)))
+		transport.WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("request: %w", err)))
 		return
 	}
 	match, err := querier.Matcher(req.Selectors...)
 	if err != nil {
-		distributor.WriteError(w, connect.NewError(connect.CodeInvalidArgument, err))
+		transport.WriteError(w, connect.NewError(connect.CodeInvalidArgument, err))
 		return
 	}
 	var body []byte
@@ -95,27 +90,27 @@ func (h *selectHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case SelectPath:
 		sels, err := h.local.Select(r.Context(), req.Tenant, req.ProfileType, match, req.Start, req.End)
 		if err != nil {
-			distributor.WriteError(w, asConnect(err))
+			transport.WriteError(w, asConnect(err))
 			return
 		}
 		if body, err = EncodeSelections(sels); err != nil {
-			distributor.WriteError(w, connect.NewError(connect.CodeInternal, err))
+			transport.WriteError(w, connect.NewError(connect.CodeInternal, err))
 			return
 		}
 		ctype = selectionsType
 	case SeriesLabelsPath:
 		ls, err := h.local.SeriesLabels(r.Context(), req.Tenant, match, req.Start, req.End)
 		if err != nil {
-			distributor.WriteError(w, asConnect(err))
+			transport.WriteError(w, asConnect(err))
 			return
 		}
 		body, ctype = EncodeLabels(ls), labelsType
 	default:
-		distributor.WriteError(w, connect.NewError(connect.CodeNotFound, fmt.Errorf("no internal endpoint %s", r.URL.Path)))
+		transport.WriteError(w, connect.NewError(connect.CodeNotFound, fmt.Errorf("no internal endpoint %s", r.URL.Path)))
 		return
 	}
 	if int64(len(body)) > h.o.MaxResponseBytes {
-		distributor.WriteError(w, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
+		transport.WriteError(w, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
 			"the answer of this ingester is %.1f MiB, more than its limit of %.1f MiB (querier.max-remote-response-bytes): narrow the query's time range or label selector",
 			float64(len(body))/(1<<20), float64(h.o.MaxResponseBytes)/(1<<20))))
 		return
@@ -132,5 +127,5 @@ func asConnect(err error) *connect.Error {
 	if code == connect.CodeInternal {
 		code = connect.CodeUnavailable
 	}
-	return distributor.AsConnect(code, err)
+	return transport.AsConnect(code, err)
 }

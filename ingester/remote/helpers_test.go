@@ -23,7 +23,6 @@ import (
 
 	"github.com/hearth-dev/hearth/ingester/distributor"
 	"github.com/hearth-dev/hearth/ingester/head"
-	"github.com/hearth-dev/hearth/ingester/model"
 	"github.com/hearth-dev/hearth/ingester/pprofdec"
 	"github.com/hearth-dev/hearth/ingester/push"
 	"github.com/hearth-dev/hearth/ingester/querier"
@@ -93,10 +92,6 @@ func (r fakeRing) ReadSet() (distributor.ReplicationSet, error) {
 	rs := r.set(0, len(r.nodes))
 	rs.MaxErrors = r.rf / 2
 	return rs, nil
-}
-
-func (r fakeRing) TokenFor(tenant string, ls model.Labels) uint32 {
-	return distributor.SeriesToken(tenant, ls)
 }
 
 func newDistributor(nodes []*node, self int, rf int, reg prometheus.Registerer) *distributor.Distributor {

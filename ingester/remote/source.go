@@ -25,6 +25,7 @@ import (
 	"github.com/hearth-dev/hearth/ingester/head"
 	"github.com/hearth-dev/hearth/ingester/model"
 	"github.com/hearth-dev/hearth/ingester/querier"
+	"github.com/hearth-dev/hearth/ingester/transport"
 )
 
 // ReadRing gives the instances a read must ask.
@@ -36,7 +37,7 @@ type ReadRing interface {
 type SourceOptions struct {
 	Ring   ReadRing
 	Self   string       // this instance's ring ID: not asked
-	Client *http.Client // nil: distributor.DefaultClient()
+	Client *http.Client // nil: transport.DefaultClient()
 	// Scheme of the instances' internal addresses: "https" when Client dials
 	// TLS, "" or "http" otherwise.
 	Scheme string
@@ -79,7 +80,7 @@ func NewSource(o SourceOptions) *Source {
 		}),
 	}
 	if s.client == nil {
-		s.client = distributor.DefaultClient()
+		s.client = transport.DefaultClient()
 	}
 	if o.Registerer != nil {
 		o.Registerer.MustRegister(s.requests, s.tolerated)
@@ -236,7 +237,7 @@ func call[T any](ctx context.Context, s *Source, in distributor.Instance, path s
 	var zero T
 	ctx, cancel := context.WithTimeout(ctx, s.o.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, distributor.BaseURL(s.o.Scheme, in.Addr)+path, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, transport.BaseURL(s.o.Scheme, in.Addr)+path, bytes.NewReader(body))
 	if err != nil {
 		return zero, err
 	}
@@ -247,7 +248,7 @@ func call[T any](ctx context.Context, s *Source, in distributor.Instance, path s
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return zero, distributor.ReadError(resp)
+		return zero, transport.ReadError(resp)
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, s.o.MaxResponseBytes+1))
 	if err != nil {

@@ -13,7 +13,7 @@ import (
 // The replica read endpoints validate the tenant named in the body as the
 // public API validates the header: an invalid or federated id is a 400.
 func TestSelectHandlerValidatesTenant(t *testing.T) {
-	h := SelectHandler(querier.HeadSource{Head: head.New(head.Options{})})
+	h := NewSelectHandler(querier.HeadSource{Head: head.New(head.Options{})}, HandlerOptions{})
 	for _, path := range []string{SelectPath, SeriesLabelsPath} {
 		for body, want := range map[string]string{
 			`{"tenant":"tenant-a|tenant-b"}`: "federated ids (a|b) are not supported",

@@ -13,7 +13,6 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/hearth-dev/hearth/ingester/lifecycle"
 	"github.com/hearth-dev/hearth/ingester/model"
 )
 
@@ -157,7 +156,7 @@ func TestTokenFor(t *testing.T) {
 
 func TestPrepareShutdownMarker(t *testing.T) {
 	dir := t.TempDir()
-	p := lifecycle.NewPrepareShutdown(dir)
+	p := NewPrepareShutdown(dir)
 	do := func(method string) (int, string) {
 		rec := httptest.NewRecorder()
 		p.ServeHTTP(rec, httptest.NewRequest(method, "/ingester/prepare-shutdown", nil))
@@ -176,7 +175,7 @@ func TestPrepareShutdownMarker(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Persisted: a new process (a new marker) sees it, and so does a Ring.
-	if !lifecycle.NewPrepareShutdown(dir).IsSet() {
+	if !NewPrepareShutdown(dir).IsSet() {
 		t.Fatal("marker not persisted")
 	}
 	n := &node{id: "x", dir: dir, mlPort: 7946, httpPort: 4040, rf: 3}

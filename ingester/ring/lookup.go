@@ -53,7 +53,8 @@ func (r *Ring) ReadSet() (dskitring.ReplicationSet, error) {
 	return all, nil
 }
 
-// TokenFor is the ring key of a series: a stable 32-bit hash (xxhash64 folded)
+// TokenFor is the ring key of a series, the one function that places a series
+// on the ring (the distributor's writes, the tests' rings): a stable 32-bit hash (xxhash64 folded)
 // of the tenant and the series labels sorted by name. labels is not modified.
 func TokenFor(tenant string, labels model.Labels) uint32 {
 	if !sort.SliceIsSorted(labels, func(i, j int) bool { return labels[i].Name < labels[j].Name }) {
@@ -70,11 +71,6 @@ func TokenFor(tenant string, labels model.Labels) uint32 {
 	}
 	s := h.Sum64()
 	return uint32(s>>32) ^ uint32(s)
-}
-
-// TokenFor is the package function, as a method for callers that hold a *Ring.
-func (r *Ring) TokenFor(tenant string, labels model.Labels) uint32 {
-	return TokenFor(tenant, labels)
 }
 
 var sep = []byte{0xff}

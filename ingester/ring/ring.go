@@ -30,7 +30,8 @@ import (
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/hearth-dev/hearth/ingester/lifecycle"
+	"github.com/hearth-dev/hearth/internal/durable"
+	"github.com/hearth-dev/hearth/internal/kitlog"
 )
 
 const (
@@ -39,8 +40,14 @@ const (
 )
 
 // Ring is this ingester's membership in the ring plus a ring client for
-// lookups.
+// lookups. It is a dskit service whose subservices are the memberlist KV, the
+// ring client and the lifecycler: starting joins memberlist, registers this
+// instance and moves it to ACTIVE; running watches the subservices (one that
+// fails fails the Ring); stopping leaves (Unregister first when
+// UnregisterOnStop was called), then stops them.
 type Ring struct {
+	svc *services.BasicService
+
 	cfg        Config
 	logger     log.Logger
 	tokensPath string
@@ -50,17 +57,18 @@ type Ring struct {
 	kvClient   *memberlist.Client
 	client     *dskitring.Ring
 	lifecycler *dskitring.BasicLifecycler
-	marker     *lifecycle.PrepareShutdown
+	marker     *PrepareShutdown
 
-	mu            sync.Mutex
-	started       bool
-	stopped       bool
-	unregister    bool // Unregister ran: the tokens file is gone
-	readySince    time.Time
-	lastState     dskitring.InstanceState // last state setState wrote
-	lastStateSet  bool
-	lastTimestamp int64 // heartbeat timestamp setState last wrote (unix seconds)
-	ready         bool  // dskit's readiness latch: once true, only our own state matters
+	watcher *services.FailureWatcher
+
+	mu               sync.Mutex
+	unregisterOnStop bool // the next stop is final: Unregister before stopping
+	unregister       bool // Unregister ran: the tokens file is gone
+	readySince       time.Time
+	lastState        dskitring.InstanceState // last state setState wrote
+	lastStateSet     bool
+	lastTimestamp    int64 // heartbeat timestamp setState last wrote (unix seconds)
+	ready            bool  // dskit's readiness latch: once true, only our own state matters
 }
 
 // New builds the ring services; nothing listens or joins until Start.
@@ -77,14 +85,16 @@ func New(cfg Config, httpPort int, dataDir string, logger *slog.Logger, reg prom
 	if reg == nil {
 		reg = prometheus.NewRegistry() // metrics go nowhere
 	}
-	klog := newKitLogger(logger)
+	klog := kitlog.New(logger)
 	r := &Ring{
 		cfg:        cfg,
 		logger:     klog,
 		tokensPath: cfg.Ring.tokensPath(dataDir),
 		addr:       net.JoinHostPort(cfg.Ring.InstanceAddr, strconv.Itoa(httpPort)),
-		marker:     lifecycle.NewPrepareShutdown(dataDir),
+		marker:     NewPrepareShutdown(dataDir),
+		watcher:    services.NewFailureWatcher(),
 	}
+	r.svc = services.NewBasicService(r.starting, r.running, r.stopping).WithName("ring")
 
 	// Memberlist KV: dskit's defaults, then our addresses. Every address is
 	// explicit (Validate insists), so memberlist never picks an interface.
@@ -140,6 +150,7 @@ func New(cfg Config, httpPort int, dataDir string, logger *slog.Logger, reg prom
 		KeepInstanceInTheRingOnShutdown: true, // a normal stop keeps tokens and membership
 	}
 	var delegate dskitring.BasicLifecyclerDelegate = dskitring.NewInstanceRegisterDelegate(dskitring.JOINING, cfg.Ring.NumTokens)
+	delegate = durableTokens{next: delegate, r: r}
 	delegate = dskitring.NewTokensPersistencyDelegate(r.tokensPath, dskitring.JOINING, delegate, klog)
 	delegate = leaveOnStopping{next: delegate, r: r}
 	r.lifecycler, err = dskitring.NewBasicLifecycler(lcCfg, ringName, ringKey, kvClient, delegate, klog, reg)
@@ -149,19 +160,51 @@ func New(cfg Config, httpPort int, dataDir string, logger *slog.Logger, reg prom
 	return r, nil
 }
 
-// Start joins memberlist, starts the ring client, registers this instance
+// Start starts the Ring service and waits until it is running (ACTIVE), or
+// returns its failure (ctx bounds the wait).
+func (r *Ring) Start(ctx context.Context) error {
+	if err := r.svc.StartAsync(context.Background()); err != nil {
+		return err
+	}
+	if err := r.svc.AwaitRunning(ctx); err != nil {
+		if f := r.svc.FailureCase(); f != nil {
+			return f
+		}
+		r.svc.StopAsync()
+		return err
+	}
+	return nil
+}
+
+// Service is the Ring as a dskit service (what Start and Stop drive).
+func (r *Ring) Service() services.Service { return r.svc }
+
+// Stop stops the Ring service and waits for it: a normal stop (unless
+// UnregisterOnStop was called) moves the instance to LEAVING, keeps its tokens
+// (in the ring and in the tokens file), stops heartbeating and leaves
+// memberlist. Peers then see it LEAVING, and UNHEALTHY after the heartbeat
+// timeout, until it comes back with the same tokens. After Unregister, Stop
+// only leaves memberlist. Stop is idempotent.
+func (r *Ring) Stop() error {
+	if r.svc.State() == services.New {
+		r.svc.StopAsync()
+		return nil
+	}
+	return services.StopAndAwaitTerminated(context.Background(), r.svc)
+}
+
+// UnregisterOnStop makes the next stop final: Unregister, then leave.
+func (r *Ring) UnregisterOnStop() {
+	r.mu.Lock()
+	r.unregisterOnStop = true
+	r.mu.Unlock()
+}
+
+// starting joins memberlist, starts the ring client, registers this instance
 // (JOINING, tokens loaded or generated and persisted) and moves it to ACTIVE.
 // It returns once ACTIVE, or with the first error (everything started is
 // stopped again).
-func (r *Ring) Start(ctx context.Context) error {
-	r.mu.Lock()
-	if r.started {
-		r.mu.Unlock()
-		return errors.New("ring: already started")
-	}
-	r.started = true
-	r.mu.Unlock()
-
+func (r *Ring) starting(ctx context.Context) error {
 	if err := os.MkdirAll(filepath.Dir(r.tokensPath), 0o755); err != nil {
 		return fmt.Errorf("ring: tokens directory: %w", err)
 	}
@@ -193,27 +236,47 @@ func (r *Ring) Start(ctx context.Context) error {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+	for _, s := range []services.Service{r.kv, r.client, r.lifecycler} {
+		r.watcher.WatchService(s)
+	}
 	level.Info(r.logger).Log("msg", "ACTIVE in the ring", "instance", r.cfg.Ring.InstanceID)
 	return nil
 }
 
-// Stop is a normal stop: the instance goes LEAVING, keeps its tokens (in the
-// ring and in the tokens file), stops heartbeating and leaves memberlist.
-// Peers then see it LEAVING, and UNHEALTHY after the heartbeat timeout, until
-// it comes back with the same tokens. After Unregister, Stop only leaves
-// memberlist. Stop is idempotent.
-func (r *Ring) Stop() error {
-	r.mu.Lock()
-	if r.stopped {
-		r.mu.Unlock()
+// running fails the Ring when one of its subservices fails.
+func (r *Ring) running(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
 		return nil
+	case err, ok := <-r.watcher.Chan():
+		if !ok {
+			return nil
+		}
+		return fmt.Errorf("ring: %w", err)
 	}
-	r.stopped = true
+}
+
+// stopping unregisters when the stop is final, then stops the subservices.
+func (r *Ring) stopping(_ error) error {
+	r.mu.Lock()
+	final := r.unregisterOnStop && !r.unregister
 	r.mu.Unlock()
-	return r.stopServices()
+	var errs []error
+	if final {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := r.Unregister(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("leaving the ring: %w", err))
+		}
+		cancel()
+	}
+	if err := r.stopServices(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 func (r *Ring) stopServices() error {
+	r.watcher.Close()
 	var errs []error
 	// The lifecycler first (LEAVING, last heartbeats), then the client, then
 	// memberlist, which broadcasts our last updates before leaving.
@@ -373,6 +436,35 @@ func (d leaveOnStopping) OnRingInstanceHeartbeat(l *dskitring.BasicLifecycler, d
 	d.next.OnRingInstanceHeartbeat(l, desc, inst)
 }
 
+// durableTokens rewrites the tokens file that dskit's persistency delegate
+// (before it in the chain) has just stored, this time durably: dskit renames
+// its temporary file into place without fsyncing either.
+type durableTokens struct {
+	next dskitring.BasicLifecyclerDelegate
+	r    *Ring
+}
+
+func (d durableTokens) OnRingInstanceRegister(l *dskitring.BasicLifecycler, desc dskitring.Desc, exists bool, id string, inst dskitring.InstanceDesc) (dskitring.InstanceState, dskitring.Tokens) {
+	return d.next.OnRingInstanceRegister(l, desc, exists, id, inst)
+}
+
+func (d durableTokens) OnRingInstanceTokens(l *dskitring.BasicLifecycler, tokens dskitring.Tokens) {
+	if b, err := tokens.Marshal(); err != nil {
+		level.Error(d.r.logger).Log("msg", "encoding the tokens", "err", err)
+	} else if err := durable.WriteFile(d.r.tokensPath, b, 0o644); err != nil {
+		level.Error(d.r.logger).Log("msg", "storing the tokens durably", "path", d.r.tokensPath, "err", err)
+	}
+	d.next.OnRingInstanceTokens(l, tokens)
+}
+
+func (d durableTokens) OnRingInstanceStopping(l *dskitring.BasicLifecycler) {
+	d.next.OnRingInstanceStopping(l)
+}
+
+func (d durableTokens) OnRingInstanceHeartbeat(l *dskitring.BasicLifecycler, desc *dskitring.Desc, inst *dskitring.InstanceDesc) {
+	d.next.OnRingInstanceHeartbeat(l, desc, inst)
+}
+
 // Tokens are this instance's tokens (none before registration).
 func (r *Ring) Tokens() dskitring.Tokens { return r.lifecycler.GetTokens() }
 
@@ -382,12 +474,6 @@ func (r *Ring) InstanceID() string { return r.cfg.Ring.InstanceID }
 // Addr is this instance's ring address (instance-addr:http-port).
 func (r *Ring) Addr() string { return r.addr }
 
-// TokensFile is the path of the tokens file.
-func (r *Ring) TokensFile() string { return r.tokensPath }
-
-// MemberlistPort is the port memberlist listens on (valid after Start).
-func (r *Ring) MemberlistPort() int { return r.kv.GetListeningPort() }
-
 // Client is the dskit ring client, for lookups this package does not wrap.
 func (r *Ring) Client() dskitring.ReadRing { return r.client }
 
@@ -396,7 +482,7 @@ func (r *Ring) Client() dskitring.ReadRing { return r.client }
 func (r *Ring) PrepareShutdownSet() bool { return r.marker.IsSet() }
 
 // PrepareShutdown is the marker behind /ingester/prepare-shutdown.
-func (r *Ring) PrepareShutdown() *lifecycle.PrepareShutdown { return r.marker }
+func (r *Ring) PrepareShutdown() *PrepareShutdown { return r.marker }
 
 // Ready is nil when this ingester may report ready as far as the ring goes:
 // it is ACTIVE with tokens and, as dskit's lifecycler checks it, every member

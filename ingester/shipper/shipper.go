@@ -20,7 +20,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -29,9 +28,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/grafana/dskit/backoff"
+	"github.com/grafana/dskit/services"
 	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/thanos-io/objstore"
+
+	"github.com/hearth-dev/hearth/internal/durable"
 )
 
 const (
@@ -106,8 +109,11 @@ type item struct {
 	done   map[string]bool // objects already uploaded by this process
 }
 
-// Shipper uploads blocks. Create it with New, start Run, feed it with Enqueue.
+// Shipper uploads blocks. Create it with New, start Run (or the service,
+// whose running is Run), feed it with Enqueue.
 type Shipper struct {
+	services.Service
+
 	opts    Options
 	log     *slog.Logger
 	now     func() time.Time
@@ -161,6 +167,7 @@ func New(opts Options) *Shipper {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.Service = services.NewBasicService(nil, s.Run, nil).WithName("shipper")
 	s.metrics = newMetrics(opts.Registerer, s)
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		s.log.Error("cannot create the blocks directory", "dir", opts.Dir, "err", err)
@@ -352,6 +359,21 @@ func (s *Shipper) LocalBlocks() ([]BlockInfo, error) {
 	return out, err
 }
 
+// NotUploaded lists the ids of the local blocks not in the bucket yet.
+func (s *Shipper) NotUploaded() ([]string, error) {
+	blocks, err := s.LocalBlocks()
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, b := range blocks {
+		if !b.Uploaded {
+			ids = append(ids, b.ULID.String())
+		}
+	}
+	return ids, nil
+}
+
 // walkBlocks calls fn for every complete local block; it finishes interrupted deletions.
 func (s *Shipper) walkBlocks(fn func(BlockInfo)) error {
 	tenants, err := os.ReadDir(s.opts.Dir)
@@ -424,6 +446,7 @@ func (s *Shipper) scan() (int, int64) {
 
 func (s *Shipper) uploadLoop(ctx context.Context) {
 	failures := 0
+	retry := newBackoff(ctx, s.opts.MinBackoff, s.opts.MaxBackoff)
 	for ctx.Err() == nil {
 		s.mu.Lock()
 		var it *item
@@ -446,6 +469,7 @@ func (s *Shipper) uploadLoop(ctx context.Context) {
 		switch {
 		case err == nil:
 			failures = 0
+			retry.Reset()
 			s.metrics.uploads.Inc()
 			s.metrics.duration.Observe(time.Since(start).Seconds())
 			s.metrics.uploadedBytes.Add(float64(it.bytes))
@@ -460,7 +484,7 @@ func (s *Shipper) uploadLoop(ctx context.Context) {
 			s.finish(it, false)
 		default:
 			failures++
-			delay := backoff(failures, s.opts.MinBackoff, s.opts.MaxBackoff)
+			delay := retry.NextDelay()
 			s.metrics.failures.Inc()
 			s.fail(it, err)
 			s.log.Warn("block upload failed; will retry", "tenant", it.tenant, "block", it.id.String(), "attempt", failures, "retry_in", delay.Round(time.Millisecond), "err", err)
@@ -616,37 +640,13 @@ type marker struct {
 	UploadedAt time.Time `json:"uploaded_at"`
 }
 
-// writeMarker durably creates <dir>/.uploaded (temporary file, fsync, rename, fsync dir).
+// writeMarker durably creates <dir>/.uploaded.
 func writeMarker(dir string, now time.Time) error {
 	b, err := json.Marshal(marker{UploadedAt: now.UTC()})
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(dir, MarkerFile+".tmp")
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, MarkerFile)); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return durable.WriteFile(filepath.Join(dir, MarkerFile), b, 0o644)
 }
 
 // readMarker tells whether the block is marked uploaded, and when.
@@ -735,16 +735,10 @@ func (s *Shipper) applyRetention() int {
 	return deleted
 }
 
-// backoff is the delay before retry n (n >= 1): min·2^(n-1) capped at max, with
-// jitter in [d/2, d].
-func backoff(n int, lo, hi time.Duration) time.Duration {
-	d := lo
-	for i := 1; i < n && d < hi; i++ {
-		d *= 2
-	}
-	d = min(d, hi)
-	half := d / 2
-	return half + rand.N(d-half+1)
+// newBackoff is dskit's backoff shaped as the options describe it: the delay
+// before retry n (n >= 1) is min·2^(n-1) capped at max, with jitter in [d/2, d].
+func newBackoff(ctx context.Context, lo, hi time.Duration) *backoff.Backoff {
+	return backoff.New(ctx, backoff.Config{MinBackoff: lo / 2, MaxBackoff: hi})
 }
 
 func formatBytes(n int64) string {

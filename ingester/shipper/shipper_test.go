@@ -453,8 +453,9 @@ func TestVanishedBlockIsDropped(t *testing.T) {
 
 func TestBackoffBounds(t *testing.T) {
 	lo, hi := 100*time.Millisecond, 5*time.Second
+	b := newBackoff(context.Background(), lo, hi)
 	for n := 1; n <= 200; n++ {
-		d := backoff(n, lo, hi)
+		d := b.NextDelay()
 		ceil := min(hi, lo<<min(n-1, 20))
 		if d < ceil/2 || d > ceil {
 			t.Fatalf("backoff(%d) = %s, want in [%s, %s]", n, d, ceil/2, ceil)

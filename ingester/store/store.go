@@ -28,15 +28,17 @@ import (
 	"sync/atomic"
 	"time"
 
-	"connectrpc.com/connect"
+	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hearth-dev/hearth/ingester/head"
 	"github.com/hearth-dev/hearth/ingester/model"
 	"github.com/hearth-dev/hearth/ingester/pprofdec"
 	"github.com/hearth-dev/hearth/ingester/push"
+	"github.com/hearth-dev/hearth/ingester/record"
 	"github.com/hearth-dev/hearth/ingester/symdb"
 	"github.com/hearth-dev/hearth/ingester/wal"
+	"github.com/hearth-dev/hearth/internal/durable"
 )
 
 // BlockWriter writes a tenant's frozen head as a block under dir and returns the block's id.
@@ -44,6 +46,8 @@ type BlockWriter func(dir, tenant string, sel head.Selection) (id string, err er
 
 // Shipper uploads local blocks.
 type Shipper interface {
+	// NotUploaded lists the ids of the local blocks not in the bucket yet.
+	NotUploaded() ([]string, error)
 	Enqueue(tenant, blockDir string) error
 	// OverBudget says why writes must wait when more than budget bytes of
 	// blocks wait for upload; nil otherwise.
@@ -73,8 +77,12 @@ type cut struct {
 	pending map[string]struct{} // block ids not yet uploaded
 }
 
-// Store is the ingester's storage engine.
+// Store is the ingester's storage engine, a dskit service: starting replays
+// the WAL into the head, running cuts the head (Run's loop), stopping refuses
+// writes, syncs and closes the WAL.
 type Store struct {
+	services.Service
+
 	opts Options
 	log  *slog.Logger
 	wal  *wal.WAL
@@ -86,11 +94,15 @@ type Store struct {
 	frozen      []*frozenHead
 	closed      bool          // no more writes, no more cuts: the WAL is closed
 	noWrites    bool          // no more writes; cuts still work (a final stop's flush)
+	opened      bool          // the WAL is replayed and open
 	replayFrom  atomic.Uint64 // first WAL segment not covered by local blocks
 
 	cutMu  sync.Mutex // one cut at a time
 	cutsMu sync.Mutex
 	cuts   []*cut
+	// uploadsKnown: cuts lists the blocks not uploaded yet (Uploaded before
+	// that has nothing to do: the list is read after the marker is written).
+	uploadsKnown bool
 
 	cutsTotal   *prometheus.CounterVec
 	cutDuration prometheus.Histogram
@@ -102,10 +114,9 @@ func (o Options) walDir() string         { return filepath.Join(o.DataDir, "wal"
 func (o Options) BlocksDir() string      { return filepath.Join(o.DataDir, "blocks") }
 func (o Options) checkpointFile() string { return filepath.Join(o.DataDir, "wal", "checkpoint") }
 
-// Open replays the WAL into a fresh head and opens it for appending.
-// startupPending lists the local blocks not yet uploaded (their WAL segments
-// are deleted once they are).
-func Open(opts Options, startupPending []string) (*Store, error) {
+// New builds a store; its service's starting replays the WAL (reading the
+// blocks not uploaded yet from Options.Shipper).
+func New(opts Options) *Store {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -120,27 +131,65 @@ func Open(opts Options, startupPending []string) (*Store, error) {
 	s.replayed = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "hearth_wal_replayed_profiles_total", Help: "Profiles restored from the WAL at start.",
 	})
-	walMetrics := wal.NewMetrics(opts.Registerer)
 	if opts.Registerer != nil {
 		opts.Registerer.MustRegister(s.cutsTotal, s.cutDuration, s.replayed)
 	}
 	s.active = s.newHead()
-	if err := os.MkdirAll(opts.walDir(), 0o755); err != nil {
+	s.Service = services.NewBasicService(s.starting, s.running, s.stopping).WithName("store")
+	return s
+}
+
+// Open replays the WAL into a fresh head and opens it for appending, without
+// the service (no cut loop). startupPending lists the local blocks not yet
+// uploaded (their WAL segments are deleted once they are).
+func Open(opts Options, startupPending []string) (*Store, error) {
+	s := New(opts)
+	if err := s.open(func() ([]string, error) { return startupPending, nil }); err != nil {
 		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) starting(context.Context) error {
+	pending := func() ([]string, error) { return nil, nil }
+	if s.opts.Shipper != nil {
+		pending = s.opts.Shipper.NotUploaded
+	}
+	return s.open(pending)
+}
+
+func (s *Store) running(ctx context.Context) error { return s.Run(ctx) }
+
+func (s *Store) stopping(error) error { return s.Close() }
+
+// open replays the WAL and opens it for appending.
+func (s *Store) open(notUploaded func() ([]string, error)) error {
+	opts := s.opts
+	walMetrics := wal.NewMetrics(opts.Registerer)
+	if err := os.MkdirAll(opts.walDir(), 0o755); err != nil {
+		return err
 	}
 	checkpoint, err := readCheckpoint(opts.checkpointFile())
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := s.replay(checkpoint, walMetrics); err != nil {
-		return nil, err
+		return err
 	}
 	w, err := wal.Open(opts.walDir(), wal.Options{Policy: opts.WALPolicy, Logger: opts.Logger, Metrics: walMetrics})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	s.wal = w
 	s.replayFrom.Store(checkpoint)
+	s.mu.Lock()
+	s.wal = w // before uploadsKnown: Uploaded truncates it
+	s.mu.Unlock()
+	s.cutsMu.Lock()
+	startupPending, err := notUploaded()
+	if err != nil {
+		s.cutsMu.Unlock()
+		return fmt.Errorf("listing the local blocks not uploaded yet: %w", err)
+	}
 	if len(startupPending) > 0 {
 		c := &cut{end: wal.Pos{Segment: checkpoint}, pending: map[string]struct{}{}}
 		for _, id := range startupPending {
@@ -153,7 +202,12 @@ func Open(opts Options, startupPending []string) (*Store, error) {
 			s.log.Warn("wal truncate at start", "err", err)
 		}
 	}
-	return s, nil
+	s.uploadsKnown = true
+	s.cutsMu.Unlock()
+	s.mu.Lock()
+	s.opened = true
+	s.mu.Unlock()
+	return nil
 }
 
 func (s *Store) newHead() *head.Head {
@@ -176,31 +230,7 @@ func readCheckpoint(path string) (uint64, error) {
 }
 
 func writeCheckpoint(path string, seg uint64) error {
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	if _, err := f.WriteString(strconv.FormatUint(seg, 10) + "\n"); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return durable.WriteFile(path, []byte(strconv.FormatUint(seg, 10)+"\n"), 0o644)
 }
 
 func (s *Store) replay(checkpoint uint64, m *wal.Metrics) error {
@@ -242,7 +272,7 @@ func (s *Store) replay(checkpoint uint64, m *wal.Metrics) error {
 // restore appends one WAL record to the head; it returns the profiles
 // restored and those that could not be.
 func (s *Store) restore(pos wal.Pos, payload []byte) (restored, bad int) {
-	tenant, entries, err := DecodeRecord(payload)
+	tenant, entries, err := record.Decode(payload)
 	if err != nil {
 		s.log.Error("wal record does not decode: skipped", "pos", pos.String(), "err", err)
 		return 0, 1
@@ -272,6 +302,22 @@ func (s *Store) markActive(int64) {
 // ErrClosed is returned for writes after Close: the ingester is stopping.
 var ErrClosed = errors.New("the ingester is shutting down and takes no more writes")
 
+// UnavailableError is a write the store cannot take now (starting, stopping,
+// the WAL failing, uploads too far behind): later, or on another replica, it
+// may succeed. The API edge answers it as Unavailable (push.Classify).
+type UnavailableError struct{ Err error }
+
+func unavailable(err error) error { return &UnavailableError{Err: err} }
+
+func (e *UnavailableError) Error() string { return "unavailable: " + e.Err.Error() }
+func (e *UnavailableError) Unwrap() error { return e.Err }
+
+// Unavailable marks the error for push.Classify, which cannot import the store.
+func (e *UnavailableError) Unavailable() bool { return true }
+
+// ErrStarting is returned for writes and cuts before the WAL is replayed.
+var ErrStarting = errors.New("the ingester is starting: replaying its write-ahead log")
+
 // Append implements push.Appender: WAL first, then the head.
 func (s *Store) Append(ctx context.Context, tenant string, ps []push.Profile) error {
 	for i := range ps {
@@ -281,19 +327,22 @@ func (s *Store) Append(ctx context.Context, tenant string, ps []push.Profile) er
 	}
 	if lim := s.opts.MaxPendingBytes; lim > 0 && s.opts.Shipper != nil {
 		if err := s.opts.Shipper.OverBudget(lim); err != nil {
-			return connect.NewError(connect.CodeUnavailable, fmt.Errorf("%w (ingester.max-pending-upload-bytes); retry later", err))
+			return unavailable(fmt.Errorf("%w (ingester.max-pending-upload-bytes); retry later", err))
 		}
 	}
-	entries := make([]Entry, len(ps))
+	entries := make([]record.Entry, len(ps))
 	for i, p := range ps {
-		entries[i] = Entry{ID: p.ID, TimeNanos: p.TimeNanos, Labels: p.Labels, Raw: p.Raw}
+		entries[i] = record.Entry{ID: p.ID, TimeNanos: p.TimeNanos, Labels: p.Labels, Raw: p.Raw}
 	}
-	rec := EncodeRecord(tenant, entries)
+	rec := record.Encode(tenant, entries)
 
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	if !s.opened {
+		return unavailable(ErrStarting)
+	}
 	if s.closed || s.noWrites {
-		return connect.NewError(connect.CodeUnavailable, ErrClosed)
+		return unavailable(ErrClosed)
 	}
 	// The head append runs while the WAL record is written and fsynced (it costs
 	// about as much as the fsync wait); the push is acknowledged only when both
@@ -320,7 +369,7 @@ func (s *Store) Append(ctx context.Context, tenant string, ps []push.Profile) er
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			return err
 		}
-		return connect.NewError(connect.CodeUnavailable, fmt.Errorf("write-ahead log: %w", err))
+		return unavailable(fmt.Errorf("write-ahead log: %w", err))
 	}
 	return headErr
 }
@@ -379,6 +428,10 @@ func (s *Store) Cut(ctx context.Context, reason string) error {
 	s.cutMu.Lock()
 	defer s.cutMu.Unlock()
 	s.mu.Lock()
+	if !s.opened {
+		s.mu.Unlock()
+		return ErrStarting
+	}
 	if s.closed {
 		s.mu.Unlock()
 		return ErrClosed
@@ -475,6 +528,9 @@ func (s *Store) writeBlocks(ctx context.Context, f *frozenHead, reason string) e
 func (s *Store) Uploaded(tenant, id string) {
 	s.cutsMu.Lock()
 	defer s.cutsMu.Unlock()
+	if !s.uploadsKnown {
+		return // open reads the markers later: this block will not be pending
+	}
 	for _, c := range s.cuts {
 		delete(c.pending, id)
 	}
@@ -491,16 +547,24 @@ func (s *Store) Uploaded(tenant, id string) {
 }
 
 // Run cuts the head when it is older than MaxBlockDuration or larger than
-// MaxHeadBytes, until ctx ends.
-func (s *Store) Run(ctx context.Context) {
+// MaxHeadBytes, until ctx ends. It fails when the WAL directory is gone: the
+// records acknowledged from then on would be written into deleted files and
+// not survive a restart, so the process must stop (and replay on its start).
+func (s *Store) Run(ctx context.Context) error {
 	every := min(10*time.Second, max(s.opts.MaxBlockDuration/10, 100*time.Millisecond))
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-t.C:
+		}
+		if st, err := os.Stat(s.opts.walDir()); err != nil || !st.IsDir() {
+			if err == nil {
+				err = errors.New("not a directory")
+			}
+			return fmt.Errorf("the write-ahead log directory %s is gone, acknowledged writes would not survive a restart: %w", s.opts.walDir(), err)
 		}
 		reason := ""
 		if since := s.activeSince.Load(); since != 0 && s.opts.MaxBlockDuration > 0 && time.Since(time.Unix(0, since)) >= s.opts.MaxBlockDuration {
@@ -535,6 +599,10 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
+	w := s.wal
 	s.mu.Unlock()
-	return s.wal.Close()
+	if w == nil {
+		return nil // never opened
+	}
+	return w.Close()
 }

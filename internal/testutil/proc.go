@@ -174,6 +174,17 @@ func (p *Process) Stop(timeout time.Duration) error {
 	}
 }
 
+// Wait waits up to timeout for the process to end by itself; it returns
+// whether it ended and how (nil: exit status 0).
+func (p *Process) Wait(timeout time.Duration) (bool, error) {
+	select {
+	case <-p.done:
+		return true, p.err
+	case <-time.After(timeout):
+		return false, nil
+	}
+}
+
 // Exited reports whether the process has ended.
 func (p *Process) Exited() bool {
 	select {

@@ -11,9 +11,6 @@ import (
 	"time"
 )
 
-// sink keeps the workload's results alive.
-var sink []byte
-
 // workload is a small real program to profile: hashing and allocating.
 func workload(d time.Duration) {
 	deadline := time.Now().Add(d)
@@ -23,7 +20,7 @@ func workload(d time.Duration) {
 			h := sha256.Sum256(buf)
 			buf = append(buf[:0:0], bytes.Repeat(h[:], 2048)...)
 		}
-		sink = buf
+		runtime.KeepAlive(buf)
 	}
 }
 

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hearth-dev/hearth/ingester/load"
+	"github.com/hearth-dev/hearth/internal/load"
 	"github.com/hearth-dev/hearth/internal/testutil"
 )
 

@@ -23,7 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 
-	"github.com/hearth-dev/hearth/ingester/load"
+	"github.com/hearth-dev/hearth/internal/load"
 	"github.com/hearth-dev/hearth/internal/testutil"
 	"github.com/hearth-dev/hearth/test/e2e/platform"
 )

@@ -54,7 +54,8 @@ func main() {
 	if *readyFile != "" {
 		// Written whole then renamed, so a reader never sees a partial file.
 		tmp := *readyFile + ".tmp"
-		if err := os.WriteFile(tmp, []byte(p.Kubeconfig+"\n"), 0o644); err == nil {
+		err := os.WriteFile(tmp, []byte(p.Kubeconfig+"\n"), 0o644)
+		if err == nil {
 			err = os.Rename(tmp, *readyFile)
 		}
 		if err != nil {

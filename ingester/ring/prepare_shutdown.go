@@ -1,5 +1,4 @@
-// Package lifecycle holds the ingester's persisted lifecycle markers.
-package lifecycle
+package ring
 
 import (
 	"errors"
@@ -8,10 +7,12 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+
+	"github.com/hearth-dev/hearth/internal/durable"
 )
 
-// FileName is the prepare-shutdown marker's name in the data directory.
-const FileName = "prepare-shutdown"
+// PrepareShutdownFile is the prepare-shutdown marker's name in the data directory.
+const PrepareShutdownFile = "prepare-shutdown"
 
 // PrepareShutdown is the prepare-shutdown marker: a file in the data
 // directory that says the next stop is a final leave (flush and upload
@@ -24,7 +25,7 @@ type PrepareShutdown struct {
 
 // NewPrepareShutdown is the marker <dataDir>/prepare-shutdown.
 func NewPrepareShutdown(dataDir string) *PrepareShutdown {
-	return &PrepareShutdown{path: filepath.Join(dataDir, FileName)}
+	return &PrepareShutdown{path: filepath.Join(dataDir, PrepareShutdownFile)}
 }
 
 // Path is the marker file.
@@ -36,30 +37,14 @@ func (p *PrepareShutdown) IsSet() bool {
 	return err == nil
 }
 
-// Set creates the marker durably (file and directory synced).
+// Set creates the marker durably (written whole, then renamed into place).
 func (p *PrepareShutdown) Set() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	dir := filepath.Dir(p.path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(p.path), 0o755); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(p.path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.WriteString("set\n"); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return syncDir(dir)
+	return durable.WriteFile(p.path, []byte("set\n"), 0o644)
 }
 
 // Unset removes the marker durably; unsetting an unset marker is not an error.
@@ -72,16 +57,7 @@ func (p *PrepareShutdown) Unset() error {
 		}
 		return err
 	}
-	return syncDir(filepath.Dir(p.path))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return durable.SyncDir(filepath.Dir(p.path))
 }
 
 // ServeHTTP is /ingester/prepare-shutdown: GET answers "set" or "unset",

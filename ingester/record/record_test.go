@@ -1,4 +1,4 @@
-package store
+package record
 
 import (
 	"errors"
@@ -14,27 +14,27 @@ func TestRecordRoundTrip(t *testing.T) {
 		{ID: head.ProfileID{1, 2}, TimeNanos: -5, Labels: model.Labels{{Name: "a", Value: "b"}, {Name: "service_name", Value: "x"}}, Raw: []byte("pprof")},
 		{ID: head.ProfileID{3}, TimeNanos: 1 << 60, Labels: model.Labels{}, Raw: []byte{}},
 	}
-	b := EncodeRecord("team-a", in)
-	tenant, out, err := DecodeRecord(b)
+	b := Encode("team-a", in)
+	tenant, out, err := Decode(b)
 	if err != nil || tenant != "team-a" || !reflect.DeepEqual(in, out) {
 		t.Fatalf("%v %q %+v", err, tenant, out)
 	}
 	for i := 0; i < len(b); i++ {
-		if _, _, err := DecodeRecord(b[:i]); !errors.Is(err, ErrCorruptRecord) {
+		if _, _, err := Decode(b[:i]); !errors.Is(err, ErrCorruptRecord) {
 			t.Fatalf("truncated at %d: %v", i, err)
 		}
 	}
 }
 
 func FuzzDecodeRecord(f *testing.F) {
-	f.Add(EncodeRecord("t", []Entry{{Labels: model.Labels{{Name: "a", Value: "b"}}, Raw: []byte("x")}}))
+	f.Add(Encode("t", []Entry{{Labels: model.Labels{{Name: "a", Value: "b"}}, Raw: []byte("x")}}))
 	f.Add([]byte{1, 0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		tenant, entries, err := DecodeRecord(b)
+		tenant, entries, err := Decode(b)
 		if err != nil {
 			return
 		}
-		t2, e2, err := DecodeRecord(EncodeRecord(tenant, entries))
+		t2, e2, err := Decode(Encode(tenant, entries))
 		if err != nil || t2 != tenant || len(e2) != len(entries) {
 			t.Fatalf("a decoded record does not survive re-encoding: %v", err)
 		}

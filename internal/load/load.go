@@ -23,9 +23,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -122,11 +124,7 @@ func (s Summary) String() string {
 	fmt.Fprintf(&b, "throughput: %.1f profiles/s, %.2f MB/s (compressed)\n", s.ProfilesPerSec, s.MBPerSec)
 	fmt.Fprintf(&b, "latency: p50 %s, p99 %s, max %s\n", s.P50.Round(time.Microsecond), s.P99.Round(time.Microsecond), s.Max.Round(time.Microsecond))
 	if len(s.ErrorsByCode) > 0 {
-		codes := make([]string, 0, len(s.ErrorsByCode))
-		for c := range s.ErrorsByCode {
-			codes = append(codes, c)
-		}
-		sort.Strings(codes)
+		codes := slices.Sorted(maps.Keys(s.ErrorsByCode))
 		b.WriteString("errors by code:")
 		for _, c := range codes {
 			fmt.Fprintf(&b, " %s=%d", c, s.ErrorsByCode[c])
@@ -217,7 +215,7 @@ func gzipBytes(b []byte) []byte {
 // timeMember returns a gzip member holding protobuf field 9 (time_nanos).
 func timeMember(ns int64) []byte {
 	var pb [1 + binary.MaxVarintLen64]byte
-	pb[0] = 9<<3 | 0 // field 9, varint
+	pb[0] = 9 << 3 // field 9, wire type 0 (varint)
 	n := binary.PutUvarint(pb[1:], uint64(ns))
 	// A stored (uncompressed) deflate block: cheaper than running a compressor.
 	payload := pb[:1+n]

@@ -1,4 +1,7 @@
-package store
+// Package record is the encoding of a write: one push request of one tenant,
+// as the WAL stores it and as a distributor sends it to a replica (the
+// replica appends the same bytes to its WAL).
+package record
 
 import (
 	"encoding/binary"
@@ -31,8 +34,8 @@ func appendString(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
-// EncodeRecord encodes a tenant's push.
-func EncodeRecord(tenant string, entries []Entry) []byte {
+// Encode encodes a tenant's push.
+func Encode(tenant string, entries []Entry) []byte {
 	n := 16 + len(tenant)
 	for _, e := range entries {
 		n += 40 + len(e.Raw) + e.Labels.Bytes()
@@ -58,8 +61,8 @@ func EncodeRecord(tenant string, entries []Entry) []byte {
 // ErrCorruptRecord wraps every decoding error of a WAL record.
 var ErrCorruptRecord = errors.New("corrupt wal record")
 
-// DecodeRecord decodes a record; raw slices alias b.
-func DecodeRecord(b []byte) (tenant string, entries []Entry, err error) {
+// Decode decodes a record; raw slices alias b.
+func Decode(b []byte) (tenant string, entries []Entry, err error) {
 	if len(b) == 0 || b[0] != recordVersion {
 		return "", nil, fmt.Errorf("%w: unknown record version", ErrCorruptRecord)
 	}

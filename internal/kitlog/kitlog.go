@@ -1,4 +1,6 @@
-package ring
+// Package kitlog adapts log/slog to the go-kit logger that dskit and
+// memberlist log through.
+package kitlog
 
 import (
 	"context"
@@ -14,7 +16,8 @@ import (
 // every other pair becomes an attribute.
 type kitLogger struct{ l *slog.Logger }
 
-func newKitLogger(l *slog.Logger) log.Logger {
+// New adapts l (nil: discard) to a go-kit logger.
+func New(l *slog.Logger) log.Logger {
 	if l == nil {
 		l = slog.New(slog.DiscardHandler)
 	}

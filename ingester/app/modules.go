@@ -1,0 +1,285 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"strconv"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/grafana/dskit/modules"
+	"github.com/grafana/dskit/services"
+	"github.com/grafana/pyroscope/api/gen/proto/go/push/v1/pushv1connect"
+	"github.com/grafana/pyroscope/api/gen/proto/go/querier/v1/querierv1connect"
+	"github.com/oklog/ulid/v2"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/hearth-dev/hearth/ingester/block"
+	"github.com/hearth-dev/hearth/ingester/distributor"
+	"github.com/hearth-dev/hearth/ingester/head"
+	"github.com/hearth-dev/hearth/ingester/push"
+	"github.com/hearth-dev/hearth/ingester/querier"
+	"github.com/hearth-dev/hearth/ingester/remote"
+	"github.com/hearth-dev/hearth/ingester/ring"
+	"github.com/hearth-dev/hearth/ingester/shipper"
+	"github.com/hearth-dev/hearth/ingester/store"
+	"github.com/hearth-dev/hearth/ingester/transport"
+	"github.com/hearth-dev/hearth/internal/kitlog"
+)
+
+// The modules of `hearth ingester`. Each is built by its init function (in
+// dependency order, before anything starts) and, when it has a lifecycle,
+// runs as a dskit service: it starts after its dependencies are running and
+// stops before they stop.
+const (
+	Server   = "server"   // the public HTTP listener
+	Shipper  = "shipper"  // uploads local blocks to the bucket
+	Store    = "store"    // WAL replay (starting), the cut loop (running), WAL sync and close (stopping)
+	Ring     = "ring"     // memberlist KV, ring client, lifecycler: ACTIVE once started, LEAVING/unregistered when stopped
+	API      = "api"      // distributor, remote reader, push and query handlers (no lifecycle: routes only)
+	Ingester = "ingester" // the whole ingester: ready once every module runs; its stop is the stop sequence (stop.go)
+)
+
+// module is one entry of the module graph.
+type module struct {
+	name string
+	init func() (services.Service, error) // nil service: nothing to run
+	deps []string
+}
+
+// modules is the module graph: adding a component is one line here and its
+// init function. Start order follows the dependencies: server, shipper,
+// store, ring, api, ingester. Stop order is the reverse, after the ingester's
+// stop sequence.
+func (a *App) modules() []module {
+	return []module{
+		{Server, a.initServer, nil},
+		{Shipper, a.initShipper, nil},
+		{Store, a.initStore, []string{Server, Shipper}},
+		{Ring, a.initRing, []string{Server, Store}},
+		{API, a.initAPI, []string{Server, Store, Shipper, Ring}},
+		{Ingester, a.initIngester, []string{Server, Store, Shipper, Ring, API}},
+	}
+}
+
+// initModules builds every module and the services to run, in graph order.
+func (a *App) initModules() error {
+	mm := modules.NewManager(kitlog.New(a.Logger))
+	graph := a.modules()
+	for _, m := range graph {
+		mm.RegisterModule(m.name, m.init)
+	}
+	for _, m := range graph {
+		if err := mm.AddDependency(m.name, m.deps...); err != nil {
+			return err
+		}
+	}
+	svcs, err := mm.InitModuleServices(Ingester)
+	if err != nil {
+		return err
+	}
+	for _, m := range graph {
+		if s, ok := svcs[m.name]; ok {
+			a.services = append(a.services, namedService{m.name, s})
+		}
+	}
+	return nil
+}
+
+type namedService struct {
+	name string
+	services.Service
+}
+
+func (a *App) initServer() (services.Service, error) {
+	cfg := a.Config.Server
+	a.mux.HandleFunc("/debug/pprof/", pprof.Index)
+	a.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	a.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	a.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	a.mux.Handle("/metrics", promhttp.HandlerFor(a.Registry, promhttp.HandlerOpts{Registry: a.Registry}))
+	a.mux.HandleFunc("/ready", func(w http.ResponseWriter, _ *http.Request) {
+		if err := a.Ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	a.mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	addr := net.JoinHostPort(cfg.HTTPListenAddress, strconv.Itoa(cfg.HTTPListenPort))
+	s, err := newHTTPServer("server", addr, instrument(a.Registry, a.mux), a.Logger)
+	if err != nil {
+		return nil, err
+	}
+	a.server = s
+	a.servers = append(a.servers, s)
+	return s, nil
+}
+
+func (a *App) initShipper() (services.Service, error) {
+	cfg := a.Config
+	a.Shipper = shipper.New(shipper.Options{
+		Dir: a.blocksDir, Bucket: a.Bucket, Logger: a.Logger, Registerer: a.Registry, LocalRetention: cfg.Ingester.LocalRetention,
+		// The store is built next (it depends on the shipper) and this runs only
+		// once the shipper runs: the WAL segments a block covers can go.
+		OnUploaded: func(tenant string, id ulid.ULID) { a.Store.Uploaded(tenant, id.String()) },
+	})
+	return a.Shipper, nil
+}
+
+func (a *App) initStore() (services.Service, error) {
+	cfg := a.Config
+	a.Store = store.New(store.Options{
+		DataDir:            cfg.DataDir,
+		WALPolicy:          cfg.WAL.Fsync,
+		MaxBlockDuration:   cfg.Ingester.MaxBlockDuration,
+		MaxHeadBytes:       int64(cfg.Ingester.MaxHeadBytes),
+		MaxSeriesPerTenant: cfg.Limits.MaxSeriesPerTenant,
+		MaxProfileSize:     cfg.Limits.MaxProfileSizeBytes,
+		MaxPendingBytes:    int64(cfg.Ingester.MaxPendingUploadBytes),
+		WriteBlock: func(dir, tenant string, sel head.Selection) (string, error) {
+			meta, err := block.Write(dir, sel, block.WriteOptions{Tenant: tenant, Source: cfg.Ingester.Ring.InstanceID})
+			return meta.ULID.String(), err
+		},
+		Shipper: a.Shipper,
+		BlocksWritten: func(ctx context.Context) {
+			if err := a.LocalBlocks.Sync(ctx); err != nil {
+				a.Logger.Warn("listing local blocks", "err", err)
+			}
+		},
+		Logger:     a.Logger,
+		Registerer: a.Registry,
+	})
+	a.mux.Handle("/ingester/flush", whileStarting(a.Store, http.HandlerFunc(a.flush), plainError))
+	return a.Store, nil
+}
+
+func (a *App) initRing() (services.Service, error) {
+	cfg := a.Config
+	r, err := ring.New(ring.Config{Ring: cfg.Ingester.Ring, Memberlist: cfg.Memberlist}, a.server.Port(), cfg.DataDir, a.Logger, a.Registry)
+	if err != nil {
+		return nil, err
+	}
+	a.Ring = r
+	h := whileStarting(r.Service(), r.Handler(), plainError)
+	a.mux.Handle(ring.PathRing, h)
+	a.mux.Handle(ring.PathPrepareStop, h)
+	a.mux.Handle(ring.PathPrepareShutdown, h)
+	return r.Service(), nil
+}
+
+func (a *App) initAPI() (services.Service, error) {
+	cfg := a.Config
+	lookups := ringAdapter{a.Ring}
+	self := a.Ring.InstanceID()
+	a.Distributor = distributor.New(distributor.Options{
+		Ring: lookups, Self: self, Local: a.Store, Logger: a.Logger, Registerer: a.Registry,
+	})
+	a.Remote = remote.NewSource(remote.SourceOptions{Ring: lookups, Self: self, Logger: a.Logger, Registerer: a.Registry})
+	a.Push = push.NewHandler(cfg.Limits, a.Distributor, cfg.Auth.MultitenancyEnabled, a.Logger, a.Registry)
+	a.Querier = &querier.Service{
+		Sources:      []querier.Source{a.Store, a.Remote, a.LocalBlocks, a.Blocks},
+		Multitenancy: cfg.Auth.MultitenancyEnabled,
+	}
+
+	// Public: the push and query APIs need the store and the ring.
+	ready := a.Ring.Service()
+	opts := []connect.HandlerOption{connect.WithCodec(vtCodec{}), connect.WithReadMaxBytes(64 << 20)}
+	path, h := pushv1connect.NewPusherServiceHandler(a.Push, opts...)
+	a.mux.Handle(path, whileStarting(ready, h, connectError))
+	path, h = querierv1connect.NewQuerierServiceHandler(a.Querier, append(opts, connect.WithInterceptors(remote.SelectorInterceptor()))...)
+	a.mux.Handle(path, whileStarting(ready, h, connectError))
+	a.mux.Handle("/ingest", whileStarting(ready, a.Push, plainError))
+	a.mux.HandleFunc("/ingester/shutdown", a.shutdownHandler)
+
+	// Between ingesters: replica writes and reads need the store only.
+	a.mux.Handle(distributor.AppendPath, whileStarting(a.Store, distributor.NewInternalHandler(a.Store, distributor.HandlerOptions{MaxProfileSize: cfg.Limits.MaxProfileSizeBytes, Logger: a.Logger}), replicaError))
+	sel := whileStarting(a.Store, remote.NewSelectHandler(a.Store, remote.HandlerOptions{Logger: a.Logger}), replicaError)
+	a.mux.Handle(remote.SelectPath, sel)
+	a.mux.Handle(remote.SeriesLabelsPath, sel)
+	return nil, nil
+}
+
+// initIngester is the ingester as a whole: it runs once every module runs
+// (the WAL is replayed and the ring joined: ready), and its stopping is the
+// stop sequence, before any module stops.
+func (a *App) initIngester() (services.Service, error) {
+	a.lifecycle = services.NewIdleService(func(context.Context) error {
+		a.Logger.Info("ingester active in the ring", "addr", a.Addr(), "instance", a.Ring.InstanceID(), "ring_addr", a.Ring.Addr())
+		return nil
+	}, a.stop).WithName(Ingester)
+	return a.lifecycle, nil
+}
+
+// errStarting answers requests that arrive while the WAL is replayed or the
+// ring joined.
+var errStarting = connect.NewError(connect.CodeUnavailable, errors.New("the ingester is starting: replaying its write-ahead log"))
+
+// whileStarting answers errStarting, in the caller's protocol, until svc has
+// started.
+func whileStarting(svc services.Service, h http.Handler, write func(http.ResponseWriter, *http.Request, *connect.Error)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if st := svc.State(); st == services.New || st == services.Starting {
+			write(w, r, errStarting)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func plainError(w http.ResponseWriter, _ *http.Request, err *connect.Error) {
+	http.Error(w, err.Error(), http.StatusServiceUnavailable)
+}
+
+func replicaError(w http.ResponseWriter, _ *http.Request, err *connect.Error) {
+	transport.WriteError(w, err)
+}
+
+var connectErrors = connect.NewErrorWriter()
+
+func connectError(w http.ResponseWriter, r *http.Request, err *connect.Error) {
+	if connectErrors.IsSupported(r) {
+		_ = connectErrors.Write(w, r, err)
+		return
+	}
+	plainError(w, r, err)
+}
+
+// flush cuts the head into blocks now; with wait it also waits for the upload.
+func (a *App) flush(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "use POST", http.StatusMethodNotAllowed)
+		return
+	}
+	start := time.Now()
+	if err := a.Store.Cut(r.Context(), "flush"); err != nil {
+		http.Error(w, "cutting the head: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	if r.URL.Query().Get("wait") == "true" {
+		if err := a.Shipper.Flush(r.Context()); err != nil {
+			http.Error(w, "uploading: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+	}
+	a.Logger.Info("flushed", "wait", r.URL.Query().Get("wait") == "true", "seconds", time.Since(start).Seconds())
+	_, _ = fmt.Fprintf(w, "flushed in %s\n", time.Since(start).Round(time.Millisecond))
+}
+
+// shutdownHandler is POST /ingester/shutdown: leave the ring for good now
+// (flush and upload everything, unregister), then exit.
+func (a *App) shutdownHandler(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "use POST", http.StatusMethodNotAllowed)
+		return
+	}
+	a.shutOnce.Do(func() { close(a.shutdown) })
+	w.WriteHeader(http.StatusAccepted)
+	_, _ = w.Write([]byte("shutting down: flushing, uploading and leaving the ring\n"))
+}
