@@ -57,6 +57,8 @@ type App struct {
 	server      *httpServer    // the public server
 	internalMux *http.ServeMux // the internal server's routes (internal.go)
 	internal    *httpServer    // the internal server: peers, the operator, prestop
+	peers       *http.Client   // calls the peers' internal servers (-ingester.client.tls-*)
+	peerScheme  string
 	servers     []*httpServer  // every HTTP server: the stop sequence drains them
 	services    []namedService // in graph order
 	lifecycle   services.Service

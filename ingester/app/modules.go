@@ -165,6 +165,12 @@ func (a *App) initRing() (services.Service, error) {
 		return nil, err
 	}
 	a.Ring = r
+	// Peers are called on their internal listeners (the ring's addresses),
+	// with TLS and this ingester's client certificate when configured.
+	if a.peers, a.peerScheme, err = a.peerClient(); err != nil {
+		return nil, fmt.Errorf("ingester client TLS: %w", err)
+	}
+	r.SetPeerClient(a.peers, a.peerScheme)
 	h := whileStarting(r.Service(), r.Handler(), plainError)
 	a.mux.Handle(ring.PathRing, readOnly(h)) // public: the ring page only
 	a.internalMux.Handle(ring.PathRing, h)   // internal: POST /ring forget too
@@ -177,12 +183,7 @@ func (a *App) initAPI() (services.Service, error) {
 	cfg := a.Config
 	lookups := ringAdapter{a.Ring}
 	self := a.Ring.InstanceID()
-	// Peers are called on their internal listeners (the ring's addresses),
-	// with TLS and this ingester's client certificate when configured.
-	peers, scheme, err := a.peerClient()
-	if err != nil {
-		return nil, fmt.Errorf("ingester client TLS: %w", err)
-	}
+	peers, scheme := a.peers, a.peerScheme
 	a.Distributor = distributor.New(distributor.Options{
 		Ring: lookups, Self: self, Local: a.Store, Client: peers, Scheme: scheme, Logger: a.Logger, Registerer: a.Registry,
 	})

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -62,6 +63,8 @@ type Ring struct {
 	watcher *services.FailureWatcher
 
 	mu               sync.Mutex
+	peerClient       *http.Client // SetPeerClient: how WaitSeenLeaving calls the peers
+	peerScheme       string
 	unregisterOnStop bool // the next stop is final: Unregister before stopping
 	unregister       bool // Unregister ran: the tokens file is gone
 	readySince       time.Time
