@@ -26,6 +26,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -59,18 +60,6 @@ const (
 	ReasonApplyFailed     = "ApplyFailed"
 )
 
-// waitingReasons are container states that mean the pod will not start without a fix.
-var waitingReasons = map[string]bool{
-	"ImagePullBackOff":           true,
-	"ErrImagePull":               true,
-	"InvalidImageName":           true,
-	"ErrImageNeverPull":          true,
-	"CrashLoopBackOff":           true,
-	"CreateContainerConfigError": true,
-	"CreateContainerError":       true,
-	"RunContainerError":          true,
-}
-
 // IngesterReconciler reconciles an Ingester into its children.
 type IngesterReconciler struct {
 	client.Client
@@ -87,6 +76,14 @@ type IngesterReconciler struct {
 	// Resync is how often an Ingester is looked at again without an event (to refresh
 	// the ring and to notice a missing Secret or StorageClass has appeared). Default 30s.
 	Resync time.Duration
+	// MaxConcurrentReconciles is how many Ingesters are reconciled at once (default 4):
+	// one Ingester's slow pods never hold up another's reconcile.
+	MaxConcurrentReconciles int
+	// FlushTimeout bounds one pod's flush when its Ingester is deleted (default 5
+	// minutes). The flush runs in the background; reconciles only look at its outcome.
+	FlushTimeout time.Duration
+
+	flushes operations // the deletion flushes running in the background
 }
 
 // +kubebuilder:rbac:groups=hearth.dev,resources=ingesters,verbs=get;list;watch;patch;update
@@ -96,178 +93,333 @@ type IngesterReconciler struct {
 // +kubebuilder:rbac:groups="",resources=services;configmaps;serviceaccounts,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;delete
+// +kubebuilder:rbac:groups="",resources=pods/eviction,verbs=create
 // +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get
 // +kubebuilder:rbac:groups=storage.k8s.io,resources=storageclasses,verbs=get
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
-// Reconcile is one pass: read, render, apply, report.
-func (r *IngesterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, err error) {
-	log := logf.FromContext(ctx)
-	start := time.Now()
-	result := "success"
-	defer func() {
-		reconcileDuration.Observe(time.Since(start).Seconds())
-		if err != nil {
-			result = "error"
-		}
-		reconcilesTotal.WithLabelValues(result).Inc()
-	}()
+// reconcileScope is one reconcile's state, shared by its phases; the deferred report
+// turns it into the status (one patch) and the metrics.
+type reconcileScope struct {
+	ing  *hearthv1.Ingester
+	orig *hearthv1.Ingester // what the status was (the patch is computed against it)
+	// Live StatefulSets by name and pods, read uncached; stss is nil until read.
+	stss     map[string]*appsv1.StatefulSet
+	pods     []corev1.Pod
+	infos    []PodInfo
+	o        orchestration
+	degraded *problem // the preflight's problem (the orchestration's and the pods' come later)
+	phase    string   // the phase running, or the one that failed
+	result   string
+}
 
-	// Read.
+// phase is one named step of a reconcile. A phase that returns an error ends the
+// reconcile (the report still runs); stop ends it without an error.
+type phase struct {
+	name string
+	run  func(ctx context.Context, s *reconcileScope) (stop bool, err error)
+}
+
+// Reconcile is one pass through named phases — finalizer, preflight, read, apply, ring,
+// hygiene, storage, rollout — and one deferred report: the status is computed from what
+// the phases saw and patched once (the only other status write is the scale-down's
+// intent, which must be stored before the pods are called). It never waits on a pod
+// longer than one call's timeout (seconds) and never on the bucket: long operations run
+// in the background and later passes observe them (requeue).
+func (r *IngesterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, err error) {
+	start := time.Now()
 	ing := &hearthv1.Ingester{}
 	if err := r.Get(ctx, req.NamespacedName, ing); err != nil {
 		if apierrors.IsNotFound(err) {
-			degradedGauge.DeletePartialMatch(map[string]string{"namespace": req.Namespace, "name": req.Name})
+			forgetIngesterMetrics(req.Namespace, req.Name)
+			r.flushes.forget(req.Namespace + "/" + req.Name + "/")
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, err
 	}
+	s := &reconcileScope{ing: ing, orig: ing.DeepCopy(), result: "success"}
+	defer func() {
+		reconcileDuration.WithLabelValues(req.Namespace, req.Name).Observe(time.Since(start).Seconds())
+		if err != nil {
+			s.result = "error"
+			reconcileErrorsTotal.WithLabelValues(req.Namespace, req.Name, s.phase).Inc()
+		}
+		reconcilesTotal.WithLabelValues(req.Namespace, req.Name, s.result).Inc()
+	}()
 	if !ing.DeletionTimestamp.IsZero() {
 		// Every pod flushes, then the finalizer goes and the garbage collector removes
 		// the children (they carry owner references).
-		return r.finalize(ctx, ing)
+		s.result = "deleting"
+		return r.finalize(ctx, s)
 	}
-	if err := r.ensureFinalizer(ctx, ing); err != nil {
-		return ctrl.Result{}, err
-	}
-	orig := ing.DeepCopy()
-	st := &ing.Status
-
-	// Check what the operator cannot fix itself.
-	degraded := r.preflight(ctx, ing)
-
-	// The live StatefulSets and pods, uncached: the orchestration acts on them.
-	stss, pods, err := r.liveState(ctx, ing)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	infos := podInfos(ing, pods, stss)
-	o := &orchestration{}
-
-	// Render and apply, holding back a StatefulSet's shrink until its leaving pods are
-	// prepared, and a StatefulSet being recreated (storage growth) until it is gone.
-	settled := true // every StatefulSet exists, has observed its spec and has its replicas
-	if ing.Spec.Paused {
-		result = "paused"
-	} else {
-		prunePrepared(ing, infos)
-		objs, err := Render(ing)
-		if err == nil {
-			for _, obj := range objs {
-				if sts, ok := obj.(*appsv1.StatefulSet); ok {
-					live := stss[sts.Name]
-					if live != nil && !live.DeletionTimestamp.IsZero() {
-						settled = false
-						o.resizePending = true
-						o.storage = fmt.Sprintf("waiting for StatefulSet %s to be deleted (orphaning its pods) before recreating it", sts.Name)
-						continue
-					}
-					if live == nil {
-						settled = false
-					} else {
-						if KeepClaimSizes(sts, live) {
-							o.resizePending = true
-						}
-						want, have := ptr.Deref(sts.Spec.Replicas, 1), ptr.Deref(live.Spec.Replicas, 1)
-						if r.Pods != nil && !r.scaleDown(ctx, ing, sts.Name, have, want, infos, o) {
-							sts.Spec.Replicas = ptr.To(have)
-						}
-						if want != have {
-							settled = false
-							// Record the prepared pods before the shrink, so a crash here
-							// cannot leave markers no status knows about.
-							if err = r.patchStatus(ctx, orig, ing); err != nil {
-								break
-							}
-							orig = &hearthv1.Ingester{ObjectMeta: orig.ObjectMeta, Spec: orig.Spec, Status: *ing.Status.DeepCopy()}
-						}
-					}
-				}
-				if err = r.apply(ctx, ing, obj); err != nil {
-					break
-				}
-			}
-			if err == nil {
-				err = r.pruneNetworkPolicy(ctx, ing)
-			}
+	defer func() {
+		if rerr := r.report(ctx, s, err); rerr != nil && err == nil {
+			err = rerr
 		}
+		if err == nil {
+			res = ctrl.Result{RequeueAfter: r.requeueAfter(s)}
+		}
+	}()
+	for _, ph := range []phase{
+		{"finalizer", r.phaseFinalizer},
+		{"preflight", r.phasePreflight},
+		{"read", r.phaseRead},
+		{"apply", r.phaseApply},
+		{"ring", r.phaseRing},
+		{"hygiene", r.phaseHygiene},
+		{"storage", r.phaseStorage},
+		{"rollout", r.phaseRollout},
+	} {
+		s.phase = ph.name
+		stop, err := ph.run(ctx, s)
 		if err != nil {
-			problem := &problem{reason: ReasonApplyFailed, message: err.Error()}
-			r.setDegraded(ing, orig, problem)
-			if perr := r.patchStatus(ctx, orig, ing); perr != nil {
-				log.Error(perr, "updating status")
-			}
-			return ctrl.Result{}, err // retried with exponential backoff
+			return ctrl.Result{}, err
+		}
+		if stop {
+			break
 		}
 		r.reconcileMonitoring(ctx, ing) // never fails the reconcile (render_monitoring.go)
 	}
+	s.phase = "report"
+	return ctrl.Result{}, nil
+}
 
-	// Orchestrate: ring hygiene, storage growth, rollout.
-	var via string
-	o.ring, via = r.ringMembers(ctx, pods)
-	if !ing.Spec.Paused {
-		r.ringHygiene(ctx, ing, o.ring, via, infos)
-		if o.resizePending && o.problem == nil {
-			for _, sts := range stss {
-				if sts.DeletionTimestamp.IsZero() {
-					if err := r.growStorage(ctx, ing, sts, o); err != nil {
-						return ctrl.Result{}, err
+func (r *IngesterReconciler) phaseFinalizer(ctx context.Context, s *reconcileScope) (bool, error) {
+	return false, r.ensureFinalizer(ctx, s.ing)
+}
+
+// phasePreflight checks what the operator cannot fix itself.
+func (r *IngesterReconciler) phasePreflight(ctx context.Context, s *reconcileScope) (bool, error) {
+	s.degraded = r.preflight(ctx, s.ing)
+	if s.ing.Spec.Paused {
+		s.result = "paused"
+	}
+	return false, nil
+}
+
+// phaseRead reads the live StatefulSets and pods, uncached: the orchestration acts on them.
+func (r *IngesterReconciler) phaseRead(ctx context.Context, s *reconcileScope) (bool, error) {
+	stss, pods, err := r.liveState(ctx, s.ing)
+	if err != nil {
+		return false, err
+	}
+	s.stss, s.pods, s.infos = stss, pods, podInfos(s.ing, pods, stss)
+	return false, nil
+}
+
+// phaseApply renders the children and applies them, holding back a StatefulSet's shrink
+// until its leaving pods are prepared, and a StatefulSet being recreated (storage
+// growth) until it is gone. It rereads the StatefulSets afterwards.
+func (r *IngesterReconciler) phaseApply(ctx context.Context, s *reconcileScope) (bool, error) {
+	ing, o := s.ing, &s.o
+	if ing.Spec.Paused {
+		return false, nil
+	}
+	prunePrepared(ing, s.infos)
+	objs, err := Render(ing)
+	if err != nil {
+		return false, err
+	}
+	applied := false
+	for _, obj := range objs {
+		if sts, ok := obj.(*appsv1.StatefulSet); ok {
+			live := s.stss[sts.Name]
+			if live != nil && !live.DeletionTimestamp.IsZero() {
+				o.resizePending = true
+				o.storage = fmt.Sprintf("waiting for StatefulSet %s to be deleted (orphaning its pods) before recreating it", sts.Name)
+				continue
+			}
+			if live != nil {
+				if KeepClaimSizes(sts, live) {
+					o.resizePending = true
+				}
+				want, have := ptr.Deref(sts.Spec.Replicas, 1), ptr.Deref(live.Spec.Replicas, 1)
+				if r.Pods != nil {
+					may, err := r.scaleDown(ctx, s, sts.Name, have, want)
+					if err != nil {
+						return false, err
+					}
+					if !may {
+						sts.Spec.Replicas = ptr.To(have)
 					}
 				}
 			}
 		}
-		if !o.resizePending && settled {
-			if err := r.volumesResizing(ctx, ing, o); err != nil {
-				return ctrl.Result{}, err
-			}
+		if err := r.apply(ctx, ing, obj); err != nil {
+			return false, err
 		}
-		if settled {
-			for _, sts := range stss {
-				if sts.Status.ObservedGeneration < sts.Generation {
-					settled = false
+		applied = true
+	}
+	if err := r.pruneNetworkPolicy(ctx, ing); err != nil {
+		return false, err
+	}
+	if applied {
+		stss, err := r.liveStatefulSets(ctx, ing)
+		if err != nil {
+			return false, err
+		}
+		s.stss = stss
+	}
+	return false, nil
+}
+
+// phaseRing reads the ring from the first ready pod that answers.
+func (r *IngesterReconciler) phaseRing(ctx context.Context, s *reconcileScope) (bool, error) {
+	s.o.ring, s.o.ringVia = r.ringMembers(ctx, s.pods)
+	return false, nil
+}
+
+// phaseHygiene forgets UNHEALTHY ring members without a pod.
+func (r *IngesterReconciler) phaseHygiene(ctx context.Context, s *reconcileScope) (bool, error) {
+	if !s.ing.Spec.Paused {
+		r.ringHygiene(ctx, s.ing, s.o.ring, s.o.ringVia, s.infos)
+	}
+	return false, nil
+}
+
+// phaseStorage grows the volumes (then recreates the StatefulSets), or watches them grow.
+func (r *IngesterReconciler) phaseStorage(ctx context.Context, s *reconcileScope) (bool, error) {
+	ing, o := s.ing, &s.o
+	if ing.Spec.Paused {
+		return false, nil
+	}
+	if o.resizePending && o.problem == nil {
+		for _, sts := range s.stss {
+			if sts.DeletionTimestamp.IsZero() {
+				if err := r.growStorage(ctx, ing, sts, o); err != nil {
+					return false, err
 				}
 			}
 		}
-		if settled {
-			replicas, zoneOf := map[string]int32{}, map[string]string{}
-			for _, z := range Zones(ing) {
-				if sts := stss[statefulSetName(ing, z.Name)]; sts != nil {
-					replicas[sts.Name], zoneOf[sts.Name] = ptr.Deref(sts.Spec.Replicas, 1), z.Name
-				}
-			}
-			if o.rollout, err = r.rollout(ctx, ing, WithMissing(infos, replicas, zoneOf), o.ring); err != nil {
-				return ctrl.Result{}, err
-			}
+	}
+	if !o.resizePending && StatefulSetsSettled(ing, s.stss) == "" {
+		if err := r.volumesResizing(ctx, ing, o); err != nil {
+			return false, err
 		}
 	}
+	return false, nil
+}
 
-	// Observe the children and pods.
-	if degraded == nil {
-		degraded = o.problem
+// phaseRollout replaces outdated pods, once the StatefulSets are settled and no storage
+// growth runs.
+func (r *IngesterReconciler) phaseRollout(ctx context.Context, s *reconcileScope) (bool, error) {
+	ing := s.ing
+	if ing.Spec.Paused || s.o.resizePending || StatefulSetsSettled(ing, s.stss) != "" {
+		return false, nil
 	}
-	if degraded == nil {
-		degraded = podProblem(pods)
+	replicas, zoneOf := map[string]int32{}, map[string]string{}
+	for _, z := range Zones(ing) {
+		if sts := s.stss[statefulSetName(ing, z.Name)]; sts != nil {
+			replicas[sts.Name], zoneOf[sts.Name] = ptr.Deref(sts.Spec.Replicas, 1), z.Name
+		}
 	}
-	if err := r.observe(ctx, ing, pods, o); err != nil {
-		return ctrl.Result{}, err
-	}
+	var err error
+	s.o.rollout, err = r.rollout(ctx, ing, WithMissing(s.infos, replicas, zoneOf), s.o.ring)
+	return false, err
+}
 
-	// Report.
-	r.setDegraded(ing, orig, degraded)
-	st.ObservedGeneration = ing.Generation
-	st.Selector = labels.SelectorFromSet(SelectorLabels(ing)).String()
-	if err := r.patchStatus(ctx, orig, ing); err != nil {
-		return ctrl.Result{}, err
+// StatefulSetsSettled is the one definition of settled children: "" when every
+// StatefulSet the spec asks for exists, is not being deleted, has observed its latest spec
+// and has the desired replicas; otherwise why not. The rollout waits for it, and
+// Progressing is Applying until it holds.
+func StatefulSetsSettled(ing *hearthv1.Ingester, stss map[string]*appsv1.StatefulSet) string {
+	for _, z := range Zones(ing) {
+		name := statefulSetName(ing, z.Name)
+		sts := stss[name]
+		switch {
+		case sts == nil:
+			return "StatefulSet " + name + " does not exist yet"
+		case !sts.DeletionTimestamp.IsZero():
+			return "StatefulSet " + name + " is being deleted"
+		case sts.Status.ObservedGeneration < sts.Generation:
+			return "the StatefulSet controller has not observed the new spec of " + name
+		case ptr.Deref(sts.Spec.Replicas, 1) != z.Replicas:
+			return fmt.Sprintf("StatefulSet %s has %d replicas, %d desired", name, ptr.Deref(sts.Spec.Replicas, 1), z.Replicas)
+		}
 	}
-	if degraded != nil {
-		result = "degraded"
+	return ""
+}
+
+// report computes the status from what the phases saw and patches it once.
+func (r *IngesterReconciler) report(ctx context.Context, s *reconcileScope, failed error) error {
+	ing := s.ing
+	degraded := s.degraded
+	if failed != nil && s.phase == "apply" && degraded == nil {
+		degraded = &problem{reason: ReasonApplyFailed, message: failed.Error()}
 	}
+	if degraded == nil {
+		degraded = s.o.problem
+	}
+	if s.stss != nil {
+		if degraded == nil {
+			degraded = podProblem(s.pods)
+		}
+		r.observe(ing, s.stss, &s.o)
+	}
+	r.setDegraded(ing, s.orig, degraded)
+	if failed == nil {
+		ing.Status.ObservedGeneration = ing.Generation
+		ing.Status.Selector = labels.SelectorFromSet(SelectorLabels(ing)).String()
+	}
+	if degraded != nil && s.result == "success" {
+		s.result = "degraded"
+	}
+	r.reportMetrics(s)
+	return r.patchStatus(ctx, s.orig, ing)
+}
+
+// requeueAfter is when to look again: soon while an orchestration is in progress,
+// otherwise at the resync period.
+func (r *IngesterReconciler) requeueAfter(s *reconcileScope) time.Duration {
+	o := &s.o
 	requeue := r.resync()
 	if o.resizePending || o.resizing != "" || (o.rollout != nil && o.rollout.Action != RolloutDone) || o.scaling != "" {
-		requeue = min(requeue, 2*time.Second) // orchestration in progress: look again soon
+		requeue = min(requeue, 2*time.Second)
 	}
-	return ctrl.Result{RequeueAfter: requeue}, nil
+	return requeue
+}
+
+// reportMetrics sets the per-Ingester gauges from the status just computed.
+func (r *IngesterReconciler) reportMetrics(s *reconcileScope) {
+	ing := s.ing
+	ns, name := ing.Namespace, ing.Name
+	st := &ing.Status
+	replicasGauge.WithLabelValues(ns, name, "desired").Set(float64(ptr.Deref(ing.Spec.Replicas, 3)))
+	replicasGauge.WithLabelValues(ns, name, "current").Set(float64(st.Replicas))
+	replicasGauge.WithLabelValues(ns, name, "ready").Set(float64(st.ReadyReplicas))
+	replicasGauge.WithLabelValues(ns, name, "updated").Set(float64(st.UpdatedReplicas))
+	var outdated, updated, inFlight float64
+	if ro := st.Rollout; ro != nil {
+		outdated, updated, inFlight = float64(ro.Outdated), float64(ro.Updated), float64(len(ro.InFlight))
+	} else {
+		updated = float64(st.UpdatedReplicas)
+	}
+	rolloutPodsGauge.WithLabelValues(ns, name, "outdated").Set(outdated)
+	rolloutPodsGauge.WithLabelValues(ns, name, "updated").Set(updated)
+	rolloutPodsGauge.WithLabelValues(ns, name, "in_flight").Set(inFlight)
+	var leaving, prepared float64
+	if st.ScaleDown != nil {
+		prepared = float64(len(st.ScaleDown.Prepared))
+	}
+	for _, p := range s.infos {
+		for _, z := range Zones(ing) {
+			if p.StatefulSet == statefulSetName(ing, z.Name) && p.Ordinal >= int(z.Replicas) {
+				leaving++
+			}
+		}
+	}
+	scaleDownPodsGauge.WithLabelValues(ns, name, "leaving").Set(leaving)
+	scaleDownPodsGauge.WithLabelValues(ns, name, "prepared").Set(prepared)
+	if c := meta.FindStatusCondition(st.Conditions, hearthv1.ConditionProgressing); c != nil {
+		switch {
+		case c.Reason == ReasonComplete:
+			lastSettledGauge.WithLabelValues(ns, name).Set(float64(time.Now().Unix()))
+		case c.Status == metav1.ConditionTrue:
+			// Unsettled since Progressing turned True: the last moment it was settled.
+			lastSettledGauge.WithLabelValues(ns, name).Set(float64(c.LastTransitionTime.Unix()))
+		}
+	}
 }
 
 func (r *IngesterReconciler) resync() time.Duration {
@@ -333,15 +485,12 @@ func podProblem(pods []corev1.Pod) *problem {
 		if !p.DeletionTimestamp.IsZero() {
 			continue
 		}
-		for _, cs := range append(append([]corev1.ContainerStatus{}, p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
-			if w := cs.State.Waiting; w != nil && waitingReasons[w.Reason] {
-				msg := fmt.Sprintf("%s: %s", p.Name, w.Reason)
-				if w.Message != "" {
-					msg += " (" + w.Message + ")"
-				}
-				failing = append(failing, msg)
-				break
+		if w := stuckWaiting(&p); w != nil {
+			msg := fmt.Sprintf("%s: %s", p.Name, w.Reason)
+			if w.Message != "" {
+				msg += " (" + w.Message + ")"
 			}
+			failing = append(failing, msg)
 		}
 		for _, c := range p.Status.Conditions {
 			if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
@@ -411,30 +560,18 @@ func KeepClaimSizes(desired, live *appsv1.StatefulSet) (pending bool) {
 }
 
 // observe fills the replica counts, the ring and the Available and Progressing
-// conditions from the StatefulSets and pods.
-func (r *IngesterReconciler) observe(ctx context.Context, ing *hearthv1.Ingester, pods []corev1.Pod, o *orchestration) error {
+// conditions from the live StatefulSets (see StatefulSetsSettled) and the orchestration.
+func (r *IngesterReconciler) observe(ing *hearthv1.Ingester, stss map[string]*appsv1.StatefulSet, o *orchestration) {
 	st := &ing.Status
 	desired := ptr.Deref(ing.Spec.Replicas, 3)
 	var replicas, ready, updated int32
-	settled := true
-	for _, z := range Zones(ing) {
-		sts := &appsv1.StatefulSet{}
-		err := r.Get(ctx, types.NamespacedName{Namespace: ing.Namespace, Name: statefulSetName(ing, z.Name)}, sts)
-		if apierrors.IsNotFound(err) {
-			settled = false
-			continue
-		}
-		if err != nil {
-			return err
-		}
+	for _, sts := range stss {
 		replicas += sts.Status.Replicas
 		ready += sts.Status.ReadyReplicas
 		updated += sts.Status.UpdatedReplicas
-		if sts.Status.ObservedGeneration < sts.Generation || ptr.Deref(sts.Spec.Replicas, 1) != z.Replicas {
-			settled = false
-		}
 	}
 	st.Replicas, st.ReadyReplicas, st.UpdatedReplicas = replicas, ready, updated
+	unsettled := StatefulSetsSettled(ing, stss)
 
 	gen := ing.Generation
 	switch {
@@ -462,8 +599,8 @@ func (r *IngesterReconciler) observe(ctx context.Context, ing *hearthv1.Ingester
 		progressing.Reason, progressing.Message = ReasonVolumesResizing, o.resizing
 	case o.scaling != "":
 		progressing.Reason, progressing.Message = ReasonScalingDown, o.scaling
-	case !settled:
-		progressing.Reason, progressing.Message = ReasonApplying, "waiting for the StatefulSets to observe the new spec"
+	case unsettled != "":
+		progressing.Reason, progressing.Message = ReasonApplying, "waiting for the StatefulSets: "+unsettled
 	case replicas != desired:
 		progressing.Reason, progressing.Message = ReasonScaling, fmt.Sprintf("%d ingester pods, %d desired", replicas, desired)
 	case updated < desired || (o.rollout != nil && o.rollout.Outdated > 0):
@@ -487,7 +624,6 @@ func (r *IngesterReconciler) observe(ctx context.Context, ing *hearthv1.Ingester
 	default:
 		st.Ring = RingStatusOf(o.ring, desired)
 	}
-	return nil
 }
 
 func podReady(p *corev1.Pod) bool {
@@ -564,7 +700,12 @@ func (r *IngesterReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Client == nil || r.APIReader == nil {
 		return errors.New("controllers: no client")
 	}
+	if r.MaxConcurrentReconciles <= 0 {
+		r.MaxConcurrentReconciles = 4
+	}
+	r.flushes.Timeout = r.FlushTimeout
 	return ctrl.NewControllerManagedBy(mgr).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
 		For(&hearthv1.Ingester{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
 		Owns(&appsv1.StatefulSet{}).
 		Owns(&corev1.Service{}).

@@ -10,6 +10,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // The orchestration decisions are pure functions of what the reconciler observed (pods,
@@ -24,20 +25,25 @@ const (
 	StateUnhealthy = "UNHEALTHY"
 )
 
-// stuckReasons are the container waiting reasons of a pod that will never become ready
-// on its own: an outdated pod in one of them is replaced whatever the rollout budget.
-var stuckReasons = map[string]bool{
+// StuckReasons are the container waiting reasons of a pod that will not start without a
+// fix (a new image, a fixed spec or input): the one list behind both Degraded
+// (PodsNotStarting) and the rollout, which replaces an outdated pod in one of them
+// whatever the budget.
+var StuckReasons = map[string]bool{
 	"CrashLoopBackOff":           true,
 	"ImagePullBackOff":           true,
 	"ErrImagePull":               true,
+	"ErrImageNeverPull":          true,
 	"InvalidImageName":           true,
 	"CreateContainerError":       true,
 	"CreateContainerConfigError": true,
+	"RunContainerError":          true,
 }
 
 // PodInfo is what the decisions need to know about one ingester pod.
 type PodInfo struct {
 	Name        string
+	UID         types.UID
 	StatefulSet string
 	Zone        string // "" without zones
 	Ordinal     int
@@ -46,7 +52,7 @@ type PodInfo struct {
 	Running     bool
 	Terminating bool
 	Outdated    bool   // its controller-revision-hash is not its StatefulSet's updateRevision
-	Stuck       string // a waiting reason from stuckReasons, or ""
+	Stuck       string // a waiting reason from StuckReasons, or ""
 	Missing     bool   // an ordinal the StatefulSet should have but no pod exists (yet)
 }
 
@@ -75,14 +81,23 @@ func WithMissing(pods []PodInfo, replicas map[string]int32, zoneOf map[string]st
 }
 
 // StuckReason returns the waiting reason of a pod that will not start without a new
-// spec (image pull errors, crash loops, container creation errors), or "".
+// spec (StuckReasons: image pull errors, crash loops, container creation errors), or "".
 func StuckReason(p *corev1.Pod) string {
+	w := stuckWaiting(p)
+	if w == nil {
+		return ""
+	}
+	return w.Reason
+}
+
+// stuckWaiting is the first init or app container state waiting for a StuckReasons reason.
+func stuckWaiting(p *corev1.Pod) *corev1.ContainerStateWaiting {
 	for _, cs := range append(append([]corev1.ContainerStatus{}, p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
-		if w := cs.State.Waiting; w != nil && stuckReasons[w.Reason] {
-			return w.Reason
+		if w := cs.State.Waiting; w != nil && StuckReasons[w.Reason] {
+			return w
 		}
 	}
-	return ""
+	return nil
 }
 
 // ordinalOf is the ordinal of a StatefulSet's pod from its name, -1 when it is not one.
@@ -103,6 +118,7 @@ func ordinalOf(stsName, podName string) int {
 func PodInfoOf(p *corev1.Pod, sts *appsv1.StatefulSet) PodInfo {
 	pi := PodInfo{
 		Name:        p.Name,
+		UID:         p.UID,
 		Zone:        p.Labels[LabelZone],
 		Ordinal:     -1,
 		IP:          p.Status.PodIP,

@@ -445,3 +445,49 @@ func TestDeleteFlushesEveryPodFirst(t *testing.T) {
 		}
 	}
 }
+
+// A deletion whose flush hangs (a bucket that does not answer) is observed, not waited
+// for: its reconciles go on reporting progress while the flush runs in the background,
+// and another Ingester's rollout proceeds meanwhile.
+func TestHangingFlushBlocksNoReconcile(t *testing.T) {
+	rf := func(n int32) func(*hearthv1.Ingester) {
+		return func(i *hearthv1.Ingester) { i.Spec.ReplicationFactor = n }
+	}
+	a := newCluster(t, 1, rf(1))
+	b := newCluster(t, 2, rf(2))
+	p := a.p
+	release := p.pods.block("FLUSH " + a.ip("ing-0"))
+	t.Cleanup(release)
+	if err := p.c.Delete(ctx, p.get(t, a.ns, a.name)); err != nil {
+		t.Fatal(err)
+	}
+	// Reported while the flush hangs: the reconcile did not wait for it.
+	eventually(t, "the deletion reports its running flush", func() error {
+		ing := p.get(t, a.ns, a.name)
+		c := condition(ing, hearthv1.ConditionProgressing)
+		if c == nil || c.Reason != ReasonDeleting || !strings.Contains(c.Message, "waits for 1/1 ingesters to flush") {
+			return fmt.Errorf("Progressing %+v", c)
+		}
+		return nil
+	})
+	// Another Ingester rolls meanwhile.
+	p.mutate(t, b.ns, b.name, func(i *hearthv1.Ingester) { i.Spec.Image = "hearth:v0.9.0" })
+	eventually(t, "the other Ingester's rollout replaces a pod", func() error {
+		if img := b.image("ing-1"); img != "hearth:v0.9.0" {
+			return fmt.Errorf("ing-1 runs %q", img)
+		}
+		return nil
+	})
+	if ing := p.get(t, a.ns, a.name); !slices.Contains(ing.Finalizers, Finalizer) {
+		t.Fatal("the finalizer went while the flush still hung")
+	}
+	// The bucket answers: the flush ends, the finalizer goes.
+	release()
+	eventually(t, "the Ingester gone once its flush ended", func() error {
+		err := p.c.Get(ctx, types.NamespacedName{Namespace: a.ns, Name: a.name}, &hearthv1.Ingester{})
+		if !apierrors.IsNotFound(err) {
+			return fmt.Errorf("still there (%v)", err)
+		}
+		return nil
+	})
+}

@@ -7,11 +7,11 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -53,11 +53,26 @@ type orchestration struct {
 	problem       *problem // a Degraded reason found by the orchestration
 	rollout       *RolloutStep
 	ring          map[string]string // nil when no ingester answered
+	ringVia       string            // the IP of the pod that answered
 }
 
 // liveState reads, uncached (decisions must not act on a stale cache), the Ingester's
 // StatefulSets by name and its pods.
 func (r *IngesterReconciler) liveState(ctx context.Context, ing *hearthv1.Ingester) (map[string]*appsv1.StatefulSet, []corev1.Pod, error) {
+	stss, err := r.liveStatefulSets(ctx, ing)
+	if err != nil {
+		return nil, nil, err
+	}
+	var list corev1.PodList
+	if err := r.APIReader.List(ctx, &list, client.InNamespace(ing.Namespace), client.MatchingLabels(SelectorLabels(ing))); err != nil {
+		return nil, nil, err
+	}
+	sort.Slice(list.Items, func(i, j int) bool { return list.Items[i].Name < list.Items[j].Name })
+	return stss, list.Items, nil
+}
+
+// liveStatefulSets reads the Ingester's StatefulSets by name, uncached.
+func (r *IngesterReconciler) liveStatefulSets(ctx context.Context, ing *hearthv1.Ingester) (map[string]*appsv1.StatefulSet, error) {
 	stss := map[string]*appsv1.StatefulSet{}
 	for _, z := range Zones(ing) {
 		sts := &appsv1.StatefulSet{}
@@ -66,16 +81,11 @@ func (r *IngesterReconciler) liveState(ctx context.Context, ing *hearthv1.Ingest
 			continue
 		}
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		stss[sts.Name] = sts
 	}
-	var list corev1.PodList
-	if err := r.APIReader.List(ctx, &list, client.InNamespace(ing.Namespace), client.MatchingLabels(SelectorLabels(ing))); err != nil {
-		return nil, nil, err
-	}
-	sort.Slice(list.Items, func(i, j int) bool { return list.Items[i].Name < list.Items[j].Name })
-	return stss, list.Items, nil
+	return stss, nil
 }
 
 // podInfos describes the pods against their StatefulSets.
@@ -94,16 +104,29 @@ func podInfos(ing *hearthv1.Ingester, pods []corev1.Pod, stss map[string]*appsv1
 }
 
 // scaleDown carries out the replica decrease of one StatefulSet: prepare-shutdown on the
-// pods that will go, all or none. It returns whether the StatefulSet may shrink now.
-func (r *IngesterReconciler) scaleDown(ctx context.Context, ing *hearthv1.Ingester, sts string, live, desired int32, pods []PodInfo, o *orchestration) bool {
+// pods that will go, all or none (in parallel, each call bounded by podCallTimeout). It
+// returns whether the StatefulSet may shrink now.
+//
+// Intent first: the pods about to be prepared are written to status.scaleDown.prepared
+// before any of them is called, so the status always lists every pod that may carry a
+// marker. An operator that dies anywhere in between (a restart, a new leader) resumes
+// from it: it prepares them again while the scale-down stands, or cancels their markers
+// if replicas went back up.
+func (r *IngesterReconciler) scaleDown(ctx context.Context, s *reconcileScope, sts string, live, desired int32) (bool, error) {
+	ing, o := s.ing, &s.o
 	sd := ing.Status.ScaleDown
 	if sd == nil {
 		sd = &hearthv1.ScaleDownStatus{}
 	}
-	plan := PlanScaleDown(sts, live, desired, pods, sd.Prepared)
-	for _, p := range plan.Cancel {
-		if err := r.Pods.CancelPrepareShutdown(ctx, podHTTPAddr(p.IP)); err != nil {
-			logf.FromContext(ctx).Info("cancelling prepare-shutdown", "pod", p.Name, "err", err.Error())
+	plan := PlanScaleDown(sts, live, desired, s.infos, sd.Prepared)
+	errs := inParallel(plan.Cancel, func(p PodInfo) error {
+		return callPod(ctx, "cancel_prepare_shutdown", podCallTimeout, func(ctx context.Context) error {
+			return r.Pods.CancelPrepareShutdown(ctx, podHTTPAddr(p.IP))
+		})
+	})
+	for i, p := range plan.Cancel {
+		if errs[i] != nil {
+			logf.FromContext(ctx).Info("cancelling prepare-shutdown", "pod", p.Name, "err", errs[i].Error())
 			continue // kept in the list: tried again next time
 		}
 		sd.Prepared = slices.DeleteFunc(sd.Prepared, func(n string) bool { return n == p.Name })
@@ -111,19 +134,45 @@ func (r *IngesterReconciler) scaleDown(ctx context.Context, ing *hearthv1.Ingest
 	}
 	if desired >= live {
 		setScaleDown(ing, sd)
-		return true
+		return true, nil
 	}
-	var failed []string
+	intent := false
 	for _, p := range plan.Prepare {
-		if err := r.Pods.PrepareShutdown(ctx, podHTTPAddr(p.IP)); err != nil {
-			failed = append(failed, fmt.Sprintf("%s: %v", p.Name, err))
+		if !slices.Contains(sd.Prepared, p.Name) {
+			sd.Prepared = append(sd.Prepared, p.Name)
+			intent = true
+		}
+	}
+	sort.Strings(sd.Prepared)
+	setScaleDown(ing, sd)
+	if intent {
+		if err := r.persistStatus(ctx, s); err != nil {
+			return false, err
+		}
+	}
+	errs = inParallel(plan.Prepare, func(p PodInfo) error {
+		return callPod(ctx, "prepare_shutdown", podCallTimeout, func(ctx context.Context) error {
+			return r.Pods.PrepareShutdown(ctx, podHTTPAddr(p.IP))
+		})
+	})
+	var failed []string
+	for i, p := range plan.Prepare {
+		if errs[i] != nil {
+			failed = append(failed, fmt.Sprintf("%s: %v", p.Name, errs[i]))
 		}
 	}
 	if len(failed) > 0 {
-		// Never leave half-prepared pods: undo on all of them, try again later.
-		for _, p := range plan.Prepare {
-			if err := r.Pods.CancelPrepareShutdown(ctx, podHTTPAddr(p.IP)); err != nil {
-				logf.FromContext(ctx).Info("undoing prepare-shutdown", "pod", p.Name, "err", err.Error())
+		// Never leave half-prepared pods: undo on all of them, try again later. A pod
+		// whose undo failed stays listed (it may carry a marker).
+		undo := inParallel(plan.Prepare, func(p PodInfo) error {
+			return callPod(ctx, "cancel_prepare_shutdown", podCallTimeout, func(ctx context.Context) error {
+				return r.Pods.CancelPrepareShutdown(ctx, podHTTPAddr(p.IP))
+			})
+		})
+		for i, p := range plan.Prepare {
+			if undo[i] != nil {
+				logf.FromContext(ctx).Info("undoing prepare-shutdown", "pod", p.Name, "err", undo[i].Error())
+				continue
 			}
 			sd.Prepared = slices.DeleteFunc(sd.Prepared, func(n string) bool { return n == p.Name })
 		}
@@ -131,20 +180,25 @@ func (r *IngesterReconciler) scaleDown(ctx context.Context, ing *hearthv1.Ingest
 		msg := fmt.Sprintf("scale-down of %s from %d to %d waits: prepare-shutdown failed (%s); undone on every pod, retrying", sts, live, desired, strings.Join(failed, "; "))
 		o.problem = &problem{ReasonScaleDownBlocked, msg}
 		o.scaling = msg
-		return false
+		return false, nil
 	}
-	for _, p := range plan.Prepare {
-		if !slices.Contains(sd.Prepared, p.Name) {
-			sd.Prepared = append(sd.Prepared, p.Name)
-		}
-	}
-	sort.Strings(sd.Prepared)
-	setScaleDown(ing, sd)
 	gone := append(names2(plan.Prepare), plan.Skipped...)
 	sort.Strings(gone)
 	o.scaling = fmt.Sprintf("scaling %s from %d to %d: %s prepared to flush, upload and leave the ring", sts, live, desired, strings.Join(gone, ", "))
-	r.Recorder.Eventf(ing, nil, corev1.EventTypeNormal, ReasonScalingDown, "ScaleDown", "%s", o.scaling)
-	return true
+	if intent {
+		r.Recorder.Eventf(ing, nil, corev1.EventTypeNormal, ReasonScalingDown, "ScaleDown", "%s", o.scaling)
+	}
+	return true, nil
+}
+
+// persistStatus writes the status now (the scale-down's intent) and makes it the base of
+// the reconcile's final patch.
+func (r *IngesterReconciler) persistStatus(ctx context.Context, s *reconcileScope) error {
+	if err := r.patchStatus(ctx, s.orig, s.ing); err != nil {
+		return err
+	}
+	s.orig = &hearthv1.Ingester{ObjectMeta: s.orig.ObjectMeta, Spec: s.orig.Spec, Status: *s.ing.Status.DeepCopy()}
+	return nil
 }
 
 func names2(ps []PodInfo) []string {
@@ -177,23 +231,46 @@ func prunePrepared(ing *hearthv1.Ingester, pods []PodInfo) {
 	setScaleDown(ing, &hearthv1.ScaleDownStatus{Prepared: sd.Prepared})
 }
 
-// ringMembers asks the first ready pod for the ring; nil when none answered.
+// ringMembers asks every ready pod for the ring at once (ringCallTimeout each) and takes
+// the first answer; nil when none answered.
 func (r *IngesterReconciler) ringMembers(ctx context.Context, pods []corev1.Pod) (map[string]string, string) {
 	if r.Ring == nil {
 		return nil, ""
 	}
+	var ips []string
 	for _, p := range pods {
-		if p.Status.PodIP == "" || !podReady(&p) || !p.DeletionTimestamp.IsZero() {
-			continue
+		if p.Status.PodIP != "" && podReady(&p) && p.DeletionTimestamp.IsZero() {
+			ips = append(ips, p.Status.PodIP)
 		}
-		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		members, err := r.Ring.Ring(cctx, podHTTPAddr(p.Status.PodIP))
-		cancel()
-		if err != nil {
-			logf.FromContext(ctx).V(1).Info("reading the ring", "pod", p.Name, "err", err.Error())
-			continue
+	}
+	if len(ips) == 0 {
+		return nil, ""
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // the slower reads stop once one answered
+	type answer struct {
+		members map[string]string
+		ip      string
+		err     error
+	}
+	answers := make(chan answer, len(ips))
+	for _, ip := range ips {
+		go func() {
+			var m map[string]string
+			err := callPod(ctx, "ring", ringCallTimeout, func(ctx context.Context) error {
+				var err error
+				m, err = r.Ring.Ring(ctx, podHTTPAddr(ip))
+				return err
+			})
+			answers <- answer{m, ip, err}
+		}()
+	}
+	for range ips {
+		a := <-answers
+		if a.err == nil {
+			return maps.Clone(a.members), a.ip
 		}
-		return maps.Clone(members), p.Status.PodIP
+		logf.FromContext(ctx).V(1).Info("reading the ring", "pod", a.ip, "err", a.err.Error())
 	}
 	return nil, ""
 }
@@ -208,7 +285,8 @@ func (r *IngesterReconciler) ringHygiene(ctx context.Context, ing *hearthv1.Inge
 		exists[p.Name] = true
 	}
 	for _, id := range ForgetMembers(ring, exists) {
-		if err := r.Pods.Forget(ctx, podHTTPAddr(via), id); err != nil {
+		err := callPod(ctx, "forget", podCallTimeout, func(ctx context.Context) error { return r.Pods.Forget(ctx, podHTTPAddr(via), id) })
+		if err != nil {
 			logf.FromContext(ctx).Info("forgetting a ring member", "member", id, "err", err.Error())
 			continue
 		}
@@ -218,7 +296,12 @@ func (r *IngesterReconciler) ringHygiene(ctx context.Context, ing *hearthv1.Inge
 	}
 }
 
-// rollout replaces outdated pods (see NextRollout).
+// rollout replaces outdated pods (see NextRollout). A healthy pod is evicted through the
+// Eviction API, so that the PodDisruptionBudget arbitrates between the rollout and other
+// voluntary disruptions (a node drain): together they never take more than one pod down.
+// A refused eviction (429: the budget is used up) makes the rollout wait. Pods that
+// cannot start (stuck) are deleted whatever the budget, and so is a whole zone of a
+// zone-aware rollout (the budget allows one pod; a zone is several, by design).
 func (r *IngesterReconciler) rollout(ctx context.Context, ing *hearthv1.Ingester, pods []PodInfo, ring map[string]string) (*RolloutStep, error) {
 	var zoneOrder []string
 	for _, z := range ing.Spec.Zones {
@@ -226,15 +309,35 @@ func (r *IngesterReconciler) rollout(ctx context.Context, ing *hearthv1.Ingester
 	}
 	step := NextRollout(pods, ring, zoneOrder)
 	if step.Action == RolloutDelete {
+		stuck := map[string]bool{}
+		for _, p := range pods {
+			stuck[p.Name] = p.Stuck != ""
+		}
 		for _, name := range step.Delete {
 			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ing.Namespace, Name: name}}
-			if err := r.Delete(ctx, pod); err != nil && !apierrors.IsNotFound(err) {
-				return &step, fmt.Errorf("deleting pod %s: %w", name, err)
+			how := "deleted"
+			var err error
+			if stuck[name] || len(zoneOrder) > 0 {
+				err = r.Delete(ctx, pod)
+			} else {
+				how = "evicted"
+				err = r.SubResource("eviction").Create(ctx, pod, &policyv1.Eviction{})
 			}
-			podsReplacedTotal.Inc()
+			switch {
+			case apierrors.IsTooManyRequests(err):
+				step.Action, step.Delete = RolloutWait, nil
+				step.Message = fmt.Sprintf("%d pods outdated; waiting for the PodDisruptionBudget to allow evicting %s: %v", step.Outdated, name, err)
+				logf.FromContext(ctx).Info("rollout waits for the disruption budget", "pod", name, "err", err.Error())
+			case err != nil && !apierrors.IsNotFound(err):
+				return &step, fmt.Errorf("replacing pod %s: %w", name, err)
+			default:
+				podsReplacedTotal.WithLabelValues(ing.Namespace, ing.Name, how).Inc()
+			}
 		}
-		r.Recorder.Eventf(ing, nil, corev1.EventTypeNormal, ReasonReplacing, "Rollout", "%s", step.Message)
-		logf.FromContext(ctx).Info("rollout", "deleted", step.Delete, "why", step.Message)
+		if step.Action == RolloutDelete {
+			r.Recorder.Eventf(ing, nil, corev1.EventTypeNormal, ReasonReplacing, "Rollout", "%s", step.Message)
+			logf.FromContext(ctx).Info("rollout", "replaced", step.Delete, "why", step.Message)
+		}
 	}
 	if step.Action == RolloutDone {
 		ing.Status.Rollout = nil
@@ -354,69 +457,106 @@ func (r *IngesterReconciler) volumesResizing(ctx context.Context, ing *hearthv1.
 	return nil
 }
 
-// finalize runs on a deleted Ingester: every pod flushes and uploads, then the
-// finalizer goes and the garbage collector removes the children.
-func (r *IngesterReconciler) finalize(ctx context.Context, ing *hearthv1.Ingester) (reconcile.Result, error) {
+// finalize runs on a deleted Ingester: every pod is marked for a final stop and flushes
+// and uploads, then the finalizer goes and the garbage collector removes the children.
+// The flushes run in the background (they wait for the upload: minutes with a large head
+// or a slow bucket); each pass starts the missing ones and looks at how they went, so a
+// reconcile never waits on them.
+func (r *IngesterReconciler) finalize(ctx context.Context, s *reconcileScope) (reconcile.Result, error) {
+	ing := s.ing
 	if !controllerutil.ContainsFinalizer(ing, Finalizer) {
 		return reconcile.Result{}, nil
 	}
-	orig := ing.DeepCopy()
+	s.phase = "read"
 	_, pods, err := r.liveState(ctx, ing)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
+	s.phase = "flush"
+	orig := s.orig
 	plan := PlanDeletion(ing.Spec.Paused, podInfos(ing, pods, nil))
 	progressing := metav1.Condition{Type: hearthv1.ConditionProgressing, Status: metav1.ConditionTrue, ObservedGeneration: ing.Generation}
 	if plan.Wait != "" {
 		progressing.Reason, progressing.Message = ReasonDeletionPaused, plan.Wait
 		meta.SetStatusCondition(&ing.Status.Conditions, progressing)
-		return reconcile.Result{}, r.patchStatus(ctx, orig, ing)
+		return reconcile.Result{RequeueAfter: r.resync()}, r.patchStatus(ctx, orig, ing)
 	}
-	var (
-		mu     sync.Mutex
-		failed []string
-		wg     sync.WaitGroup
-	)
+	// How long flushes have been failing sets when a failed one is tried again.
+	var failingFor time.Duration
+	if c := meta.FindStatusCondition(orig.Status.Conditions, hearthv1.ConditionDegraded); c != nil && c.Reason == ReasonFlushFailed && c.Status == metav1.ConditionTrue {
+		failingFor = time.Since(c.LastTransitionTime.Time)
+	}
+	backoff := DeletionBackoff(failingFor)
+	var start []PodInfo
+	var failed []string
+	running, done := 0, 0
 	for _, p := range plan.Flush {
-		wg.Go(func() {
-			// Mark the pod first: pods keep taking writes until they go, and a
-			// marked pod's stop flushes and uploads what came after this flush.
-			err := r.Pods.PrepareShutdown(ctx, podHTTPAddr(p.IP))
-			if err == nil {
-				err = r.Pods.Flush(ctx, podHTTPAddr(p.IP))
-			}
-			if err != nil {
-				mu.Lock()
-				failed = append(failed, fmt.Sprintf("%s: %v", p.Name, err))
-				mu.Unlock()
-			}
-		})
+		op := r.flushes.get(flushKey(ing, p))
+		switch {
+		case op == nil:
+			start = append(start, p)
+		case !op.done:
+			running++
+		case op.err == nil:
+			done++
+		case time.Since(op.finished) >= backoff:
+			start = append(start, p) // tried again
+		default:
+			failed = append(failed, fmt.Sprintf("%s: %v", p.Name, op.err))
+		}
 	}
-	wg.Wait()
+	// Mark the pods first (in parallel, seconds at most): pods keep taking writes until
+	// they go, and a marked pod's stop flushes and uploads what came after its flush.
+	errs := inParallel(start, func(p PodInfo) error {
+		return callPod(ctx, "prepare_shutdown", podCallTimeout, func(ctx context.Context) error {
+			return r.Pods.PrepareShutdown(ctx, podHTTPAddr(p.IP))
+		})
+	})
+	for i, p := range start {
+		if errs[i] != nil {
+			failed = append(failed, fmt.Sprintf("%s: %v", p.Name, errs[i]))
+			continue
+		}
+		r.flushes.start(flushKey(ing, p), "flush", func(ctx context.Context) error { return r.Pods.Flush(ctx, podHTTPAddr(p.IP)) })
+		running++
+	}
 	sort.Strings(failed)
-	if len(failed) > 0 {
-		msg := fmt.Sprintf("deletion waits: %d/%d ingesters could not flush to object storage (%s); the Ingester is deleted once every flush succeeds",
-			len(failed), len(plan.Flush), strings.Join(failed, "; "))
-		r.setDegraded(ing, orig, &problem{ReasonFlushFailed, msg})
+	deletionFlushesGauge.WithLabelValues(ing.Namespace, ing.Name, "running").Set(float64(running))
+	deletionFlushesGauge.WithLabelValues(ing.Namespace, ing.Name, "failed").Set(float64(len(failed)))
+	deletionFlushesGauge.WithLabelValues(ing.Namespace, ing.Name, "done").Set(float64(done))
+	if len(failed) > 0 || running > 0 {
+		requeue := time.Second // a flush is running: look again soon
+		msg := fmt.Sprintf("deletion waits for %d/%d ingesters to flush to object storage", running, len(plan.Flush))
+		if len(failed) > 0 {
+			msg = fmt.Sprintf("deletion waits: %d/%d ingesters could not flush to object storage (%s); the Ingester is deleted once every flush succeeds",
+				len(failed), len(plan.Flush), strings.Join(failed, "; "))
+			r.setDegraded(ing, orig, &problem{ReasonFlushFailed, msg})
+			if running == 0 {
+				requeue = backoff
+			}
+		}
 		progressing.Reason, progressing.Message = ReasonDeleting, msg
 		meta.SetStatusCondition(&ing.Status.Conditions, progressing)
 		if err := r.patchStatus(ctx, orig, ing); err != nil {
 			return reconcile.Result{}, err
 		}
-		var since time.Duration
-		if c := meta.FindStatusCondition(orig.Status.Conditions, hearthv1.ConditionDegraded); c != nil && c.Reason == ReasonFlushFailed {
-			since = time.Since(c.LastTransitionTime.Time)
-		}
-		return reconcile.Result{RequeueAfter: DeletionBackoff(since)}, nil
+		return reconcile.Result{RequeueAfter: requeue}, nil
 	}
 	r.Recorder.Eventf(ing, nil, corev1.EventTypeNormal, "Flushed", "Delete", "%d ingesters flushed to object storage (%d skipped: not running); removing the finalizer",
 		len(plan.Flush), len(plan.Skipped))
+	s.phase = "finalizer"
 	before := ing.DeepCopy()
 	controllerutil.RemoveFinalizer(ing, Finalizer)
 	if err := r.Patch(ctx, ing, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil && !apierrors.IsNotFound(err) {
 		return reconcile.Result{}, err
 	}
+	r.flushes.forget(ing.Namespace + "/" + ing.Name + "/")
 	return reconcile.Result{}, nil
+}
+
+// flushKey names one pod's deletion flush: a recreated pod (new UID) is flushed anew.
+func flushKey(ing *hearthv1.Ingester, p PodInfo) string {
+	return ing.Namespace + "/" + ing.Name + "/" + p.Name + "/" + string(p.UID)
 }
 
 // ensureFinalizer adds the finalizer (a metadata patch: the spec is never written).

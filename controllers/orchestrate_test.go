@@ -147,9 +147,16 @@ func TestStuckReasonAndPodInfo(t *testing.T) {
 		return p
 	}
 	for reason, want := range map[string]bool{"CrashLoopBackOff": true, "ImagePullBackOff": true, "ErrImagePull": true,
-		"CreateContainerError": true, "ContainerCreating": false, "PodInitializing": false} {
+		"CreateContainerError": true, "RunContainerError": true, "ErrImageNeverPull": true,
+		"ContainerCreating": false, "PodInitializing": false} {
 		if got := StuckReason(mk(reason, false)) != ""; got != want {
 			t.Errorf("%s: stuck %v, want %v", reason, got, want)
+		}
+		// One list: what makes the rollout replace a pod is what makes it Degraded.
+		pod := mk(reason, false)
+		pod.Name = "p"
+		if got := podProblem([]corev1.Pod{*pod}) != nil; got != want {
+			t.Errorf("%s: Degraded %v, want %v", reason, got, want)
 		}
 	}
 	if StuckReason(mk("ImagePullBackOff", true)) != "ImagePullBackOff" {

@@ -25,7 +25,7 @@ type PodClient interface {
 
 // HTTPPodClient is the PodClient of a running operator.
 type HTTPPodClient struct {
-	// Client defaults to one with a 10s timeout; Flush uses FlushTimeout instead.
+	// Client defaults to one with podCallTimeout (5s); Flush uses FlushTimeout instead.
 	Client *http.Client
 	// FlushTimeout bounds one pod's flush (default 5 minutes).
 	FlushTimeout time.Duration
@@ -77,12 +77,12 @@ func (c HTTPPodClient) do(ctx context.Context, method, addr, path string, body u
 
 // PrepareShutdown implements PodClient.
 func (c HTTPPodClient) PrepareShutdown(ctx context.Context, addr string) error {
-	return c.do(ctx, http.MethodPost, addr, "/ingester/prepare-shutdown", nil, 10*time.Second)
+	return c.do(ctx, http.MethodPost, addr, "/ingester/prepare-shutdown", nil, podCallTimeout)
 }
 
 // CancelPrepareShutdown implements PodClient.
 func (c HTTPPodClient) CancelPrepareShutdown(ctx context.Context, addr string) error {
-	return c.do(ctx, http.MethodDelete, addr, "/ingester/prepare-shutdown", nil, 10*time.Second)
+	return c.do(ctx, http.MethodDelete, addr, "/ingester/prepare-shutdown", nil, podCallTimeout)
 }
 
 // Flush implements PodClient.
@@ -96,5 +96,5 @@ func (c HTTPPodClient) Flush(ctx context.Context, addr string) error {
 
 // Forget implements PodClient.
 func (c HTTPPodClient) Forget(ctx context.Context, addr, id string) error {
-	return c.do(ctx, http.MethodPost, addr, "/ring", url.Values{"forget": {id}}, 10*time.Second)
+	return c.do(ctx, http.MethodPost, addr, "/ring", url.Values{"forget": {id}}, podCallTimeout)
 }

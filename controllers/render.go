@@ -295,6 +295,9 @@ func IngesterConfig(ing *hearthv1.Ingester, zone string) ([]byte, error) {
 	if s.WAL.Fsync != "" {
 		cfg["wal"] = map[string]any{"fsync": s.WAL.Fsync}
 	}
+	if s.Retention != "" {
+		cfg["compactor"] = map[string]any{"blocks_retention_period": string(s.Retention)}
+	}
 	cfg["shutdown_delay"] = "5s"
 	setIf(cfg, "shutdown_delay", string(s.ShutdownDelay))
 	securityConfig(ing, cfg)
@@ -493,7 +496,7 @@ func RenderStatefulSet(ing *hearthv1.Ingester, z Zone, cm *corev1.ConfigMap) *ap
 					NodeSelector:                  nodeSelector,
 					Affinity:                      s.PodTemplate.Affinity,
 					Tolerations:                   s.PodTemplate.Tolerations,
-					TopologySpreadConstraints:     s.PodTemplate.TopologySpreadConstraints,
+					TopologySpreadConstraints:     topologySpread(ing),
 					PriorityClassName:             s.PodTemplate.PriorityClassName,
 					SecurityContext: &corev1.PodSecurityContext{
 						RunAsNonRoot:        ptr.To(true),
@@ -519,6 +522,24 @@ func RenderStatefulSet(ing *hearthv1.Ingester, z Zone, cm *corev1.ConfigMap) *ap
 	}
 	secureStatefulSet(ing, sts)
 	return sts
+}
+
+// topologySpread is the podTemplate's topology spread, or, when the podTemplate gives no
+// placement at all (no affinity, no topology spread), a soft spread of the Ingester's pods
+// across nodes: with RF 3, two replicas of a series on one node make that node's loss a
+// quorum loss. Soft (ScheduleAnyway): a cluster with fewer nodes than pods still runs
+// them all. Mimir's ingesters use anti-affinity for the same reason.
+func topologySpread(ing *hearthv1.Ingester) []corev1.TopologySpreadConstraint {
+	pt := ing.Spec.PodTemplate
+	if pt.Affinity != nil || len(pt.TopologySpreadConstraints) > 0 {
+		return pt.TopologySpreadConstraints
+	}
+	return []corev1.TopologySpreadConstraint{{
+		MaxSkew:           1,
+		TopologyKey:       corev1.LabelHostname,
+		WhenUnsatisfiable: corev1.ScheduleAnyway,
+		LabelSelector:     &metav1.LabelSelector{MatchLabels: SelectorLabels(ing)},
+	}}
 }
 
 func accessKeyIDKey(cs *hearthv1.CredentialsSecretRef) string {

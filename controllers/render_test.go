@@ -64,6 +64,7 @@ func fixtures() map[string]*hearthv1.Ingester {
 	s3.Spec.Blocks = hearthv1.BlocksSpec{MaxBlockDuration: "30m", MaxHeadBytes: "512MiB", LocalRetention: "2h"}
 	s3.Spec.Log = hearthv1.LogSpec{Level: "debug", Format: "json"}
 	s3.Spec.MultitenancyEnabled = true
+	s3.Spec.Retention = "720h"
 	s3.Spec.TerminationGracePeriodSeconds = ptr.To[int64](600)
 	s3.Spec.PodTemplate = hearthv1.PodTemplateOverride{
 		Labels:            map[string]string{"team": "observability", LabelInstance: "must-not-win"},
@@ -154,6 +155,32 @@ func TestRenderRules(t *testing.T) {
 		got := []int32{zs[0].Replicas, zs[1].Replicas, zs[2].Replicas}
 		if got[0] != 3 || got[1] != 2 || got[2] != 2 {
 			t.Fatalf("replicas per zone = %v, want [3 2 2]", got)
+		}
+	})
+
+	t.Run("no placement given: a soft spread across nodes; any given placement replaces it", func(t *testing.T) {
+		spread := func(ing *hearthv1.Ingester) []corev1.TopologySpreadConstraint {
+			cm, err := RenderConfigMap(ing)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return RenderStatefulSet(ing, Zones(ing)[0], cm).Spec.Template.Spec.TopologySpreadConstraints
+		}
+		ing := f["minimal"].DeepCopy()
+		got := spread(ing)
+		if len(got) != 1 || got[0].TopologyKey != corev1.LabelHostname || got[0].WhenUnsatisfiable != corev1.ScheduleAnyway ||
+			got[0].MaxSkew != 1 || got[0].LabelSelector.MatchLabels[LabelInstance] != ing.Name {
+			t.Fatalf("default spread = %+v", got)
+		}
+		ing.Spec.PodTemplate.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{}}
+		if got := spread(ing); len(got) != 0 {
+			t.Fatalf("with an affinity given, the default spread stays: %+v", got)
+		}
+		ing.Spec.PodTemplate.Affinity = nil
+		own := corev1.TopologySpreadConstraint{MaxSkew: 2, TopologyKey: corev1.LabelTopologyZone, WhenUnsatisfiable: corev1.DoNotSchedule}
+		ing.Spec.PodTemplate.TopologySpreadConstraints = []corev1.TopologySpreadConstraint{own}
+		if got := spread(ing); len(got) != 1 || got[0].TopologyKey != corev1.LabelTopologyZone {
+			t.Fatalf("the podTemplate's own spread = %+v", got)
 		}
 	})
 

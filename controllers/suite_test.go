@@ -175,7 +175,7 @@ func startPlatform() (*platform, error) {
 		"--kubeconfig="+p.kubeconfig,
 		"--leader-elect=false",
 		"--secure-port=0",
-		"--controllers=garbage-collector-controller,statefulset-controller,persistentvolumeclaim-protection-controller",
+		"--controllers=garbage-collector-controller,statefulset-controller,persistentvolumeclaim-protection-controller,disruption-controller",
 		"--concurrent-gc-syncs=5",
 		"-v=1",
 	)
@@ -268,8 +268,46 @@ func (f *fakeRing) Ring(_ context.Context, addr string) (map[string]string, erro
 type fakePods struct {
 	mu     sync.Mutex
 	calls  []string
-	fail   map[string]error // "METHOD ip" → error
+	fail   map[string]error         // "METHOD ip" → error
+	hold   map[string]chan struct{} // "METHOD ip" → the call waits until it is closed
 	onCall func(call string)
+}
+
+// block makes call wait (a hanging pod or bucket) until release is called or its
+// context ends.
+func (f *fakePods) block(call string) (release func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.hold == nil {
+		f.hold = map[string]chan struct{}{}
+	}
+	ch := make(chan struct{})
+	f.hold[call] = ch
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			f.mu.Lock()
+			delete(f.hold, call)
+			f.mu.Unlock()
+			close(ch)
+		})
+	}
+}
+
+// wait blocks while call is held (see block).
+func (f *fakePods) wait(ctx context.Context, call string) error {
+	f.mu.Lock()
+	ch := f.hold[call]
+	f.mu.Unlock()
+	if ch == nil {
+		return nil
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (f *fakePods) record(call string) error {
@@ -337,8 +375,12 @@ func (f *fakePods) CancelPrepareShutdown(_ context.Context, addr string) error {
 	return f.record("UNPREPARE " + ipOf(addr))
 }
 
-func (f *fakePods) Flush(_ context.Context, addr string) error {
-	return f.record("FLUSH " + ipOf(addr))
+func (f *fakePods) Flush(ctx context.Context, addr string) error {
+	call := "FLUSH " + ipOf(addr)
+	if err := f.record(call); err != nil {
+		return err
+	}
+	return f.wait(ctx, call)
 }
 
 func (f *fakePods) Forget(_ context.Context, addr, id string) error {

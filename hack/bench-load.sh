@@ -17,25 +17,33 @@ for f in "$corpus"/*; do
   case $(basename "$f") in invalid_utf8.pb.gz|dotnet-pprof-3.pb.gz) continue ;; esac
   cp "$f" "$work/corpus/"
 done
-go build -o bin/hearth ./cmd/hearth
+# HEARTH_BIN: an already built binary to measure (e.g. an older commit's), else bin/hearth from here.
+bin=${HEARTH_BIN:-bin/hearth}
+[ -n "${HEARTH_BIN:-}" ] || go build -o bin/hearth ./cmd/hearth
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 iport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-./bin/hearth ingester -server.http-listen-address=127.0.0.1 -server.http-listen-port="$port" \
+"$bin" ingester -server.http-listen-address=127.0.0.1 -server.http-listen-port="$port" \
   -server.internal-listen-address=127.0.0.1 -server.internal-listen-port="$iport" \
   -data-dir="$work/data" -log.level=warn "$@" >"$work/ingester.log" 2>&1 &
 ing=$!
 for i in $(seq 1 300); do curl -fsS "http://127.0.0.1:$port/ready" >/dev/null 2>&1 && break; sleep 0.1; done
-./bin/hearth load -url "http://127.0.0.1:$port" -dir "$work/corpus" -workers 4 -series 50 -duration "$dur" | tail -8
+"$bin" load -url "http://127.0.0.1:$port" -dir "$work/corpus" -workers 4 -series 50 -duration "$dur" | tail -8
 read -r utime stime < <(awk '{print $14, $15}' /proc/$ing/stat)
 hz=$(getconf CLK_TCK)
 cpu=$(python3 -c "print(round(($utime+$stime)/$hz,1))")
 rss=$(awk '/VmHWM/{print $2/1024 " MiB"}' /proc/$ing/status)
-pushes=$(curl -fsS "http://127.0.0.1:$port/metrics" | awk '/^hearth_received_profiles_total/{s+=$2} END{print s}')
+metrics=$(curl -fsS "http://127.0.0.1:$port/metrics")
+pushes=$(awk '/^hearth_received_profiles_total/{s+=$2} END{print s}' <<<"$metrics")
+headb=$(awk '/^hearth_head_bytes/{s+=$2} END{print s+0}' <<<"$metrics")
+series=$(awk '/^hearth_head_series/{s+=$2} END{print s+0}' <<<"$metrics")
+# HEAP_PROFILE=file: the server's heap profile (in use and allocated) at the end of the load.
+[ -z "${HEAP_PROFILE:-}" ] || curl -fsS "http://127.0.0.1:$iport/debug/pprof/heap" -o "$HEAP_PROFILE" || true
 start=$(date +%s.%N)
 curl -fsS -X POST "http://127.0.0.1:$iport/ingester/flush?wait=true" >/dev/null
 flushs=$(python3 -c "import time; print(round(time.time()-$start,2))")
 bucket=$(du -sb "$work/data/bucket" | awk '{print $1}')
 echo "server: ${cpu} CPU-s, peak RSS ${rss}, ${pushes} profiles accepted, $(python3 -c "print(round($pushes/max($cpu,0.001)))") profiles per CPU-second"
+echo "head: $(python3 -c "print(round($headb/2**20,1))") MiB (hearth_head_bytes), $series active series, $(python3 -c "print(round($headb/max($series,1)))") head bytes per active series"
 echo "flush of the head: ${flushs}s; bucket: $bucket bytes, $(python3 -c "print(round($bucket/max($pushes,1)))") B per push"
 start=$(date +%s.%N)
 kill -TERM $ing; wait $ing || true

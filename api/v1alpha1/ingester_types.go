@@ -109,6 +109,12 @@ type IngesterSpec struct {
 	// +optional
 	Log LogSpec `json:"log,omitempty"`
 
+	// Retention is how long profiles are kept in object storage, e.g. 720h (30 days):
+	// the compactor deletes blocks whose newest profile is older. Empty or "0s" keeps
+	// them forever. Blocks on the ingesters' disks follow blocks.localRetention.
+	// +optional
+	Retention Duration `json:"retention,omitempty"`
+
 	// MultitenancyEnabled requires the X-Scope-OrgID header on every request.
 	// +optional
 	MultitenancyEnabled bool `json:"multitenancyEnabled,omitempty"`
@@ -338,13 +344,15 @@ type PodTemplateOverride struct {
 	// NodeSelector of the pods (merged with a zone's nodeSelector, the zone winning).
 	// +optional
 	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
-	// Affinity of the pods.
+	// Affinity of the pods. Without affinity and topologySpreadConstraints, the pods get
+	// a soft topology spread across nodes (kubernetes.io/hostname, maxSkew 1,
+	// ScheduleAnyway), so that one node's loss takes at most one replica of a series.
 	// +optional
 	Affinity *corev1.Affinity `json:"affinity,omitempty"`
 	// Tolerations of the pods.
 	// +optional
 	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
-	// TopologySpreadConstraints of the pods.
+	// TopologySpreadConstraints of the pods (replacing the default spread across nodes).
 	// +optional
 	TopologySpreadConstraints []corev1.TopologySpreadConstraint `json:"topologySpreadConstraints,omitempty"`
 	// PriorityClassName of the pods.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -38,6 +39,11 @@ func runOperator(ctx context.Context, args []string) error {
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, then in-cluster, then ~/.kube/config)")
 	watchNamespace := fs.String("watch-namespace", "", "reconcile only Ingesters in this namespace (default: all namespaces)")
 	resync := fs.Duration("resync", 0, "how often each Ingester is looked at without an event (default 30s)")
+	maxConcurrent := fs.Int("max-concurrent-reconciles", 4, "how many Ingesters are reconciled at once")
+	leaseDuration := fs.Duration("leader-elect-lease-duration", 15*time.Second, "how long a standby waits before it takes over a leader that stopped renewing")
+	renewDeadline := fs.Duration("leader-elect-renew-deadline", 10*time.Second, "how long the leader keeps trying to renew before it gives up leading (and exits)")
+	retryPeriod := fs.Duration("leader-elect-retry-period", 2*time.Second, "how often candidates try to acquire or renew the lease")
+	flushTimeout := fs.Duration("flush-timeout", 5*time.Minute, "bound of one pod's flush when its Ingester is deleted (it runs in the background)")
 	operatorNamespace := fs.String("operator-namespace", os.Getenv("POD_NAMESPACE"), "the operator's own namespace: the Ingesters' NetworkPolicies admit its pods to the internal port (default: $POD_NAMESPACE, then the service account's namespace; none: operator pods of any namespace)")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
@@ -72,10 +78,16 @@ func runOperator(ctx context.Context, args []string) error {
 		LeaderElectionID:              *leaderElectionID,
 		LeaderElectionNamespace:       *leaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 leaseDuration,
+		RenewDeadline:                 renewDeadline,
+		RetryPeriod:                   retryPeriod,
 		Cache:                         cacheOpts,
 	})
 	if err != nil {
 		return fmt.Errorf("creating the manager: %w", err)
+	}
+	if *maxConcurrent < 1 {
+		return fmt.Errorf("-max-concurrent-reconciles must be at least 1, got %d", *maxConcurrent)
 	}
 	if *operatorNamespace == "" {
 		if b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace"); err == nil {
@@ -86,7 +98,9 @@ func runOperator(ctx context.Context, args []string) error {
 	// Admin calls go to each pod's internal port, with the client certificate of the
 	// Ingester's spec.tls Secret when it has one.
 	targets := &controllers.SecurePodTargets{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()}
-	r := &controllers.IngesterReconciler{Ring: controllers.HTTPRingReader{}, Resync: *resync, Pods: controllers.HTTPPodClient{Target: targets.Target}}
+	r := &controllers.IngesterReconciler{Ring: controllers.HTTPRingReader{}, Resync: *resync,
+		MaxConcurrentReconciles: *maxConcurrent, FlushTimeout: *flushTimeout,
+		Pods: controllers.HTTPPodClient{FlushTimeout: *flushTimeout, Target: targets.Target}}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the Ingester controller: %w", err)
 	}
@@ -96,7 +110,7 @@ func runOperator(ctx context.Context, args []string) error {
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return err
 	}
-	ctrl.Log.WithName("operator").Info("starting", "version", version, "leaderElection", *leaderElect)
+	ctrl.Log.WithName("operator").Info("starting", "version", version, "leaderElection", *leaderElect, "maxConcurrentReconciles", *maxConcurrent)
 	return mgr.Start(ctx)
 }
 

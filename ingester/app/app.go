@@ -23,6 +23,7 @@ import (
 
 	"github.com/hearth-dev/hearth/ingester/block"
 	"github.com/hearth-dev/hearth/ingester/bucket"
+	"github.com/hearth-dev/hearth/ingester/compactor"
 	"github.com/hearth-dev/hearth/ingester/distributor"
 	"github.com/hearth-dev/hearth/ingester/push"
 	"github.com/hearth-dev/hearth/ingester/querier"
@@ -51,6 +52,9 @@ type App struct {
 	Remote      *remote.Source
 	Push        *push.Handler
 	Querier     *querier.Service
+	Compactor   *compactor.Compactor // nil when -compactor.enabled=false
+
+	uploads uploadClock // when local blocks reached the bucket
 
 	blocksDir   string
 	mux         *http.ServeMux // the public server's routes; modules add theirs in init
@@ -104,7 +108,10 @@ func New(cfg *Config, logger *slog.Logger) (*App, error) {
 		return nil, err
 	}
 	a.LocalBlocks = &block.BucketSource{Bucket: local, SyncInterval: 10 * time.Second}
-	a.Blocks = &block.BucketSource{Bucket: bkt, SyncInterval: 30 * time.Second}
+	// Readers list the bucket well within the compactor's deletion delay, so that
+	// they see a deletion mark (and stop reading its block) long before the
+	// block goes.
+	a.Blocks = &block.BucketSource{Bucket: bkt, SyncInterval: min(30*time.Second, max(cfg.Compactor.DeletionDelay/4, 100*time.Millisecond))}
 	if err := a.initModules(); err != nil {
 		return nil, err
 	}

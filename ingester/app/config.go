@@ -13,6 +13,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/hearth-dev/hearth/ingester/bucket"
+	"github.com/hearth-dev/hearth/ingester/compactor"
 	"github.com/hearth-dev/hearth/ingester/ring"
 	"github.com/hearth-dev/hearth/ingester/validation"
 	"github.com/hearth-dev/hearth/ingester/wal"
@@ -30,6 +31,7 @@ type Config struct {
 	WAL        WALConfig             `yaml:"wal"`
 	Storage    bucket.Config         `yaml:"storage"`
 	Limits     validation.Limits     `yaml:"limits"`
+	Compactor  compactor.Config      `yaml:"compactor"`
 	// ShutdownDelay keeps serving after a stop begins (not ready, LEAVING), so
 	// that clients and load balancers stop sending here before the port closes.
 	ShutdownDelay time.Duration `yaml:"shutdown_delay"`
@@ -114,6 +116,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.DurationVar(&c.Ingester.FinalFlushTimeout, "ingester.final-flush-timeout", 5*time.Minute, "How long a final stop (scale-down, /ingester/shutdown) may take to flush and upload before it gives up and keeps its WAL and tokens.")
 	c.Storage.RegisterFlags(f)
 	c.Limits.RegisterFlags(f)
+	c.Compactor.RegisterFlags(f)
 }
 
 // ParseConfig builds the config: defaults, then the YAML file named by
@@ -186,6 +189,9 @@ func (c *Config) Validate() error {
 		c.Storage.Filesystem.Dir = filepath.Join(c.DataDir, "bucket")
 	}
 	if err := (&ring.Config{Ring: c.Ingester.Ring, Memberlist: c.Memberlist}).Validate(); err != nil {
+		return err
+	}
+	if err := c.Compactor.Validate(); err != nil {
 		return err
 	}
 	return c.Storage.Validate()

@@ -43,6 +43,10 @@ const (
 	Ingester = "ingester" // the whole ingester: ready once every module runs; its stop is the stop sequence (stop.go)
 )
 
+// Compact is the compactor module: it compacts the bucket, jobs owned through
+// the ring (-compactor.enabled).
+const Compact = "compactor"
+
 // module is one entry of the module graph.
 type module struct {
 	name string
@@ -52,7 +56,7 @@ type module struct {
 
 // modules is the module graph: adding a component is one line here and its
 // init function. Start order follows the dependencies: server, shipper,
-// store, ring, api, ingester. Stop order is the reverse, after the ingester's
+// store, ring, api, compactor, ingester. Stop order is the reverse, after the ingester's
 // stop sequence.
 func (a *App) modules() []module {
 	return []module{
@@ -62,7 +66,8 @@ func (a *App) modules() []module {
 		{Store, a.initStore, []string{Server, InternalServer, Shipper}},
 		{Ring, a.initRing, []string{Server, InternalServer, Store}},
 		{API, a.initAPI, []string{Server, InternalServer, Store, Shipper, Ring}},
-		{Ingester, a.initIngester, []string{Server, InternalServer, Store, Shipper, Ring, API}},
+		{Compact, a.initCompactor, []string{Server, Ring}},
+		{Ingester, a.initIngester, []string{Server, InternalServer, Store, Shipper, Ring, API, Compact}},
 	}
 }
 
@@ -126,8 +131,19 @@ func (a *App) initShipper() (services.Service, error) {
 		Dir: a.blocksDir, Bucket: a.Bucket, Logger: a.Logger, Registerer: a.Registry, LocalRetention: cfg.Ingester.LocalRetention,
 		// The store is built next (it depends on the shipper) and this runs only
 		// once the shipper runs: the WAL segments a block covers can go.
-		OnUploaded: func(tenant string, id ulid.ULID) { a.Store.Uploaded(tenant, id.String()) },
+		OnUploaded: func(tenant string, id ulid.ULID) {
+			a.uploads.set(id, time.Now(), time.Hour)
+			a.Store.Uploaded(tenant, id.String())
+		},
 	})
+	// Blocks uploaded before a restart: peers' listings have long seen them.
+	if blocks, err := a.Shipper.LocalBlocks(); err == nil {
+		for _, b := range blocks {
+			if b.Uploaded {
+				a.uploads.set(b.ULID, b.UploadedAt, time.Hour)
+			}
+		}
+	}
 	return a.Shipper, nil
 }
 
@@ -202,11 +218,14 @@ func (a *App) initAPI() (services.Service, error) {
 	path, h = querierv1connect.NewQuerierServiceHandler(a.Querier, append(opts, connect.WithInterceptors(remote.SelectorInterceptor()))...)
 	a.mux.Handle(path, whileStarting(ready, h, connectError))
 	a.mux.Handle("/ingest", whileStarting(ready, a.Push, plainError))
+	// What Grafana calls beside querier.v1 (settings, ad hoc profiles, render).
+	querier.RegisterHTTP(func(path string, h http.Handler) { a.mux.Handle(path, whileStarting(ready, h, connectError)) },
+		querier.Deps{Service: a.Querier, Bucket: a.Bucket, MaxProfileSize: cfg.Limits.MaxProfileSizeBytes, Options: opts})
 	a.internalMux.HandleFunc("/ingester/shutdown", a.shutdownHandler)
 
 	// Between ingesters: replica writes and reads need the store only.
 	a.internalMux.Handle(distributor.AppendPath, whileStarting(a.Store, distributor.NewInternalHandler(a.Store, distributor.HandlerOptions{MaxProfileSize: cfg.Limits.MaxProfileSizeBytes, Limits: &cfg.Limits, Logger: a.Logger}), replicaError))
-	sel := whileStarting(a.Store, remote.NewSelectHandler(a.Store, remote.HandlerOptions{Logger: a.Logger}), replicaError)
+	sel := whileStarting(a.Store, remote.NewSelectHandler(peerSource{a}, remote.HandlerOptions{Logger: a.Logger}), replicaError)
 	a.internalMux.Handle(remote.SelectPath, sel)
 	a.internalMux.Handle(remote.SeriesLabelsPath, sel)
 	return nil, nil

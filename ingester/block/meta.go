@@ -43,6 +43,41 @@ type Meta struct {
 	Files   []File    `json:"files"`
 	// Source is free-form: who wrote the block (an ingester id, "compactor", ...).
 	Source string `json:"source,omitempty"`
+	// Compaction is set on blocks the compactor wrote; nil on an ingester's block.
+	Compaction *Compaction `json:"compaction,omitempty"`
+}
+
+// Compaction says what a compacted block holds: every row of its sources
+// whose time is in [RangeStart, RangeEnd), deduplicated by (series, profile id).
+type Compaction struct {
+	// Level is 1 for a block merged from ingesters' blocks, k for one merged
+	// from blocks of lower levels into the k-th -compactor.block-ranges range.
+	Level int `json:"level"`
+	// RangeStart and RangeEnd (ns, end exclusive) are the range the block covers:
+	// aligned to the level's range size.
+	RangeStart int64 `json:"range_start_ns"`
+	RangeEnd   int64 `json:"range_end_ns"`
+	// Sources are the ingesters' blocks (level 0) whose rows in the range the
+	// block holds, transitively, as long as they were still in the bucket.
+	Sources []ulid.ULID `json:"sources"`
+}
+
+// Level is the block's compaction level: 0 for an ingester's block.
+func (m *Meta) Level() int {
+	if m.Compaction == nil {
+		return 0
+	}
+	return m.Compaction.Level
+}
+
+// HasSource reports whether the compacted block holds the rows of source block id in its range.
+func (c *Compaction) HasSource(id ulid.ULID) bool {
+	for _, s := range c.Sources {
+		if s == id {
+			return true
+		}
+	}
+	return false
 }
 
 // Stats are a block's counts.
@@ -131,6 +166,17 @@ func (m *Meta) validate() error {
 	for _, f := range m.Files {
 		if f.Size < 0 {
 			return fmt.Errorf("file %s has negative size %d", f.Name, f.Size)
+		}
+	}
+	if c := m.Compaction; c != nil {
+		if c.Level < 1 || c.Level > 16 {
+			return fmt.Errorf("compaction level %d", c.Level)
+		}
+		if c.RangeStart >= c.RangeEnd {
+			return fmt.Errorf("compaction range [%d, %d) is empty", c.RangeStart, c.RangeEnd)
+		}
+		if m.Stats.Profiles > 0 && (m.MinTime < c.RangeStart || m.MaxTime >= c.RangeEnd) {
+			return fmt.Errorf("times [%d, %d] outside the compaction range [%d, %d)", m.MinTime, m.MaxTime, c.RangeStart, c.RangeEnd)
 		}
 	}
 	return nil

@@ -25,6 +25,9 @@ type ReaderOptions struct {
 	// Symbols caches decoded symbol tables; nil: the reader keeps its own
 	// table once loaded.
 	Symbols *SymbolCache
+	// ReadBufferSize is parquet-go's read buffer per column (0: 256 KiB). A
+	// merge of many local blocks uses a small one: it holds one per input.
+	ReadBufferSize int
 }
 
 // Reader reads one block from a bucket. It is safe for concurrent use and
@@ -35,6 +38,7 @@ type Reader struct {
 	meta   Meta
 	series []Series
 	syms   *SymbolCache
+	rbuf   int
 
 	fileOnce sync.Mutex
 	file     *parquet.File
@@ -48,7 +52,10 @@ type Reader struct {
 // prefix ("<tenant>/<ulid>/" or "<ulid>/"). profiles.parquet and symbols.bin
 // are read when a Select needs them.
 func Open(ctx context.Context, bkt objstore.BucketReader, prefix string, opts ReaderOptions) (*Reader, error) {
-	r := &Reader{bkt: bkt, prefix: prefix, syms: opts.Symbols}
+	r := &Reader{bkt: bkt, prefix: prefix, syms: opts.Symbols, rbuf: opts.ReadBufferSize}
+	if r.rbuf <= 0 {
+		r.rbuf = 256 << 10
+	}
 	if opts.Meta != nil {
 		r.meta = *opts.Meta
 	} else {
@@ -139,7 +146,7 @@ func (r *Reader) openProfiles() (*parquet.File, error) {
 	size := r.meta.FileSize(ProfilesFile)
 	bf := &bucketFile{bkt: r.bkt, name: path.Join(r.prefix, ProfilesFile), size: size}
 	f, err := parquet.OpenFile(bf, size, parquet.SkipPageIndex(true), parquet.SkipBloomFilters(true),
-		parquet.ReadBufferSize(256<<10), parquet.OptimisticRead(true))
+		parquet.ReadBufferSize(r.rbuf), parquet.OptimisticRead(true))
 	if err != nil {
 		return nil, fmt.Errorf("block %s: %w: profiles.parquet: %v", r.prefix, ErrCorrupt, err)
 	}
@@ -261,6 +268,9 @@ func (r *Reader) Select(ctx context.Context, ptype string, match func(model.Labe
 				return head.Selection{}, fmt.Errorf("block %s: %w: row group %d: %v", r.prefix, ErrCorrupt, g, err)
 			}
 			for left := sp.hi - sp.lo; left > 0; {
+				for i := range buf {
+					buf[i].Samples = nil // read into fresh memory: the rows keep it
+				}
 				n, err := rd.Read(buf[:min(left, int64(len(buf)))])
 				if n == 0 && err != nil {
 					rd.Close()
@@ -280,7 +290,7 @@ func (r *Reader) Select(ctx context.Context, ptype string, match func(model.Labe
 						return head.Selection{}, fmt.Errorf("block %s: %w", r.prefix, err)
 					}
 					out[sp.series] = append(out[sp.series], head.Profile{
-						ID: row.ID, TimeNanos: row.Time, Total: row.Total, Samples: append([]byte(nil), row.Samples...),
+						ID: row.ID, TimeNanos: row.Time, Total: row.Total, Samples: row.Samples,
 					})
 				}
 			}
@@ -302,17 +312,11 @@ func (r *Reader) Select(ctx context.Context, ptype string, match func(model.Labe
 var errBadStack = errors.New("stack id beyond the symbols")
 
 func checkSamples(b []byte, nodes uint32) error {
-	bad := false
-	err := head.DecodeSamples(b, func(st uint32, _ int64) {
-		if st >= nodes {
-			bad = true
+	if err := head.CheckSamples(b, nodes); err != nil {
+		if errors.Is(err, head.ErrStackRange) {
+			return fmt.Errorf("%w: samples: %v", ErrCorrupt, errBadStack)
 		}
-	})
-	if err != nil {
 		return fmt.Errorf("%w: samples: %v", ErrCorrupt, err)
-	}
-	if bad {
-		return fmt.Errorf("%w: samples: %v", ErrCorrupt, errBadStack)
 	}
 	return nil
 }

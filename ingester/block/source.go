@@ -39,6 +39,13 @@ type BucketSource struct {
 	SymbolsBudget int64
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// IndexMaxAge: a tenant's bucket index (bucket-index.json, written by the
+	// compactor) younger than this gives the metas and deletion marks of the
+	// blocks it lists, so they need not be read one by one; an older or
+	// missing one is ignored and the markers are listed. The tenant's
+	// directory is listed either way, so blocks uploaded after the index was
+	// written are seen. 0: 1h; negative: never read the index.
+	IndexMaxAge time.Duration
 
 	initOnce sync.Once
 	mu       sync.Mutex
@@ -49,10 +56,12 @@ type BucketSource struct {
 }
 
 type tenantBlocks struct {
-	name   string
-	mu     sync.Mutex // serialises listing
-	synced time.Time
-	metas  map[ulid.ULID]*Meta // complete blocks
+	name      string
+	mu        sync.Mutex // serialises listing
+	synced    time.Time
+	metas     map[ulid.ULID]*Meta         // complete blocks
+	marks     map[ulid.ULID]*DeletionMark // of complete blocks
+	fromIndex bool                        // the last sync used the bucket index
 }
 
 type openBlock struct {
@@ -81,6 +90,9 @@ func (s *BucketSource) init() {
 		if s.MaxOpenBlocks <= 0 {
 			s.MaxOpenBlocks = 256
 		}
+		if s.IndexMaxAge == 0 {
+			s.IndexMaxAge = time.Hour
+		}
 	})
 }
 
@@ -95,7 +107,7 @@ func (s *BucketSource) tenant(t string) *tenantBlocks {
 	defer s.mu.Unlock()
 	tb := s.tenants[t]
 	if tb == nil {
-		tb = &tenantBlocks{name: t, metas: map[ulid.ULID]*Meta{}}
+		tb = &tenantBlocks{name: t, metas: map[ulid.ULID]*Meta{}, marks: map[ulid.ULID]*DeletionMark{}}
 		s.tenants[t] = tb
 	}
 	return tb
@@ -123,8 +135,41 @@ func (s *BucketSource) Sync(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// Superseded reports whether a reader may skip a block with deletion mark d
+// (nil: not marked) when the complete blocks it sees are visible: a block
+// past its retention at once, a compacted one once every block that replaces
+// it is visible. Until then the reader reads both, and the querier counts
+// each profile once by (series, profile id).
+func Superseded(d *DeletionMark, visible map[ulid.ULID]*Meta) bool {
+	if d == nil {
+		return false
+	}
+	if d.Reason == ReasonRetention {
+		return true
+	}
+	if len(d.ReplacedBy) == 0 {
+		return false
+	}
+	for _, r := range d.ReplacedBy {
+		if _, ok := visible[r]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// FromIndex reports whether the tenant's last sync used its bucket index.
+func (s *BucketSource) FromIndex(tenant string) bool {
+	s.init()
+	tb := s.tenant(tenant)
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	return tb.fromIndex
+}
+
 // Blocks returns the metas of the tenant's complete blocks, oldest first,
-// listing the bucket when the cached list is older than SyncInterval.
+// listing the bucket when the cached list is older than SyncInterval. Blocks
+// superseded by others (see Superseded) are left out.
 func (s *BucketSource) Blocks(ctx context.Context, tenant string) ([]*Meta, error) {
 	s.init()
 	tb := s.tenant(tenant)
@@ -139,7 +184,10 @@ func (s *BucketSource) Blocks(ctx context.Context, tenant string) ([]*Meta, erro
 	tb.mu.Lock()
 	defer tb.mu.Unlock()
 	out := make([]*Meta, 0, len(tb.metas))
-	for _, m := range tb.metas {
+	for id, m := range tb.metas {
+		if Superseded(tb.marks[id], tb.metas) {
+			continue
+		}
 		out = append(out, m)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ULID.Compare(out[j].ULID) < 0 })
@@ -150,6 +198,14 @@ func (s *BucketSource) syncTenant(ctx context.Context, tb *tenantBlocks) error {
 	tb.mu.Lock()
 	defer tb.mu.Unlock()
 	tenant := tb.name
+	var ix *Index
+	if s.IndexMaxAge > 0 {
+		if b, err := readAll(ctx, s.Bucket, IndexPath(tenant)); err == nil {
+			if got, err := ParseIndex(b); err == nil && got.Tenant == tenant && s.Now().Sub(got.UpdatedAt) <= s.IndexMaxAge {
+				ix = got
+			}
+		}
+	}
 	seen := map[ulid.ULID]bool{}
 	var fresh []ulid.ULID
 	err := s.Bucket.Iter(ctx, tenant+"/", func(name string) error {
@@ -158,7 +214,7 @@ func (s *BucketSource) syncTenant(ctx context.Context, tb *tenantBlocks) error {
 		}
 		id, err := ulid.ParseStrict(path.Base(strings.TrimSuffix(name, "/")))
 		if err != nil {
-			return nil // not a block (e.g. a .tmp directory)
+			return nil // not a block (a .tmp directory, the markers)
 		}
 		seen[id] = true
 		if _, ok := tb.metas[id]; !ok {
@@ -172,32 +228,126 @@ func (s *BucketSource) syncTenant(ctx context.Context, tb *tenantBlocks) error {
 	for id := range tb.metas {
 		if !seen[id] {
 			delete(tb.metas, id)
+			delete(tb.marks, id)
 			s.drop(id)
+		}
+	}
+	var indexed map[ulid.ULID]*Meta
+	if ix != nil {
+		indexed = make(map[ulid.ULID]*Meta, len(ix.Blocks))
+		for _, m := range ix.Blocks {
+			indexed[m.ULID] = m
 		}
 	}
 	var errs []error
 	for _, id := range fresh {
-		b, err := readAll(ctx, s.Bucket, path.Join(tenant, id.String(), MetaFile))
+		if m, ok := indexed[id]; ok {
+			tb.metas[id] = m
+			continue
+		}
+		m, err := ReadMeta(ctx, s.Bucket, tenant, id)
 		if err != nil {
-			if s.Bucket.IsObjNotFoundErr(errors.Unwrap(err)) || s.Bucket.IsObjNotFoundErr(err) {
-				continue // incomplete: being written or uploaded
+			if !errors.Is(err, ErrIncomplete) && !CompactorPartial(ctx, s.Bucket, tenant, id) {
+				errs = append(errs, err)
 			}
-			errs = append(errs, err)
-			continue
-		}
-		m, err := ParseMeta(b)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("block %s/%s: %w", tenant, id, err))
-			continue
-		}
-		if m.ULID != id || m.Tenant != tenant {
-			errs = append(errs, fmt.Errorf("block %s/%s: %w: meta.json names block %s of tenant %q", tenant, id, ErrCorrupt, m.ULID, m.Tenant))
 			continue
 		}
 		tb.metas[id] = m
 	}
+	// Deletion marks: from the index when it is fresh, else listed. A mark
+	// never goes away before its block, so known ones are kept.
+	if ix != nil {
+		for _, d := range ix.DeletionMarks {
+			if _, ok := tb.metas[d.ID]; ok {
+				tb.marks[d.ID] = d
+			}
+		}
+	} else {
+		marks, err := ListDeletionMarks(ctx, s.Bucket, tenant, func(id ulid.ULID) bool {
+			_, known := tb.marks[id]
+			_, complete := tb.metas[id]
+			return complete && !known
+		})
+		if err != nil {
+			errs = append(errs, err)
+		}
+		for id, d := range marks {
+			tb.marks[id] = d
+		}
+	}
+	tb.fromIndex = ix != nil
 	tb.synced = s.Now()
 	return errors.Join(errs...)
+}
+
+// ErrIncomplete is returned by ReadMeta for a block without meta.json: being
+// written or uploaded, or a leftover of a crash.
+var ErrIncomplete = errors.New("block has no meta.json")
+
+// CompactorPartial reports whether block id is the compactor's (it holds
+// CompactorMarker): a meta.json that does not parse there is a torn upload
+// (a filesystem bucket writes objects in place), not a damaged block.
+func CompactorPartial(ctx context.Context, bkt objstore.BucketReader, tenant string, id ulid.ULID) bool {
+	ok, err := bkt.Exists(ctx, path.Join(tenant, id.String(), CompactorMarker))
+	return err == nil && ok
+}
+
+// ReadMeta reads and checks the meta.json of block id of tenant.
+func ReadMeta(ctx context.Context, bkt objstore.BucketReader, tenant string, id ulid.ULID) (*Meta, error) {
+	b, err := readAll(ctx, bkt, path.Join(tenant, id.String(), MetaFile))
+	if err != nil {
+		if bkt.IsObjNotFoundErr(errors.Unwrap(err)) || bkt.IsObjNotFoundErr(err) {
+			return nil, fmt.Errorf("block %s/%s: %w", tenant, id, ErrIncomplete)
+		}
+		return nil, err
+	}
+	m, err := ParseMeta(b)
+	if err != nil {
+		return nil, fmt.Errorf("block %s/%s: %w", tenant, id, err)
+	}
+	if m.ULID != id || m.Tenant != tenant {
+		return nil, fmt.Errorf("block %s/%s: %w: meta.json names block %s of tenant %q", tenant, id, ErrCorrupt, m.ULID, m.Tenant)
+	}
+	return m, nil
+}
+
+// ListDeletionMarks lists the tenant's deletion marks and reads those want
+// asks for (nil: all). A mark that cannot be parsed is an error; one that
+// went away meanwhile is skipped.
+func ListDeletionMarks(ctx context.Context, bkt objstore.BucketReader, tenant string, want func(ulid.ULID) bool) (map[ulid.ULID]*DeletionMark, error) {
+	var ids []ulid.ULID
+	err := bkt.Iter(ctx, path.Join(tenant, MarkersDir)+"/", func(name string) error {
+		if id, ok := ParseDeletionMarkName(name); ok && (want == nil || want(id)) {
+			ids = append(ids, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list deletion marks: %w", err)
+	}
+	out := map[ulid.ULID]*DeletionMark{}
+	var errs []error
+	for _, id := range ids {
+		b, err := readAll(ctx, bkt, DeletionMarkPath(tenant, id))
+		if err != nil {
+			if bkt.IsObjNotFoundErr(errors.Unwrap(err)) || bkt.IsObjNotFoundErr(err) {
+				continue
+			}
+			errs = append(errs, err)
+			continue
+		}
+		d, err := ParseDeletionMark(b)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", DeletionMarkPath(tenant, id), err))
+			continue
+		}
+		if d.ID != id {
+			errs = append(errs, fmt.Errorf("%s: names block %s", DeletionMarkPath(tenant, id), d.ID))
+			continue
+		}
+		out[id] = d
+	}
+	return out, errors.Join(errs...)
 }
 
 // drop forgets an open reader and its symbols.
@@ -240,15 +390,63 @@ func (s *BucketSource) reader(ctx context.Context, m *Meta) (*Reader, error) {
 	return ob.r, ob.err
 }
 
+// View is a querier.Source over the blocks of s that keep accepts (sharing
+// s's listing and open readers).
+func (s *BucketSource) View(keep func(*Meta) bool) *SourceView { return &SourceView{s: s, keep: keep} }
+
+// SourceView is BucketSource.View.
+type SourceView struct {
+	s    *BucketSource
+	keep func(*Meta) bool
+}
+
+// Select implements querier.Source.
+func (v *SourceView) Select(ctx context.Context, tenant, ptype string, match func(model.Labels) bool, start, end int64) ([]head.Selection, error) {
+	return v.s.selectKeep(ctx, tenant, ptype, match, start, end, v.keep)
+}
+
+// SeriesLabels implements querier.Source.
+func (v *SourceView) SeriesLabels(ctx context.Context, tenant string, match func(model.Labels) bool, start, end int64) ([]model.Labels, error) {
+	return v.s.seriesLabelsKeep(ctx, tenant, match, start, end, v.keep)
+}
+
 // Select implements querier.Source.
 func (s *BucketSource) Select(ctx context.Context, tenant, ptype string, match func(model.Labels) bool, start, end int64) ([]head.Selection, error) {
+	return s.selectKeep(ctx, tenant, ptype, match, start, end, nil)
+}
+
+func (s *BucketSource) selectKeep(ctx context.Context, tenant, ptype string, match func(model.Labels) bool, start, end int64, keep func(*Meta) bool) ([]head.Selection, error) {
+	out, err := s.selectOnce(ctx, tenant, ptype, match, start, end, keep)
+	if err != nil && s.notFound(err) {
+		// A block went away since the last listing (the compactor deleted it
+		// after its deletion delay): list again, which also shows what
+		// replaced it, and read once more.
+		if err := s.syncTenant(ctx, s.tenant(tenant)); err != nil {
+			return nil, err
+		}
+		return s.selectOnce(ctx, tenant, ptype, match, start, end, keep)
+	}
+	return out, err
+}
+
+// notFound reports whether err, or an error it wraps, is the bucket's "no such object".
+func (s *BucketSource) notFound(err error) bool {
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if s.Bucket.IsObjNotFoundErr(e) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *BucketSource) selectOnce(ctx context.Context, tenant, ptype string, match func(model.Labels) bool, start, end int64, keep func(*Meta) bool) ([]head.Selection, error) {
 	metas, err := s.Blocks(ctx, tenant)
 	if err != nil {
 		return nil, err
 	}
 	var out []head.Selection
 	for _, m := range metas {
-		if !m.Overlaps(start, end) {
+		if !m.Overlaps(start, end) || (keep != nil && !keep(m)) {
 			continue
 		}
 		r, err := s.reader(ctx, m)
@@ -268,13 +466,17 @@ func (s *BucketSource) Select(ctx context.Context, tenant, ptype string, match f
 
 // SeriesLabels implements querier.Source.
 func (s *BucketSource) SeriesLabels(ctx context.Context, tenant string, match func(model.Labels) bool, start, end int64) ([]model.Labels, error) {
+	return s.seriesLabelsKeep(ctx, tenant, match, start, end, nil)
+}
+
+func (s *BucketSource) seriesLabelsKeep(ctx context.Context, tenant string, match func(model.Labels) bool, start, end int64, keep func(*Meta) bool) ([]model.Labels, error) {
 	metas, err := s.Blocks(ctx, tenant)
 	if err != nil {
 		return nil, err
 	}
 	var out []model.Labels
 	for _, m := range metas {
-		if !m.Overlaps(start, end) {
+		if !m.Overlaps(start, end) || (keep != nil && !keep(m)) {
 			continue
 		}
 		r, err := s.reader(ctx, m)

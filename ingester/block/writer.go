@@ -215,16 +215,14 @@ func planBlock(sel head.Selection) (*plan, error) {
 	if nodeMap != nil {
 		// Some symbols are unused (e.g. pushes refused after their symbols
 		// were interned): renumber the stacks of every row.
-		var stacks []uint32
-		var values []int64
+		remap := func(st uint32) uint32 { return nodeMap[st] }
 		for _, rows := range p.rows {
 			for i := range rows {
-				stacks, values = stacks[:0], values[:0]
-				_ = head.DecodeSamples(rows[i].Samples, func(st uint32, v int64) {
-					stacks = append(stacks, nodeMap[st])
-					values = append(values, v)
-				})
-				rows[i].Samples = head.EncodeSamples(nil, stacks, values)
+				enc, err := head.RemapSamples(nil, rows[i].Samples, remap) // keeps the span samples
+				if err != nil {
+					return nil, fmt.Errorf("block: %w", err)
+				}
+				rows[i].Samples = enc
 			}
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	googlev1 "github.com/grafana/pyroscope/api/gen/proto/go/google/v1"
@@ -20,6 +21,25 @@ type row struct {
 	values  []int64
 	total   int64
 	samples int
+	spans   []SpanSample // samples that carried a span id, by span then stack
+}
+
+type spanStack struct {
+	span  uint64
+	stack uint32
+}
+
+// ParseSpanID parses a span id as pprof labels and queries carry it: 16
+// hexadecimal digits (fewer are accepted), not all zero.
+func ParseSpanID(s string) (uint64, bool) {
+	if len(s) == 0 || len(s) > 16 {
+		return 0, false
+	}
+	id, err := strconv.ParseUint(s, 16, 64)
+	if err != nil || id == 0 {
+		return 0, false
+	}
+	return id, true
 }
 
 // SampleTypes resolves a profile's sample type names ("cpu", "alloc_space", ...).
@@ -90,6 +110,10 @@ func splitRows(base model.Labels, p *googlev1.Profile, syms *symdb.Symbols) ([]r
 		index  map[uint32]int32 // stack → its position in stacks
 		stacks []uint32
 		vals   []int64 // nt values per position
+		// Samples that carried a span id, summed per (span, stack).
+		spanIndex map[spanStack]int32
+		spanKeys  []spanStack
+		spanVals  []int64 // nt values per span key
 	}
 	groups := map[string]*group{}
 	var keyBuf strings.Builder
@@ -99,12 +123,19 @@ func splitRows(base model.Labels, p *googlev1.Profile, syms *symdb.Symbols) ([]r
 		}
 		keyBuf.Reset()
 		var extra model.Labels
+		span, hasSpan := uint64(0), false
 		for _, l := range s.Label {
 			if l.Str == 0 || l.Key <= 0 || l.Key >= int64(len(p.StringTable)) || l.Str >= int64(len(p.StringTable)) || l.Str < 0 {
 				continue // numeric labels and dangling references carry no series identity
 			}
 			k := p.StringTable[l.Key]
-			if k == "" || model.PerSampleOnly(k) {
+			if model.PerSampleOnly(k) {
+				if id, ok := ParseSpanID(p.StringTable[l.Str]); ok {
+					span, hasSpan = id, true
+				}
+				continue
+			}
+			if k == "" {
 				continue
 			}
 			extra = extra.Set(k, p.StringTable[l.Str])
@@ -140,6 +171,23 @@ func splitRows(base model.Labels, p *googlev1.Profile, syms *symdb.Symbols) ([]r
 		for i, v := range s.Value {
 			vals[i] += v
 		}
+		if hasSpan {
+			if g.spanIndex == nil {
+				g.spanIndex = map[spanStack]int32{}
+			}
+			key := spanStack{span: span, stack: stack}
+			sp, ok := g.spanIndex[key]
+			if !ok {
+				sp = int32(len(g.spanKeys))
+				g.spanIndex[key] = sp
+				g.spanKeys = append(g.spanKeys, key)
+				g.spanVals = append(g.spanVals, make([]int64, nt)...)
+			}
+			svals := g.spanVals[int(sp)*nt : int(sp)*nt+nt]
+			for i, v := range s.Value {
+				svals[i] += v
+			}
+		}
 	}
 
 	keys := make([]string, 0, len(groups))
@@ -156,6 +204,17 @@ func splitRows(base model.Labels, p *googlev1.Profile, syms *symdb.Symbols) ([]r
 			order[i] = int32(i)
 		}
 		slices.SortFunc(order, func(a, b int32) int { return cmp.Compare(g.stacks[a], g.stacks[b]) })
+		spanOrder := make([]int32, len(g.spanKeys))
+		for i := range spanOrder {
+			spanOrder[i] = int32(i)
+		}
+		slices.SortFunc(spanOrder, func(a, b int32) int {
+			ka, kb := g.spanKeys[a], g.spanKeys[b]
+			if c := cmp.Compare(ka.span, kb.span); c != 0 {
+				return c
+			}
+			return cmp.Compare(ka.stack, kb.stack)
+		})
 		ls := base.Clone()
 		for _, l := range g.labels {
 			if !ls.Has(l.Name) { // the pushed labels win over sample labels
@@ -172,6 +231,12 @@ func splitRows(base model.Labels, p *googlev1.Profile, syms *symdb.Symbols) ([]r
 				}
 			}
 			r.samples = len(r.stacks)
+			for _, sp := range spanOrder {
+				if v := g.spanVals[int(sp)*nt+ti]; v != 0 {
+					k := g.spanKeys[sp]
+					r.spans = append(r.spans, SpanSample{Span: k.span, Stack: k.stack, Value: v})
+				}
+			}
 			rows = append(rows, r)
 		}
 	}

@@ -36,6 +36,7 @@ type series struct {
 	labels   model.Labels
 	ptype    string
 	profiles []Profile
+	aggs     []chunkAgg // per full chunk of AggregateRows profiles, once merged
 	minT     int64
 	maxT     int64
 }
@@ -195,6 +196,7 @@ func (h *Head) Append(tenant string, id ProfileID, labels model.Labels, p *googl
 		}
 	}
 	var added int64
+	var chunks []chunkJob
 	for i := range rows {
 		r := &rows[i]
 		s := t.lookup(r.labels)
@@ -210,7 +212,11 @@ func (h *Head) Append(tenant string, id ProfileID, labels model.Labels, p *googl
 		}
 		t.rows[key] = struct{}{}
 		enc := EncodeSamples(make([]byte, 0, 4*len(r.stacks)+8), r.stacks, r.values)
+		enc = AppendSpans(enc, r.spans)
 		s.profiles = append(s.profiles, Profile{ID: id, TimeNanos: timeNanos, Total: r.total, Samples: enc})
+		if n := len(s.profiles); n%AggregateRows == 0 {
+			chunks = append(chunks, chunkJob{s: s, k: n/AggregateRows - 1, rows: s.profiles[n-AggregateRows : n]})
+		}
 		s.minT = min(s.minT, timeNanos)
 		s.maxT = max(s.maxT, timeNanos)
 		t.minT = min(t.minT, timeNanos)
@@ -223,6 +229,9 @@ func (h *Head) Append(tenant string, id ProfileID, labels model.Labels, p *googl
 	}
 	nSeries, nProfiles := len(t.series), t.profiles
 	t.mu.Unlock()
+	if len(chunks) > 0 {
+		added += t.aggregate(chunks)
+	}
 
 	total := t.rowBytes.Add(added) + symAfter
 	h.bytesGauge.WithLabelValues(tenant).Set(float64(total))

@@ -6,10 +6,12 @@ import (
 )
 
 // SeriesRows is a series with the rows a query selected from it. The rows
-// alias the head's storage: read-only.
+// alias the head's storage: read-only. Aggregates, when any, are merged
+// samples of runs of those rows (see Aggregate).
 type SeriesRows struct {
-	Labels   model.Labels
-	Profiles []Profile
+	Labels     model.Labels
+	Profiles   []Profile
+	Aggregates []Aggregate
 }
 
 // Selection is what a query reads from a tenant's head: matching series with
@@ -22,28 +24,73 @@ type Selection struct {
 // Select returns the series of profile type ptype (every type when "") that
 // match, with their rows whose time is in [startNanos, endNanos].
 func (t *Tenant) Select(ptype string, match func(model.Labels) bool, startNanos, endNanos int64) Selection {
+	type cand struct {
+		sr   SeriesRows
+		all  bool // every row is in range
+		aggs []chunkAgg
+	}
 	t.mu.RLock()
 	cands := t.candidates(ptype)
-	var out []SeriesRows
+	var out []cand
 	for _, s := range cands {
 		if s.maxT < startNanos || s.minT > endNanos || (match != nil && !match(s.labels)) {
 			continue
 		}
-		out = append(out, SeriesRows{Labels: s.labels, Profiles: s.profiles}) // the slice header is the copy
+		c := cand{sr: SeriesRows{Labels: s.labels, Profiles: s.profiles}, all: s.minT >= startNanos && s.maxT <= endNanos} // the slice header is the copy
+		if len(s.aggs) > 0 {
+			c.aggs = append([]chunkAgg(nil), s.aggs...) // installed under the lock: copy
+		}
+		out = append(out, c)
 	}
 	t.mu.RUnlock()
 	// Take the symbols after the rows: every stack id in them already exists.
 	sel := Selection{Symbols: t.syms.Snapshot()}
-	for _, sr := range out {
-		var rows []Profile
-		for _, p := range sr.Profiles {
-			if p.TimeNanos >= startNanos && p.TimeNanos <= endNanos {
-				rows = append(rows, p)
+	for _, c := range out {
+		sr := c.sr
+		lo, hi := 0, len(sr.Profiles)
+		if !c.all {
+			// Rows in range: one run of the series' rows (the usual case, rows
+			// arrive in time order) is returned as a sub-slice, so the run keeps
+			// its aggregates; otherwise a copy without them.
+			lo, hi = -1, -1
+			contiguous := true
+			for i := range sr.Profiles {
+				if tn := sr.Profiles[i].TimeNanos; tn >= startNanos && tn <= endNanos {
+					if lo < 0 {
+						lo = i
+					} else if hi != i {
+						contiguous = false
+						break
+					}
+					hi = i + 1
+				}
+			}
+			if lo < 0 {
+				continue
+			}
+			if !contiguous {
+				var rows []Profile
+				for _, p := range sr.Profiles {
+					if p.TimeNanos >= startNanos && p.TimeNanos <= endNanos {
+						rows = append(rows, p)
+					}
+				}
+				sel.Series = append(sel.Series, SeriesRows{Labels: sr.Labels, Profiles: rows})
+				continue
 			}
 		}
-		if len(rows) > 0 {
-			sel.Series = append(sel.Series, SeriesRows{Labels: sr.Labels, Profiles: rows})
+		if hi <= lo {
+			continue
 		}
+		sr.Profiles = sr.Profiles[lo:hi:hi]
+		for k, a := range c.aggs {
+			first := k*AggregateRows - lo
+			if a.samples == nil || first < 0 || first+AggregateRows > len(sr.Profiles) {
+				continue
+			}
+			sr.Aggregates = append(sr.Aggregates, Aggregate{First: first, Rows: AggregateRows, Samples: a.samples, digest: a.digest})
+		}
+		sel.Series = append(sel.Series, sr)
 	}
 	return sel
 }

@@ -61,8 +61,8 @@ type Handler struct {
 var _ pushv1connect.PusherServiceHandler = (*Handler)(nil)
 
 type metrics struct {
-	profiles, bytes, decompressed *prometheus.CounterVec
-	discarded                     *prometheus.CounterVec
+	profiles, bytes *prometheus.CounterVec
+	discarded       *prometheus.CounterVec
 }
 
 // NewHandler returns a handler whose metrics are registered with reg (may be nil).
@@ -74,15 +74,12 @@ func NewHandler(lim validation.Limits, app Appender, multitenancy bool, logger *
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hearth_received_compressed_bytes_total", Help: "Bytes of accepted profiles as received, per tenant.",
 		}, []string{"tenant"}),
-		decompressed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "hearth_received_decompressed_bytes_total", Help: "Decompressed bytes of accepted profiles, per tenant.",
-		}, []string{"tenant"}),
 		discarded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hearth_discarded_profiles_total", Help: "Profiles rejected, per tenant and reason.",
 		}, []string{"tenant", "reason"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.profiles, m.bytes, m.decompressed, m.discarded)
+		reg.MustRegister(m.profiles, m.bytes, m.discarded)
 	}
 	if logger == nil {
 		logger = slog.Default()

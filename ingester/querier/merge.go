@@ -1,6 +1,12 @@
 package querier
 
 import (
+	"errors"
+	"maps"
+	"math/bits"
+	"slices"
+	"sync"
+
 	"github.com/hearth-dev/hearth/ingester/head"
 	"github.com/hearth-dev/hearth/ingester/model"
 	"github.com/hearth-dev/hearth/ingester/symdb"
@@ -44,32 +50,142 @@ func (f *rowFilter) take(series uint64, p *head.Profile) bool {
 	return true
 }
 
-// stackValues is one source's merged samples: stack id → value, resolved with its symbols.
+// stackValues is one source's merged samples: its stack ids, ascending, with
+// their summed values, resolved with its symbols.
 type stackValues struct {
 	syms   *symdb.Snapshot
-	values map[uint32]int64
+	stacks []uint32
+	values []int64
 }
+
+// denseMinNodes: symbol tables up to this many stack nodes are always merged
+// into a dense slice indexed by stack id (8 MiB of sums at most); larger ones
+// only when the rows to read are at least half as many bytes as the table has
+// nodes, else into a map.
+const denseMinNodes = 1 << 20
 
 // mergeStacks sums the selected rows of every selection by stack trace.
 func mergeStacks(sels []head.Selection, f *rowFilter) ([]stackValues, error) {
 	out := make([]stackValues, 0, len(sels))
+	var rows [][]byte
 	for _, sel := range sels {
-		sv := stackValues{syms: sel.Symbols, values: map[uint32]int64{}}
+		rows = rows[:0]
+		bytes := 0
 		for _, s := range sel.Series {
 			h := s.Labels.Hash()
-			for i := range s.Profiles {
-				p := &s.Profiles[i]
-				if !f.take(h, p) {
+			aggs := s.Aggregates
+			for i := 0; i < len(s.Profiles); {
+				for len(aggs) > 0 && aggs[0].First < i {
+					aggs = aggs[1:]
+				}
+				if len(aggs) > 0 && aggs[0].First == i && aggs[0].Valid(s.Profiles) {
+					// A chunk merged ahead of time: it stands for its rows
+					// when every one of them counts (none filtered out,
+					// none seen in another source).
+					a := &aggs[0]
+					mark, n := len(rows), 0
+					for ; i < a.First+a.Rows; i++ {
+						if p := &s.Profiles[i]; f.take(h, p) {
+							rows = append(rows, p.Samples)
+							n++
+						}
+					}
+					if n == a.Rows {
+						rows = append(rows[:mark], a.Samples)
+					}
 					continue
 				}
-				if err := head.DecodeSamples(p.Samples, func(st uint32, v int64) { sv.values[st] += v }); err != nil {
-					return nil, err
+				if p := &s.Profiles[i]; f.take(h, p) {
+					rows = append(rows, p.Samples)
 				}
+				i++
+			}
+		}
+		for _, r := range rows {
+			bytes += len(r)
+		}
+		sv := stackValues{syms: sel.Symbols}
+		if len(rows) > 0 {
+			var err error
+			if nodes := len(sel.Symbols.Nodes); nodes <= denseMinNodes || nodes <= 2*bytes {
+				sv.stacks, sv.values, err = sumDense(rows, nodes)
+			} else {
+				sv.stacks, sv.values, err = sumSparse(rows, nodes)
+			}
+			if err != nil {
+				return nil, err
 			}
 		}
 		out = append(out, sv)
 	}
 	return out, nil
+}
+
+// denseSums is a reusable accumulator: sums and a bitmap of the stacks seen,
+// both indexed by stack id and all zero between uses.
+type denseSums struct {
+	sums    []int64
+	seen    []uint64
+	scratch []uint32
+}
+
+var densePool sync.Pool // *denseSums
+
+// sumDense sums rows into a slice indexed by stack id: one pass over the rows,
+// no hashing. The result lists the stacks ascending.
+func sumDense(rows [][]byte, nodes int) ([]uint32, []int64, error) {
+	d, _ := densePool.Get().(*denseSums)
+	if d == nil {
+		d = &denseSums{}
+	}
+	defer densePool.Put(d)
+	if len(d.sums) < nodes {
+		d.sums = make([]int64, nodes)
+		d.seen = make([]uint64, (nodes+63)/64)
+	}
+	sums, seen := d.sums[:nodes], d.seen[:(nodes+63)/64]
+	var err error
+	for _, r := range rows {
+		if d.scratch, err = head.SumSamples(r, sums, seen, d.scratch); err != nil {
+			break
+		}
+	}
+	n := 0
+	for _, w := range seen {
+		n += bits.OnesCount64(w)
+	}
+	stacks, values := head.DrainSums(sums, seen, make([]uint32, 0, n), make([]int64, 0, n))
+	if err != nil {
+		return nil, nil, err
+	}
+	return stacks, values, nil
+}
+
+// sumSparse sums rows into a map: for a few rows over a large symbol table.
+func sumSparse(rows [][]byte, nodes int) ([]uint32, []int64, error) {
+	m := map[uint32]int64{}
+	for _, r := range rows {
+		if err := head.DecodeSamples(r, func(st uint32, v int64) { m[st] += v }); err != nil {
+			return nil, nil, err
+		}
+	}
+	for st := range m {
+		if int(st) >= nodes {
+			return nil, nil, errors.New("encoded samples refer to a stack beyond the symbols")
+		}
+	}
+	stacks, values := sortedSums(m)
+	return stacks, values, nil
+}
+
+// sortedSums lists a map of sums by stack id, ascending.
+func sortedSums(m map[uint32]int64) ([]uint32, []int64) {
+	stacks := slices.Sorted(maps.Keys(m))
+	values := make([]int64, len(stacks))
+	for i, st := range stacks {
+		values[i] = m[st]
+	}
+	return stacks, values
 }
 
 // frames resolves a stack into function names, root first, inlined frames expanded.

@@ -134,12 +134,18 @@ func (s *pprofSource) location(id uint32) uint64 {
 
 // add adds value to the stack of this source's location ids (leaf first).
 func (s *pprofSource) add(locs []uint32, value int64) {
-	b := s.b
 	ids := make([]uint64, len(locs))
-	b.keyBuf = b.keyBuf[:0]
 	for i, l := range locs {
 		ids[i] = s.location(l)
-		b.keyBuf = binary.AppendUvarint(b.keyBuf, ids[i])
+	}
+	s.b.addSample(ids, value)
+}
+
+// addSample adds value to the stack of output location ids (leaf first).
+func (b *pprofBuilder) addSample(ids []uint64, value int64) {
+	b.keyBuf = b.keyBuf[:0]
+	for _, id := range ids {
+		b.keyBuf = binary.AppendUvarint(b.keyBuf, id)
 	}
 	if smp, ok := b.samples[string(b.keyBuf)]; ok {
 		smp.Value[0] += value

@@ -3,11 +3,14 @@
 package querier
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -290,6 +293,7 @@ type query struct {
 	start, end int64
 	sels       []head.Selection
 	filter     *rowFilter
+	spans      map[uint64]struct{} // span_selector; nil: every sample
 }
 
 func (s *Service) prepare(ctx context.Context, h interface{ Header() httpHeader }, ptypeID, sel string, startMs, endMs int64, ids []string) (*query, error) {
@@ -335,41 +339,78 @@ func callSite(sel *typesv1.StackTraceSelector) []string {
 	return out
 }
 
-// SelectMergeStacktraces merges matching profiles into a flame graph (or a pprof).
+// SelectMergeStacktraces merges matching profiles into a flame graph, a
+// tree, a DOT graph or a pprof.
 func (s *Service) SelectMergeStacktraces(ctx context.Context, req *connect.Request[querierv1.SelectMergeStacktracesRequest]) (*connect.Response[querierv1.SelectMergeStacktracesResponse], error) {
 	m := req.Msg
-	switch m.Format {
-	case querierv1.ProfileFormat_PROFILE_FORMAT_UNSPECIFIED, querierv1.ProfileFormat_PROFILE_FORMAT_FLAMEGRAPH, querierv1.ProfileFormat_PROFILE_FORMAT_PPROF:
-	default:
-		return nil, connect.NewError(connect.CodeUnimplemented, fmt.Errorf("format %s is not supported: use PROFILE_FORMAT_FLAMEGRAPH or PROFILE_FORMAT_PPROF", m.Format))
-	}
-	if len(m.SpanSelector) > 0 || len(m.TraceIdSelector) > 0 {
-		return nil, connect.NewError(connect.CodeUnimplemented, errors.New("span and trace id selectors are not supported yet"))
+	if len(m.TraceIdSelector) > 0 {
+		return nil, connect.NewError(connect.CodeUnimplemented, errors.New("trace id selectors are not supported: Hearth keeps span ids, not trace ids (use span_selector)"))
 	}
 	q, err := s.prepare(ctx, req, m.ProfileTypeID, m.LabelSelector, m.Start, m.End, m.ProfileIdSelector)
 	if err != nil {
 		return nil, err
 	}
-	if m.Format == querierv1.ProfileFormat_PROFILE_FORMAT_PPROF {
-		p, err := q.mergeProfile(callSite(m.StackTraceSelector))
-		if err != nil {
-			return nil, err
-		}
-		return connect.NewResponse(&querierv1.SelectMergeStacktracesResponse{Pprof: &querierv1.PprofProfile{Profile: p}}), nil
+	if err := q.selectSpans(m.SpanSelector); err != nil {
+		return nil, err
 	}
-	maxNodes := DefaultMaxNodes
-	if m.MaxNodes != nil && *m.MaxNodes != 0 {
-		maxNodes = int(*m.MaxNodes)
-	}
-	fg, err := q.flameGraph(callSite(m.StackTraceSelector), maxNodes)
+	resp, err := q.stacktraces(m.Format, m.StackTraceSelector, m.MaxNodes)
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&querierv1.SelectMergeStacktracesResponse{Flamegraph: fg}), nil
+	return connect.NewResponse(resp), nil
 }
 
-func (q *query) flameGraph(site []string, maxNodes int) (*querierv1.FlameGraph, error) {
-	merged, err := mergeStacks(q.sels, q.filter)
+// stacktraces answers a merge in the format asked for.
+func (q *query) stacktraces(format querierv1.ProfileFormat, sts *typesv1.StackTraceSelector, maxNodesReq *int64) (*querierv1.SelectMergeStacktracesResponse, error) {
+	maxNodes, err := maxNodesOf(maxNodesReq, DefaultMaxNodes)
+	if err != nil {
+		return nil, err
+	}
+	switch format {
+	case querierv1.ProfileFormat_PROFILE_FORMAT_PPROF:
+		pprofMax, _ := maxNodesOf(maxNodesReq, 0)
+		p, err := q.mergeProfile(sts, pprofMax)
+		if err != nil {
+			return nil, err
+		}
+		return &querierv1.SelectMergeStacktracesResponse{Pprof: &querierv1.PprofProfile{Profile: p}}, nil
+	case querierv1.ProfileFormat_PROFILE_FORMAT_UNSPECIFIED, querierv1.ProfileFormat_PROFILE_FORMAT_FLAMEGRAPH:
+		t, err := q.nameTree(callSite(sts))
+		if err != nil {
+			return nil, err
+		}
+		return &querierv1.SelectMergeStacktracesResponse{Flamegraph: t.flameGraph(maxNodes)}, nil
+	case querierv1.ProfileFormat_PROFILE_FORMAT_TREE:
+		t, err := q.nameTree(callSite(sts))
+		if err != nil {
+			return nil, err
+		}
+		return &querierv1.SelectMergeStacktracesResponse{Tree: t.treeBytes(maxNodes)}, nil
+	case querierv1.ProfileFormat_PROFILE_FORMAT_DOT:
+		dotMax, _ := maxNodesOf(maxNodesReq, DefaultDotNodes)
+		p, err := q.mergeProfile(sts, 0)
+		if err != nil {
+			return nil, err
+		}
+		return &querierv1.SelectMergeStacktracesResponse{Dot: Dot(p, dotMax)}, nil
+	}
+	return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("format %s is not supported: use PROFILE_FORMAT_FLAMEGRAPH, TREE, DOT or PPROF", format))
+}
+
+// maxNodesOf reads a request's max_nodes: absent or 0 is def, negative is refused.
+func maxNodesOf(v *int64, def int) (int, error) {
+	if v == nil || *v == 0 {
+		return def, nil
+	}
+	if *v < 0 {
+		return 0, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("max_nodes must not be negative, got %d", *v))
+	}
+	return int(min(*v, math.MaxInt32)), nil
+}
+
+// nameTree merges the selected stacks into a tree of function names.
+func (q *query) nameTree(site []string) (*nameTree, error) {
+	merged, err := q.merge()
 	if err != nil {
 		return nil, connect.NewError(connect.CodeInternal, err)
 	}
@@ -378,7 +419,15 @@ func (q *query) flameGraph(site []string, maxNodes int) (*querierv1.FlameGraph, 
 	var locs []uint32
 	var fr []string
 	for _, sv := range merged {
-		for st, v := range sv.values {
+		if keep == nil {
+			sn := newStackNodes(tree, sv.syms)
+			for i, st := range sv.stacks {
+				sn.add(st, sv.values[i])
+			}
+			continue
+		}
+		for i, st := range sv.stacks {
+			v := sv.values[i]
 			locs = sv.syms.Stack(locs[:0], st)
 			fr = frames(fr[:0], sv.syms, locs)
 			if keep != nil && !keep(fr) {
@@ -387,27 +436,31 @@ func (q *query) flameGraph(site []string, maxNodes int) (*querierv1.FlameGraph, 
 			tree.add(fr, v)
 		}
 	}
-	return tree.flameGraph(maxNodes), nil
+	return tree, nil
 }
 
-func (q *query) mergeProfile(site []string) (*googlev1.Profile, error) {
-	merged, err := mergeStacks(q.sels, q.filter)
+// mergeProfile merges the selected stacks into one pprof profile, trimmed as
+// the stack trace selector asks (go_pgo wins over call_site, as documented)
+// and cut to maxNodes (0: not cut).
+func (q *query) mergeProfile(sts *typesv1.StackTraceSelector, maxNodes int) (*googlev1.Profile, error) {
+	merged, err := q.merge()
 	if err != nil {
 		return nil, connect.NewError(connect.CodeInternal, err)
 	}
-	keep := callSiteMatcher(site)
+	var pgo *typesv1.GoPGO
+	var keep func([]string) bool
+	if sts != nil && sts.GoPgo != nil {
+		pgo = sts.GoPgo
+	} else {
+		keep = callSiteMatcher(callSite(sts))
+	}
 	b := newPprofBuilder(q.ptype, q.start, q.end)
 	var locs []uint32
 	var fr []string
 	for _, sv := range merged {
 		src := b.source(sv.syms)
 		// Deterministic order: by stack id within a source.
-		ids := make([]uint32, 0, len(sv.values))
-		for st := range sv.values {
-			ids = append(ids, st)
-		}
-		sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-		for _, st := range ids {
+		for i, st := range sv.stacks {
 			locs = sv.syms.Stack(locs[:0], st)
 			if keep != nil {
 				fr = frames(fr[:0], sv.syms, locs)
@@ -415,43 +468,66 @@ func (q *query) mergeProfile(site []string) (*googlev1.Profile, error) {
 					continue
 				}
 			}
-			src.add(locs, sv.values[st])
+			if pgo != nil {
+				src.addPGO(locs, sv.values[i], pgo)
+				continue
+			}
+			src.add(locs, sv.values[i])
 		}
 	}
-	return b.profile(), nil
+	p := b.profile()
+	if maxNodes > 0 {
+		p = truncateProfile(p, maxNodes)
+	}
+	return p, nil
 }
 
 // SelectMergeProfile merges matching profiles into one pprof profile.
 func (s *Service) SelectMergeProfile(ctx context.Context, req *connect.Request[querierv1.SelectMergeProfileRequest]) (*connect.Response[googlev1.Profile], error) {
 	m := req.Msg
 	if len(m.TraceIdSelector) > 0 {
-		return nil, connect.NewError(connect.CodeUnimplemented, errors.New("trace id selectors are not supported yet"))
+		return nil, connect.NewError(connect.CodeUnimplemented, errors.New("trace id selectors are not supported: Hearth keeps span ids, not trace ids"))
+	}
+	maxNodes, err := maxNodesOf(m.MaxNodes, 0)
+	if err != nil {
+		return nil, err
 	}
 	q, err := s.prepare(ctx, req, m.ProfileTypeID, m.LabelSelector, m.Start, m.End, m.ProfileIdSelector)
 	if err != nil {
 		return nil, err
 	}
-	p, err := q.mergeProfile(callSite(m.StackTraceSelector))
+	p, err := q.mergeProfile(m.StackTraceSelector, maxNodes)
 	if err != nil {
 		return nil, err
 	}
 	return connect.NewResponse(p), nil
 }
 
-// SelectSeries returns, per group_by label set, the profiles' totals per step.
+// SelectSeries returns, per group_by label set, the profiles' totals per
+// step. As in Pyroscope, a point stands for the step that ends at its
+// timestamp: points are at start, start+step, ...; the point at T sums the
+// profiles in (T-step, T] (a profile at start lands on start itself). With an
+// exemplar type, each point carries the id of its heaviest profile.
 func (s *Service) SelectSeries(ctx context.Context, req *connect.Request[querierv1.SelectSeriesRequest]) (*connect.Response[querierv1.SelectSeriesResponse], error) {
 	m := req.Msg
-	if m.Step <= 0 {
-		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("step must be positive seconds, got %v", m.Step))
+	if m.Step <= 0 || m.Step > maxStepSeconds || math.IsNaN(m.Step) {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("step must be positive seconds, at most %d, got %v", int64(maxStepSeconds), m.Step))
 	}
-	if m.StackTraceSelector != nil && len(m.StackTraceSelector.CallSite) > 0 {
-		return nil, connect.NewError(connect.CodeUnimplemented, errors.New("stack trace selectors in SelectSeries are not supported yet"))
+	if m.StackTraceSelector != nil && m.StackTraceSelector.GoPgo != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("go_pgo selects stacks for a pprof merge, not for SelectSeries"))
 	}
-	q, err := s.prepare(ctx, req, m.ProfileTypeID, m.LabelSelector, m.Start, m.End, nil)
-	if err != nil {
-		return nil, err
+	keep := callSiteMatcher(callSite(m.StackTraceSelector))
+	exemplars := false
+	switch m.ExemplarType {
+	case typesv1.ExemplarType_EXEMPLAR_TYPE_UNSPECIFIED, typesv1.ExemplarType_EXEMPLAR_TYPE_NONE:
+	case typesv1.ExemplarType_EXEMPLAR_TYPE_INDIVIDUAL:
+		exemplars = true
+	default:
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("exemplar_type %s is not supported by SelectSeries: use EXEMPLAR_TYPE_INDIVIDUAL (span exemplars come from SelectHeatmap)", m.ExemplarType))
 	}
-	avg := m.Aggregation != nil && *m.Aggregation == typesv1.TimeSeriesAggregationType_TIME_SERIES_AGGREGATION_TYPE_AVERAGE
+	if m.Start < 0 || m.End < 0 {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("start and end are milliseconds since the epoch, got %d and %d", m.Start, m.End))
+	}
 	stepMs := int64(m.Step * 1000)
 	if stepMs <= 0 {
 		stepMs = 1
@@ -459,13 +535,29 @@ func (s *Service) SelectSeries(ctx context.Context, req *connect.Request[querier
 	if span := (m.End - m.Start) / stepMs; span > 1_000_000 {
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("range/step gives %d points, more than 1000000: use a larger step", span))
 	}
+	q, err := s.prepare(ctx, req, m.ProfileTypeID, m.LabelSelector, m.Start, m.End, nil)
+	if err != nil {
+		return nil, err
+	}
+	avg := m.Aggregation != nil && *m.Aggregation == typesv1.TimeSeriesAggregationType_TIME_SERIES_AGGREGATION_TYPE_AVERAGE
+	type candidate struct {
+		id     head.ProfileID
+		time   int64 // ms
+		value  int64
+		labels model.Labels
+	}
 	type bucket struct {
 		sum   float64
 		count int
+		ex    map[head.ProfileID]*candidate // a profile split over several series of the group counts once
 	}
 	groups := map[uint64]model.Labels{}
 	points := map[uint64]map[int64]*bucket{}
 	for _, sel := range q.sels {
+		var under map[uint32]bool // with a call site: whether a stack is under it
+		if keep != nil {
+			under = map[uint32]bool{}
+		}
 		for _, sr := range sel.Series {
 			h := sr.Labels.Hash()
 			key := seriesKey(sr.Labels, m.GroupBy)
@@ -479,15 +571,32 @@ func (s *Service) SelectSeries(ctx context.Context, req *connect.Request[querier
 				if !q.filter.take(h, p) {
 					continue
 				}
+				total := p.Total
+				if keep != nil {
+					var err error
+					if total, err = callSiteTotal(sel, p, keep, under); err != nil {
+						return nil, connect.NewError(connect.CodeInternal, err)
+					}
+				}
 				ms := p.TimeNanos / int64(time.Millisecond)
-				ts := ms - floorMod(ms-m.Start, stepMs)
+				ts := stepEnd(ms, m.Start, stepMs)
 				b := points[gk][ts]
 				if b == nil {
 					b = &bucket{}
 					points[gk][ts] = b
 				}
-				b.sum += float64(p.Total)
+				b.sum += float64(total)
 				b.count++
+				if exemplars {
+					if b.ex == nil {
+						b.ex = map[head.ProfileID]*candidate{}
+					}
+					if c := b.ex[p.ID]; c != nil {
+						c.value += total
+					} else {
+						b.ex[p.ID] = &candidate{id: p.ID, time: ms, value: total, labels: sr.Labels}
+					}
+				}
 			}
 		}
 	}
@@ -502,7 +611,20 @@ func (s *Service) SelectSeries(ctx context.Context, req *connect.Request[querier
 			if avg {
 				v = b.sum / float64(b.count)
 			}
-			series.Points = append(series.Points, &typesv1.Point{Timestamp: ts, Value: v})
+			pt := &typesv1.Point{Timestamp: ts, Value: v}
+			var best *candidate
+			for _, c := range b.ex {
+				if best == nil || c.value > best.value || (c.value == best.value && bytes.Compare(c.id[:], best.id[:]) < 0) {
+					best = c
+				}
+			}
+			if best != nil {
+				pt.Exemplars = []*typesv1.Exemplar{{
+					Timestamp: best.time, ProfileId: uuid.UUID(best.id).String(), Value: best.value,
+					Labels: exemplarLabels(best.labels, m.GroupBy),
+				}}
+			}
+			series.Points = append(series.Points, pt)
 		}
 		sort.Slice(series.Points, func(i, j int) bool { return series.Points[i].Timestamp < series.Points[j].Timestamp })
 		resp.Series = append(resp.Series, series)
@@ -517,20 +639,60 @@ func (s *Service) SelectSeries(ctx context.Context, req *connect.Request[querier
 	return connect.NewResponse(resp), nil
 }
 
+// callSiteTotal sums a row's samples whose stack is under the call site;
+// under caches the answer per stack of the selection.
+func callSiteTotal(sel head.Selection, p *head.Profile, keep func([]string) bool, under map[uint32]bool) (int64, error) {
+	var total int64
+	var locs []uint32
+	var fr []string
+	nodes := uint32(len(sel.Symbols.Nodes))
+	err := head.DecodeSamples(p.Samples, func(st uint32, v int64) {
+		ok, seen := under[st]
+		if !seen {
+			if st < nodes {
+				locs = sel.Symbols.Stack(locs[:0], st)
+				fr = frames(fr[:0], sel.Symbols, locs)
+				ok = keep(fr)
+			}
+			under[st] = ok
+		}
+		if ok {
+			total += v
+		}
+	})
+	return total, err
+}
+
+// stepEnd is the timestamp of the point a profile at ms belongs to: the end
+// of its step, start + k*step with (start+(k-1)*step, start+k*step] holding ms;
+// a profile at or before start belongs to start.
+func stepEnd(ms, start, step int64) int64 {
+	if ms <= start {
+		return start
+	}
+	k := (ms - start + step - 1) / step
+	return start + k*step
+}
+
+// exemplarLabels are a profile's series labels that its series' labels (the
+// group_by ones) do not already say, without the internal ones.
+func exemplarLabels(ls model.Labels, groupBy []string) []*typesv1.LabelPair {
+	var out []*typesv1.LabelPair
+	for _, l := range ls {
+		if slices.Contains(groupBy, l.Name) || strings.HasPrefix(l.Name, "__") {
+			continue
+		}
+		out = append(out, &typesv1.LabelPair{Name: l.Name, Value: l.Value})
+	}
+	return out
+}
+
 func seriesSum(s *typesv1.Series) float64 {
 	var t float64
 	for _, p := range s.Points {
 		t += p.Value
 	}
 	return t
-}
-
-func floorMod(a, b int64) int64 {
-	r := a % b
-	if r < 0 {
-		r += b
-	}
-	return r
 }
 
 // GetProfileStats says whether the tenant has data and its time span.

@@ -73,17 +73,15 @@ func PruneSelection(sel head.Selection) (head.Selection, error) {
 		return sel, nil
 	}
 	out := head.Selection{Symbols: pruned, Series: make([]head.SeriesRows, len(sel.Series))}
-	var stacks []uint32
-	var values []int64
+	remap := func(st uint32) uint32 { return nodeMap[st] }
 	for i, s := range sel.Series {
 		rows := make([]head.Profile, len(s.Profiles))
 		for j, p := range s.Profiles {
-			stacks, values = stacks[:0], values[:0]
-			_ = head.DecodeSamples(p.Samples, func(st uint32, v int64) {
-				stacks = append(stacks, nodeMap[st])
-				values = append(values, v)
-			})
-			p.Samples = head.EncodeSamples(make([]byte, 0, len(p.Samples)), stacks, values)
+			enc, err := head.RemapSamples(make([]byte, 0, len(p.Samples)), p.Samples, remap) // keeps the span samples
+			if err != nil {
+				return sel, err
+			}
+			p.Samples = enc
 			rows[j] = p
 		}
 		out.Series[i] = head.SeriesRows{Labels: s.Labels, Profiles: rows}

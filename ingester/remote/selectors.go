@@ -4,23 +4,22 @@ import (
 	"context"
 
 	"connectrpc.com/connect"
-)
 
-type selectorsKey struct{}
+	"github.com/hearth-dev/hearth/ingester/querier"
+)
 
 // WithSelectors records the label selectors a query's series matcher was
 // built from, so the remote Source can send them to the other ingesters
 // (a matcher function cannot travel). They must select at least what the
 // matcher does; the Source applies the matcher to what comes back anyway.
+// It is querier.WithSelectors: the querier records them itself for requests
+// with more than one selector (Diff, render-diff).
 func WithSelectors(ctx context.Context, selectors ...string) context.Context {
-	return context.WithValue(ctx, selectorsKey{}, selectors)
+	return querier.WithSelectors(ctx, selectors...)
 }
 
 // SelectorsFrom returns the selectors WithSelectors recorded.
-func SelectorsFrom(ctx context.Context) ([]string, bool) {
-	s, ok := ctx.Value(selectorsKey{}).([]string)
-	return s, ok
-}
+func SelectorsFrom(ctx context.Context) ([]string, bool) { return querier.SelectorsFrom(ctx) }
 
 // SelectorInterceptor records a querier.v1 request's label selector
 // (label_selector) or matchers (matchers) with WithSelectors, the same the

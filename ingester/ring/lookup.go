@@ -125,3 +125,21 @@ func (quorumStrategy) Filter(instances []dskitring.InstanceDesc, op dskitring.Op
 // SupportsExpandedReplication is false: like dskit's default strategy, one
 // instance per zone is assumed with zone awareness.
 func (quorumStrategy) SupportsExpandedReplication() bool { return false }
+
+// ownerOp walks past members that are not ACTIVE: they own nothing for it.
+var ownerOp = dskitring.NewOp([]dskitring.InstanceState{dskitring.ACTIVE}, func(s dskitring.InstanceState) bool { return s != dskitring.ACTIVE })
+
+// Owner is the one member that owns key for work that needs a single owner
+// (a compaction job): the first ACTIVE member with a fresh heartbeat clockwise
+// from the key. Members that see the ring alike agree on it; during a ring
+// change two may briefly both think they own a key.
+func (r *Ring) Owner(key uint32) (string, error) {
+	rs, err := r.client.Get(key, ownerOp, nil, nil, nil)
+	if err != nil {
+		return "", err
+	}
+	if len(rs.Instances) == 0 {
+		return "", dskitring.ErrEmptyRing
+	}
+	return rs.Instances[0].Id, nil
+}

@@ -429,7 +429,7 @@ func lastBytes(s string, n int) string {
 }
 
 // poll calls fn every interval in the background until the returned stop is called;
-// stop returns once the last call has.
+// stop returns once the last call has (a second stop is a no-op).
 func poll(interval time.Duration, fn func()) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
@@ -445,5 +445,6 @@ func poll(interval time.Duration, fn func()) (stop func()) {
 			}
 		}
 	}()
-	return func() { close(done); wg.Wait() }
+	var once sync.Once
+	return func() { once.Do(func() { close(done) }); wg.Wait() }
 }

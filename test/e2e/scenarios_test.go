@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,7 +17,9 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
@@ -35,6 +38,8 @@ type scenarioEnv struct {
 	bucketRoot string
 	corpus     string
 	perProfile int64
+	rng        *rand.Rand    // random moments (operator crashes, eviction victims)
+	rollLoads  []*background // every load on the Ingester the operator scenarios share
 }
 
 func (e *scenarioEnv) bucket(ns string) string { return filepath.Join(e.bucketRoot, ns) }
@@ -72,7 +77,7 @@ func newScenarioEnv(t testing.TB) *scenarioEnv {
 		t.Fatal(err)
 	}
 	dir, perProfile := heapCorpus(t)
-	return &scenarioEnv{p: p, dyn: dyn, bucketRoot: bucketRoot, corpus: dir, perProfile: perProfile}
+	return &scenarioEnv{p: p, dyn: dyn, bucketRoot: bucketRoot, corpus: dir, perProfile: perProfile, rng: rand.New(rand.NewPCG(1, 2))}
 }
 
 // apply creates a namespace and an Ingester in it and waits for every pod Ready and
@@ -80,7 +85,7 @@ func newScenarioEnv(t testing.TB) *scenarioEnv {
 func (e *scenarioEnv) apply(t testing.TB, ns, name string, replicas int, replicationFactor int64, spec ...map[string]any) {
 	t.Helper()
 	ctx := context.Background()
-	if _, err := e.p.Clientset.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+	if _, err := e.p.Clientset.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
 	ing := newIngester(ns, name, int64(replicas))
@@ -135,14 +140,26 @@ func (e *scenarioEnv) settledSets(ns string, sets map[string]int) string {
 	}
 	var names []string
 	byName := map[string]corev1.Pod{}
-	for _, pod := range pods.Items {
-		byName[pod.Name] = pod
-	}
-	for name, n := range sets {
+	stss := map[string]*appsv1.StatefulSet{}
+	instances := map[string]bool{} // the Ingesters the sets belong to: other Ingesters' pods in ns do not count
+	for name := range sets {
 		sts, err := e.p.Clientset.AppsV1().StatefulSets(ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return err.Error()
 		}
+		stss[name] = sts
+		instances[sts.Spec.Template.Labels["app.kubernetes.io/instance"]] = true
+	}
+	mine := pods.Items[:0]
+	for _, pod := range pods.Items {
+		if instances[pod.Labels["app.kubernetes.io/instance"]] {
+			mine = append(mine, pod)
+			byName[pod.Name] = pod
+		}
+	}
+	pods.Items = mine
+	for name, n := range sets {
+		sts := stss[name]
 		if sts.Status.ObservedGeneration != sts.Generation {
 			return "the StatefulSet controller has not observed the new spec of " + name
 		}
@@ -181,9 +198,14 @@ func (e *scenarioEnv) waitSettled(t testing.TB, ns, name string, n int, timeout 
 	eventually(t, timeout, fmt.Sprintf("%s/%s settled with %d pods", ns, name, n), func() string { return e.settled(ns, name, n) })
 }
 
-// readyIPs lists the IPs of the Ready, not terminating pods of ns.
-func (e *scenarioEnv) readyIPs(ns string) []string {
-	pods, err := e.p.Clientset.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{})
+// readyIPsOf lists the IPs of the Ready, not terminating pods of the Ingester named
+// instance in ns (every Ingester's when instance is "").
+func (e *scenarioEnv) readyIPsOf(ns, instance string) []string {
+	opts := metav1.ListOptions{}
+	if instance != "" {
+		opts.LabelSelector = "app.kubernetes.io/instance=" + instance
+	}
+	pods, err := e.p.Clientset.CoreV1().Pods(ns).List(context.Background(), opts)
 	if err != nil {
 		return nil
 	}
@@ -271,12 +293,18 @@ func (e *scenarioEnv) startLoad(t testing.TB, ns string) *background { return e.
 
 // startLoadAt is startLoad at rate pushes per second (0: as fast as two workers go).
 func (e *scenarioEnv) startLoadAt(t testing.TB, ns string, rate float64) *background {
+	return e.startLoadOn(t, ns, "", rate)
+}
+
+// startLoadOn is startLoadAt against the pods of one Ingester (instance; "" for every pod
+// of ns).
+func (e *scenarioEnv) startLoadOn(t testing.TB, ns, instance string, rate float64) *background {
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &background{acks: &load.AckLog{}, stop: cancel, done: make(chan struct{}), codes: map[string]int64{}, first: map[string]string{}}
 	go func() {
 		defer close(b.done)
 		for i := 0; ctx.Err() == nil; i++ {
-			ips := e.readyIPs(ns)
+			ips := e.readyIPsOf(ns, instance)
 			if len(ips) == 0 {
 				select {
 				case <-ctx.Done():
@@ -329,8 +357,23 @@ func (b *background) end(t testing.TB, what string) {
 // acknowledged are all found through url, then checks them exactly with checkStored.
 func (e *scenarioEnv) checkAll(t testing.TB, when, url string, b *background) {
 	t.Helper()
+	e.checkAllOf(t, when, url, b)
+}
+
+// checkAllOf is checkAll over several loads of one Ingester (its earlier ones included:
+// the stored total counts them all).
+func (e *scenarioEnv) checkAllOf(t testing.TB, when, url string, bs ...*background) {
+	t.Helper()
+	all := &load.AckLog{}
+	var attempted int64
+	for _, b := range bs {
+		for _, a := range b.acks.Acks() {
+			all.Record(a)
+		}
+		attempted += b.attempted.Load()
+	}
 	var ids []string
-	for _, a := range b.acks.Acks() {
+	for _, a := range all.Acks() {
 		ids = append(ids, a.ID)
 	}
 	deadline := time.Now().Add(75 * time.Second)
@@ -341,7 +384,7 @@ func (e *scenarioEnv) checkAll(t testing.TB, when, url string, b *background) {
 		}
 		time.Sleep(time.Second)
 	}
-	checkStored(t, when, url, b.acks, b.attempted.Load(), e.perProfile)
+	checkStored(t, when, url, all, attempted, e.perProfile)
 }
 
 // waitFound waits (each querier syncs the bucket every 30s) until every one of ids is

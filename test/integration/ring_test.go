@@ -153,6 +153,7 @@ func (c *cluster) waitRing(members, active int) ringPage {
 // retrying a failed push once on the next one, and records what was acknowledged.
 type pusher struct {
 	raw   []byte
+	stamp func() []byte // when set, the profile to push (e.g. re-stamped with the time of the push)
 	mu    sync.Mutex
 	acked []string
 	fails []error
@@ -170,7 +171,7 @@ func (p *pusher) run(ctx context.Context, urls func() []string, retry bool) {
 				id := uuid.NewString()
 				req := &pushv1.PushRequest{Series: []*pushv1.RawProfileSeries{{
 					Labels:  []*typesv1.LabelPair{{Name: "service_name", Value: "heap"}, {Name: "instance", Value: strconv.Itoa(i % 20)}, {Name: "worker", Value: strconv.Itoa(w)}},
-					Samples: []*pushv1.RawSample{{RawProfile: p.raw, ID: id}},
+					Samples: []*pushv1.RawSample{{RawProfile: p.profile(), ID: id}},
 				}}}
 				var err error
 				for attempt := 0; attempt < 2; attempt++ {
@@ -195,6 +196,13 @@ func (p *pusher) run(ctx context.Context, urls func() []string, retry bool) {
 		}(w)
 	}
 	wg.Wait()
+}
+
+func (p *pusher) profile() []byte {
+	if p.stamp != nil {
+		return p.stamp()
+	}
+	return p.raw
 }
 
 func (p *pusher) snapshot() (acked []string, fails []error, tried int) {

@@ -184,10 +184,15 @@ func TestRenderDefaults(t *testing.T) {
 	podSpec := d.Spec["template"].(map[string]any)["spec"].(map[string]any)
 	c := podSpec["containers"].([]any)[0].(map[string]any)
 	args := fmt.Sprint(c["args"])
-	for _, a := range []string{"operator", "-leader-elect=true", "-metrics-bind-address=:8080", "-health-probe-bind-address=:8081", "-leader-election-namespace=hearth-system"} {
+	for _, a := range []string{"operator", "-leader-elect=true", "-metrics-bind-address=:8080", "-health-probe-bind-address=:8081", "-leader-election-namespace=hearth-system",
+		"-leader-elect-lease-duration=15s", "-max-concurrent-reconciles=4"} {
 		if !strings.Contains(args, a) {
 			t.Errorf("operator args %s lack %s", args, a)
 		}
+	}
+	// Two replicas and leader election by default: a standby takes over when the leader dies.
+	if r := fmt.Sprint(d.Spec["replicas"]); r != "2" {
+		t.Errorf("operator replicas %s, want 2 (with leader election)", r)
 	}
 	if c["image"] != "hearth:dev" {
 		t.Errorf("image %v", c["image"])

@@ -78,6 +78,8 @@ type Platform struct {
 	Config     *rest.Config
 	Clientset  kubernetes.Interface
 	Agent      *Agent
+	// Operator is the operator process Start ran (Options.Operator), nil otherwise.
+	Operator *Proc
 
 	env  *envtest.Environment
 	mu   sync.Mutex
@@ -201,7 +203,7 @@ func Start(ctx context.Context, opts Options) (p *Platform, err error) {
 		"--kubeconfig="+p.Kubeconfig,
 		"--leader-elect=false",
 		"--secure-port=0",
-		"--controllers=statefulset-controller,persistentvolume-binder-controller,garbage-collector-controller,node-lifecycle-controller,persistentvolumeclaim-protection-controller",
+		"--controllers=statefulset-controller,persistentvolume-binder-controller,garbage-collector-controller,node-lifecycle-controller,persistentvolumeclaim-protection-controller,disruption-controller",
 		"--node-monitor-period=2s",
 		"--concurrent-gc-syncs=5",
 		"-v=1",
@@ -250,14 +252,23 @@ func Start(ctx context.Context, opts Options) (p *Platform, err error) {
 
 	if opts.Operator {
 		logf("starting hearth operator")
-		args := append([]string{"operator", "-kubeconfig=" + p.Kubeconfig, "-metrics-bind-address=0",
-			"-health-probe-bind-address=0", "-resync=2s"}, opts.OperatorArgs...)
-		if _, err := p.StartProcess("hearth-operator", p.Opts.Hearth, args...); err != nil {
+		if p.Operator, err = p.StartOperator("hearth-operator", p.Opts.Hearth); err != nil {
 			return p, err
 		}
 	}
 	logf("up: KUBECONFIG=%s", p.Kubeconfig)
 	return p, nil
+}
+
+// StartOperator runs `hearth operator` (the binary bin, "" for Options.Hearth) as the
+// platform process name, with the platform's flags, Options.OperatorArgs and args.
+func (p *Platform) StartOperator(name, bin string, args ...string) (*Proc, error) {
+	if bin == "" {
+		bin = p.Opts.Hearth
+	}
+	all := append([]string{"operator", "-kubeconfig=" + p.Kubeconfig, "-metrics-bind-address=0",
+		"-health-probe-bind-address=0", "-resync=2s"}, p.Opts.OperatorArgs...)
+	return p.StartProcess(name, bin, append(all, args...)...)
 }
 
 // ensureStorageClass creates the default StorageClass the agent provides volumes for.
@@ -395,6 +406,25 @@ func (pr *Proc) Exited() (bool, error) {
 	default:
 		return false, nil
 	}
+}
+
+// Kill sends SIGKILL to the process group (a crash: no cleanup, no lease released) and
+// waits for it to end.
+func (pr *Proc) Kill() {
+	if pr.cmd.Process == nil {
+		return
+	}
+	_ = syscall.Kill(-pr.cmd.Process.Pid, syscall.SIGKILL)
+	<-pr.done
+}
+
+// Log returns the process's whole log so far.
+func (pr *Proc) Log() string {
+	b, err := os.ReadFile(pr.LogPath)
+	if err != nil {
+		return err.Error()
+	}
+	return string(b)
 }
 
 // Stop sends SIGTERM to the process group, SIGKILL after timeout, and waits.

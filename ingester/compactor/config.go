@@ -1,0 +1,172 @@
+package compactor
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Config is the compactor's configuration (YAML section `compactor`).
+type Config struct {
+	Enabled bool `yaml:"enabled"`
+	// BlockRanges are the levels' range sizes.
+	BlockRanges DurationList `yaml:"block_ranges"`
+	// CompactionInterval is how often the compactor looks at the bucket.
+	CompactionInterval time.Duration `yaml:"compaction_interval"`
+	// FirstLevelWait: a range is compacted only once its end is this far in the
+	// past, so that every replica's block of it could have arrived.
+	FirstLevelWait time.Duration `yaml:"first_level_compaction_wait_period"`
+	// DeletionDelay: a block marked for deletion is deleted this long after the mark.
+	DeletionDelay time.Duration `yaml:"deletion_delay"`
+	// RetentionPeriod: blocks whose newest profile is older than this are
+	// deleted (0: keep forever).
+	RetentionPeriod time.Duration `yaml:"blocks_retention_period"`
+	// TenantRetention overrides RetentionPeriod per tenant (0: keep forever).
+	TenantRetention TenantDurations `yaml:"tenant_retention_periods"`
+	// JobTimeout bounds one job (download, merge, upload).
+	JobTimeout time.Duration `yaml:"job_timeout"`
+}
+
+// DefaultBlockRanges: the first level matches the ingesters' default 1h cut
+// (-ingester.max-block-duration), so that an ingester's block overlaps at most
+// two first-level ranges; 4h then 24h: a week is 7 blocks per tenant, a month 30.
+var DefaultBlockRanges = DurationList{time.Hour, 4 * time.Hour, 24 * time.Hour}
+
+// RegisterFlags registers the -compactor.* flags.
+func (c *Config) RegisterFlags(f *flag.FlagSet) {
+	f.BoolVar(&c.Enabled, "compactor.enabled", true, "Run the compactor inside the ingester: jobs are spread over the ingesters by the ring (one owner per job).")
+	c.BlockRanges = append(DurationList(nil), DefaultBlockRanges...)
+	f.Var(&c.BlockRanges, "compactor.block-ranges", "Comma-separated compaction levels' range sizes, ascending, each a multiple of the one before (e.g. 1h,4h,24h). Level 1 merges the ingesters' blocks (every replica's) of a range into one block.")
+	f.DurationVar(&c.CompactionInterval, "compactor.compaction-interval", 5*time.Minute, "How often the compactor plans and runs jobs, marks and deletes blocks and writes the bucket index.")
+	f.DurationVar(&c.FirstLevelWait, "compactor.first-level-compaction-wait-period", 70*time.Minute, "A range is compacted only once its end is this far in the past, so that every replica's block of it has arrived: keep it above -ingester.max-block-duration plus the upload time. A block that arrives later is merged in by another job.")
+	f.DurationVar(&c.DeletionDelay, "compactor.deletion-delay", 2*time.Hour, "Delete a block this long after its deletion mark (queries that listed it before may still read it meanwhile).")
+	f.DurationVar(&c.RetentionPeriod, "compactor.blocks-retention-period", 0, "Delete blocks whose newest profile is older than this (0: keep forever).")
+	f.Var(&c.TenantRetention, "compactor.tenant-retention-periods", "Per-tenant overrides of -compactor.blocks-retention-period: tenant=duration,... (0: keep forever).")
+	f.DurationVar(&c.JobTimeout, "compactor.job-timeout", 30*time.Minute, "Give up a compaction job (download, merge, upload) after this long; it is retried at the next interval.")
+}
+
+// Validate checks the ranges and durations.
+func (c *Config) Validate() error {
+	if len(c.BlockRanges) == 0 {
+		return errors.New("compactor.block-ranges: at least one range")
+	}
+	for i, d := range c.BlockRanges {
+		if d <= 0 || d%time.Second != 0 {
+			return fmt.Errorf("compactor.block-ranges: %s is not a positive whole number of seconds", d)
+		}
+		if i > 0 && (d <= c.BlockRanges[i-1] || d%c.BlockRanges[i-1] != 0) {
+			return fmt.Errorf("compactor.block-ranges: %s is not a larger multiple of %s", d, c.BlockRanges[i-1])
+		}
+	}
+	if c.CompactionInterval <= 0 {
+		return errors.New("compactor.compaction-interval must be positive")
+	}
+	if c.FirstLevelWait < 0 || c.DeletionDelay < 0 || c.RetentionPeriod < 0 {
+		return errors.New("compactor: negative wait period, deletion delay or retention")
+	}
+	if c.JobTimeout <= 0 {
+		c.JobTimeout = 30 * time.Minute
+	}
+	for t, d := range c.TenantRetention {
+		if d < 0 {
+			return fmt.Errorf("compactor.tenant-retention-periods: %s=%s is negative", t, d)
+		}
+	}
+	return nil
+}
+
+// Retention is the retention period of a tenant (0: forever).
+func (c *Config) Retention(tenant string) time.Duration {
+	if d, ok := c.TenantRetention[tenant]; ok {
+		return d
+	}
+	return c.RetentionPeriod
+}
+
+// DurationList is a comma-separated list of durations (a flag and a YAML list or string).
+type DurationList []time.Duration
+
+func (l *DurationList) String() string {
+	if l == nil {
+		return ""
+	}
+	s := make([]string, len(*l))
+	for i, d := range *l {
+		s[i] = d.String()
+	}
+	return strings.Join(s, ",")
+}
+
+// Set parses "1h,4h,24h".
+func (l *DurationList) Set(v string) error {
+	var out DurationList
+	for _, p := range strings.Split(v, ",") {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			continue
+		}
+		d, err := time.ParseDuration(p)
+		if err != nil {
+			return err
+		}
+		out = append(out, d)
+	}
+	*l = out
+	return nil
+}
+
+// UnmarshalYAML accepts a list of durations or a comma-separated string.
+func (l *DurationList) UnmarshalYAML(unmarshal func(any) error) error {
+	var list []string
+	if err := unmarshal(&list); err == nil {
+		return l.Set(strings.Join(list, ","))
+	}
+	var s string
+	if err := unmarshal(&s); err != nil {
+		return err
+	}
+	return l.Set(s)
+}
+
+// TenantDurations maps tenants to durations: a flag "a=1h,b=24h" and a YAML map.
+type TenantDurations map[string]time.Duration
+
+func (m *TenantDurations) String() string {
+	if m == nil {
+		return ""
+	}
+	keys := make([]string, 0, len(*m))
+	for k := range *m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for i, k := range keys {
+		keys[i] = k + "=" + (*m)[k].String()
+	}
+	return strings.Join(keys, ",")
+}
+
+// Set parses "tenant=duration,...".
+func (m *TenantDurations) Set(v string) error {
+	out := TenantDurations{}
+	for _, p := range strings.Split(v, ",") {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			continue
+		}
+		k, d, ok := strings.Cut(p, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("%q: want tenant=duration", p)
+		}
+		dur, err := time.ParseDuration(d)
+		if err != nil {
+			return fmt.Errorf("%q: %w", p, err)
+		}
+		out[k] = dur
+	}
+	*m = out
+	return nil
+}

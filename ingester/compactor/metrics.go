@@ -1,0 +1,53 @@
+package compactor
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	jobs        *prometheus.CounterVec
+	failures    *prometheus.CounterVec
+	duration    prometheus.Histogram
+	blocksIn    prometheus.Counter
+	blocksOut   prometheus.Counter
+	bytesIn     prometheus.Counter
+	bytesOut    prometheus.Counter
+	rowsIn      prometheus.Counter
+	rowsOut     prometheus.Counter
+	duplicates  prometheus.Counter
+	marked      *prometheus.CounterVec
+	deleted     prometheus.Counter
+	leftovers   prometheus.Counter
+	lastSuccess *prometheus.GaugeVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	const ns, sub = "hearth", "compactor"
+	c := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: name, Help: help})
+	}
+	m := &metrics{
+		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "jobs_total",
+			Help: "Compaction jobs run by this instance, by result (success, failure)."}, []string{"result"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "failures_total",
+			Help: "Compactor failures by stage (pass, job, mark, delete, cleanup, index); each is retried at the next interval."}, []string{"stage"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "job_duration_seconds",
+			Help: "Time a compaction job took (download, merge, upload).", Buckets: prometheus.ExponentialBuckets(0.05, 4, 10)}),
+		blocksIn:   c("blocks_in_total", "Blocks read by successful compaction jobs."),
+		blocksOut:  c("blocks_out_total", "Blocks written by successful compaction jobs."),
+		bytesIn:    c("bytes_in_total", "Bytes of the blocks read by successful compaction jobs."),
+		bytesOut:   c("bytes_out_total", "Bytes of the blocks written by successful compaction jobs."),
+		rowsIn:     c("rows_in_total", "Rows (in range) read by successful compaction jobs."),
+		rowsOut:    c("rows_out_total", "Rows written by successful compaction jobs."),
+		duplicates: c("duplicate_rows_total", "Rows dropped by compaction because another block held the same (series, profile id)."),
+		marked: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "blocks_marked_total",
+			Help: "Deletion marks written, by reason (compacted, retention)."}, []string{"reason"}),
+		deleted:   c("blocks_deleted_total", "Marked blocks deleted after the deletion delay."),
+		leftovers: c("partial_blocks_deleted_total", "Partial uploads of crashed compaction jobs deleted."),
+		lastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "last_successful_job_timestamp_seconds",
+			Help: "Unix time of the last successful compaction job of a tenant run by this instance."}, []string{"tenant"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.jobs, m.failures, m.duration, m.blocksIn, m.blocksOut, m.bytesIn, m.bytesOut,
+			m.rowsIn, m.rowsOut, m.duplicates, m.marked, m.deleted, m.leftovers, m.lastSuccess)
+	}
+	return m
+}
