@@ -3,6 +3,7 @@ package controllers
 import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -19,6 +20,7 @@ func CacheByObject() map[client.Object]cache.ByObject {
 		&corev1.ConfigMap{}:             {Label: sel},
 		&corev1.ServiceAccount{}:        {Label: sel},
 		&policyv1.PodDisruptionBudget{}: {Label: sel},
+		&networkingv1.NetworkPolicy{}:   {Label: sel},
 		&corev1.Pod{}:                   {Label: sel},
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -250,6 +251,9 @@ func (r *IngesterReconciler) phaseApply(ctx context.Context, s *reconcileScope) 
 		}
 		applied = true
 	}
+	if err := r.pruneNetworkPolicy(ctx, ing); err != nil {
+		return false, err
+	}
 	if applied {
 		stss, err := r.liveStatefulSets(ctx, ing)
 		if err != nil {
@@ -456,6 +460,9 @@ func (r *IngesterReconciler) preflight(ctx context.Context, ing *hearthv1.Ingest
 			return &problem{ReasonSecretKey, fmt.Sprintf("Secret %q has no key %s: add it or set spec.objectStorage.credentialsSecret's key names",
 				cs.Name, strings.Join(missing, " or "))}
 		}
+	}
+	if p := r.tlsPreflight(ctx, ing); p != nil {
+		return p
 	}
 	if sc := ptr.Deref(ing.Spec.Storage.StorageClassName, ""); sc != "" {
 		err := r.APIReader.Get(ctx, types.NamespacedName{Name: sc}, &storagev1.StorageClass{})
@@ -705,6 +712,7 @@ func (r *IngesterReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.ConfigMap{}).
 		Owns(&corev1.ServiceAccount{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
+		Owns(&networkingv1.NetworkPolicy{}).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToIngester)).
 		Named("ingester").
 		Complete(r)

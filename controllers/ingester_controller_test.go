@@ -322,8 +322,8 @@ func TestCreateRendersEveryChild(t *testing.T) {
 				created[e.Related.Kind+"/"+e.Related.Name] = true
 			}
 		}
-		if len(created) != 6 {
-			return fmt.Errorf("Created events for %v, want one per child (6)", created)
+		if len(created) != 7 {
+			return fmt.Errorf("Created events for %v, want one per child (7, the NetworkPolicy included)", created)
 		}
 		return nil
 	})

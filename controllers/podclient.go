@@ -29,6 +29,9 @@ type HTTPPodClient struct {
 	Client *http.Client
 	// FlushTimeout bounds one pod's flush (default 5 minutes).
 	FlushTimeout time.Duration
+	// Target, when set, turns the pod address the callers give into the admin URL
+	// (scheme://host:internal-port) and its client (nil: Client); see SecurePodTargets.
+	Target PodTarget
 }
 
 func (c HTTPPodClient) do(ctx context.Context, method, addr, path string, body url.Values, timeout time.Duration) error {
@@ -42,7 +45,18 @@ func (c HTTPPodClient) do(ctx context.Context, method, addr, path string, body u
 	if body != nil {
 		rd = strings.NewReader(body.Encode())
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, rd)
+	base := "http://" + addr
+	if c.Target != nil {
+		b, thc, err := c.Target(ctx, addr)
+		if err != nil {
+			return err
+		}
+		base = b
+		if thc != nil {
+			hc = thc // bounded by ctx's timeout
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
 	if err != nil {
 		return err
 	}

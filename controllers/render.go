@@ -164,6 +164,9 @@ func Render(ing *hearthv1.Ingester) ([]client.Object, error) {
 		RenderClientService(ing),
 		RenderPodDisruptionBudget(ing),
 	}
+	if NetworkPolicyEnabled(ing) {
+		objs = append(objs, RenderNetworkPolicy(ing))
+	}
 	for _, z := range Zones(ing) {
 		objs = append(objs, RenderStatefulSet(ing, z, cm))
 	}
@@ -297,6 +300,7 @@ func IngesterConfig(ing *hearthv1.Ingester, zone string) ([]byte, error) {
 	}
 	cfg["shutdown_delay"] = "5s"
 	setIf(cfg, "shutdown_delay", string(s.ShutdownDelay))
+	securityConfig(ing, cfg)
 	out, err := yaml.Marshal(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("rendering the ingester config: %w", err)
@@ -464,7 +468,7 @@ func RenderStatefulSet(ing *hearthv1.Ingester, z Zone, cm *corev1.ConfigMap) *ap
 		whenDeleted = appsv1.RetainPersistentVolumeClaimRetentionPolicyType
 	}
 
-	return &appsv1.StatefulSet{
+	sts := &appsv1.StatefulSet{
 		TypeMeta: metav1.TypeMeta{APIVersion: "apps/v1", Kind: "StatefulSet"},
 		ObjectMeta: func() metav1.ObjectMeta {
 			m := objectMeta(ing, statefulSetName(ing, z.Name))
@@ -516,6 +520,8 @@ func RenderStatefulSet(ing *hearthv1.Ingester, z Zone, cm *corev1.ConfigMap) *ap
 			VolumeClaimTemplates: []corev1.PersistentVolumeClaim{pvc},
 		},
 	}
+	secureStatefulSet(ing, sts)
+	return sts
 }
 
 // topologySpread is the podTemplate's topology spread, or, when the podTemplate gives no

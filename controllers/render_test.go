@@ -239,8 +239,8 @@ func TestRenderRules(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(objs) != 5+3 {
-			t.Fatalf("%d children, want 8 (SA, ConfigMap, 2 Services, PDB, 3 StatefulSets)", len(objs))
+		if len(objs) != 6+3 {
+			t.Fatalf("%d children, want 9 (SA, ConfigMap, 2 Services, PDB, NetworkPolicy, 3 StatefulSets)", len(objs))
 		}
 		for _, o := range objs {
 			refs := o.GetOwnerReferences()

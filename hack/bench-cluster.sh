@@ -20,12 +20,13 @@ for f in "$corpus"/*; do
 done
 go build -o bin/hearth ./cmd/hearth
 free() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-http=(); ml=()
-for i in 0 1 2; do http+=("$(free)"); ml+=("$(free)"); done
+http=(); ml=(); internal=()
+for i in 0 1 2; do http+=("$(free)"); ml+=("$(free)"); internal+=("$(free)"); done
 start_node() {
   local i=$1 joins=()
   for j in 0 1 2; do [ "$j" = "$i" ] || joins+=("-memberlist.join=127.0.0.1:${ml[$j]}"); done
   ./bin/hearth ingester -server.http-listen-address=127.0.0.1 -server.http-listen-port="${http[$i]}" \
+    -server.internal-listen-address=127.0.0.1 -server.internal-listen-port="${internal[$i]}" \
     -data-dir="$work/data-$i" -storage.filesystem.dir="$work/bucket" -ingester.ring.instance-id="ingester-$i" \
     -memberlist.bind-port="${ml[$i]}" -ingester.ring.min-ready-duration=0s -log.level=warn "${joins[@]}" \
     >>"$work/ingester-$i.log" 2>&1 &

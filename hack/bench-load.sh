@@ -21,7 +21,9 @@ done
 bin=${HEARTH_BIN:-bin/hearth}
 [ -n "${HEARTH_BIN:-}" ] || go build -o bin/hearth ./cmd/hearth
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+iport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$bin" ingester -server.http-listen-address=127.0.0.1 -server.http-listen-port="$port" \
+  -server.internal-listen-address=127.0.0.1 -server.internal-listen-port="$iport" \
   -data-dir="$work/data" -log.level=warn "$@" >"$work/ingester.log" 2>&1 &
 ing=$!
 for i in $(seq 1 300); do curl -fsS "http://127.0.0.1:$port/ready" >/dev/null 2>&1 && break; sleep 0.1; done
@@ -35,9 +37,9 @@ pushes=$(awk '/^hearth_received_profiles_total/{s+=$2} END{print s}' <<<"$metric
 headb=$(awk '/^hearth_head_bytes/{s+=$2} END{print s+0}' <<<"$metrics")
 series=$(awk '/^hearth_head_series/{s+=$2} END{print s+0}' <<<"$metrics")
 # HEAP_PROFILE=file: the server's heap profile (in use and allocated) at the end of the load.
-[ -z "${HEAP_PROFILE:-}" ] || curl -fsS "http://127.0.0.1:$port/debug/pprof/heap" -o "$HEAP_PROFILE" || true
+[ -z "${HEAP_PROFILE:-}" ] || curl -fsS "http://127.0.0.1:$iport/debug/pprof/heap" -o "$HEAP_PROFILE" || true
 start=$(date +%s.%N)
-curl -fsS -X POST "http://127.0.0.1:$port/ingester/flush?wait=true" >/dev/null
+curl -fsS -X POST "http://127.0.0.1:$iport/ingester/flush?wait=true" >/dev/null
 flushs=$(python3 -c "import time; print(round(time.time()-$start,2))")
 bucket=$(du -sb "$work/data/bucket" | awk '{print $1}')
 echo "server: ${cpu} CPU-s, peak RSS ${rss}, ${pushes} profiles accepted, $(python3 -c "print(round($pushes/max($cpu,0.001)))") profiles per CPU-second"

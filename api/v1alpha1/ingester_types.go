@@ -143,6 +143,15 @@ type IngesterSpec struct {
 	// Monitoring renders a Prometheus Operator PodMonitor for the ingester pods.
 	// +optional
 	Monitoring MonitoringSpec `json:"monitoring,omitempty"`
+
+	// TLS turns on mutual TLS for internal traffic (replication, admin endpoints,
+	// memberlist) with the certificates of a Secret.
+	// +optional
+	TLS *TLSSpec `json:"tls,omitempty"`
+
+	// NetworkPolicy restricts who reaches the ingester pods; on by default.
+	// +optional
+	NetworkPolicy NetworkPolicySpec `json:"networkPolicy,omitempty"`
 }
 
 // ZoneSpec is one availability zone.

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
@@ -42,6 +44,7 @@ func runOperator(ctx context.Context, args []string) error {
 	renewDeadline := fs.Duration("leader-elect-renew-deadline", 10*time.Second, "how long the leader keeps trying to renew before it gives up leading (and exits)")
 	retryPeriod := fs.Duration("leader-elect-retry-period", 2*time.Second, "how often candidates try to acquire or renew the lease")
 	flushTimeout := fs.Duration("flush-timeout", 5*time.Minute, "bound of one pod's flush when its Ingester is deleted (it runs in the background)")
+	operatorNamespace := fs.String("operator-namespace", os.Getenv("POD_NAMESPACE"), "the operator's own namespace: the Ingesters' NetworkPolicies admit its pods to the internal port (default: $POD_NAMESPACE, then the service account's namespace; none: operator pods of any namespace)")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -86,9 +89,18 @@ func runOperator(ctx context.Context, args []string) error {
 	if *maxConcurrent < 1 {
 		return fmt.Errorf("-max-concurrent-reconciles must be at least 1, got %d", *maxConcurrent)
 	}
+	if *operatorNamespace == "" {
+		if b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace"); err == nil {
+			*operatorNamespace = strings.TrimSpace(string(b))
+		}
+	}
+	controllers.OperatorNamespace = *operatorNamespace
+	// Admin calls go to each pod's internal port, with the client certificate of the
+	// Ingester's spec.tls Secret when it has one.
+	targets := &controllers.SecurePodTargets{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()}
 	r := &controllers.IngesterReconciler{Ring: controllers.HTTPRingReader{}, Resync: *resync,
 		MaxConcurrentReconciles: *maxConcurrent, FlushTimeout: *flushTimeout,
-		Pods: controllers.HTTPPodClient{FlushTimeout: *flushTimeout}}
+		Pods: controllers.HTTPPodClient{FlushTimeout: *flushTimeout, Target: targets.Target}}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the Ingester controller: %w", err)
 	}

@@ -56,16 +56,20 @@ type App struct {
 
 	uploads uploadClock // when local blocks reached the bucket
 
-	blocksDir string
-	mux       *http.ServeMux // the public server's routes; modules add theirs in init
-	server    *httpServer    // the public server
-	servers   []*httpServer  // every HTTP server: the stop sequence drains them
-	services  []namedService // in graph order
-	lifecycle services.Service
-	final     atomic.Bool // the stop under way is a final one
-	stopStart time.Time
-	shutdown  chan struct{} // closed by POST /ingester/shutdown
-	shutOnce  sync.Once
+	blocksDir   string
+	mux         *http.ServeMux // the public server's routes; modules add theirs in init
+	server      *httpServer    // the public server
+	internalMux *http.ServeMux // the internal server's routes (internal.go)
+	internal    *httpServer    // the internal server: peers, the operator, prestop
+	peers       *http.Client   // calls the peers' internal servers (-ingester.client.tls-*)
+	peerScheme  string
+	servers     []*httpServer  // every HTTP server: the stop sequence drains them
+	services    []namedService // in graph order
+	lifecycle   services.Service
+	final       atomic.Bool // the stop under way is a final one
+	stopStart   time.Time
+	shutdown    chan struct{} // closed by POST /ingester/shutdown
+	shutOnce    sync.Once
 }
 
 // NewLogger builds the structured logger the config asks for.
@@ -89,7 +93,7 @@ func NewLogger(c LogConfig) (*slog.Logger, error) {
 func New(cfg *Config, logger *slog.Logger) (*App, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	a := &App{Config: cfg, Logger: logger, Registry: reg, mux: http.NewServeMux(), shutdown: make(chan struct{})}
+	a := &App{Config: cfg, Logger: logger, Registry: reg, mux: http.NewServeMux(), internalMux: http.NewServeMux(), shutdown: make(chan struct{})}
 	bkt, err := bucket.New(context.Background(), cfg.Storage, logger, reg)
 	if err != nil {
 		return nil, fmt.Errorf("object storage: %w", err)

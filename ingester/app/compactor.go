@@ -41,7 +41,7 @@ func (a *App) initCompactor() (services.Service, error) {
 		return nil, err
 	}
 	a.Compactor = c
-	a.mux.Handle("/compactor/status", c)
+	a.internalMux.Handle("/compactor/status", c) // lists tenants: internal only
 	return c, nil
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/hearth-dev/hearth/ingester/ring"
 	"github.com/hearth-dev/hearth/ingester/validation"
 	"github.com/hearth-dev/hearth/ingester/wal"
+	"github.com/hearth-dev/hearth/internal/tlsreload"
 )
 
 // Config is the whole ingester configuration (docs/configuration.md).
@@ -36,10 +37,17 @@ type Config struct {
 	ShutdownDelay time.Duration `yaml:"shutdown_delay"`
 }
 
-// ServerConfig is the HTTP listener.
+// ServerConfig is the HTTP listeners: the public one (push, query, /ready,
+// /metrics, the read-only ring page) and the internal one (what peers and the
+// operator call: replica writes and reads, admin endpoints).
 type ServerConfig struct {
-	HTTPListenAddress string `yaml:"http_listen_address"`
-	HTTPListenPort    int    `yaml:"http_listen_port"`
+	HTTPListenAddress string                 `yaml:"http_listen_address"`
+	HTTPListenPort    int                    `yaml:"http_listen_port"`
+	HTTPTLS           tlsreload.ServerConfig `yaml:"http_tls"`
+
+	InternalListenAddress string                 `yaml:"internal_listen_address"`
+	InternalListenPort    int                    `yaml:"internal_listen_port"`
+	InternalTLS           tlsreload.ServerConfig `yaml:"internal_tls"`
 }
 
 // AuthConfig controls tenancy.
@@ -63,6 +71,10 @@ type IngesterConfig struct {
 	FlushOnStopWALBytes ByteSize      `yaml:"flush_on_stop_wal_bytes"`
 	LocalRetention      time.Duration `yaml:"local_retention"`
 
+	// Client is how this ingester calls its peers' internal listeners
+	// (-ingester.client.tls-*).
+	Client tlsreload.ClientConfig `yaml:"client"`
+
 	MaxPendingUploadBytes ByteSize      `yaml:"max_pending_upload_bytes"`
 	FinalFlushTimeout     time.Duration `yaml:"final_flush_timeout"`
 	// LeavePropagationTimeout bounds the wait, on a stop, for the other members to
@@ -78,7 +90,12 @@ type WALConfig struct {
 // RegisterFlags registers every flag with its default.
 func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.Server.HTTPListenAddress, "server.http-listen-address", "", "HTTP listen address (empty: all interfaces).")
-	f.IntVar(&c.Server.HTTPListenPort, "server.http-listen-port", 4040, "HTTP listen port: push, query, /ingest, /metrics.")
+	f.IntVar(&c.Server.HTTPListenPort, "server.http-listen-port", 4040, "HTTP listen port: push, query, /ingest, /ready, /metrics, the read-only ring page (0 picks a free one).")
+	c.Server.HTTPTLS.RegisterFlagsWithPrefix("server.http", f, "public HTTP port")
+	f.StringVar(&c.Server.InternalListenAddress, "server.internal-listen-address", "", "Internal listen address: replica writes and reads, admin endpoints (empty: all interfaces).")
+	f.IntVar(&c.Server.InternalListenPort, "server.internal-listen-port", 4041, "Internal listen port, advertised in the ring: what peers and the operator call (0 picks a free one).")
+	c.Server.InternalTLS.RegisterFlagsWithPrefix("server.internal", f, "internal port")
+	c.Ingester.Client.RegisterFlagsWithPrefix("ingester.client", f)
 	f.DurationVar(&c.ShutdownDelay, "shutdown-delay", 0, "On a stop, keep serving this long after /ready turns not-ready and the ring says LEAVING (pushes that still arrive are forwarded to the other replicas), so that Service endpoints and load balancers stop sending here before the port closes.")
 	f.StringVar(&c.DataDir, "data-dir", "./data", "Directory for the WAL, local blocks, the tokens file and markers.")
 	f.BoolVar(&c.Auth.MultitenancyEnabled, "auth.multitenancy-enabled", false, "Require the X-Scope-OrgID header; when off every request is tenant \"anonymous\".")
@@ -149,6 +166,21 @@ func ParseConfig(name string, args []string) (*Config, *flag.FlagSet, error) {
 func (c *Config) Validate() error {
 	if c.Server.HTTPListenPort < 0 || c.Server.HTTPListenPort > 65535 {
 		return fmt.Errorf("server.http-listen-port %d is not a port", c.Server.HTTPListenPort)
+	}
+	if c.Server.InternalListenPort < 0 || c.Server.InternalListenPort > 65535 {
+		return fmt.Errorf("server.internal-listen-port %d is not a port", c.Server.InternalListenPort)
+	}
+	if c.Server.InternalListenPort != 0 && c.Server.InternalListenPort == c.Server.HTTPListenPort && c.Server.InternalListenAddress == c.Server.HTTPListenAddress {
+		return fmt.Errorf("server.internal-listen-port and server.http-listen-port are both %d: the internal listener needs its own port", c.Server.HTTPListenPort)
+	}
+	if err := c.Server.HTTPTLS.Validate("-server.http"); err != nil {
+		return err
+	}
+	if err := c.Server.InternalTLS.Validate("-server.internal"); err != nil {
+		return err
+	}
+	if err := c.Ingester.Client.Validate("-ingester.client"); err != nil {
+		return err
 	}
 	if c.DataDir == "" {
 		return errors.New("data-dir must be set")

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"strconv"
 	"time"
 
@@ -62,12 +61,13 @@ type module struct {
 func (a *App) modules() []module {
 	return []module{
 		{Server, a.initServer, nil},
+		{InternalServer, a.initInternalServer, nil},
 		{Shipper, a.initShipper, nil},
-		{Store, a.initStore, []string{Server, Shipper}},
-		{Ring, a.initRing, []string{Server, Store}},
-		{API, a.initAPI, []string{Server, Store, Shipper, Ring}},
+		{Store, a.initStore, []string{Server, InternalServer, Shipper}},
+		{Ring, a.initRing, []string{Server, InternalServer, Store}},
+		{API, a.initAPI, []string{Server, InternalServer, Store, Shipper, Ring}},
 		{Compact, a.initCompactor, []string{Server, Ring}},
-		{Ingester, a.initIngester, []string{Server, Store, Shipper, Ring, API, Compact}},
+		{Ingester, a.initIngester, []string{Server, InternalServer, Store, Shipper, Ring, API, Compact}},
 	}
 }
 
@@ -102,10 +102,6 @@ type namedService struct {
 
 func (a *App) initServer() (services.Service, error) {
 	cfg := a.Config.Server
-	a.mux.HandleFunc("/debug/pprof/", pprof.Index)
-	a.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	a.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	a.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	a.mux.Handle("/metrics", promhttp.HandlerFor(a.Registry, promhttp.HandlerOpts{Registry: a.Registry}))
 	a.mux.HandleFunc("/ready", func(w http.ResponseWriter, _ *http.Request) {
 		if err := a.Ready(); err != nil {
@@ -116,7 +112,11 @@ func (a *App) initServer() (services.Service, error) {
 	})
 	a.mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	addr := net.JoinHostPort(cfg.HTTPListenAddress, strconv.Itoa(cfg.HTTPListenPort))
-	s, err := newHTTPServer("server", addr, instrument(a.Registry, a.mux), a.Logger)
+	tlsCfg, err := cfg.HTTPTLS.TLSConfig(a.Logger, "h2", "http/1.1")
+	if err != nil {
+		return nil, err
+	}
+	s, err := newHTTPServer("server", addr, instrument(a.Registry, a.mux), a.Logger, tlsCfg)
 	if err != nil {
 		return nil, err
 	}
@@ -170,21 +170,28 @@ func (a *App) initStore() (services.Service, error) {
 		Logger:     a.Logger,
 		Registerer: a.Registry,
 	})
-	a.mux.Handle("/ingester/flush", whileStarting(a.Store, http.HandlerFunc(a.flush), plainError))
+	a.internalMux.Handle("/ingester/flush", whileStarting(a.Store, http.HandlerFunc(a.flush), plainError))
 	return a.Store, nil
 }
 
 func (a *App) initRing() (services.Service, error) {
 	cfg := a.Config
-	r, err := ring.New(ring.Config{Ring: cfg.Ingester.Ring, Memberlist: cfg.Memberlist}, a.server.Port(), cfg.DataDir, a.Logger, a.Registry)
+	r, err := ring.New(ring.Config{Ring: cfg.Ingester.Ring, Memberlist: cfg.Memberlist}, a.internal.Port(), cfg.DataDir, a.Logger, a.Registry)
 	if err != nil {
 		return nil, err
 	}
 	a.Ring = r
+	// Peers are called on their internal listeners (the ring's addresses),
+	// with TLS and this ingester's client certificate when configured.
+	if a.peers, a.peerScheme, err = a.peerClient(); err != nil {
+		return nil, fmt.Errorf("ingester client TLS: %w", err)
+	}
+	r.SetPeerClient(a.peers, a.peerScheme)
 	h := whileStarting(r.Service(), r.Handler(), plainError)
-	a.mux.Handle(ring.PathRing, h)
-	a.mux.Handle(ring.PathPrepareStop, h)
-	a.mux.Handle(ring.PathPrepareShutdown, h)
+	a.mux.Handle(ring.PathRing, readOnly(h)) // public: the ring page only
+	a.internalMux.Handle(ring.PathRing, h)   // internal: POST /ring forget too
+	a.internalMux.Handle(ring.PathPrepareStop, h)
+	a.internalMux.Handle(ring.PathPrepareShutdown, h)
 	return r.Service(), nil
 }
 
@@ -192,10 +199,11 @@ func (a *App) initAPI() (services.Service, error) {
 	cfg := a.Config
 	lookups := ringAdapter{a.Ring}
 	self := a.Ring.InstanceID()
+	peers, scheme := a.peers, a.peerScheme
 	a.Distributor = distributor.New(distributor.Options{
-		Ring: lookups, Self: self, Local: a.Store, Logger: a.Logger, Registerer: a.Registry,
+		Ring: lookups, Self: self, Local: a.Store, Client: peers, Scheme: scheme, Logger: a.Logger, Registerer: a.Registry,
 	})
-	a.Remote = remote.NewSource(remote.SourceOptions{Ring: lookups, Self: self, Logger: a.Logger, Registerer: a.Registry})
+	a.Remote = remote.NewSource(remote.SourceOptions{Ring: lookups, Self: self, Client: peers, Scheme: scheme, Logger: a.Logger, Registerer: a.Registry})
 	a.Push = push.NewHandler(cfg.Limits, a.Distributor, cfg.Auth.MultitenancyEnabled, a.Logger, a.Registry)
 	a.Querier = &querier.Service{
 		Sources:      []querier.Source{a.Store, a.Remote, a.LocalBlocks, a.Blocks},
@@ -213,13 +221,13 @@ func (a *App) initAPI() (services.Service, error) {
 	// What Grafana calls beside querier.v1 (settings, ad hoc profiles, render).
 	querier.RegisterHTTP(func(path string, h http.Handler) { a.mux.Handle(path, whileStarting(ready, h, connectError)) },
 		querier.Deps{Service: a.Querier, Bucket: a.Bucket, MaxProfileSize: cfg.Limits.MaxProfileSizeBytes, Options: opts})
-	a.mux.HandleFunc("/ingester/shutdown", a.shutdownHandler)
+	a.internalMux.HandleFunc("/ingester/shutdown", a.shutdownHandler)
 
 	// Between ingesters: replica writes and reads need the store only.
-	a.mux.Handle(distributor.AppendPath, whileStarting(a.Store, distributor.NewInternalHandler(a.Store, distributor.HandlerOptions{MaxProfileSize: cfg.Limits.MaxProfileSizeBytes, Logger: a.Logger}), replicaError))
+	a.internalMux.Handle(distributor.AppendPath, whileStarting(a.Store, distributor.NewInternalHandler(a.Store, distributor.HandlerOptions{MaxProfileSize: cfg.Limits.MaxProfileSizeBytes, Limits: &cfg.Limits, Logger: a.Logger}), replicaError))
 	sel := whileStarting(a.Store, remote.NewSelectHandler(peerSource{a}, remote.HandlerOptions{Logger: a.Logger}), replicaError)
-	a.mux.Handle(remote.SelectPath, sel)
-	a.mux.Handle(remote.SeriesLabelsPath, sel)
+	a.internalMux.Handle(remote.SelectPath, sel)
+	a.internalMux.Handle(remote.SeriesLabelsPath, sel)
 	return nil, nil
 }
 

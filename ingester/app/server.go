@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,7 +29,7 @@ type httpServer struct {
 	drainErr  error
 }
 
-func newHTTPServer(name, addr string, h http.Handler, logger *slog.Logger) (*httpServer, error) {
+func newHTTPServer(name, addr string, h http.Handler, logger *slog.Logger, tlsCfg *tls.Config) (*httpServer, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", addr, err)
@@ -36,6 +37,11 @@ func newHTTPServer(name, addr string, h http.Handler, logger *slog.Logger) (*htt
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true) // gRPC without TLS
+	if tlsCfg != nil {
+		// TLS (certificates re-read as they change: tlsreload); HTTP/2 by ALPN.
+		protocols.SetHTTP2(true)
+		l = tls.NewListener(l, tlsCfg)
+	}
 	s := &httpServer{
 		name:     name,
 		listener: l,

@@ -27,6 +27,7 @@ type testIngester struct {
 func startIngester(t *testing.T, args ...string) *testIngester {
 	t.Helper()
 	base := []string{"-server.http-listen-address=127.0.0.1", "-server.http-listen-port=0", "-data-dir=" + t.TempDir(),
+		"-server.internal-listen-address=127.0.0.1", "-server.internal-listen-port=0",
 		"-memberlist.bind-port=" + strconv.Itoa(testutil.FreePort(t)), "-ingester.ring.min-ready-duration=0s", "-ingester.ring.instance-id=test"}
 	cfg, _, err := ParseConfig("test", append(base, args...))
 	if err != nil {

@@ -35,6 +35,9 @@ type Options struct {
 	Local push.Appender // this instance's store
 	// Client calls the other instances (nil: a pooled HTTP/1.1 client).
 	Client *http.Client
+	// Scheme of the other instances' internal addresses: "https" when Client
+	// dials TLS (-ingester.client.tls-enabled), "" or "http" otherwise.
+	Scheme string
 	// ReplicaTimeout bounds one replica's write (0: 10s). A replica still
 	// writing when its push reached quorum finishes in the background.
 	ReplicaTimeout time.Duration
@@ -378,7 +381,7 @@ func (d *Distributor) appendRemote(ctx context.Context, t *target) error {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, d.opts.ReplicaTimeout)
 	defer cancel()
-	err := PostAppend(ctx, d.client, t.in.Addr, t.body)
+	err := PostAppendURL(ctx, d.client, transport.BaseURL(d.opts.Scheme, t.in.Addr), t.body)
 	d.observe("remote", start, err)
 	if err != nil {
 		d.log.Debug("replica write failed", "instance", t.in.ID, "addr", t.in.Addr, "err", err)

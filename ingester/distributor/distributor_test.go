@@ -56,7 +56,7 @@ func replicas(t *testing.T, errs ...error) ([]Instance, []*fakeAppender) {
 }
 
 // rawProfile is a minimal valid pprof, uncompressed.
-func rawProfile(t *testing.T) []byte {
+func rawProfile(t testing.TB) []byte {
 	p := &googlev1.Profile{
 		StringTable: []string{"", "cpu", "nanoseconds", "main"},
 		SampleType:  []*googlev1.ValueType{{Type: 1, Unit: 2}},

@@ -8,13 +8,17 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"connectrpc.com/connect"
 
+	"github.com/hearth-dev/hearth/ingester/model"
 	"github.com/hearth-dev/hearth/ingester/pprofdec"
 	"github.com/hearth-dev/hearth/ingester/push"
 	"github.com/hearth-dev/hearth/ingester/record"
+	"github.com/hearth-dev/hearth/ingester/tenant"
 	"github.com/hearth-dev/hearth/ingester/transport"
+	"github.com/hearth-dev/hearth/ingester/validation"
 )
 
 // AppendPath is the internal endpoint a replica receives writes on. Its body
@@ -33,7 +37,14 @@ const DefaultMaxBodyBytes = 256 << 20
 type HandlerOptions struct {
 	MaxBodyBytes   int64 // 0: DefaultMaxBodyBytes
 	MaxProfileSize int   // decompressed bytes per profile (limits.max-profile-size-bytes); 0: no limit
-	Logger         *slog.Logger
+	// Limits are applied again to every replicated profile (labels, samples,
+	// stack depth, symbol lengths), as the push API applies them: a replica
+	// trusts the routing, not the content. The time window is left to the
+	// ingester that received the push: re-checking it against this clock
+	// would split a quorum whenever the clocks disagree. nil: the zero
+	// Limits (label syntax, duplicates and UTF-8, the profile's shape).
+	Limits *validation.Limits
+	Logger *slog.Logger
 }
 
 // NewInternalHandler serves AppendPath into local.
@@ -44,12 +55,18 @@ func NewInternalHandler(local push.Appender, o HandlerOptions) http.Handler {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &receiver{local: local, o: o}
+	var lim validation.Limits
+	if o.Limits != nil {
+		lim = *o.Limits
+	}
+	lim.RejectOlderThan, lim.CreationGracePeriod = 0, 0
+	return &receiver{local: local, o: o, lim: lim}
 }
 
 type receiver struct {
 	local push.Appender
 	o     HandlerOptions
+	lim   validation.Limits
 }
 
 func (h *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -68,25 +85,37 @@ func (h *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		transport.WriteError(w, connect.NewError(connect.CodeUnavailable, fmt.Errorf("reading the append body: %w", err)))
 		return
 	}
-	tenant, entries, err := record.Decode(body)
+	tn, entries, err := record.Decode(body)
 	if err != nil {
+		transport.WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("append body: %w", err)))
+		return
+	}
+	if err := tenant.Validate(tn); err != nil {
 		transport.WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("append body: %w", err)))
 		return
 	}
 	ps := make([]push.Profile, len(entries))
 	for i, e := range entries {
+		if err := h.checkLabels(e.Labels); err != nil {
+			transport.WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("profile %d: %w", i, err)))
+			return
+		}
 		p, err := pprofdec.DecodePprof(e.Raw, h.o.MaxProfileSize)
 		if err != nil {
 			transport.WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("profile %d: %w", i, err)))
 			return
 		}
 		push.SanitizeStrings(p)
+		if err := h.lim.Profile(p, e.TimeNanos, time.Time{}); err != nil {
+			transport.WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("profile %d: %w", i, err)))
+			return
+		}
 		ps[i] = push.Profile{ID: e.ID, Labels: e.Labels, Profile: p, TimeNanos: e.TimeNanos, Raw: e.Raw}
 	}
-	if err := h.local.Append(r.Context(), tenant, ps); err != nil {
+	if err := h.local.Append(r.Context(), tn, ps); err != nil {
 		code, _ := push.Classify(err)
 		if code == connect.CodeInternal || code == connect.CodeUnavailable {
-			h.o.Logger.Warn("replicated append failed", "tenant", tenant, "err", err)
+			h.o.Logger.Warn("replicated append failed", "tenant", tn, "err", err)
 		}
 		transport.WriteError(w, transport.AsConnect(code, err))
 		return
@@ -94,9 +123,28 @@ func (h *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// PostAppend sends one encoded record to the instance at addr (host:port).
+// checkLabels validates a replicated series as the push API leaves it:
+// sorted by name, with a service name and a profile name, within the limits.
+func (h *receiver) checkLabels(ls model.Labels) error {
+	for i := 1; i < len(ls); i++ {
+		if ls[i-1].Name > ls[i].Name {
+			return fmt.Errorf("labels of series %s are not sorted", ls)
+		}
+	}
+	if ls.Get(model.LabelServiceName) == "" || ls.Get(model.LabelProfileName) == "" {
+		return fmt.Errorf("series %s has no %s or no %s", ls, model.LabelServiceName, model.LabelProfileName)
+	}
+	return h.lim.Labels(ls)
+}
+
+// PostAppend sends one encoded record to the instance at addr (host:port) over plain HTTP.
 func PostAppend(ctx context.Context, c *http.Client, addr string, body []byte) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+AppendPath, bytes.NewReader(body))
+	return PostAppendURL(ctx, c, transport.BaseURL("http", addr), body)
+}
+
+// PostAppendURL sends one encoded record to the instance at base (scheme://host:port).
+func PostAppendURL(ctx context.Context, c *http.Client, base string, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+AppendPath, bytes.NewReader(body))
 	if err != nil {
 		return connect.NewError(connect.CodeInternal, err)
 	}

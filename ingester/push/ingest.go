@@ -23,7 +23,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	t, err := tenant.FromHeader(r.Header, h.Multitenancy)
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusUnauthorized)
+		http.Error(w, err.Error(), HTTPStatus(TenantError(err).Code()))
 		return
 	}
 	maxBody := h.Limits.MaxProfileSizeBytes

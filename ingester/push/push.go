@@ -91,7 +91,7 @@ func NewHandler(lim validation.Limits, app Appender, multitenancy bool, logger *
 func (h *Handler) Push(ctx context.Context, req *connect.Request[pushv1.PushRequest]) (*connect.Response[pushv1.PushResponse], error) {
 	t, err := tenant.FromHeader(req.Header(), h.Multitenancy)
 	if err != nil {
-		return nil, connect.NewError(connect.CodeUnauthenticated, err)
+		return nil, TenantError(err)
 	}
 	var profiles []Profile
 	var size int
@@ -199,6 +199,16 @@ func (h *Handler) reject(t string, n int, err error) error {
 		h.Logger.Debug("push rejected", "tenant", t, "reason", reason, "err", err)
 	}
 	return connect.NewError(code, err)
+}
+
+// TenantError is the connect error of a tenant that could not be resolved:
+// Unauthenticated (401) without one, InvalidArgument (400) for an invalid
+// or federated id.
+func TenantError(err error) *connect.Error {
+	if tenant.IsInvalid(err) {
+		return connect.NewError(connect.CodeInvalidArgument, err)
+	}
+	return connect.NewError(connect.CodeUnauthenticated, err)
 }
 
 // Classify maps a write-path error to its connect code and a reason label.

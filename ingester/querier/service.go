@@ -67,6 +67,9 @@ var _ querierv1connect.QuerierServiceHandler = (*Service)(nil)
 func (s *Service) tenant(h interface{ Header() httpHeader }) (string, error) {
 	t, err := tenant.FromHeader(h.Header(), s.Multitenancy)
 	if err != nil {
+		if tenant.IsInvalid(err) {
+			return "", connect.NewError(connect.CodeInvalidArgument, err)
+		}
 		return "", connect.NewError(connect.CodeUnauthenticated, err)
 	}
 	return t, nil

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hearth-dev/hearth/ingester/push"
 	"github.com/hearth-dev/hearth/ingester/querier"
+	"github.com/hearth-dev/hearth/ingester/tenant"
 	"github.com/hearth-dev/hearth/ingester/transport"
 )
 
@@ -71,6 +72,10 @@ func (h *selectHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var req Request
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+		transport.WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("request: %w", err)))
+		return
+	}
+	if err := tenant.Validate(req.Tenant); err != nil {
 		transport.WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("request: %w", err)))
 		return
 	}

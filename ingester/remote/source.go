@@ -38,6 +38,9 @@ type SourceOptions struct {
 	Ring   ReadRing
 	Self   string       // this instance's ring ID: not asked
 	Client *http.Client // nil: transport.DefaultClient()
+	// Scheme of the instances' internal addresses: "https" when Client dials
+	// TLS, "" or "http" otherwise.
+	Scheme string
 	// Timeout bounds one instance's answer (0: 30s).
 	Timeout time.Duration
 	// MaxResponseBytes bounds one instance's answer, on the wire and
@@ -234,7 +237,7 @@ func call[T any](ctx context.Context, s *Source, in distributor.Instance, path s
 	var zero T
 	ctx, cancel := context.WithTimeout(ctx, s.o.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+in.Addr+path, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, transport.BaseURL(s.o.Scheme, in.Addr)+path, bytes.NewReader(body))
 	if err != nil {
 		return zero, err
 	}

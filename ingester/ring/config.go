@@ -9,6 +9,10 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	dstls "github.com/grafana/dskit/crypto/tls"
+
+	"github.com/hearth-dev/hearth/internal/tlsreload"
 )
 
 // Config is the whole ring configuration: this ingester's place in the ring
@@ -50,6 +54,11 @@ type MemberlistConfig struct {
 	AdvertiseAddr string     `yaml:"advertise_addr"`
 	// AdvertisePort 0 means BindPort.
 	AdvertisePort int `yaml:"advertise_port"`
+	// TLSEnabled gossips over dskit's TLS transport with TLS (the
+	// -memberlist.tls-* flags): the certificate is presented both ways and
+	// the peer's verified against the CA.
+	TLSEnabled bool               `yaml:"tls_enabled"`
+	TLS        dstls.ClientConfig `yaml:",inline"`
 }
 
 // StringList is a repeatable flag; in YAML a plain list of strings.
@@ -98,6 +107,8 @@ func (m *MemberlistConfig) RegisterFlags(f *flag.FlagSet) {
 	f.IntVar(&m.BindPort, "memberlist.bind-port", 7946, "Memberlist bind port.")
 	f.StringVar(&m.AdvertiseAddr, "memberlist.advertise-addr", "127.0.0.1", "Memberlist address advertised to peers (the pod IP).")
 	f.IntVar(&m.AdvertisePort, "memberlist.advertise-port", 0, "Memberlist port advertised to peers (0: the bind port).")
+	f.BoolVar(&m.TLSEnabled, "memberlist.tls-enabled", false, "Gossip over TLS (dskit's memberlist TLS transport), with -memberlist.tls-cert-path, -key-path, -ca-path and -server-name.")
+	m.TLS.RegisterFlagsWithPrefix("memberlist", f)
 }
 
 // Validate checks what flags cannot. It never fills in an interface address:
@@ -141,6 +152,13 @@ func (c *Config) Validate() error {
 	}
 	if m.AdvertisePort < 0 || m.AdvertisePort > 65535 {
 		errs = append(errs, fmt.Errorf("memberlist.advertise-port %d is not a port", m.AdvertisePort))
+	}
+	if m.TLSEnabled {
+		if m.TLS.CertPath == "" || m.TLS.KeyPath == "" {
+			errs = append(errs, errors.New("memberlist.tls-enabled needs memberlist.tls-cert-path and memberlist.tls-key-path: the listener serves that certificate"))
+		} else if err := tlsreload.ValidateOptions(m.TLS); err != nil {
+			errs = append(errs, fmt.Errorf("memberlist TLS: %w", err))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -43,6 +43,14 @@ func TestFlagsAndDefaults(t *testing.T) {
 		"memberlist.bind-port":                 "7946",
 		"memberlist.advertise-addr":            "127.0.0.1",
 		"memberlist.advertise-port":            "0",
+		"memberlist.tls-enabled":               "false",
+		"memberlist.tls-cert-path":             "",
+		"memberlist.tls-key-path":              "",
+		"memberlist.tls-ca-path":               "",
+		"memberlist.tls-server-name":           "",
+		"memberlist.tls-insecure-skip-verify":  "false",
+		"memberlist.tls-cipher-suites":         "",
+		"memberlist.tls-min-version":           "",
 	}
 	n := 0
 	fs.VisitAll(func(f *flag.Flag) {

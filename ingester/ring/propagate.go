@@ -27,6 +27,13 @@ func (r *Ring) WaitSeenLeaving(ctx context.Context, timeout time.Duration) []str
 	defer cancel()
 	self := r.cfg.Ring.InstanceID
 	hc := &http.Client{Timeout: 500 * time.Millisecond}
+	scheme := "http"
+	r.mu.Lock()
+	if r.peerClient != nil {
+		hc.Transport = r.peerClient.Transport
+		scheme = r.peerScheme
+	}
+	r.mu.Unlock()
 	confirmed := map[string]bool{}
 	failures := map[string]int{}
 	for {
@@ -42,7 +49,7 @@ func (r *Ring) WaitSeenLeaving(ctx context.Context, timeout time.Duration) []str
 			if m.ID == self || confirmed[m.ID] || m.State == "UNHEALTHY" || m.Address == "" {
 				continue
 			}
-			state, err := peerSeesState(ctx, hc, m.Address, self)
+			state, err := peerSeesState(ctx, hc, scheme+"://"+m.Address, self)
 			switch {
 			case err != nil:
 				// Gone or not serving (it sends no writes), or busy: ask again, at most thrice.
@@ -70,10 +77,20 @@ func (r *Ring) WaitSeenLeaving(ctx context.Context, timeout time.Duration) []str
 	}
 }
 
-// peerSeesState asks the member at addr for its ring page and returns the
-// state it holds for id ("" when id is not in its ring).
-func peerSeesState(ctx context.Context, hc *http.Client, addr, id string) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+PathRing, nil)
+// SetPeerClient sets how WaitSeenLeaving calls the other members at their ring
+// addresses (the internal listeners): the client's transport (TLS with a client
+// certificate when -ingester.client.tls-enabled) and the scheme ("https" then).
+// Default: plain HTTP.
+func (r *Ring) SetPeerClient(c *http.Client, scheme string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.peerClient, r.peerScheme = c, scheme
+}
+
+// peerSeesState asks the member at base (scheme://host:port) for its ring
+// page and returns the state it holds for id ("" when id is not in its ring).
+func peerSeesState(ctx context.Context, hc *http.Client, base, id string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+PathRing, nil)
 	if err != nil {
 		return "", err
 	}
@@ -84,7 +101,7 @@ func peerSeesState(ctx context.Context, hc *http.Client, addr, id string) (strin
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("GET %s%s: %s", addr, PathRing, resp.Status)
+		return "", fmt.Errorf("GET %s%s: %s", base, PathRing, resp.Status)
 	}
 	var page Page
 	if err := json.NewDecoder(resp.Body).Decode(&page); err != nil {

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -62,6 +63,8 @@ type Ring struct {
 	watcher *services.FailureWatcher
 
 	mu               sync.Mutex
+	peerClient       *http.Client // SetPeerClient: how WaitSeenLeaving calls the peers
+	peerScheme       string
 	unregisterOnStop bool // the next stop is final: Unregister before stopping
 	unregister       bool // Unregister ran: the tokens file is gone
 	readySince       time.Time
@@ -110,6 +113,8 @@ func New(cfg Config, httpPort int, dataDir string, logger *slog.Logger, reg prom
 	if kvCfg.AdvertisePort == 0 {
 		kvCfg.AdvertisePort = cfg.Memberlist.BindPort
 	}
+	kvCfg.TCPTransport.TLSEnabled = cfg.Memberlist.TLSEnabled
+	kvCfg.TCPTransport.TLS = cfg.Memberlist.TLS
 	kvCfg.Codecs = []codec.Codec{dskitring.GetCodec()}
 	if tuneMemberlist != nil {
 		tuneMemberlist(&kvCfg)

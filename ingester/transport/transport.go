@@ -61,3 +61,12 @@ func AsConnect(code connect.Code, err error) *connect.Error {
 	}
 	return connect.NewError(code, err)
 }
+
+// BaseURL is scheme://addr, scheme "" meaning http ("https" when the client
+// dials TLS: -ingester.client.tls-enabled).
+func BaseURL(scheme, addr string) string {
+	if scheme == "" {
+		scheme = "http"
+	}
+	return scheme + "://" + addr
+}

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -71,10 +72,14 @@ type Process struct {
 	Args []string
 	Port int
 	URL  string
-	cmd  *exec.Cmd
-	log  *SyncBuffer
-	done chan struct{}
-	err  error
+	// InternalPort and InternalURL are the internal listener's (replica API and
+	// admin endpoints: flush, prepare-shutdown, ...); https with internal TLS.
+	InternalPort int
+	InternalURL  string
+	cmd          *exec.Cmd
+	log          *SyncBuffer
+	done         chan struct{}
+	err          error
 }
 
 // SyncBuffer is a bytes.Buffer safe for concurrent writers (a process's stdout
@@ -102,10 +107,22 @@ func (s *SyncBuffer) String() string {
 // extra flags (the data dir among them) and waits until it is ready.
 func StartIngester(t testing.TB, port int, args ...string) *Process {
 	t.Helper()
+	internal := FreePort(t)
 	all := append([]string{"ingester", "-server.http-listen-address=127.0.0.1", "-server.http-listen-port=" + strconv.Itoa(port),
+		"-server.internal-listen-address=127.0.0.1", "-server.internal-listen-port=" + strconv.Itoa(internal),
 		"-memberlist.bind-port=" + strconv.Itoa(FreePort(t)), "-ingester.ring.min-ready-duration=0s",
 		"-ingester.ring.instance-id=ingester-" + strconv.Itoa(port)}, args...)
-	p := &Process{t: t, Args: all, Port: port, URL: fmt.Sprintf("http://127.0.0.1:%d", port), log: &SyncBuffer{}, done: make(chan struct{})}
+	scheme := "http"
+	for _, a := range args { // flags given later win
+		if v, ok := strings.CutPrefix(a, "-server.internal-listen-port="); ok {
+			internal, _ = strconv.Atoi(v)
+		}
+		if strings.HasPrefix(a, "-server.internal-tls-cert-path=") {
+			scheme = "https"
+		}
+	}
+	p := &Process{t: t, Args: all, Port: port, URL: fmt.Sprintf("http://127.0.0.1:%d", port),
+		InternalPort: internal, InternalURL: fmt.Sprintf("%s://127.0.0.1:%d", scheme, internal), log: &SyncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(Hearth(t), all...)
 	p.cmd.Stdout = p.log
 	p.cmd.Stderr = p.log

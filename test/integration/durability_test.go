@@ -86,7 +86,7 @@ func TestKill9DuringCutsAndUploads(t *testing.T) {
 	}
 
 	// Everything reaches the bucket: a new ingester with an empty disk answers from it alone.
-	flush(t, proc.URL)
+	flush(t, proc.InternalURL)
 	proc.Kill()
 	fresh := testutil.StartIngester(t, testutil.FreePort(t), append([]string{"-data-dir=" + t.TempDir(), "-log.level=warn"}, s3Args(s3)...)...)
 	all2, acked2 := countProfiles(t, fresh.URL, ids, perProfile)
@@ -125,7 +125,7 @@ func TestBucketOutage(t *testing.T) {
 	if sum.Errors > 0 {
 		t.Fatalf("pushes failed during the outage: %v", sum.ErrorsByCode)
 	}
-	flush(t, proc.URL)
+	flush(t, proc.InternalURL)
 	ids := ackIDs(acks)
 	fresh := testutil.StartIngester(t, testutil.FreePort(t), append([]string{"-data-dir=" + t.TempDir(), "-log.level=warn"}, s3Args(s3)...)...)
 	all, acked := countProfiles(t, fresh.URL, ids, perProfile)

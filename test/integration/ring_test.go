@@ -375,7 +375,7 @@ func TestRingScaleDown(t *testing.T) {
 		t.Fatalf("pushes failed: %v", fails[0])
 	}
 	for _, i := range []int{3, 4} {
-		resp, err := http.Post(c.url(i)+"/ingester/prepare-shutdown", "", nil)
+		resp, err := http.Post(c.nodes[i].proc.InternalURL+"/ingester/prepare-shutdown", "", nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -46,15 +46,16 @@ type Image struct {
 
 // HearthImage runs the hearth binary. In a pod, `hearth ingester` listens on all
 // interfaces of the pod's own network namespace and `hearth prestop` reaches it on
-// localhost; here every pod shares the host's loopback, so the ingester's HTTP server is
-// bound to the pod IP and prestop is pointed at it.
+// localhost; here every pod shares the host's loopback, so the ingester's HTTP servers
+// (public and internal) are bound to the pod IP and prestop is pointed at the internal
+// one (its scheme and client certificate still come from the rendered config file).
 func HearthImage(binary string) Image {
 	return Image{
 		Binary:     binary,
 		Entrypoint: "/hearth",
 		ExtraArgs: map[string][]string{
-			"ingester": {"-server.http-listen-address=$(POD_IP)"},
-			"prestop":  {"-url=http://$(POD_IP):$(PORT_http)"},
+			"ingester": {"-server.http-listen-address=$(POD_IP)", "-server.internal-listen-address=$(POD_IP)"},
+			"prestop":  {"-addr=$(POD_IP):$(PORT_internal)"},
 		},
 	}
 }
