@@ -17,9 +17,11 @@ import (
 	"github.com/google/pprof/profile"
 	"github.com/oklog/ulid/v2"
 	"github.com/thanos-io/objstore/providers/filesystem"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 
 	"github.com/hearth-dev/hearth/ingester/block"
+	"github.com/hearth-dev/hearth/internal/load"
 	"github.com/hearth-dev/hearth/internal/testutil"
 	"github.com/hearth-dev/hearth/test/e2e/platform"
 )
@@ -37,8 +39,8 @@ var compactionE2EArgs = []string{
 // platform: an Ingester of 4 pods (RF 3: a scale-down to 2 would go below the
 // replication factor, so it is 4 → 3) cuts blocks every 2 s into a filesystem bucket
 // shared by its pods, and every pod compacts it. Under a steady load the image changes
-// (a rollout, one pod at a time) and the Ingester scales down to 3; no push fails. Then
-// the load stops, and:
+// (a rollout, one pod at a time) and the Ingester scales down to 3 (the leaving pod's
+// stop is final: it uploads its blocks); no push fails. Then the load stops, and:
 //   - every acknowledged profile is counted exactly once by a query after the rollout,
 //     after the scale-down (both under load, compaction running), while the bucket
 //     converges and after;
@@ -56,8 +58,8 @@ func TestCompactionAfterRolloutAndScaleDown(t *testing.T) {
 	bucketDir := e.bucket(ns)
 	view := func(when string) compactionBucket {
 		t.Helper()
-		// The filesystem bucket writes objects in place: a mark read while it is
-		// written does not parse. Read again.
+		// The compactors delete blocks and marks while this reads: read again on
+		// an error.
 		var err error
 		for i := 0; i < 5; i++ {
 			var v compactionBucket
@@ -78,8 +80,9 @@ func TestCompactionAfterRolloutAndScaleDown(t *testing.T) {
 	}
 
 	// A steady load (a bounded rate, so that two cores keep up with the pods, the
-	// control plane and the compaction) against whichever pods are Ready.
-	b := e.startLoadAt(t, ns, 40)
+	// control plane and the compaction) against whichever pods are Ready, in runs that
+	// abandon no push: stored profiles are then the acknowledged ones.
+	b := e.startSteadyLoad(t, ns, 40)
 	time.Sleep(3 * time.Second)
 
 	// A rollout: a new image, one pod at a time.
@@ -91,12 +94,20 @@ func TestCompactionAfterRolloutAndScaleDown(t *testing.T) {
 	e.checkExactlyOnce(t, "after the rollout (under load)", queryURL(), b)
 
 	// A scale-down 4 → 3: hearth-3 stops for good (flushes and uploads, leaves the ring).
+	leaving, err := e.p.Clientset.CoreV1().Pods(ns).Get(context.Background(), name+"-3", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	downStart := time.Now()
 	e.patchSpec(t, ns, name, map[string]any{"replicas": int64(3)})
 	e.waitSettled(t, ns, name, 3, 3*time.Minute)
 	down := time.Since(downStart)
+	stop := compactionLastStop(e.p.Agent.PodLog(ns, leaving.Name, "ingester"), string(leaving.UID))
 	t.Logf("scale-down 4→3 took %s (under load); %s stopped with %q; bucket: %s", down.Round(time.Millisecond),
-		name+"-3", e.finalStops(ns, []string{name + "-3"})[name+"-3"], view("after the scale-down"))
+		leaving.Name, stop, view("after the scale-down"))
+	if stop != "final=true" {
+		t.Errorf("%s stopped with %q, not a final stop (flush, upload, leave the ring)", leaving.Name, stop)
+	}
 	e.checkExactlyOnce(t, "after the scale-down (under load)", queryURL(), b)
 
 	time.Sleep(time.Second) // a little load on the 3 remaining pods
@@ -361,4 +372,71 @@ func compactorStatus(url string) (compactorJobs, error) {
 		return st, fmt.Errorf("GET /compactor/status: %s", resp.Status)
 	}
 	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// compactionLastStop is what the last `ingester stopped` line of one pod incarnation (its
+// UID) says: final=true or final=false ("" when there is none). PodLog concatenates the
+// logs of every incarnation of a pod name (a rollout made a new one) in no set order.
+func compactionLastStop(podLog, uid string) string {
+	out := ""
+	for _, section := range strings.Split(podLog, "== ")[1:] {
+		header, body, _ := strings.Cut(section, "\n")
+		if !strings.Contains(header, uid) {
+			continue
+		}
+		for _, line := range strings.Split(body, "\n") {
+			if strings.Contains(line, `msg="ingester stopped"`) {
+				switch {
+				case strings.Contains(line, "final=true"):
+					out = "final=true"
+				case strings.Contains(line, "final=false"):
+					out = "final=false"
+				}
+			}
+		}
+	}
+	return out
+}
+
+// startSteadyLoad is startLoadAt at rate pushes per second, in runs of rate pushes
+// (about a second each) against whichever pod is Ready at the time: a run ends once its
+// pushes are answered, so that no push is abandoned (and maybe stored unacknowledged)
+// but at the very end. Stored profiles then hardly exceed acknowledged ones.
+func (e *scenarioEnv) startSteadyLoad(t testing.TB, ns string, rate float64) *background {
+	ctx, cancel := context.WithCancel(context.Background())
+	b := &background{acks: &load.AckLog{}, stop: cancel, done: make(chan struct{}), codes: map[string]int64{}, first: map[string]string{}}
+	go func() {
+		defer close(b.done)
+		for i := 0; ctx.Err() == nil; i++ {
+			ips := e.readyIPs(ns)
+			if len(ips) == 0 {
+				select {
+				case <-ctx.Done():
+				case <-time.After(250 * time.Millisecond):
+				}
+				continue
+			}
+			s, err := load.Run(ctx, load.Config{URL: "http://" + ips[i%len(ips)] + ":4040", Dir: e.corpus, Workers: 2, Series: 20,
+				Rate: rate, MaxPushes: int64(math.Max(1, rate)), Acked: b.record})
+			if err != nil {
+				if ctx.Err() == nil {
+					t.Errorf("load: %v", err)
+				}
+				return
+			}
+			b.attempted.Add(s.Pushes + s.Abandoned)
+			b.pushes.Add(s.Pushes)
+			b.errors.Add(s.Errors)
+			b.mu.Lock()
+			for k, v := range s.ErrorsByCode {
+				b.codes[k] += v
+				if _, seen := b.first[k]; !seen {
+					b.first[k] = s.FirstErrors[k]
+				}
+			}
+			b.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { b.stop(); <-b.done })
+	return b
 }
