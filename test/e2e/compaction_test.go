@@ -72,7 +72,7 @@ func TestCompactionAfterRolloutAndScaleDown(t *testing.T) {
 		return compactionBucket{}
 	}
 	queryURL := func() string {
-		ips := e.readyIPs(ns)
+		ips := e.readyIPsOf(ns, "")
 		if len(ips) == 0 {
 			t.Fatal("no Ready pod to query")
 		}
@@ -173,7 +173,7 @@ func TestCompactionAfterRolloutAndScaleDown(t *testing.T) {
 
 	// What the compactors of the remaining pods did (a restarted pod's list starts over).
 	jobs, in, out, dups := 0, int64(0), int64(0), int64(0)
-	for _, ip := range e.readyIPs(ns) {
+	for _, ip := range e.readyIPsOf(ns, "") {
 		st, err := compactorStatus("http://" + ip + ":4040")
 		if err != nil {
 			t.Errorf("compactor status of %s: %v", ip, err)
@@ -408,7 +408,7 @@ func (e *scenarioEnv) startSteadyLoad(t testing.TB, ns string, rate float64) *ba
 	go func() {
 		defer close(b.done)
 		for i := 0; ctx.Err() == nil; i++ {
-			ips := e.readyIPs(ns)
+			ips := e.readyIPsOf(ns, "")
 			if len(ips) == 0 {
 				select {
 				case <-ctx.Done():
