@@ -4,12 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -38,34 +36,7 @@ var compactionArgs = []string{
 
 // startBucketCluster runs n ingesters (RF 3) sharing the bucket given by bucketArgs.
 func startBucketCluster(t *testing.T, n int, bucketArgs []string, extra ...string) *cluster {
-	c := &cluster{t: t}
-	ml := make([]int, n)
-	for i := range ml {
-		ml[i] = testutil.FreePort(t)
-	}
-	for i := 0; i < n; i++ {
-		nd := &node{id: fmt.Sprintf("ingester-%d", i), port: testutil.FreePort(t)}
-		nd.args = append([]string{
-			"-data-dir=" + t.TempDir(), "-log.level=warn",
-			"-ingester.ring.instance-id=" + nd.id, "-memberlist.bind-port=" + strconv.Itoa(ml[i]),
-			"-ingester.ring.heartbeat-period=500ms", "-ingester.ring.heartbeat-timeout=5s",
-		}, bucketArgs...)
-		nd.args = append(nd.args, extra...)
-		for j := 0; j < n; j++ {
-			if j != i {
-				nd.args = append(nd.args, "-memberlist.join=127.0.0.1:"+strconv.Itoa(ml[j]))
-			}
-		}
-		c.nodes = append(c.nodes, nd)
-	}
-	var wg sync.WaitGroup
-	for _, nd := range c.nodes {
-		wg.Add(1)
-		go func(nd *node) { defer wg.Done(); nd.proc = testutil.StartIngester(t, nd.port, nd.args...) }(nd)
-	}
-	wg.Wait()
-	c.waitRing(n, n)
-	return c
+	return startClusterOpts(t, n, clusterOptions{bucket: bucketArgs, extra: extra})
 }
 
 func (c *cluster) urls() []string {

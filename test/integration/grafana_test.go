@@ -814,38 +814,7 @@ func dropZero(m map[string]int64) {
 
 // startClusterArgs is startCluster (no zones) with extra flags on every node.
 func startClusterArgs(t *testing.T, n int, extra ...string) *cluster {
-	c := &cluster{t: t, bucket: t.TempDir()}
-	ml := make([]int, n)
-	for i := range ml {
-		ml[i] = testutil.FreePort(t)
-	}
-	for i := 0; i < n; i++ {
-		nd := &node{id: fmt.Sprintf("ingester-%d", i), port: testutil.FreePort(t)}
-		nd.args = append([]string{
-			"-data-dir=" + t.TempDir(), "-log.level=warn",
-			"-ingester.ring.instance-id=" + nd.id, "-memberlist.bind-port=" + fmt.Sprint(ml[i]),
-			"-ingester.ring.heartbeat-period=500ms", "-ingester.ring.heartbeat-timeout=5s",
-			"-storage.filesystem.dir=" + c.bucket,
-		}, extra...)
-		for j := 0; j < n; j++ {
-			if j != i {
-				nd.args = append(nd.args, "-memberlist.join=127.0.0.1:"+fmt.Sprint(ml[j]))
-			}
-		}
-		c.nodes = append(c.nodes, nd)
-	}
-	done := make(chan struct{})
-	for _, nd := range c.nodes {
-		go func(nd *node) {
-			defer func() { done <- struct{}{} }()
-			nd.proc = testutil.StartIngester(t, nd.port, nd.args...)
-		}(nd)
-	}
-	for range c.nodes {
-		<-done
-	}
-	c.waitRing(n, n)
-	return c
+	return startClusterOpts(t, n, clusterOptions{extra: extra})
 }
 
 // TestGrafanaCallsFanOut: with one owner per series, most series live on

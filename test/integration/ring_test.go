@@ -40,7 +40,25 @@ type cluster struct {
 // startCluster runs n ingesters on loopback ports forming one ring (RF 3),
 // sharing a filesystem bucket; zones, when given, name each node's zone.
 func startCluster(t *testing.T, n int, zones ...string) *cluster {
-	c := &cluster{t: t, bucket: t.TempDir()}
+	return startClusterOpts(t, n, clusterOptions{zones: zones})
+}
+
+// clusterOptions shape a test cluster: zones name each node's zone, bucket
+// replaces the shared filesystem bucket's flags (e.g. an S3 server's), extra
+// flags go to every node.
+type clusterOptions struct {
+	zones  []string
+	bucket []string
+	extra  []string
+}
+
+// startClusterOpts is the one way the tests start a ring of real ingesters.
+func startClusterOpts(t *testing.T, n int, o clusterOptions) *cluster {
+	c := &cluster{t: t}
+	if o.bucket == nil {
+		c.bucket = t.TempDir()
+		o.bucket = []string{"-storage.filesystem.dir=" + c.bucket}
+	}
 	ml := make([]int, n)
 	for i := range ml {
 		ml[i] = testutil.FreePort(t)
@@ -51,15 +69,15 @@ func startCluster(t *testing.T, n int, zones ...string) *cluster {
 			"-data-dir=" + t.TempDir(), "-log.level=warn",
 			"-ingester.ring.instance-id=" + nd.id, "-memberlist.bind-port=" + strconv.Itoa(ml[i]),
 			"-ingester.ring.heartbeat-period=500ms", "-ingester.ring.heartbeat-timeout=5s",
-			"-storage.filesystem.dir=" + c.bucket,
 		}
+		nd.args = append(append(nd.args, o.bucket...), o.extra...)
 		for j := 0; j < n; j++ {
 			if j != i {
 				nd.args = append(nd.args, "-memberlist.join=127.0.0.1:"+strconv.Itoa(ml[j]))
 			}
 		}
-		if len(zones) > 0 {
-			nd.args = append(nd.args, "-ingester.ring.instance-zone="+zones[i], "-ingester.ring.zone-awareness-enabled")
+		if len(o.zones) > 0 {
+			nd.args = append(nd.args, "-ingester.ring.instance-zone="+o.zones[i], "-ingester.ring.zone-awareness-enabled")
 		}
 		c.nodes = append(c.nodes, nd)
 	}
