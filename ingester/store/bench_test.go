@@ -27,7 +27,7 @@ import (
 
 // benchFiles are the corpus files (else this process's own profiles),
 // re-stamped to now and compressed as they came.
-func benchFiles(b *testing.B) map[string][]byte {
+func benchFiles(b testing.TB) map[string][]byte {
 	files := testutil.Corpus(b)
 	if files == nil {
 		files = testutil.WriteProfiles(b, b.TempDir())

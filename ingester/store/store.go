@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/grafana/dskit/services"
+	googlev1 "github.com/grafana/pyroscope/api/gen/proto/go/google/v1"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hearth-dev/hearth/ingester/head"
@@ -61,10 +62,13 @@ type Options struct {
 	MaxBlockDuration   time.Duration
 	MaxHeadBytes       int64
 	MaxSeriesPerTenant int
-	MaxProfileSize     int   // for decoding during replay
-	MaxPendingBytes    int64 // refuse writes while more than this waits for upload (0: no limit)
-	WriteBlock         BlockWriter
-	Shipper            Shipper
+	MaxProfileSize     int // for decoding during replay
+	// ReplayWorkers is the number of goroutines decoding WAL records at start
+	// (default GOMAXPROCS; 1 replays sequentially, without a pipeline).
+	ReplayWorkers   int
+	MaxPendingBytes int64 // refuse writes while more than this waits for upload (0: no limit)
+	WriteBlock      BlockWriter
+	Shipper         Shipper
 	// BlocksWritten is called after a cut's blocks are on local disk, before
 	// the frozen head stops being queried (the local block reader must see them).
 	BlocksWritten func(ctx context.Context)
@@ -234,63 +238,143 @@ func writeCheckpoint(path string, seg uint64) error {
 }
 
 func (s *Store) replay(checkpoint uint64, m *wal.Metrics) error {
-	// Decoding dominates replay, and the head takes appends in any order
-	// (rows are keyed by profile id): restore records on every core.
-	type job struct {
-		pos     wal.Pos
-		payload []byte
+	// Decoding (gunzip, protobuf, record) runs on every core; one appender
+	// applies the decoded records to the head in WAL order, so the head is
+	// the same as after a sequential replay (series and symbol ids, row
+	// order, which copy of a duplicate profile id is kept). At most
+	// replayWindow records are in flight, decoded or not.
+	workers := s.opts.ReplayWorkers
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
 	}
-	jobs := make(chan job, 64)
-	var profiles, bad atomic.Int64
-	var wg sync.WaitGroup
-	for w := 0; w < max(1, runtime.GOMAXPROCS(0)); w++ {
-		wg.Add(1)
+	var profiles, bad, skipped int
+	apply := func(d *decodedRecord) {
+		n, b := s.apply(d)
+		profiles += n
+		bad += b
+	}
+	replayOpts := wal.ReplayOptions{Logger: s.log, Metrics: m}
+	var err error
+	if workers == 1 {
+		_, err = wal.Replay(s.opts.walDir(), replayOpts, func(pos wal.Pos, payload []byte) error {
+			if pos.Segment < checkpoint {
+				skipped++
+				return nil
+			}
+			apply(s.decodeRecord(pos, payload))
+			return nil
+		})
+	} else {
+		type job struct {
+			pos     wal.Pos
+			payload []byte
+			done    chan *decodedRecord // buffered: a worker never waits
+		}
+		window := replayWindow * workers
+		work := make(chan *job, window)
+		order := make(chan *job, window)
+		var wg sync.WaitGroup
+		for range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for j := range work {
+					j.done <- s.decodeRecord(j.pos, j.payload)
+				}
+			}()
+		}
+		applied := make(chan struct{})
 		go func() {
-			defer wg.Done()
-			for j := range jobs {
-				n, b := s.restore(j.pos, j.payload)
-				profiles.Add(int64(n))
-				bad.Add(int64(b))
+			defer close(applied)
+			for j := range order {
+				apply(<-j.done)
 			}
 		}()
-	}
-	skipped := 0
-	_, err := wal.Replay(s.opts.walDir(), wal.ReplayOptions{Logger: s.log, Metrics: m}, func(pos wal.Pos, payload []byte) error {
-		if pos.Segment < checkpoint {
-			skipped++
+		_, err = wal.Replay(s.opts.walDir(), replayOpts, func(pos wal.Pos, payload []byte) error {
+			if pos.Segment < checkpoint {
+				skipped++
+				return nil
+			}
+			// payload is only valid during the call. order first: the
+			// appender waits on the oldest record, which a worker gets next.
+			j := &job{pos: pos, payload: append([]byte(nil), payload...), done: make(chan *decodedRecord, 1)}
+			order <- j
+			work <- j
 			return nil
-		}
-		jobs <- job{pos: pos, payload: append([]byte(nil), payload...)} // payload is only valid during the call
-		return nil
-	})
-	close(jobs)
-	wg.Wait()
-	s.log.Info("wal restored into the head", "profiles", profiles.Load(), "records_in_blocks", skipped, "unrestorable", bad.Load())
+		})
+		close(work)
+		close(order)
+		<-applied
+		wg.Wait()
+	}
+	s.log.Info("wal restored into the head", "profiles", profiles, "records_in_blocks", skipped, "unrestorable", bad, "workers", workers)
 	return err
 }
 
-// restore appends one WAL record to the head; it returns the profiles
-// restored and those that could not be.
-func (s *Store) restore(pos wal.Pos, payload []byte) (restored, bad int) {
+// replayWindow is the number of WAL records in flight per decoding worker
+// during replay (queued, being decoded, or decoded and waiting for their turn).
+const replayWindow = 4
+
+// decodedRecord is a WAL record decoded for the head.
+type decodedRecord struct {
+	pos     wal.Pos
+	tenant  string
+	entries []decodedEntry
+	err     error // the record does not decode
+}
+
+type decodedEntry struct {
+	id        head.ProfileID
+	timeNanos int64
+	labels    model.Labels
+	p         *googlev1.Profile
+	err       error // the profile does not decode
+}
+
+// decodeRecord decodes one WAL record and its profiles; it keeps no
+// reference to payload.
+func (s *Store) decodeRecord(pos wal.Pos, payload []byte) *decodedRecord {
+	d := &decodedRecord{pos: pos}
 	tenant, entries, err := record.Decode(payload)
 	if err != nil {
-		s.log.Error("wal record does not decode: skipped", "pos", pos.String(), "err", err)
+		d.err = err
+		return d
+	}
+	d.tenant = tenant
+	d.entries = make([]decodedEntry, len(entries))
+	for i, e := range entries {
+		de := &d.entries[i]
+		de.id, de.timeNanos, de.labels = e.ID, e.TimeNanos, e.Labels
+		de.p, de.err = pprofdec.DecodePprof(e.Raw, s.opts.MaxProfileSize)
+		if de.err == nil {
+			push.SanitizeStrings(de.p)
+		}
+	}
+	return d
+}
+
+// apply appends a decoded WAL record to the head; it returns the profiles
+// restored and those that could not be.
+func (s *Store) apply(d *decodedRecord) (restored, bad int) {
+	if d.err != nil {
+		s.log.Error("wal record does not decode: skipped", "pos", d.pos.String(), "err", d.err)
 		return 0, 1
 	}
-	for _, e := range entries {
-		p, err := pprofdec.DecodePprof(e.Raw, s.opts.MaxProfileSize)
+	for i := range d.entries {
+		e := &d.entries[i]
+		err := e.err
 		if err == nil {
-			push.SanitizeStrings(p)
-			_, err = s.active.Append(tenant, e.ID, e.Labels, p, e.TimeNanos)
+			_, err = s.active.Append(d.tenant, e.id, e.labels, e.p, e.timeNanos)
 		}
+		e.p = nil // let the collector have it while the rest is applied
 		if err != nil {
 			bad++
-			s.log.Error("wal profile cannot be restored: skipped", "pos", pos.String(), "tenant", tenant, "err", err)
+			s.log.Error("wal profile cannot be restored: skipped", "pos", d.pos.String(), "tenant", d.tenant, "err", err)
 			continue
 		}
 		restored++
 		s.replayed.Inc()
-		s.markActive(e.TimeNanos)
+		s.markActive(e.timeNanos)
 	}
 	return restored, bad
 }

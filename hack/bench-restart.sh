@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Restart time of one `hearth ingester` with a large WAL (issue 17): load the
+# shared corpus (as hack/bench-load.sh does) until the WAL holds WAL_MB MiB,
+# then (1) kill -9 it and time a start until /ready answers 200 (a full WAL
+# replay), and (2) stop it gracefully (it runs with
+# -ingester.flush-on-stop-wal-bytes=256MiB, the operator's default: the head is
+# written into local blocks) and time that stop and the next
+# start until /ready.
+# Usage: hack/bench-restart.sh [wal MiB, default 256] [extra ingester flags...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CGO_ENABLED=0
+walmb=${1:-256}; shift || true
+corpus=../shared/testdata/pprof
+[ -d "$corpus" ] || { echo "bench-restart: $corpus is not beside the project"; exit 1; }
+work=$(mktemp -d)
+ing=
+trap '[ -z "$ing" ] || { kill -9 $ing; wait $ing; } 2>/dev/null || true; rm -rf "$work"' EXIT
+mkdir -p "$work/corpus"
+for f in "$corpus"/*; do
+  case $(basename "$f") in invalid_utf8.pb.gz|dotnet-pprof-3.pb.gz) continue ;; esac
+  cp "$f" "$work/corpus/"
+done
+bin=${HEARTH_BIN:-bin/hearth}
+[ -n "${HEARTH_BIN:-}" ] || go build -o bin/hearth ./cmd/hearth
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+now() { date +%s.%N; }
+start_ingester() {
+  "$bin" ingester -server.http-listen-address=127.0.0.1 -server.http-listen-port="$port" \
+    -data-dir="$work/data" -log.level=info -ingester.max-head-bytes=8GiB -ingester.flush-on-stop-wal-bytes=256MiB "$@" >>"$work/ingester.log" 2>&1 &
+  ing=$!
+}
+wait_ready() { # prints seconds from $1 until /ready is 200
+  until curl -fsS "http://127.0.0.1:$port/ready" >/dev/null 2>&1; do sleep 0.05; done
+  python3 -c "import time; print(round(time.time()-$1,2))"
+}
+walbytes() { find "$work/data" -name '*.wal' -printf '%s\n' 2>/dev/null | awk '{s+=$1} END{print s+0}'; }
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{print ($14+$15)/hz}' /proc/$1/stat; }
+fill() {
+  "$bin" load -url "http://127.0.0.1:$port" -dir "$work/corpus" -workers 4 -series 50 -duration 600s >/dev/null 2>&1 &
+  local load=$!
+  while [ "$(walbytes)" -lt $((walmb << 20)) ]; do sleep 0.5; done
+  kill $load; wait $load 2>/dev/null || true
+}
+
+start_ingester "$@"; t0=$(now); echo "first start: $(wait_ready "$t0")s"
+fill
+echo "WAL: $(( $(walbytes) >> 20 )) MiB"
+kill -9 $ing; wait $ing 2>/dev/null || true
+start_ingester "$@"; t0=$(now)
+echo "kill -9, then start until ready: $(wait_ready "$t0")s ($(cpu_s $ing) CPU-s); $(grep -o '"wal replay done".*' "$work/ingester.log" | tail -1 | grep -o 'mb_per_second=[0-9.]*')"
+
+t0=$(now); kill -TERM $ing; wait $ing 2>/dev/null || true
+echo "graceful stop, flush-on-stop-wal-bytes=256MiB: $(python3 -c "import time; print(round(time.time()-$t0,2))")s"
+start_ingester "$@"; t0=$(now)
+echo "start after it until ready: $(wait_ready "$t0")s ($(cpu_s $ing) CPU-s), WAL left $(( $(walbytes) >> 20 )) MiB"
