@@ -174,7 +174,7 @@ func TestCompactionAfterRolloutAndScaleDown(t *testing.T) {
 	// What the compactors of the remaining pods did (a restarted pod's list starts over).
 	jobs, in, out, dups := 0, int64(0), int64(0), int64(0)
 	for _, ip := range e.readyIPsOf(ns, "") {
-		st, err := compactorStatus("http://" + ip + ":4040")
+		st, err := compactorStatus("http://" + ip + ":4041")
 		if err != nil {
 			t.Errorf("compactor status of %s: %v", ip, err)
 			continue

@@ -39,6 +39,18 @@ func startBucketCluster(t *testing.T, n int, bucketArgs []string, extra ...strin
 	return startClusterOpts(t, n, clusterOptions{bucket: bucketArgs, extra: extra})
 }
 
+// internalURLs are the live nodes' internal listeners (flush and the other
+// admin endpoints are served there only).
+func (c *cluster) internalURLs() []string {
+	var out []string
+	for _, nd := range c.nodes {
+		if nd.proc != nil && !nd.proc.Exited() {
+			out = append(out, nd.proc.InternalURL)
+		}
+	}
+	return out
+}
+
 func (c *cluster) urls() []string {
 	var out []string
 	for _, nd := range c.nodes {
@@ -181,7 +193,7 @@ func compactionRun(t *testing.T, c *cluster, bkt objstore.Bucket, kills int, bet
 	cancel()
 	<-done
 	acked, _, tried := p.snapshot()
-	for _, u := range c.urls() {
+	for _, u := range c.internalURLs() {
 		flush(t, u)
 	}
 	// Converged: nothing but compacted blocks, one per range, nothing marked left.
@@ -373,7 +385,7 @@ func TestCompactionRetention(t *testing.T) {
 	if len(acked) == 0 {
 		t.Fatal("nothing acknowledged")
 	}
-	for _, u := range c.urls() {
+	for _, u := range c.internalURLs() {
 		flush(t, u)
 	}
 	// Each ingester keeps its own uploaded blocks for -ingester.local-retention:

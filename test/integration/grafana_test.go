@@ -727,7 +727,7 @@ func TestGrafanaCalls(t *testing.T) {
 	// ingester that reads only the bucket (three copies of each profile).
 	t.Run("blocks", func(t *testing.T) {
 		for i := range c.nodes {
-			flush(t, c.url(i))
+			flush(t, c.nodes[i].proc.InternalURL)
 		}
 		fresh := testutil.StartIngester(t, testutil.FreePort(t), "-data-dir="+t.TempDir(), "-log.level=warn", "-storage.filesystem.dir="+c.bucket)
 		fq := querierv1connect.NewQuerierServiceClient(http.DefaultClient, fresh.URL)

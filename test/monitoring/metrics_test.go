@@ -298,7 +298,7 @@ func ingesterSeries(t *testing.T) series {
 		t.Fatal(err)
 	}
 	for _, p := range procs {
-		if code := post(t, p.URL+"/ingester/flush?wait=true", "", nil); code != http.StatusOK {
+		if code := post(t, p.InternalURL+"/ingester/flush?wait=true", "", nil); code != http.StatusOK {
 			t.Fatalf("flush: %d", code)
 		}
 		scrape(t, p.URL+"/metrics", s)
