@@ -233,7 +233,7 @@ func compactionRun(t *testing.T, c *cluster, bkt objstore.Bucket, kills int, bet
 	}
 	// Some compactor ran jobs and lists them.
 	jobs := 0
-	for _, u := range c.urls() {
+	for _, u := range c.internalURLs() {
 		var st struct {
 			Jobs []struct {
 				Result string `json:"result"`
