@@ -280,7 +280,7 @@ func (c *cluster) compacting(timeout time.Duration, want string) (int, string) {
 					Stage string `json:"stage"`
 				} `json:"running"`
 			}
-			resp, err := http.Get(nd.proc.URL + "/compactor/status?format=json")
+			resp, err := http.Get(nd.proc.InternalURL + "/compactor/status?format=json")
 			if err != nil {
 				continue
 			}
