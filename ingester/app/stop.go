@@ -36,6 +36,7 @@ func (a *App) restartStop() {
 func (a *App) finalStop() error {
 	start := time.Now()
 	a.leave()
+	a.waitWritesRouted()
 	// No write may be acknowledged after the last flush: the others skip a
 	// LEAVING member, and what still arrives here is refused (another replica
 	// takes it).
@@ -61,6 +62,18 @@ func (a *App) leave() {
 	t0 := time.Now()
 	pending := a.Ring.WaitSeenLeaving(ctx, a.Config.Ingester.LeavePropagationTimeout)
 	a.Logger.Info("peers see this ingester LEAVING", "seconds", time.Since(t0).Seconds(), "not_confirmed", len(pending))
+}
+
+// waitWritesRouted lets the pushes routed here before the peers saw LEAVING
+// land before writes are refused: a refusal could fail their quorum (with RF 2
+// every replica must store a profile). Bounded: a peer that never saw LEAVING
+// keeps sending, and those pushes are refused after the bound.
+func (a *App) waitWritesRouted() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if !a.Store.WaitQuiet(ctx, 300*time.Millisecond) {
+		a.Logger.Warn("writes still arrive after LEAVING; refusing them from now on (another replica takes them)")
+	}
 }
 
 // serveOn serves until -shutdown-delay after the stop began, so that clients

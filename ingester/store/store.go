@@ -100,6 +100,8 @@ type Store struct {
 	noWrites    bool          // no more writes; cuts still work (a final stop's flush)
 	opened      bool          // the WAL is replayed and open
 	replayFrom  atomic.Uint64 // first WAL segment not covered by local blocks
+	appending   atomic.Int64  // Appends in flight
+	lastAppend  atomic.Int64  // unix nanos at which the last Append returned
 
 	cutMu  sync.Mutex // one cut at a time
 	cutsMu sync.Mutex
@@ -404,6 +406,11 @@ var ErrStarting = errors.New("the ingester is starting: replaying its write-ahea
 
 // Append implements push.Appender: WAL first, then the head.
 func (s *Store) Append(ctx context.Context, tenant string, ps []push.Profile) error {
+	s.appending.Add(1)
+	defer func() {
+		s.lastAppend.Store(time.Now().UnixNano())
+		s.appending.Add(-1)
+	}()
 	for i := range ps {
 		if err := symdb.Validate(ps[i].Profile); err != nil {
 			return err
@@ -661,6 +668,26 @@ func (s *Store) Run(ctx context.Context) error {
 		}
 		if err := s.Cut(ctx, reason); err != nil && !errors.Is(err, ErrClosed) {
 			s.log.Error("cutting the head", "reason", reason, "err", err)
+		}
+	}
+}
+
+// WaitQuiet waits until no Append is in flight and none has returned for
+// quiet, or ctx ends; it reports whether the store went quiet. A final stop
+// calls it after the peers see this ingester LEAVING: a push routed here
+// before that (by this ingester's distributor or a peer's) may still be on
+// its way, and refusing it after StopWrites could fail its quorum.
+func (s *Store) WaitQuiet(ctx context.Context, quiet time.Duration) bool {
+	tick := time.NewTicker(min(quiet/4+time.Millisecond, 50*time.Millisecond))
+	defer tick.Stop()
+	for {
+		if s.appending.Load() == 0 && time.Since(time.Unix(0, s.lastAppend.Load())) >= quiet {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
 		}
 	}
 }
