@@ -7,21 +7,35 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"syscall"
 	"testing"
 	"time"
 )
 
-// workload is a small real program to profile: hashing and allocating.
-func workload(d time.Duration) {
-	deadline := time.Now().Add(d)
+// workload is a small real program to profile: hashing and allocating, until
+// this process has used cpu of CPU time (the profiler samples CPU time: on a
+// busy machine a wall-clock bound could leave the profile without a sample),
+// or at most ten times that in wall time.
+func workload(cpu time.Duration) {
+	start := cpuTime()
+	deadline := time.Now().Add(10 * cpu)
 	buf := make([]byte, 64<<10)
-	for time.Now().Before(deadline) {
+	for cpuTime()-start < cpu && time.Now().Before(deadline) {
 		for i := 0; i < 50; i++ {
 			h := sha256.Sum256(buf)
 			buf = append(buf[:0:0], bytes.Repeat(h[:], 2048)...)
 		}
 		runtime.KeepAlive(buf)
 	}
+}
+
+// cpuTime is the CPU time this process has used (user and system).
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // WriteProfiles profiles a real workload in this process and writes a CPU
