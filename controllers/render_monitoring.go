@@ -45,6 +45,15 @@ func RenderPodMonitor(ing *hearthv1.Ingester) *unstructured.Unstructured {
 		selector[k] = v
 	}
 	endpoint := map[string]any{"port": "http", "path": "/metrics"}
+	if PublicTLS(ing) {
+		// Prometheus verifies the certificate with the Secret's CA, by the name the
+		// certificate is issued for (it scrapes pod IPs).
+		endpoint["scheme"] = "https"
+		endpoint["tlsConfig"] = map[string]any{
+			"ca":         map[string]any{"secret": map[string]any{"name": ing.Spec.TLS.SecretName, "key": TLSCAKey}},
+			"serverName": TLSServerName(ing),
+		}
+	}
 	if ing.Spec.Monitoring.Interval != "" {
 		endpoint["interval"] = string(ing.Spec.Monitoring.Interval)
 	}

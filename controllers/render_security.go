@@ -64,6 +64,9 @@ func TLSServerName(ing *hearthv1.Ingester) string {
 	return fmt.Sprintf("%s.%s.svc", headlessServiceName(ing), ing.Namespace)
 }
 
+// PublicTLS reports whether the public port serves TLS (spec.tls.public).
+func PublicTLS(ing *hearthv1.Ingester) bool { return ing.Spec.TLS != nil && ing.Spec.TLS.Public }
+
 // RenderNetworkPolicy admits, to this Ingester's pods: the public port from
 // spec.networkPolicy.publicFrom (anywhere when empty); the internal port from the same
 // Ingester's pods and the operator's; the memberlist port from the same Ingester's pods.
@@ -137,6 +140,9 @@ func securityConfig(ing *hearthv1.Ingester, cfg map[string]any) {
 	server["internal_tls"] = map[string]any{
 		"cert_path": cert, "key_path": key, "client_ca_path": ca, "client_auth": ClientAuthRequireAndVerify,
 	}
+	if ing.Spec.TLS.Public {
+		server["http_tls"] = map[string]any{"cert_path": cert, "key_path": key}
+	}
 	ingester, _ := cfg["ingester"].(map[string]any)
 	if ingester == nil {
 		ingester = map[string]any{}
@@ -170,6 +176,9 @@ func secureStatefulSet(ing *hearthv1.Ingester, sts *appsv1.StatefulSet) {
 		}
 		if ing.Spec.TLS != nil {
 			c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: TLSVolume, MountPath: TLSDir, ReadOnly: true})
+		}
+		if PublicTLS(ing) && c.ReadinessProbe != nil && c.ReadinessProbe.HTTPGet != nil {
+			c.ReadinessProbe.HTTPGet.Scheme = corev1.URISchemeHTTPS // the kubelet does not verify the certificate
 		}
 	}
 	if ing.Spec.TLS != nil {

@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
@@ -185,6 +186,45 @@ func TestRenderSecurityRules(t *testing.T) {
 		plain, _ := IngesterConfig(fixtures()["minimal"], "")
 		if bytes.Contains(plain, []byte("tls")) || !bytes.Contains(plain, []byte("internal_listen_port: 4041")) {
 			t.Fatalf("config without spec.tls:\n%s", plain)
+		}
+		// The public port stays plain HTTP unless spec.tls.public.
+		if bytes.Contains([]byte(cm.Data[ConfigFile]), []byte("http_tls")) || c.ReadinessProbe.HTTPGet.Scheme != corev1.URISchemeHTTP {
+			t.Fatalf("public port TLS without spec.tls.public: probe %s, config:\n%s", c.ReadinessProbe.HTTPGet.Scheme, cm.Data[ConfigFile])
+		}
+	})
+
+	t.Run("spec.tls.public serves the public port over TLS: config, probe and PodMonitor follow", func(t *testing.T) {
+		ing := f["tls"].DeepCopy()
+		ing.Spec.TLS.Public = true
+		ing.Spec.Monitoring.Enabled = true
+		cm, err := RenderConfigMap(ing)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cfg struct {
+			Server struct {
+				HTTPTLS     map[string]string `json:"http_tls"`
+				InternalTLS map[string]string `json:"internal_tls"`
+			} `json:"server"`
+		}
+		if err := yaml.Unmarshal([]byte(cm.Data[ConfigFile]), &cfg); err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Server.HTTPTLS["cert_path"] != "/etc/hearth-tls/tls.crt" || cfg.Server.HTTPTLS["key_path"] != "/etc/hearth-tls/tls.key" ||
+			cfg.Server.HTTPTLS["client_auth"] != "" || cfg.Server.InternalTLS["client_auth"] != ClientAuthRequireAndVerify {
+			t.Fatalf("server config %+v (the public port asks no client certificate; the internal one still requires it)", cfg.Server)
+		}
+		sts := RenderStatefulSet(ing, Zones(ing)[0], cm)
+		if got := sts.Spec.Template.Spec.Containers[0].ReadinessProbe.HTTPGet.Scheme; got != corev1.URISchemeHTTPS {
+			t.Fatalf("readiness probe scheme %s", got)
+		}
+		pm := RenderPodMonitor(ing)
+		eps, _, _ := unstructured.NestedSlice(pm.Object, "spec", "podMetricsEndpoints")
+		ep := eps[0].(map[string]any)
+		ca, _, _ := unstructured.NestedString(ep, "tlsConfig", "ca", "secret", "name")
+		sn, _, _ := unstructured.NestedString(ep, "tlsConfig", "serverName")
+		if ep["scheme"] != "https" || ca != "hearth-internal-tls" || sn != "secure-headless.profiling.svc" {
+			t.Fatalf("PodMonitor endpoint %+v", ep)
 		}
 	})
 }

@@ -296,7 +296,14 @@ func TestHTTPRingReader(t *testing.T) {
 		fmt.Fprint(w, `{"shards":[{"id":"a-0","state":"ACTIVE","address":"10.0.0.1:4040"},{"id":"a-1","state":"JOINING"}],"now":"2026-01-01T00:00:00Z"}`)
 	}))
 	defer srv.Close()
-	members, err := HTTPRingReader{}.Ring(context.Background(), strings.TrimPrefix(srv.URL, "http://"))
+	// The ring is read where the Target says (the pod's internal port in the operator).
+	rr := HTTPRingReader{Target: func(_ context.Context, addr string) (string, *http.Client, error) {
+		if addr != "10.0.0.9:4040" {
+			t.Errorf("target asked for %q, want the pod's public address", addr)
+		}
+		return srv.URL, nil, nil
+	}}
+	members, err := rr.Ring(context.Background(), "10.0.0.9:4040")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,7 +314,7 @@ func TestHTTPRingReader(t *testing.T) {
 		t.Fatalf("summary %q", s.Summary)
 	}
 	srv.Close()
-	if _, err := (HTTPRingReader{}).Ring(context.Background(), strings.TrimPrefix(srv.URL, "http://")); err == nil {
+	if _, err := rr.Ring(context.Background(), "10.0.0.9:4040"); err == nil {
 		t.Fatal("no error from a closed server")
 	}
 }

@@ -21,18 +21,28 @@ type RingReader interface {
 }
 
 // HTTPRingReader reads GET /ring with Accept: application/json, the dskit ring page's
-// JSON form: {"shards":[{"id":..., "state":...}, ...]}.
+// JSON form: {"shards":[{"id":..., "state":...}, ...]}, on the pod's internal port
+// (Target: with the Ingester's client certificate under spec.tls), so that it does not
+// depend on how the public port is served.
 type HTTPRingReader struct {
-	Client *http.Client
+	Target PodTarget // nil: plain HTTP to the internal port
 }
 
 // Ring implements RingReader.
 func (r HTTPRingReader) Ring(ctx context.Context, addr string) (map[string]string, error) {
-	c := r.Client
-	if c == nil {
-		c = &http.Client{Timeout: 3 * time.Second}
+	base, c := "http://"+AdminAddr(addr), (*http.Client)(nil)
+	if r.Target != nil {
+		var err error
+		if base, c, err = r.Target(ctx, addr); err != nil {
+			return nil, err
+		}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/ring", nil)
+	if c == nil {
+		c = http.DefaultClient
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/ring", nil)
 	if err != nil {
 		return nil, err
 	}
@@ -43,7 +53,7 @@ func (r HTTPRingReader) Ring(ctx context.Context, addr string) (map[string]strin
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET /ring from %s: %s", addr, resp.Status)
+		return nil, fmt.Errorf("GET /ring from %s: %s", base, resp.Status)
 	}
 	return ParseRing(resp.Body)
 }

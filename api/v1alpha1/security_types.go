@@ -38,6 +38,14 @@ type TLSSpec struct {
 	// +kubebuilder:validation:MaxLength=253
 	// +optional
 	ServerName string `json:"serverName,omitempty"`
+
+	// Public also serves the public port (push, query, /ready, /metrics) over TLS with
+	// the same certificate, without asking clients for one (they are authenticated by
+	// the gateway in front). The certificate must then also name the addresses clients
+	// use (the Services' DNS names). The readiness probe, the PodMonitor and the operator
+	// switch to HTTPS.
+	// +optional
+	Public bool `json:"public,omitempty"`
 }
 
 // NetworkPolicySpec is the NetworkPolicy the operator renders for the ingester pods.

@@ -98,7 +98,7 @@ func runOperator(ctx context.Context, args []string) error {
 	// Admin calls go to each pod's internal port, with the client certificate of the
 	// Ingester's spec.tls Secret when it has one.
 	targets := &controllers.SecurePodTargets{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()}
-	r := &controllers.IngesterReconciler{Ring: controllers.HTTPRingReader{}, Resync: *resync,
+	r := &controllers.IngesterReconciler{Ring: controllers.HTTPRingReader{Target: targets.Target}, Resync: *resync,
 		MaxConcurrentReconciles: *maxConcurrent, FlushTimeout: *flushTimeout,
 		Pods: controllers.HTTPPodClient{FlushTimeout: *flushTimeout, Target: targets.Target}}
 	if err := r.SetupWithManager(mgr); err != nil {

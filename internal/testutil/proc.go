@@ -3,6 +3,7 @@ package testutil
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -112,7 +113,7 @@ func StartIngester(t testing.TB, port int, args ...string) *Process {
 		"-server.internal-listen-address=127.0.0.1", "-server.internal-listen-port=" + strconv.Itoa(internal),
 		"-memberlist.bind-port=" + strconv.Itoa(FreePort(t)), "-ingester.ring.min-ready-duration=0s",
 		"-ingester.ring.instance-id=ingester-" + strconv.Itoa(port)}, args...)
-	scheme := "http"
+	scheme, public := "http", "http"
 	for _, a := range args { // flags given later win
 		if v, ok := strings.CutPrefix(a, "-server.internal-listen-port="); ok {
 			internal, _ = strconv.Atoi(v)
@@ -120,8 +121,16 @@ func StartIngester(t testing.TB, port int, args ...string) *Process {
 		if strings.HasPrefix(a, "-server.internal-tls-cert-path=") {
 			scheme = "https"
 		}
+		if strings.HasPrefix(a, "-server.http-tls-cert-path=") {
+			public = "https"
+		}
+		if file, ok := strings.CutPrefix(a, "-config.file="); ok {
+			if b, err := os.ReadFile(file); err == nil && bytes.Contains(b, []byte("http_tls:")) {
+				public = "https"
+			}
+		}
 	}
-	p := &Process{t: t, Args: all, Port: port, URL: fmt.Sprintf("http://127.0.0.1:%d", port),
+	p := &Process{t: t, Args: all, Port: port, URL: fmt.Sprintf("%s://127.0.0.1:%d", public, port),
 		InternalPort: internal, InternalURL: fmt.Sprintf("%s://127.0.0.1:%d", scheme, internal), log: &SyncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(Hearth(t), all...)
 	p.cmd.Stdout = p.log
@@ -147,6 +156,10 @@ func (p *Process) Log() string {
 	return p.log.String()
 }
 
+// probeClient polls /ready as the kubelet's probe does: over HTTPS without
+// verifying the certificate (the tests that use TLS verify it themselves).
+var probeClient = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+
 // WaitReady polls /ready.
 func (p *Process) WaitReady(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
@@ -158,7 +171,7 @@ func (p *Process) WaitReady(timeout time.Duration) error {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.URL+"/ready", nil)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := probeClient.Do(req)
 		cancel()
 		if err == nil {
 			resp.Body.Close()

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -23,6 +25,12 @@ import (
 	"github.com/grafana/pyroscope/api/gen/proto/go/querier/v1/querierv1connect"
 	typesv1 "github.com/grafana/pyroscope/api/gen/proto/go/types/v1"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
+
+	hearthv1 "github.com/hearth-dev/hearth/api/v1alpha1"
+	"github.com/hearth-dev/hearth/controllers"
 	"github.com/hearth-dev/hearth/ingester/distributor"
 	"github.com/hearth-dev/hearth/ingester/record"
 	"github.com/hearth-dev/hearth/ingester/remote"
@@ -417,5 +425,71 @@ func TestMutualTLSCluster(t *testing.T) {
 		if !strings.Contains(x.proc.Log(), "TLS certificate reloaded") || x.proc.Exited() {
 			t.Errorf("%s: no reload logged, or it exited", x.id)
 		}
+	}
+}
+
+// TestOperatorPublicTLSConfig runs `hearth ingester` with the configuration the operator
+// renders for spec.tls with public: true (the Secret's mount moved to a temporary
+// directory, the cluster-only join address removed): the public port serves TLS with
+// the Secret's certificate and takes a push and a query over it, refuses plain HTTP,
+// asks no client certificate; the internal port still requires one.
+func TestOperatorPublicTLSConfig(t *testing.T) {
+	ing := &hearthv1.Ingester{
+		ObjectMeta: metav1.ObjectMeta{Name: "hearth", Namespace: "profiling"},
+		Spec: hearthv1.IngesterSpec{
+			Replicas: ptr.To[int32](1), ReplicationFactor: 1,
+			ObjectStorage: hearthv1.ObjectStorageSpec{Backend: hearthv1.BackendFilesystem},
+			TLS:           &hearthv1.TLSSpec{SecretName: "hearth-tls", Public: true},
+		},
+	}
+	rendered, err := controllers.IngesterConfig(ing, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverName := controllers.TLSServerName(ing)
+	ca := testutil.NewCA(t, "hearth-test-ca")
+	files := testutil.WriteTLSDir(t, t.TempDir(), ca.Issue(t, "hearth", []string{serverName}), ca.PEM)
+	var cfg map[string]any
+	if err := yaml.Unmarshal(bytes.ReplaceAll(rendered, []byte(controllers.TLSDir), []byte(files.Dir)), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	dataDir := t.TempDir()
+	cfg["memberlist"].(map[string]any)["join_members"] = []any{}
+	cfg["ingester"].(map[string]any)["ring"].(map[string]any)["tokens_file_path"] = filepath.Join(dataDir, "tokens")
+	out, err := yaml.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "hearth.yaml")
+	if err := os.WriteFile(file, out, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := testutil.StartIngester(t, testutil.FreePort(t), "-config.file="+file, "-data-dir="+dataDir,
+		"-storage.filesystem.dir="+t.TempDir(), "-shutdown-delay=0s")
+	if !strings.HasPrefix(p.URL, "https://") {
+		t.Fatalf("public URL %s: the rendered config did not turn on TLS", p.URL)
+	}
+
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca.PEM)
+	verified := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: serverName}}}
+	// A push and a query over TLS, verified with the Secret's CA, without a client certificate.
+	dir, _ := testutil.HeapCorpus(t)
+	s, err := load.Run(context.Background(), load.Config{URL: p.URL, Dir: dir, Workers: 1, MaxPushes: 5, HTTPClient: verified})
+	if err != nil || s.Pushes == 0 || s.Errors > 0 {
+		t.Fatalf("pushes over public TLS: %+v %v", s, err)
+	}
+	qc := querierv1connect.NewQuerierServiceClient(verified, p.URL)
+	names, err := qc.LabelValues(context.Background(), connect.NewRequest(&typesv1.LabelValuesRequest{Name: "service_name"}))
+	if err != nil || len(names.Msg.Names) == 0 {
+		t.Fatalf("query over public TLS: %v %v", names, err)
+	}
+	// Plain HTTP on the public port is refused.
+	if code, _ := do(t, http.DefaultClient, http.MethodGet, "http://"+strings.TrimPrefix(p.URL, "https://")+"/ready", nil, nil); code != http.StatusBadRequest {
+		t.Fatalf("plain HTTP to the public port: %d, want 400 (an HTTP request to an HTTPS server)", code)
+	}
+	// The internal port still requires a client certificate.
+	if _, err := verified.Get(strings.Replace(p.InternalURL, "http://", "https://", 1) + "/ring"); err == nil {
+		t.Fatal("the internal port answered a client without a certificate")
 	}
 }
