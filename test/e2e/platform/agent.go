@@ -196,27 +196,29 @@ func (a *Agent) Kill(namespace, name string) error {
 	return fmt.Errorf("pod %s/%s is not running on node %s", namespace, name, a.cfg.NodeName)
 }
 
-// PodLog returns the log of a pod's container (all its runs), for failure messages.
+// PodLog is the container's log of every incarnation of the pod name (each a
+// different UID), oldest first (by the time each log was last written), so the
+// last matching line is the newest incarnation's.
 func (a *Agent) PodLog(namespace, name, container string) string {
-	a.mu.Lock()
-	var paths []string
-	for _, p := range a.pods {
-		if p.namespace == namespace && p.name == name {
-			paths = append(paths, filepath.Join(p.logDir, container+".log"))
+	paths, _ := filepath.Glob(filepath.Join(a.cfg.Dir, "logs", namespace+"_"+name+"_*", container+".log"))
+	type logFile struct {
+		path string
+		mod  time.Time
+	}
+	var files []logFile
+	for _, p := range paths {
+		if fi, err := os.Stat(p); err == nil {
+			files = append(files, logFile{p, fi.ModTime()})
 		}
 	}
-	a.mu.Unlock()
-	if len(paths) == 0 {
-		m, _ := filepath.Glob(filepath.Join(a.cfg.Dir, "logs", namespace+"_"+name+"_*", container+".log"))
-		paths = m
-	}
+	sort.SliceStable(files, func(i, j int) bool { return files[i].mod.Before(files[j].mod) })
 	var b strings.Builder
-	for _, p := range paths {
-		data, err := os.ReadFile(p)
+	for _, f := range files {
+		data, err := os.ReadFile(f.path)
 		if err != nil {
 			continue
 		}
-		fmt.Fprintf(&b, "== %s\n%s", p, data)
+		fmt.Fprintf(&b, "== %s\n%s", f.path, data)
 	}
 	return b.String()
 }
