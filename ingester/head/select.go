@@ -25,9 +25,10 @@ type Selection struct {
 // match, with their rows whose time is in [startNanos, endNanos].
 func (t *Tenant) Select(ptype string, match func(model.Labels) bool, startNanos, endNanos int64) Selection {
 	type cand struct {
-		sr   SeriesRows
-		all  bool // every row is in range
-		aggs []chunkAgg
+		sr     SeriesRows
+		all    bool // every row is in range
+		aggs   []chunkAgg
+		packed []packedBlock
 	}
 	t.mu.RLock()
 	cands := t.candidates(ptype)
@@ -36,7 +37,7 @@ func (t *Tenant) Select(ptype string, match func(model.Labels) bool, startNanos,
 		if s.maxT < startNanos || s.minT > endNanos || (match != nil && !match(s.labels)) {
 			continue
 		}
-		c := cand{sr: SeriesRows{Labels: s.labels, Profiles: s.profiles}, all: s.minT >= startNanos && s.maxT <= endNanos} // the slice header is the copy
+		c := cand{sr: SeriesRows{Labels: s.labels, Profiles: s.profiles}, all: s.minT >= startNanos && s.maxT <= endNanos, packed: s.packed} // the slice headers are the copy
 		if len(s.aggs) > 0 {
 			c.aggs = append([]chunkAgg(nil), s.aggs...) // installed under the lock: copy
 		}
@@ -70,7 +71,7 @@ func (t *Tenant) Select(ptype string, match func(model.Labels) bool, startNanos,
 			}
 			if !contiguous {
 				var rows []Profile
-				for _, p := range sr.Profiles {
+				for _, p := range unpackRange(sr.Profiles, c.packed, lo, len(sr.Profiles)) {
 					if p.TimeNanos >= startNanos && p.TimeNanos <= endNanos {
 						rows = append(rows, p)
 					}
@@ -82,7 +83,7 @@ func (t *Tenant) Select(ptype string, match func(model.Labels) bool, startNanos,
 		if hi <= lo {
 			continue
 		}
-		sr.Profiles = sr.Profiles[lo:hi:hi]
+		sr.Profiles = unpackRange(sr.Profiles, c.packed, lo, hi)
 		for k, a := range c.aggs {
 			first := k*AggregateRows - lo
 			if a.samples == nil || first < 0 || first+AggregateRows > len(sr.Profiles) {
