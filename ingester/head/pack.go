@@ -68,13 +68,20 @@ func (b *packedBlock) unpack() []byte {
 // unpackRange returns rows[lo:hi] of a series whose rows are all (a snapshot
 // of its profiles) and whose packed blocks are packed, with every row's
 // samples set: all[lo:hi] itself when none of them is packed, else a copy
-// with the packed rows' samples decompressed (each block once). A block that
-// does not decompress leaves its rows' samples nil, which every decoder
-// reports as corrupt.
+// with the packed rows' samples decompressed (each block once).
 func unpackRange(all []Profile, packed []packedBlock, lo, hi int) []Profile {
-	rows := all[lo:hi:hi]
+	return unpackRows(all[lo:hi:hi], lo, packed, nil)
+}
+
+// unpackRows returns rows, row i being the series' row first+i, with the
+// samples of its packed rows set, except those for which lazy (when not nil)
+// is true: rows itself when there is nothing to unpack, else a copy. A block
+// that does not decompress leaves its rows' samples nil, which every decoder
+// reports as corrupt.
+func unpackRows(rows []Profile, first int, packed []packedBlock, lazy func(int) bool) []Profile {
+	need := func(i int) bool { return rows[i].Samples == nil && (lazy == nil || !lazy(first+i)) }
 	i := 0
-	for i < len(rows) && rows[i].Samples != nil {
+	for i < len(rows) && !need(i) {
 		i++
 	}
 	if i == len(rows) {
@@ -83,10 +90,10 @@ func unpackRange(all []Profile, packed []packedBlock, lo, hi int) []Profile {
 	out := make([]Profile, len(rows))
 	copy(out, rows)
 	for ; i < len(out); i++ {
-		if out[i].Samples != nil {
+		if out[i].Samples != nil || (lazy != nil && lazy(first+i)) {
 			continue
 		}
-		b := (lo + i) / PackRows
+		b := (first + i) / PackRows
 		if b >= len(packed) {
 			continue // cannot happen: a row without samples is in a packed block
 		}
@@ -96,13 +103,15 @@ func unpackRange(all []Profile, packed []packedBlock, lo, hi int) []Profile {
 			continue
 		}
 		// Every row of the block that is in range, from this one on.
-		for j := lo + i; j < (b+1)*PackRows && j < hi; j++ {
+		for j := first + i; j < (b+1)*PackRows && j < first+len(out); j++ {
 			start := uint32(0)
 			if k := j - b*PackRows; k > 0 {
 				start = blk.ends[k-1]
 			}
 			end := blk.ends[j-b*PackRows]
-			out[j-lo].Samples = data[start:end:end]
+			if out[j-first].Samples == nil {
+				out[j-first].Samples = data[start:end:end]
+			}
 		}
 	}
 	return out

@@ -184,3 +184,46 @@ func TestPackedCorruptBlock(t *testing.T) {
 		}
 	}
 }
+
+// TestSelectLazy: a lazy selection leaves packed only rows that a returned
+// aggregate covers, and its Unpacked rows are Select's rows.
+func TestSelectLazy(t *testing.T) {
+	packed, _ := twoHeads(t, 3*AggregateRows+PackRows+3)
+	pt := packed.Tenant("t")
+	lazyRows := 0
+	for _, rg := range [][2]int64{{math.MinInt64, math.MaxInt64}, {0, 1000}, {95, 333}, {400, math.MaxInt64}} {
+		want := pt.Select("", nil, rg[0], rg[1])
+		got := pt.SelectLazy("", nil, rg[0], rg[1])
+		if len(got.Series) != len(want.Series) {
+			t.Fatalf("%v: %d series, want %d", rg, len(got.Series), len(want.Series))
+		}
+		for i := range want.Series {
+			w, g := want.Series[i], got.Series[i]
+			if !reflect.DeepEqual(w.Aggregates, g.Aggregates) {
+				t.Fatalf("%v: aggregates differ", rg)
+			}
+			for j, p := range g.Profiles {
+				if p.Samples != nil {
+					continue
+				}
+				lazyRows++
+				covered := false
+				for _, a := range g.Aggregates {
+					covered = covered || (j >= a.First && j < a.First+a.Rows)
+				}
+				if !covered {
+					t.Fatalf("%v: row %d is packed without an aggregate", rg, j)
+				}
+			}
+			if u := g.Unpacked(0, len(g.Profiles)); !reflect.DeepEqual(u, w.Profiles) {
+				t.Fatalf("%v: series %d: unpacked rows differ from Select's", rg, i)
+			}
+			if u := g.Unpacked(3, len(g.Profiles)-2); !reflect.DeepEqual(u, w.Profiles[3:len(w.Profiles)-2]) {
+				t.Fatalf("%v: series %d: unpacked sub-range differs", rg, i)
+			}
+		}
+	}
+	if lazyRows == 0 {
+		t.Fatal("no row was left packed")
+	}
+}

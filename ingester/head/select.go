@@ -1,6 +1,8 @@
 package head
 
 import (
+	"context"
+
 	"github.com/hearth-dev/hearth/ingester/model"
 	"github.com/hearth-dev/hearth/ingester/symdb"
 )
@@ -12,6 +14,36 @@ type SeriesRows struct {
 	Labels     model.Labels
 	Profiles   []Profile
 	Aggregates []Aggregate
+
+	// A lazy selection's rows that an aggregate covers may have no samples
+	// (nil): they are in packed (the series' row first+i is Profiles[i]).
+	packed []packedBlock
+	first  int
+}
+
+// Unpacked returns Profiles[lo:hi] with every row's samples set. Only rows of
+// a lazy selection (SelectLazy) can lack them; for any other SeriesRows it is
+// Profiles[lo:hi].
+func (s *SeriesRows) Unpacked(lo, hi int) []Profile {
+	if s.packed == nil {
+		return s.Profiles[lo:hi:hi]
+	}
+	return unpackRows(s.Profiles[lo:hi:hi], s.first+lo, s.packed, nil)
+}
+
+type lazyRowsKey struct{}
+
+// WithLazyRows marks a query's context: the head sources may answer it with
+// SelectLazy. Only for readers that read rows through SeriesRows.Unpacked
+// unless they use the aggregates (the querier).
+func WithLazyRows(ctx context.Context) context.Context {
+	return context.WithValue(ctx, lazyRowsKey{}, true)
+}
+
+// LazyRows reports whether ctx was marked by WithLazyRows.
+func LazyRows(ctx context.Context) bool {
+	v, _ := ctx.Value(lazyRowsKey{}).(bool)
+	return v
 }
 
 // Selection is what a query reads from a tenant's head: matching series with
@@ -24,6 +56,18 @@ type Selection struct {
 // Select returns the series of profile type ptype (every type when "") that
 // match, with their rows whose time is in [startNanos, endNanos].
 func (t *Tenant) Select(ptype string, match func(model.Labels) bool, startNanos, endNanos int64) Selection {
+	return t.sel(ptype, match, startNanos, endNanos, false)
+}
+
+// SelectLazy is Select for a reader that merges: the rows a returned
+// Aggregate covers keep their samples packed when they are (nil in Profiles:
+// the merge reads the aggregate instead, or gets them from
+// SeriesRows.Unpacked when it cannot). Every other row has its samples.
+func (t *Tenant) SelectLazy(ptype string, match func(model.Labels) bool, startNanos, endNanos int64) Selection {
+	return t.sel(ptype, match, startNanos, endNanos, true)
+}
+
+func (t *Tenant) sel(ptype string, match func(model.Labels) bool, startNanos, endNanos int64, lazy bool) Selection {
 	type cand struct {
 		sr     SeriesRows
 		all    bool // every row is in range
@@ -83,13 +127,27 @@ func (t *Tenant) Select(ptype string, match func(model.Labels) bool, startNanos,
 		if hi <= lo {
 			continue
 		}
-		sr.Profiles = unpackRange(sr.Profiles, c.packed, lo, hi)
+		all := sr.Profiles
+		sr.Profiles = all[lo:hi:hi]
+		var covered []bool // by chunk: an aggregate is returned for it
 		for k, a := range c.aggs {
 			first := k*AggregateRows - lo
 			if a.samples == nil || first < 0 || first+AggregateRows > len(sr.Profiles) {
 				continue
 			}
 			sr.Aggregates = append(sr.Aggregates, Aggregate{First: first, Rows: AggregateRows, Samples: a.samples, digest: a.digest})
+			if lazy {
+				if covered == nil {
+					covered = make([]bool, len(c.aggs))
+				}
+				covered[k] = true
+			}
+		}
+		if covered == nil {
+			sr.Profiles = unpackRange(all, c.packed, lo, hi)
+		} else {
+			sr.Profiles = unpackRows(sr.Profiles, lo, c.packed, func(i int) bool { return i/AggregateRows < len(covered) && covered[i/AggregateRows] })
+			sr.packed, sr.first = c.packed, lo
 		}
 		sel.Series = append(sel.Series, sr)
 	}

@@ -459,11 +459,16 @@ func (s *Store) Append(ctx context.Context, tenant string, ps []push.Profile) er
 }
 
 // Select implements querier.Source over the active and the frozen heads.
-func (s *Store) Select(_ context.Context, tenant, ptype string, match func(model.Labels) bool, start, end int64) ([]head.Selection, error) {
+func (s *Store) Select(ctx context.Context, tenant, ptype string, match func(model.Labels) bool, start, end int64) ([]head.Selection, error) {
 	var out []head.Selection
+	lazy := head.LazyRows(ctx)
 	for _, h := range s.heads() {
 		if t := h.Tenant(tenant); t != nil {
-			out = append(out, t.Select(ptype, match, start, end))
+			if lazy {
+				out = append(out, t.SelectLazy(ptype, match, start, end))
+			} else {
+				out = append(out, t.Select(ptype, match, start, end))
+			}
 		}
 	}
 	return out, nil
