@@ -1,6 +1,8 @@
 package head
 
 import (
+	"runtime"
+
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -25,9 +27,18 @@ type packedBlock struct {
 // packedBlockOverhead is a packedBlock's memory besides data (and its slot).
 const packedBlockOverhead = 4*PackRows + 8 + 24
 
+// The packing encoders (at most packConcurrency run at once) each keep a
+// history of the window size: 2 MiB finds the repeats between the rows of a
+// block up to rows of 256 KiB.
+const (
+	packWindow      = 2 << 20
+	packConcurrency = 4
+)
+
 var (
-	packEnc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithLowerEncoderMem(true))
-	packDec, _ = zstd.NewReader(nil, zstd.WithDecoderLowmem(true))
+	packEnc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithLowerEncoderMem(true),
+		zstd.WithWindowSize(packWindow), zstd.WithEncoderConcurrency(min(runtime.GOMAXPROCS(0), packConcurrency)))
+	packDec, _ = zstd.NewReader(nil, zstd.WithDecoderLowmem(true), zstd.WithDecoderConcurrency(min(runtime.GOMAXPROCS(0), packConcurrency)))
 )
 
 // packBlock compresses rows (PackRows of them, samples set) into a block.
