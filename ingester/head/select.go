@@ -15,15 +15,15 @@ type SeriesRows struct {
 	Profiles   []Profile
 	Aggregates []Aggregate
 
-	// A lazy selection's rows that an aggregate covers may have no samples
+	// Rows of a SelectLazy or SelectPacked selection may have no samples
 	// (nil): they are in packed (the series' row first+i is Profiles[i]).
 	packed []packedBlock
 	first  int
 }
 
-// Unpacked returns Profiles[lo:hi] with every row's samples set. Only rows of
-// a lazy selection (SelectLazy) can lack them; for any other SeriesRows it is
-// Profiles[lo:hi].
+// Unpacked returns Profiles[lo:hi] with every row's samples set (a copy when
+// some were packed). Only rows of a SelectLazy or SelectPacked selection can
+// lack them; for any other SeriesRows it is Profiles[lo:hi].
 func (s *SeriesRows) Unpacked(lo, hi int) []Profile {
 	if s.packed == nil {
 		return s.Profiles[lo:hi:hi]
@@ -56,7 +56,24 @@ type Selection struct {
 // Select returns the series of profile type ptype (every type when "") that
 // match, with their rows whose time is in [startNanos, endNanos].
 func (t *Tenant) Select(ptype string, match func(model.Labels) bool, startNanos, endNanos int64) Selection {
-	return t.sel(ptype, match, startNanos, endNanos, false)
+	return t.sel(ptype, match, startNanos, endNanos, selectEager)
+}
+
+// selectMode says which packed rows a selection unpacks.
+type selectMode int
+
+const (
+	selectEager  selectMode = iota // every row (Select)
+	selectLazy                     // those no returned aggregate covers (SelectLazy)
+	selectPacked                   // none in a run of rows (SelectPacked)
+)
+
+// SelectPacked is Select for a reader that reads one series at a time
+// through SeriesRows.Unpacked (the block writer): packed rows stay packed
+// (nil samples) when a series' rows in range are one run of its rows, so the
+// selection holds no more memory than the head.
+func (t *Tenant) SelectPacked(ptype string, match func(model.Labels) bool, startNanos, endNanos int64) Selection {
+	return t.sel(ptype, match, startNanos, endNanos, selectPacked)
 }
 
 // SelectLazy is Select for a reader that merges: the rows a returned
@@ -64,10 +81,10 @@ func (t *Tenant) Select(ptype string, match func(model.Labels) bool, startNanos,
 // the merge reads the aggregate instead, or gets them from
 // SeriesRows.Unpacked when it cannot). Every other row has its samples.
 func (t *Tenant) SelectLazy(ptype string, match func(model.Labels) bool, startNanos, endNanos int64) Selection {
-	return t.sel(ptype, match, startNanos, endNanos, true)
+	return t.sel(ptype, match, startNanos, endNanos, selectLazy)
 }
 
-func (t *Tenant) sel(ptype string, match func(model.Labels) bool, startNanos, endNanos int64, lazy bool) Selection {
+func (t *Tenant) sel(ptype string, match func(model.Labels) bool, startNanos, endNanos int64, mode selectMode) Selection {
 	type cand struct {
 		sr     SeriesRows
 		all    bool // every row is in range
@@ -136,16 +153,19 @@ func (t *Tenant) sel(ptype string, match func(model.Labels) bool, startNanos, en
 				continue
 			}
 			sr.Aggregates = append(sr.Aggregates, Aggregate{First: first, Rows: AggregateRows, Samples: a.samples, digest: a.digest})
-			if lazy {
+			if mode == selectLazy {
 				if covered == nil {
 					covered = make([]bool, len(c.aggs))
 				}
 				covered[k] = true
 			}
 		}
-		if covered == nil {
+		switch {
+		case mode == selectPacked && len(c.packed) > 0:
+			sr.packed, sr.first = c.packed, lo
+		case covered == nil:
 			sr.Profiles = unpackRange(all, c.packed, lo, hi)
-		} else {
+		default:
 			sr.Profiles = unpackRows(sr.Profiles, lo, c.packed, func(i int) bool { return i/AggregateRows < len(covered) && covered[i/AggregateRows] })
 			sr.packed, sr.first = c.packed, lo
 		}

@@ -43,6 +43,7 @@ import (
 )
 
 // BlockWriter writes a tenant's frozen head as a block under dir and returns the block's id.
+// The selection is head.Tenant.SelectPacked's: read rows through SeriesRows.Unpacked.
 type BlockWriter func(dir, tenant string, sel head.Selection) (id string, err error)
 
 // Shipper uploads local blocks.
@@ -557,7 +558,8 @@ func (s *Store) writeBlocks(ctx context.Context, f *frozenHead, reason string) e
 			continue
 		}
 		th := f.h.Tenant(tenant)
-		sel := th.Select("", nil, math.MinInt64, math.MaxInt64)
+		// Packed rows stay packed: the block writer unpacks one series at a time.
+		sel := th.SelectPacked("", nil, math.MinInt64, math.MaxInt64)
 		if len(sel.Series) == 0 {
 			continue
 		}
