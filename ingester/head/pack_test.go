@@ -227,3 +227,55 @@ func TestSelectLazy(t *testing.T) {
 		t.Fatal("no row was left packed")
 	}
 }
+
+// TestPackConcurrent: pushes that fill and pack blocks while selections of
+// every kind read and unpack the same series (run with -race); every row a
+// reader gets has its samples, and the totals of its decoded values add up.
+func TestPackConcurrent(t *testing.T) {
+	h := New(Options{})
+	const writers, per = 3, 4*PackRows + 3
+	done := make(chan struct{})
+	for w := 0; w < writers; w++ {
+		go func(w int) {
+			defer func() { done <- struct{}{} }()
+			r := rand.New(rand.NewPCG(uint64(w), 11))
+			for i := 0; i < per; i++ {
+				if _, err := h.Append("t", ProfileID{byte(i), byte(w)}, base(), randomProfile(r), int64(i)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}(w)
+	}
+	check := func(rows []Profile) {
+		for _, p := range rows {
+			var sum int64
+			if err := DecodeSamples(p.Samples, func(_ uint32, v int64) { sum += v }); err != nil {
+				t.Fatal(err)
+			}
+			if sum != p.Total {
+				t.Fatalf("row total %d, samples sum to %d", p.Total, sum)
+			}
+		}
+	}
+	for finished := 0; finished < writers; {
+		select {
+		case <-done:
+			finished++
+		default:
+		}
+		th := h.Tenant("t")
+		if th == nil {
+			continue
+		}
+		for _, sr := range th.Select("", nil, math.MinInt64, math.MaxInt64).Series {
+			check(sr.Profiles)
+		}
+		for _, sr := range th.SelectLazy("", nil, math.MinInt64, math.MaxInt64).Series {
+			check(sr.Unpacked(0, len(sr.Profiles)))
+		}
+		for _, sr := range th.SelectPacked("", nil, 3, 20).Series {
+			check(sr.Unpacked(0, len(sr.Profiles)))
+		}
+	}
+}
