@@ -27,7 +27,8 @@ iport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); p
   -data-dir="$work/data" -log.level=warn "$@" >"$work/ingester.log" 2>&1 &
 ing=$!
 for i in $(seq 1 300); do curl -fsS "http://127.0.0.1:$port/ready" >/dev/null 2>&1 && break; sleep 0.1; done
-"$bin" load -url "http://127.0.0.1:$port" -dir "$work/corpus" -workers 4 -series 50 -duration "$dur" | tail -8
+# MAX_PUSHES=n: stop after n pushes (the same work whatever the machine's speed; duration is then a cap).
+"$bin" load -url "http://127.0.0.1:$port" -dir "$work/corpus" -workers 4 -series 50 -duration "$dur" -max-pushes "${MAX_PUSHES:-0}" | tail -8
 read -r utime stime < <(awk '{print $14, $15}' /proc/$ing/stat)
 hz=$(getconf CLK_TCK)
 cpu=$(python3 -c "print(round(($utime+$stime)/$hz,1))")

@@ -10,6 +10,8 @@ import (
 	"sort"
 	"testing"
 
+	"github.com/oklog/ulid/v2"
+
 	"github.com/hearth-dev/hearth/ingester/head"
 	"github.com/hearth-dev/hearth/ingester/model"
 	"github.com/hearth-dev/hearth/ingester/selector"
@@ -256,5 +258,61 @@ func TestWriteLeavesNoTemp(t *testing.T) {
 	}
 	if _, err := Write(root, head.Selection{Symbols: h.Tenant(testTenant).Select("", nil, 0, 0).Symbols}, WriteOptions{Tenant: "x"}); err != ErrEmpty {
 		t.Fatalf("empty selection: %v", err)
+	}
+}
+
+// TestWritePackedSelection: the block written from a SelectPacked selection
+// (packed rows unpacked one series at a time, as the cut writes) is byte for
+// byte the block written from Select, with and without renumbered stacks.
+func TestWritePackedSelection(t *testing.T) {
+	for _, limit := range []int{0, 3} {
+		rng := rand.New(rand.NewPCG(uint64(limit), 5))
+		h := head.New(head.Options{MaxSeriesPerTenant: limit})
+		for i := 0; i < 5*head.AggregateRows+head.PackRows+3; i++ {
+			svc := fmt.Sprintf("svc%d", rng.IntN(4)) // with limit 3, pushes of a 4th series are refused
+			ls := model.Labels{{Name: model.LabelServiceName, Value: svc}, {Name: model.LabelProfileName, Value: "process_cpu"}}.Sort()
+			_, _ = h.Append(testTenant, head.ProfileID{byte(i), byte(i >> 8)}, ls, synthetic(rng, 1+rng.IntN(40), ""), int64(1e18)+int64(i)*1e9)
+		}
+		th := h.Tenant(testTenant)
+		packed := th.SelectPacked("", nil, -1<<63, 1<<63-1)
+		nilRows := 0
+		for _, sr := range packed.Series {
+			for _, p := range sr.Profiles {
+				if p.Samples == nil {
+					nilRows++
+				}
+			}
+		}
+		if nilRows == 0 {
+			t.Fatal("the selection has no packed rows")
+		}
+		id := ulid.Make()
+		var files [2]map[string][]byte
+		for k, sel := range []head.Selection{th.Select("", nil, -1<<63, 1<<63-1), packed} {
+			root := t.TempDir()
+			m, err := Write(filepath.Join(root, testTenant), sel, WriteOptions{Tenant: testTenant, ULID: id, RowGroupRows: 7})
+			if err != nil {
+				t.Fatal(err)
+			}
+			files[k] = map[string][]byte{}
+			for _, f := range m.Files {
+				b, err := os.ReadFile(filepath.Join(root, testTenant, id.String(), f.Name))
+				if err != nil {
+					t.Fatal(err)
+				}
+				files[k][f.Name] = b
+			}
+			if k == 1 {
+				r, err := Open(context.Background(), fsBucket(t, root), testTenant+"/"+id.String(), ReaderOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				st := th.Stats()
+				compareHeadBlock(t, th, r, []string{"", `{service_name="svc1"}`}, st.MinTime, st.MaxTime)
+			}
+		}
+		if !reflect.DeepEqual(files[0], files[1]) {
+			t.Fatalf("limit %d: the block of the packed selection differs from Select's", limit)
+		}
 	}
 }

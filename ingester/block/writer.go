@@ -151,8 +151,41 @@ func Write(dir string, sel head.Selection, opts WriteOptions) (Meta, error) {
 type plan struct {
 	meta    Meta
 	series  []Series
-	rows    [][]head.Profile // per series, sorted by time then id
+	src     []head.SeriesRows // per series; their rows may be packed (head.Tenant.SelectPacked)
+	nodeMap []uint32          // the pruned symbols' stack renumbering; nil: none
 	symbols *symdb.Snapshot
+}
+
+// sortedRows returns a series' rows sorted by time then id, with their
+// samples (unpacked: one series at a time is in memory).
+func sortedRows(sr *head.SeriesRows) []head.Profile {
+	rows := slices.Clone(sr.Unpacked(0, len(sr.Profiles)))
+	slices.SortFunc(rows, func(a, b head.Profile) int {
+		if c := cmp.Compare(a.TimeNanos, b.TimeNanos); c != 0 {
+			return c
+		}
+		return slices.Compare(a.ID[:], b.ID[:])
+	})
+	return rows
+}
+
+// rowsOf returns series si's rows as the block stores them: sorted, their
+// stacks renumbered to the pruned symbols.
+func (p *plan) rowsOf(si int) ([]head.Profile, error) {
+	rows := sortedRows(&p.src[si])
+	if p.nodeMap != nil {
+		// Some symbols are unused (e.g. pushes refused after their symbols
+		// were interned): renumber the stacks of every row.
+		remap := func(st uint32) uint32 { return p.nodeMap[st] }
+		for i := range rows {
+			enc, err := head.RemapSamples(nil, rows[i].Samples, remap) // keeps the span samples
+			if err != nil {
+				return nil, fmt.Errorf("block: %w", err)
+			}
+			rows[i].Samples = enc
+		}
+	}
+	return rows, nil
 }
 
 func planBlock(sel head.Selection) (*plan, error) {
@@ -173,14 +206,9 @@ func planBlock(sel head.Selection) (*plan, error) {
 	nodes := uint32(len(sel.Symbols.Nodes))
 	p.meta.MinTime, p.meta.MaxTime = 1<<63-1, -1<<63
 	var firstRow int64
-	for _, sr := range order {
-		rows := slices.Clone(sr.Profiles)
-		slices.SortFunc(rows, func(a, b head.Profile) int {
-			if c := cmp.Compare(a.TimeNanos, b.TimeNanos); c != 0 {
-				return c
-			}
-			return slices.Compare(a.ID[:], b.ID[:])
-		})
+	for oi := range order {
+		sr := &order[oi]
+		rows := sortedRows(sr)
 		var bad error
 		for i := range rows {
 			err := head.DecodeSamples(rows[i].Samples, func(st uint32, _ int64) {
@@ -203,29 +231,14 @@ func planBlock(sel head.Selection) (*plan, error) {
 		p.meta.MinTime = min(p.meta.MinTime, s.MinTime)
 		p.meta.MaxTime = max(p.meta.MaxTime, s.MaxTime)
 		p.series = append(p.series, s)
-		p.rows = append(p.rows, rows)
+		p.src = append(p.src, *sr)
 	}
 	p.meta.Stats.Series = int64(len(p.series))
 	p.meta.Stats.Profiles = firstRow
 	if firstRow == 0 {
 		p.meta.MinTime, p.meta.MaxTime = 0, 0
 	}
-	var nodeMap []uint32
-	p.symbols, nodeMap = pr.prune()
-	if nodeMap != nil {
-		// Some symbols are unused (e.g. pushes refused after their symbols
-		// were interned): renumber the stacks of every row.
-		remap := func(st uint32) uint32 { return nodeMap[st] }
-		for _, rows := range p.rows {
-			for i := range rows {
-				enc, err := head.RemapSamples(nil, rows[i].Samples, remap) // keeps the span samples
-				if err != nil {
-					return nil, fmt.Errorf("block: %w", err)
-				}
-				rows[i].Samples = enc
-			}
-		}
-	}
+	p.symbols, p.nodeMap = pr.prune()
 	return p, nil
 }
 
@@ -254,7 +267,11 @@ func writeProfiles(path string, p *plan, opts *WriteOptions) (int64, error) {
 		batch = batch[:0]
 		return err
 	}
-	for si, rows := range p.rows {
+	for si := range p.src {
+		rows, err := p.rowsOf(si)
+		if err != nil {
+			return 0, err
+		}
 		for _, r := range rows {
 			batch = append(batch, profileRow{Series: int32(si), Time: r.TimeNanos, ID: r.ID, Total: r.Total, Samples: r.Samples})
 			groupRows++

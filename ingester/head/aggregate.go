@@ -58,9 +58,10 @@ func rowsDigest(rows []Profile) uint64 {
 }
 
 type chunkJob struct {
-	s    *series
-	k    int
-	rows []Profile
+	s      *series
+	k      int
+	all    []Profile // the series' rows and packed blocks when the chunk filled
+	packed []packedBlock
 }
 
 // aggregate merges full chunks outside the tenant lock (their rows are
@@ -69,7 +70,8 @@ func (t *Tenant) aggregate(jobs []chunkJob) int64 {
 	aggs := make([]chunkAgg, len(jobs))
 	var added int64
 	for i, j := range jobs {
-		aggs[i] = chunkAgg{digest: rowsDigest(j.rows), samples: mergeRows(j.rows)}
+		rows := unpackRange(j.all, j.packed, j.k*AggregateRows, (j.k+1)*AggregateRows)
+		aggs[i] = chunkAgg{digest: rowsDigest(rows), samples: mergeRows(rows)}
 		added += int64(cap(aggs[i].samples)) + 32
 	}
 	t.mu.Lock()

@@ -35,8 +35,10 @@ type series struct {
 	ref      uint32
 	labels   model.Labels
 	ptype    string
-	profiles []Profile
-	aggs     []chunkAgg // per full chunk of AggregateRows profiles, once merged
+	profiles []Profile     // samples nil for the rows of packed blocks
+	packed   []packedBlock // rows [b*PackRows, (b+1)*PackRows), compressed
+	packing  bool          // a push is packing this series' full blocks
+	aggs     []chunkAgg    // per full chunk of AggregateRows profiles, once merged
 	minT     int64
 	maxT     int64
 }
@@ -97,6 +99,7 @@ type Head struct {
 	opts    Options
 	mu      sync.RWMutex
 	tenants map[string]*Tenant
+	noPack  bool // tests: keep every row unpacked, as a reference
 	*Metrics
 }
 
@@ -197,6 +200,7 @@ func (h *Head) Append(tenant string, id ProfileID, labels model.Labels, p *googl
 	}
 	var added int64
 	var chunks []chunkJob
+	var packs []*series
 	for i := range rows {
 		r := &rows[i]
 		s := t.lookup(r.labels)
@@ -214,8 +218,13 @@ func (h *Head) Append(tenant string, id ProfileID, labels model.Labels, p *googl
 		enc := EncodeSamples(make([]byte, 0, 4*len(r.stacks)+8), r.stacks, r.values)
 		enc = AppendSpans(enc, r.spans)
 		s.profiles = append(s.profiles, Profile{ID: id, TimeNanos: timeNanos, Total: r.total, Samples: enc})
-		if n := len(s.profiles); n%AggregateRows == 0 {
-			chunks = append(chunks, chunkJob{s: s, k: n/AggregateRows - 1, rows: s.profiles[n-AggregateRows : n]})
+		n := len(s.profiles)
+		if n%AggregateRows == 0 {
+			chunks = append(chunks, chunkJob{s: s, k: n/AggregateRows - 1, all: s.profiles, packed: s.packed})
+		}
+		if !s.packing && !h.noPack && n >= (len(s.packed)+1)*PackRows {
+			s.packing = true
+			packs = append(packs, s)
 		}
 		s.minT = min(s.minT, timeNanos)
 		s.maxT = max(s.maxT, timeNanos)
@@ -231,6 +240,9 @@ func (h *Head) Append(tenant string, id ProfileID, labels model.Labels, p *googl
 	t.mu.Unlock()
 	if len(chunks) > 0 {
 		added += t.aggregate(chunks)
+	}
+	if len(packs) > 0 {
+		added += t.pack(packs)
 	}
 
 	total := t.rowBytes.Add(added) + symAfter

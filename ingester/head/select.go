@@ -1,6 +1,8 @@
 package head
 
 import (
+	"context"
+
 	"github.com/hearth-dev/hearth/ingester/model"
 	"github.com/hearth-dev/hearth/ingester/symdb"
 )
@@ -12,6 +14,36 @@ type SeriesRows struct {
 	Labels     model.Labels
 	Profiles   []Profile
 	Aggregates []Aggregate
+
+	// Rows of a SelectLazy or SelectPacked selection may have no samples
+	// (nil): they are in packed (the series' row first+i is Profiles[i]).
+	packed []packedBlock
+	first  int
+}
+
+// Unpacked returns Profiles[lo:hi] with every row's samples set (a copy when
+// some were packed). Only rows of a SelectLazy or SelectPacked selection can
+// lack them; for any other SeriesRows it is Profiles[lo:hi].
+func (s *SeriesRows) Unpacked(lo, hi int) []Profile {
+	if s.packed == nil {
+		return s.Profiles[lo:hi:hi]
+	}
+	return unpackRows(s.Profiles[lo:hi:hi], s.first+lo, s.packed, nil)
+}
+
+type lazyRowsKey struct{}
+
+// WithLazyRows marks a query's context: the head sources may answer it with
+// SelectLazy. Only for readers that read rows through SeriesRows.Unpacked
+// unless they use the aggregates (the querier).
+func WithLazyRows(ctx context.Context) context.Context {
+	return context.WithValue(ctx, lazyRowsKey{}, true)
+}
+
+// LazyRows reports whether ctx was marked by WithLazyRows.
+func LazyRows(ctx context.Context) bool {
+	v, _ := ctx.Value(lazyRowsKey{}).(bool)
+	return v
 }
 
 // Selection is what a query reads from a tenant's head: matching series with
@@ -24,10 +56,40 @@ type Selection struct {
 // Select returns the series of profile type ptype (every type when "") that
 // match, with their rows whose time is in [startNanos, endNanos].
 func (t *Tenant) Select(ptype string, match func(model.Labels) bool, startNanos, endNanos int64) Selection {
+	return t.sel(ptype, match, startNanos, endNanos, selectEager)
+}
+
+// selectMode says which packed rows a selection unpacks.
+type selectMode int
+
+const (
+	selectEager  selectMode = iota // every row (Select)
+	selectLazy                     // those no returned aggregate covers (SelectLazy)
+	selectPacked                   // none in a run of rows (SelectPacked)
+)
+
+// SelectPacked is Select for a reader that reads one series at a time
+// through SeriesRows.Unpacked (the block writer): packed rows stay packed
+// (nil samples) when a series' rows in range are one run of its rows, so the
+// selection holds no more memory than the head.
+func (t *Tenant) SelectPacked(ptype string, match func(model.Labels) bool, startNanos, endNanos int64) Selection {
+	return t.sel(ptype, match, startNanos, endNanos, selectPacked)
+}
+
+// SelectLazy is Select for a reader that merges: the rows a returned
+// Aggregate covers keep their samples packed when they are (nil in Profiles:
+// the merge reads the aggregate instead, or gets them from
+// SeriesRows.Unpacked when it cannot). Every other row has its samples.
+func (t *Tenant) SelectLazy(ptype string, match func(model.Labels) bool, startNanos, endNanos int64) Selection {
+	return t.sel(ptype, match, startNanos, endNanos, selectLazy)
+}
+
+func (t *Tenant) sel(ptype string, match func(model.Labels) bool, startNanos, endNanos int64, mode selectMode) Selection {
 	type cand struct {
-		sr   SeriesRows
-		all  bool // every row is in range
-		aggs []chunkAgg
+		sr     SeriesRows
+		all    bool // every row is in range
+		aggs   []chunkAgg
+		packed []packedBlock
 	}
 	t.mu.RLock()
 	cands := t.candidates(ptype)
@@ -36,7 +98,7 @@ func (t *Tenant) Select(ptype string, match func(model.Labels) bool, startNanos,
 		if s.maxT < startNanos || s.minT > endNanos || (match != nil && !match(s.labels)) {
 			continue
 		}
-		c := cand{sr: SeriesRows{Labels: s.labels, Profiles: s.profiles}, all: s.minT >= startNanos && s.maxT <= endNanos} // the slice header is the copy
+		c := cand{sr: SeriesRows{Labels: s.labels, Profiles: s.profiles}, all: s.minT >= startNanos && s.maxT <= endNanos, packed: s.packed} // the slice headers are the copy
 		if len(s.aggs) > 0 {
 			c.aggs = append([]chunkAgg(nil), s.aggs...) // installed under the lock: copy
 		}
@@ -70,7 +132,7 @@ func (t *Tenant) Select(ptype string, match func(model.Labels) bool, startNanos,
 			}
 			if !contiguous {
 				var rows []Profile
-				for _, p := range sr.Profiles {
+				for _, p := range unpackRange(sr.Profiles, c.packed, lo, len(sr.Profiles)) {
 					if p.TimeNanos >= startNanos && p.TimeNanos <= endNanos {
 						rows = append(rows, p)
 					}
@@ -82,13 +144,30 @@ func (t *Tenant) Select(ptype string, match func(model.Labels) bool, startNanos,
 		if hi <= lo {
 			continue
 		}
-		sr.Profiles = sr.Profiles[lo:hi:hi]
+		all := sr.Profiles
+		sr.Profiles = all[lo:hi:hi]
+		var covered []bool // by chunk: an aggregate is returned for it
 		for k, a := range c.aggs {
 			first := k*AggregateRows - lo
 			if a.samples == nil || first < 0 || first+AggregateRows > len(sr.Profiles) {
 				continue
 			}
 			sr.Aggregates = append(sr.Aggregates, Aggregate{First: first, Rows: AggregateRows, Samples: a.samples, digest: a.digest})
+			if mode == selectLazy {
+				if covered == nil {
+					covered = make([]bool, len(c.aggs))
+				}
+				covered[k] = true
+			}
+		}
+		switch {
+		case mode == selectPacked && len(c.packed) > 0:
+			sr.packed, sr.first = c.packed, lo
+		case covered == nil:
+			sr.Profiles = unpackRange(all, c.packed, lo, hi)
+		default:
+			sr.Profiles = unpackRows(sr.Profiles, lo, c.packed, func(i int) bool { return i/AggregateRows < len(covered) && covered[i/AggregateRows] })
+			sr.packed, sr.first = c.packed, lo
 		}
 		sel.Series = append(sel.Series, sr)
 	}

@@ -49,6 +49,19 @@ func withoutAggregates(sels []head.Selection) []head.Selection {
 	return out
 }
 
+// unpacked is withoutAggregates with every row's samples unpacked (a lazy
+// head selection leaves the rows an aggregate covers packed).
+func unpacked(sels []head.Selection) []head.Selection {
+	out := make([]head.Selection, len(sels))
+	for i, sel := range sels {
+		out[i] = head.Selection{Symbols: sel.Symbols}
+		for _, sr := range sel.Series {
+			out[i].Series = append(out[i].Series, head.SeriesRows{Labels: sr.Labels, Profiles: sr.Unpacked(0, len(sr.Profiles))})
+		}
+	}
+	return out
+}
+
 func merged(t *testing.T, sels []head.Selection, ids []head.ProfileID) [][2][]int64 {
 	t.Helper()
 	sv, err := mergeStacks(sels, newRowFilter(ids))
@@ -105,17 +118,45 @@ func TestMergeAggregatesExact(t *testing.T) {
 			t.Fatalf("%s: merge through aggregates differs from the rows' merge", name)
 		}
 	}
+	// The head packs rows: a lazy selection leaves those an aggregate
+	// covers packed, and must merge to the same sums.
+	checkLazy := func(name string, lazy, eager []head.Selection, ids []head.ProfileID) {
+		t.Helper()
+		got, want := merged(t, lazy, ids), merged(t, withoutAggregates(eager), ids)
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s: merge of the lazy selection differs from the rows' merge", name)
+		}
+		if got := merged(t, unpacked(lazy), ids); !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s: the lazy selection's unpacked rows merge differently", name)
+		}
+	}
+	packed := 0
+	for _, sr := range th.SelectLazy("", nil, math.MinInt64, math.MaxInt64).Series {
+		for _, p := range sr.Profiles {
+			if p.Samples == nil {
+				packed++
+			}
+		}
+	}
+	if packed == 0 {
+		t.Fatal("a lazy selection unpacked every row")
+	}
 	for _, r := range [][2]int64{{math.MinInt64, math.MaxInt64}, {1000, 1000 + 40*10}, {1000 + 33*10, 1000 + 150*10}, {1005, 2000}, {0, 1000}} {
 		sel := th.Select("", nil, r[0], r[1])
 		check(fmt.Sprintf("range %v", r), []head.Selection{sel}, nil)
 		check(fmt.Sprintf("range %v, the head twice", r), []head.Selection{sel, sel}, nil)
 		check(fmt.Sprintf("range %v, ids", r), []head.Selection{sel}, ids[10:90])
+		lazy := th.SelectLazy("", nil, r[0], r[1])
+		checkLazy(fmt.Sprintf("lazy, range %v", r), []head.Selection{lazy}, []head.Selection{sel}, nil)
+		checkLazy(fmt.Sprintf("lazy, range %v, the head twice", r), []head.Selection{lazy, lazy}, []head.Selection{sel, sel}, nil)
+		checkLazy(fmt.Sprintf("lazy, range %v, ids", r), []head.Selection{lazy}, []head.Selection{sel}, ids[10:90])
 	}
 	// One row of chunk 1 already counted from another source: that chunk
 	// falls back to its rows, the others still use their aggregates.
 	sr := full.Series[0]
 	one := head.Selection{Symbols: full.Symbols, Series: []head.SeriesRows{{Labels: sr.Labels, Profiles: sr.Profiles[head.AggregateRows+3 : head.AggregateRows+4]}}}
 	check("a row seen before", []head.Selection{one, full}, nil)
+	checkLazy("lazy, a row seen before", []head.Selection{one, th.SelectLazy("", nil, math.MinInt64, math.MaxInt64)}, []head.Selection{one, full}, nil)
 	// Filtered rows no longer match their aggregates.
 	cut := head.Selection{Symbols: full.Symbols, Series: []head.SeriesRows{{Labels: sr.Labels, Profiles: append(append([]head.Profile(nil), sr.Profiles[:5]...), sr.Profiles[6:]...), Aggregates: sr.Aggregates}}}
 	for _, a := range cut.Series[0].Aggregates {
@@ -162,6 +203,10 @@ func TestMergeAggregatesConcurrent(t *testing.T) {
 			sel := []head.Selection{th.Select("", nil, math.MinInt64, math.MaxInt64)}
 			if got, want := merged(t, sel, nil), merged(t, withoutAggregates(sel), nil); !reflect.DeepEqual(got, want) {
 				t.Fatal("a merge during appends differs from the rows' merge")
+			}
+			lazy := []head.Selection{th.SelectLazy("", nil, math.MinInt64, math.MaxInt64)}
+			if got, want := merged(t, lazy, nil), merged(t, unpacked(lazy), nil); !reflect.DeepEqual(got, want) {
+				t.Fatal("a lazy merge during appends differs from the rows' merge")
 			}
 		}
 	}

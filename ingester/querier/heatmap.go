@@ -95,8 +95,12 @@ func (s *Service) SelectHeatmap(ctx context.Context, req *connect.Request[querie
 			key := seriesKey(sr.Labels, m.GroupBy)
 			gk := key.Hash()
 			groups[gk] = key
-			for i := range sr.Profiles {
-				p := &sr.Profiles[i]
+			rows := sr.Profiles
+			if spans {
+				rows = sr.Unpacked(0, len(sr.Profiles)) // DecodeSpans reads the samples
+			}
+			for i := range rows {
+				p := &rows[i]
 				if !q.filter.take(h, p) {
 					continue
 				}

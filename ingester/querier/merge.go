@@ -68,10 +68,12 @@ const denseMinNodes = 1 << 20
 func mergeStacks(sels []head.Selection, f *rowFilter) ([]stackValues, error) {
 	out := make([]stackValues, 0, len(sels))
 	var rows [][]byte
+	var taken []int
 	for _, sel := range sels {
 		rows = rows[:0]
 		bytes := 0
-		for _, s := range sel.Series {
+		for si := range sel.Series {
+			s := &sel.Series[si]
 			h := s.Labels.Hash()
 			aggs := s.Aggregates
 			for i := 0; i < len(s.Profiles); {
@@ -81,22 +83,38 @@ func mergeStacks(sels []head.Selection, f *rowFilter) ([]stackValues, error) {
 				if len(aggs) > 0 && aggs[0].First == i && aggs[0].Valid(s.Profiles) {
 					// A chunk merged ahead of time: it stands for its rows
 					// when every one of them counts (none filtered out,
-					// none seen in another source).
+					// none seen in another source). Its rows may still be
+					// packed in the head (a lazy selection): unpacked only
+					// when the aggregate cannot stand for them.
 					a := &aggs[0]
-					mark, n := len(rows), 0
+					taken = taken[:0]
 					for ; i < a.First+a.Rows; i++ {
-						if p := &s.Profiles[i]; f.take(h, p) {
-							rows = append(rows, p.Samples)
-							n++
+						if f.take(h, &s.Profiles[i]) {
+							taken = append(taken, i)
 						}
 					}
-					if n == a.Rows {
-						rows = append(rows[:mark], a.Samples)
+					if len(taken) == a.Rows {
+						rows = append(rows, a.Samples)
+						continue
+					}
+					chunk := s.Profiles[a.First : a.First+a.Rows]
+					for _, j := range taken {
+						if chunk[j-a.First].Samples == nil {
+							chunk = s.Unpacked(a.First, a.First+a.Rows)
+							break
+						}
+					}
+					for _, j := range taken {
+						rows = append(rows, chunk[j-a.First].Samples)
 					}
 					continue
 				}
 				if p := &s.Profiles[i]; f.take(h, p) {
-					rows = append(rows, p.Samples)
+					samples := p.Samples
+					if samples == nil { // not expected: only rows an aggregate covers are left packed
+						samples = s.Unpacked(i, i+1)[0].Samples
+					}
+					rows = append(rows, samples)
 				}
 				i++
 			}

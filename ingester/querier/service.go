@@ -38,10 +38,13 @@ type Source interface {
 type HeadSource struct{ Head *head.Head }
 
 // Select implements Source.
-func (s HeadSource) Select(_ context.Context, t, ptype string, match func(model.Labels) bool, start, end int64) ([]head.Selection, error) {
+func (s HeadSource) Select(ctx context.Context, t, ptype string, match func(model.Labels) bool, start, end int64) ([]head.Selection, error) {
 	th := s.Head.Tenant(t)
 	if th == nil {
 		return nil, nil
+	}
+	if head.LazyRows(ctx) {
+		return []head.Selection{th.SelectLazy(ptype, match, start, end)}, nil
 	}
 	return []head.Selection{th.Select(ptype, match, start, end)}, nil
 }
@@ -321,7 +324,10 @@ func (s *Service) prepare(ctx context.Context, h interface{ Header() httpHeader 
 		}
 		pids = append(pids, head.ProfileID(u))
 	}
-	sels, err := s.selectAll(ctx, t, pt.ID(), match, start, end)
+	// Lazy head rows: the merges read a chunk's aggregate without unpacking
+	// its rows; every other reader of q.sels reads samples through
+	// SeriesRows.Unpacked.
+	sels, err := s.selectAll(head.WithLazyRows(ctx), t, pt.ID(), match, start, end)
 	if err != nil {
 		return nil, err
 	}
@@ -566,8 +572,12 @@ func (s *Service) SelectSeries(ctx context.Context, req *connect.Request[querier
 			if points[gk] == nil {
 				points[gk] = map[int64]*bucket{}
 			}
-			for i := range sr.Profiles {
-				p := &sr.Profiles[i]
+			rows := sr.Profiles
+			if keep != nil {
+				rows = sr.Unpacked(0, len(sr.Profiles)) // callSiteTotal reads the samples
+			}
+			for i := range rows {
+				p := &rows[i]
 				if !q.filter.take(h, p) {
 					continue
 				}

@@ -54,8 +54,9 @@ func mergeSpanStacks(sels []head.Selection, f *rowFilter, spans map[uint64]struc
 		var bad bool
 		for _, s := range sel.Series {
 			h := s.Labels.Hash()
-			for i := range s.Profiles {
-				p := &s.Profiles[i]
+			rows := s.Unpacked(0, len(s.Profiles))
+			for i := range rows {
+				p := &rows[i]
 				if !f.take(h, p) {
 					continue
 				}

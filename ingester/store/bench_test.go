@@ -106,8 +106,16 @@ func BenchmarkIngest(b *testing.B) {
 }
 
 // BenchmarkHeadMemory reports the heap the head holds per active series and
-// per profile after pushing every file to 50 series each, 20 times.
+// per profile after pushing every file to 50 series each: "wide", 20 rounds
+// over rotating instances (2 rows a series: the head's rows never fill a
+// packed block), and "deep", 40 rounds to the same 50 series (40 rows a
+// series, as the standard load gives them in 60 s: packed blocks).
 func BenchmarkHeadMemory(b *testing.B) {
+	b.Run("wide", func(b *testing.B) { benchHeadMemory(b, 20, func(round int) int { return round % 10 }) })
+	b.Run("deep", func(b *testing.B) { benchHeadMemory(b, 40, func(int) int { return 0 }) })
+}
+
+func benchHeadMemory(b *testing.B, rounds int, shift func(round int) int) {
 	files := benchFiles(b)
 	for i := 0; i < b.N; i++ {
 		runtime.GC()
@@ -116,11 +124,11 @@ func BenchmarkHeadMemory(b *testing.B) {
 		s := openBenchStore(b, wal.PolicyOff)
 		h := push.NewHandler(benchLimits(), s, false, slog.New(slog.DiscardHandler), nil)
 		n := 0
-		for round := 0; round < 20; round++ {
+		for round := 0; round < rounds; round++ {
 			for name, raw := range files {
 				for inst := 0; inst < 50; inst += 10 {
 					req := connect.NewRequest(&pushv1.PushRequest{Series: []*pushv1.RawProfileSeries{{
-						Labels:  []*typesv1.LabelPair{{Name: "service_name", Value: name}, {Name: "instance", Value: fmt.Sprint(inst + round%10)}},
+						Labels:  []*typesv1.LabelPair{{Name: "service_name", Value: name}, {Name: "instance", Value: fmt.Sprint(inst + shift(round))}},
 						Samples: []*pushv1.RawSample{{RawProfile: raw, ID: uuid.NewString()}},
 					}}})
 					if _, err := h.Push(context.Background(), req); err != nil {

@@ -43,6 +43,7 @@ import (
 )
 
 // BlockWriter writes a tenant's frozen head as a block under dir and returns the block's id.
+// The selection is head.Tenant.SelectPacked's: read rows through SeriesRows.Unpacked.
 type BlockWriter func(dir, tenant string, sel head.Selection) (id string, err error)
 
 // Shipper uploads local blocks.
@@ -466,11 +467,16 @@ func (s *Store) Append(ctx context.Context, tenant string, ps []push.Profile) er
 }
 
 // Select implements querier.Source over the active and the frozen heads.
-func (s *Store) Select(_ context.Context, tenant, ptype string, match func(model.Labels) bool, start, end int64) ([]head.Selection, error) {
+func (s *Store) Select(ctx context.Context, tenant, ptype string, match func(model.Labels) bool, start, end int64) ([]head.Selection, error) {
 	var out []head.Selection
+	lazy := head.LazyRows(ctx)
 	for _, h := range s.heads() {
 		if t := h.Tenant(tenant); t != nil {
-			out = append(out, t.Select(ptype, match, start, end))
+			if lazy {
+				out = append(out, t.SelectLazy(ptype, match, start, end))
+			} else {
+				out = append(out, t.Select(ptype, match, start, end))
+			}
 		}
 	}
 	return out, nil
@@ -559,7 +565,8 @@ func (s *Store) writeBlocks(ctx context.Context, f *frozenHead, reason string) e
 			continue
 		}
 		th := f.h.Tenant(tenant)
-		sel := th.Select("", nil, math.MinInt64, math.MaxInt64)
+		// Packed rows stay packed: the block writer unpacks one series at a time.
+		sel := th.SelectPacked("", nil, math.MinInt64, math.MaxInt64)
 		if len(sel.Series) == 0 {
 			continue
 		}
