@@ -60,6 +60,9 @@ func TestWaitQuiet(t *testing.T) {
 			lastReturned.Store(time.Now().UnixNano())
 		}
 	}()
+	for i := 0; lastReturned.Load() == 0 && i < 3000; i++ { // the first push is in
+		time.Sleep(10 * time.Millisecond)
+	}
 	// Pushes arrive back to back: never 10 s without one.
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	quiet := s.WaitQuiet(ctx, 10*time.Second)
