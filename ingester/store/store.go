@@ -37,7 +37,6 @@ import (
 	"github.com/hearth-dev/hearth/ingester/pprofdec"
 	"github.com/hearth-dev/hearth/ingester/push"
 	"github.com/hearth-dev/hearth/ingester/record"
-	"github.com/hearth-dev/hearth/ingester/symdb"
 	"github.com/hearth-dev/hearth/ingester/wal"
 	"github.com/hearth-dev/hearth/internal/durable"
 )
@@ -326,12 +325,12 @@ type decodedRecord struct {
 type decodedEntry struct {
 	id        head.ProfileID
 	timeNanos int64
-	labels    model.Labels
-	p         *googlev1.Profile
-	err       error // the profile does not decode
+	prep      *head.Prepared
+	err       error // the profile does not decode, or is refused by head.Prepare
 }
 
-// decodeRecord decodes one WAL record and its profiles; it keeps no
+// decodeRecord decodes one WAL record and its profiles and prepares them for
+// the head (head.Prepare: everything that needs no tenant state); it keeps no
 // reference to payload.
 func (s *Store) decodeRecord(pos wal.Pos, payload []byte) *decodedRecord {
 	d := &decodedRecord{pos: pos}
@@ -344,10 +343,11 @@ func (s *Store) decodeRecord(pos wal.Pos, payload []byte) *decodedRecord {
 	d.entries = make([]decodedEntry, len(entries))
 	for i, e := range entries {
 		de := &d.entries[i]
-		de.id, de.timeNanos, de.labels = e.ID, e.TimeNanos, e.Labels
-		de.p, de.err = pprofdec.DecodePprof(e.Raw, s.opts.MaxProfileSize)
-		if de.err == nil {
-			push.SanitizeStrings(de.p)
+		de.id, de.timeNanos = e.ID, e.TimeNanos
+		var p *googlev1.Profile
+		if p, de.err = pprofdec.DecodePprof(e.Raw, s.opts.MaxProfileSize); de.err == nil {
+			push.SanitizeStrings(p)
+			de.prep, de.err = head.Prepare(e.Labels, p)
 		}
 	}
 	return d
@@ -364,9 +364,9 @@ func (s *Store) apply(d *decodedRecord) (restored, bad int) {
 		e := &d.entries[i]
 		err := e.err
 		if err == nil {
-			_, err = s.active.Append(d.tenant, e.id, e.labels, e.p, e.timeNanos)
+			_, err = s.active.Commit(d.tenant, e.id, e.prep, e.timeNanos)
 		}
-		e.p = nil // let the collector have it while the rest is applied
+		e.prep = nil // let the collector have it while the rest is applied
 		if err != nil {
 			bad++
 			s.log.Error("wal profile cannot be restored: skipped", "pos", d.pos.String(), "tenant", d.tenant, "err", err)
@@ -404,8 +404,13 @@ var ErrStarting = errors.New("the ingester is starting: replaying its write-ahea
 
 // Append implements push.Appender: WAL first, then the head.
 func (s *Store) Append(ctx context.Context, tenant string, ps []push.Profile) error {
+	// Prepare checks every profile (as symdb.Validate does) before anything is
+	// written ahead, and does the head's work that needs no tenant state
+	// outside its locks.
+	prep := make([]*head.Prepared, len(ps))
 	for i := range ps {
-		if err := symdb.Validate(ps[i].Profile); err != nil {
+		var err error
+		if prep[i], err = head.Prepare(ps[i].Labels, ps[i].Profile); err != nil {
 			return err
 		}
 	}
@@ -440,8 +445,8 @@ func (s *Store) Append(ctx context.Context, tenant string, ps []push.Profile) er
 		walErr <- err
 	}()
 	var headErr error
-	for _, p := range ps {
-		if _, err := s.active.Append(tenant, p.ID, p.Labels, p.Profile, p.TimeNanos); err != nil {
+	for i, p := range ps {
+		if _, err := s.active.Commit(tenant, p.ID, prep[i], p.TimeNanos); err != nil {
 			// Refused by the head (the series limit): replay refuses the WAL
 			// record the same way.
 			headErr = err
