@@ -84,7 +84,6 @@ type Keyed struct {
 	stackKeys []Key   // per AddStack call
 	frames    []int32 // positions in p.Location of every stack, leaf first
 	frameOff  []int32 // stack i is frames[frameOff[i]:frameOff[i+1]]
-	buf       []byte
 }
 
 // KeyProfile checks the profile's string, mapping, function and location
@@ -198,7 +197,6 @@ func KeyProfile(p *googlev1.Profile) (*Keyed, error) {
 		}
 		k.locKeys[i] = keyOf(buf)
 	}
-	k.buf = buf
 	frames := 0
 	for _, s := range p.Sample {
 		frames += len(s.LocationId)
@@ -221,9 +219,16 @@ func (x *idIndex) setLast(id uint64, i int32) {
 // AddStack keys a sample's stack (pprof location ids, leaf first) and
 // returns its index: 0 for the first call, 1 for the next, ... (equal stacks
 // are not merged: Intern gives them the same tenant id).
+//
+// A stack's key folds its locations' keys in, each half on its own:
+// h = (h ^ k) * odd. Each step is a bijection of h for a given k, so two
+// different stacks end on the same half only if, at their last difference,
+// h ^ k₁ = h' ^ k₂ for the two locations' keys there, which are independent
+// random values: a chance of 2⁻⁶⁴ per half.
 func (k *Keyed) AddStack(pprofLocations []uint64) (int32, error) {
 	start := len(k.frames)
-	buf := k.buf[:0]
+	a := uint64(len(pprofLocations))*stackMulA + 1
+	b := uint64(len(pprofLocations))*stackMulB + 1
 	for _, id := range pprofLocations {
 		i, ok := k.loc.get(id)
 		if !ok {
@@ -231,14 +236,20 @@ func (k *Keyed) AddStack(pprofLocations []uint64) (int32, error) {
 			return 0, invalid("sample refers to location %d, which does not exist", id)
 		}
 		k.frames = append(k.frames, i)
-		buf = appendKey(buf, k.locKeys[i])
+		lk := k.locKeys[i]
+		a = (a ^ lk.A) * stackMulA
+		b = (b ^ lk.B) * stackMulB
 	}
-	k.buf = buf
 	s := int32(len(k.stackKeys))
-	k.stackKeys = append(k.stackKeys, keyOf(buf))
+	k.stackKeys = append(k.stackKeys, Key{a, b})
 	k.frameOff = append(k.frameOff, int32(len(k.frames)))
 	return s, nil
 }
+
+const (
+	stackMulA = 0x9E3779B97F4A7C15
+	stackMulB = 0xBF58476D1CE4E5B9
+)
 
 // Stacks is the number of stacks added.
 func (k *Keyed) Stacks() int { return len(k.stackKeys) }
