@@ -24,11 +24,12 @@ done
 bin=${HEARTH_BIN:-bin/hearth}
 [ -n "${HEARTH_BIN:-}" ] || go build -o bin/hearth ./cmd/hearth
 freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-port=$(freeport); iport=$(freeport)
+port=$(freeport); iport=$(freeport); mport=$(freeport)
 now() { date +%s.%N; }
 start_ingester() {
   "$bin" ingester -server.http-listen-address=127.0.0.1 -server.http-listen-port="$port" \
     -server.internal-listen-address=127.0.0.1 -server.internal-listen-port="$iport" \
+    -memberlist.bind-port="$mport" \
     -data-dir="$work/data" -log.level=info -ingester.max-head-bytes=8GiB -ingester.flush-on-stop-wal-bytes=256MiB "$@" >>"$work/ingester.log" 2>&1 &
   ing=$!
 }
