@@ -125,38 +125,128 @@ type arena struct {
 	lbl []googlev1.Label
 }
 
+// sample decodes a Sample without a call per field or per value (samples
+// are most of a profile).
 func (a *arena) sample(s *googlev1.Sample, b []byte) error {
-	return fields(b, func(num int, wire int, v uint64, sub []byte) error {
-		switch {
-		case num == 1 && wire == 0:
-			s.LocationId = append(s.LocationId, v)
-		case num == 1 && wire == 2:
-			if len(s.LocationId) == 0 {
-				s.LocationId = a.uints(count(sub))
+	for len(b) > 0 {
+		tag, n := varint(b)
+		if n <= 0 {
+			return errTruncated
+		}
+		b = b[n:]
+		switch tag {
+		case 1<<3 | 2, 2<<3 | 2: // location_id, value: packed
+			l, n := varint(b)
+			if n <= 0 || l > uint64(len(b)-n) {
+				return errTruncated
 			}
-			return packed(sub, func(v uint64) { s.LocationId = append(s.LocationId, v) })
-		case num == 2 && wire == 0:
-			s.Value = append(s.Value, int64(v))
-		case num == 2 && wire == 2:
-			if len(s.Value) == 0 {
-				s.Value = a.ints(count(sub))
+			sub := b[n : n+int(l)]
+			b = b[n+int(l):]
+			var ok bool
+			if tag>>3 == 1 {
+				if len(s.LocationId) == 0 {
+					s.LocationId = a.uints(count(sub))
+				}
+				s.LocationId, ok = appendPacked(s.LocationId, sub)
+			} else {
+				if len(s.Value) == 0 {
+					s.Value = a.ints(count(sub))
+				}
+				s.Value, ok = appendPacked(s.Value, sub)
 			}
-			return packed(sub, func(v uint64) { s.Value = append(s.Value, int64(v)) })
-		case num == 3 && wire == 2:
+			if !ok {
+				return errTruncated
+			}
+		case 1 << 3, 2 << 3: // unpacked
+			v, n := varint(b)
+			if n <= 0 {
+				return errTruncated
+			}
+			b = b[n:]
+			if tag>>3 == 1 {
+				s.LocationId = append(s.LocationId, v)
+			} else {
+				s.Value = append(s.Value, int64(v))
+			}
+		case 3<<3 | 2: // label
+			l, n := varint(b)
+			if n <= 0 || l > uint64(len(b)-n) {
+				return errTruncated
+			}
+			sub := b[n : n+int(l)]
+			b = b[n+int(l):]
 			if len(a.lbl) == 0 {
 				a.lbl = make([]googlev1.Label, 256)
 			}
-			l := &a.lbl[0]
+			lb := &a.lbl[0]
 			a.lbl = a.lbl[1:]
-			if err := l.UnmarshalVT(sub); err != nil {
+			if err := lb.UnmarshalVT(sub); err != nil {
 				return err
 			}
-			s.Label = append(s.Label, l)
-		case num >= 1 && num <= 3:
-			return errWireType
+			s.Label = append(s.Label, lb)
+		default:
+			if num := tag >> 3; num >= 1 && num <= 3 {
+				return errWireType
+			}
+			// Another field: skip it (fields parses one from its tag on).
+			rest, err := skip(b, tag)
+			if err != nil {
+				return err
+			}
+			b = rest
 		}
-		return nil
-	})
+	}
+	return nil
+}
+
+// appendPacked appends the varints of a packed field.
+func appendPacked[T uint64 | int64](dst []T, b []byte) ([]T, bool) {
+	for len(b) > 0 {
+		if c := b[0]; c < 0x80 {
+			dst = append(dst, T(c))
+			b = b[1:]
+			continue
+		}
+		v, n := varint(b)
+		if n <= 0 {
+			return dst, false
+		}
+		dst = append(dst, T(v))
+		b = b[n:]
+	}
+	return dst, true
+}
+
+// skip skips the value of a field whose tag was just read.
+func skip(b []byte, tag uint64) ([]byte, error) {
+	if tag>>3 == 0 {
+		return nil, errTruncated
+	}
+	switch tag & 7 {
+	case 0:
+		_, n := varint(b)
+		if n <= 0 {
+			return nil, errTruncated
+		}
+		return b[n:], nil
+	case 1:
+		if len(b) < 8 {
+			return nil, errTruncated
+		}
+		return b[8:], nil
+	case 2:
+		l, n := varint(b)
+		if n <= 0 || l > uint64(len(b)-n) {
+			return nil, errTruncated
+		}
+		return b[n+int(l):], nil
+	case 5:
+		if len(b) < 4 {
+			return nil, errTruncated
+		}
+		return b[4:], nil
+	}
+	return nil, errGroup
 }
 
 const arenaChunk = 8192
