@@ -15,14 +15,15 @@ import (
 // caller decodes again with UnmarshalVT, which has the canonical errors.
 func unmarshal(p *googlev1.Profile, b []byte) error {
 	// Pass 1: count the repeated messages.
-	var nSample, nMapping, nLocation, nFunction, nString int
-	err := fields(b, func(num int, wire int, _ uint64, _ []byte) error {
+	var nSample, nMapping, nLocation, nFunction, nString, sampleBytes int
+	err := fields(b, func(num int, wire int, _ uint64, sub []byte) error {
 		if wire != 2 {
 			return nil
 		}
 		switch num {
 		case 2:
 			nSample++
+			sampleBytes += len(sub)
 		case 3:
 			nMapping++
 		case 4:
@@ -46,7 +47,9 @@ func unmarshal(p *googlev1.Profile, b []byte) error {
 	p.Location = make([]*googlev1.Location, 0, nLocation)
 	p.Function = make([]*googlev1.Function, 0, nFunction)
 	p.StringTable = make([]string, 0, nString)
-	var ar arena
+	// Each id, value or label takes at least a byte of the samples: the
+	// arrays are never larger than that (small profiles get small arrays).
+	ar := arena{u64Left: sampleBytes, i64Left: sampleBytes, lblLeft: sampleBytes / 2}
 	return fields(b, func(num int, wire int, v uint64, sub []byte) error {
 		switch {
 		case num == 1 && wire == 2:
@@ -123,6 +126,8 @@ type arena struct {
 	u64 []uint64
 	i64 []int64
 	lbl []googlev1.Label
+	// Upper bounds of what the profile still needs.
+	u64Left, i64Left, lblLeft int
 }
 
 // sample decodes a Sample without a call per field or per value (samples
@@ -176,7 +181,9 @@ func (a *arena) sample(s *googlev1.Sample, b []byte) error {
 			sub := b[n : n+int(l)]
 			b = b[n+int(l):]
 			if len(a.lbl) == 0 {
-				a.lbl = make([]googlev1.Label, 256)
+				n := max(1, min(256, a.lblLeft))
+				a.lblLeft -= n
+				a.lbl = make([]googlev1.Label, n)
 			}
 			lb := &a.lbl[0]
 			a.lbl = a.lbl[1:]
@@ -249,12 +256,14 @@ func skip(b []byte, tag uint64) ([]byte, error) {
 	return nil, errGroup
 }
 
-const arenaChunk = 8192
+const arenaChunk = 4096 // 32 KiB: the largest small-object size class
 
 // uints returns an empty slice with room for n, cut from a shared array.
 func (a *arena) uints(n int) []uint64 {
 	if n > cap(a.u64)-len(a.u64) {
-		a.u64 = make([]uint64, 0, max(arenaChunk, n))
+		c := max(n, min(arenaChunk, a.u64Left))
+		a.u64Left -= c
+		a.u64 = make([]uint64, 0, c)
 	}
 	s := a.u64[len(a.u64) : len(a.u64) : len(a.u64)+n]
 	a.u64 = a.u64[:len(a.u64)+n]
@@ -263,7 +272,9 @@ func (a *arena) uints(n int) []uint64 {
 
 func (a *arena) ints(n int) []int64 {
 	if n > cap(a.i64)-len(a.i64) {
-		a.i64 = make([]int64, 0, max(arenaChunk, n))
+		c := max(n, min(arenaChunk, a.i64Left))
+		a.i64Left -= c
+		a.i64 = make([]int64, 0, c)
 	}
 	s := a.i64[len(a.i64) : len(a.i64) : len(a.i64)+n]
 	a.i64 = a.i64[:len(a.i64)+n]
