@@ -15,7 +15,7 @@ import (
 // caller decodes again with UnmarshalVT, which has the canonical errors.
 func unmarshal(p *googlev1.Profile, b []byte) error {
 	// Pass 1: count the repeated messages.
-	var nSample, nMapping, nLocation, nFunction, nString, sampleBytes int
+	var nSample, nMapping, nLocation, nFunction, nString, sampleBytes, locationBytes int
 	err := fields(b, func(num int, wire int, _ uint64, sub []byte) error {
 		if wire != 2 {
 			return nil
@@ -28,6 +28,7 @@ func unmarshal(p *googlev1.Profile, b []byte) error {
 			nMapping++
 		case 4:
 			nLocation++
+			locationBytes += len(sub)
 		case 5:
 			nFunction++
 		case 6:
@@ -49,7 +50,7 @@ func unmarshal(p *googlev1.Profile, b []byte) error {
 	p.StringTable = make([]string, 0, nString)
 	// Each id, value or label takes at least a byte of the samples: the
 	// arrays are never larger than that (small profiles get small arrays).
-	ar := arena{u64Left: sampleBytes, i64Left: sampleBytes, lblLeft: sampleBytes / 2}
+	ar := arena{u64Left: sampleBytes, i64Left: sampleBytes, lblLeft: sampleBytes / 2, lineLeft: locationBytes / 2}
 	return fields(b, func(num int, wire int, v uint64, sub []byte) error {
 		switch {
 		case num == 1 && wire == 2:
@@ -72,7 +73,7 @@ func unmarshal(p *googlev1.Profile, b []byte) error {
 			p.Mapping = append(p.Mapping, m)
 		case num == 4 && wire == 2:
 			l := &locations[len(p.Location)]
-			if err := l.UnmarshalVT(sub); err != nil {
+			if err := ar.location(l, sub); err != nil {
 				return err
 			}
 			p.Location = append(p.Location, l)
@@ -123,15 +124,99 @@ var (
 
 // arena hands out the samples' location ids, values and labels from shared arrays.
 type arena struct {
-	u64 []uint64
-	i64 []int64
-	lbl []googlev1.Label
+	u64      []uint64
+	i64      []int64
+	lbl      []googlev1.Label
+	lines    []googlev1.Line
+	linePtrs []*googlev1.Line
 	// Upper bounds of what the profile still needs.
-	u64Left, i64Left, lblLeft int
+	u64Left, i64Left, lblLeft, lineLeft int
 }
 
-// sample decodes a Sample without a call per field or per value (samples
-// are most of a profile).
+// location decodes a Location, its lines cut from shared arrays.
+func (a *arena) location(l *googlev1.Location, b []byte) error {
+	nLines := 0
+	for c := b; len(c) > 0; {
+		tag, n := varint(c)
+		if n <= 0 {
+			return errTruncated
+		}
+		if tag == 4<<3|2 {
+			nLines++
+		}
+		rest, err := skip(c[n:], tag)
+		if err != nil {
+			return err
+		}
+		c = rest
+	}
+	var lines []googlev1.Line
+	if nLines > 0 {
+		lines, l.Line = a.lineSlots(nLines)
+	}
+	for len(b) > 0 {
+		tag, n := varint(b)
+		if n <= 0 {
+			return errTruncated
+		}
+		b = b[n:]
+		switch tag {
+		case 1 << 3, 2 << 3, 3 << 3, 5 << 3:
+			v, n := varint(b)
+			if n <= 0 {
+				return errTruncated
+			}
+			b = b[n:]
+			switch tag >> 3 {
+			case 1:
+				l.Id = v
+			case 2:
+				l.MappingId = v
+			case 3:
+				l.Address = v
+			case 5:
+				l.IsFolded = v != 0
+			}
+		case 4<<3 | 2:
+			m, n := varint(b)
+			if n <= 0 || m > uint64(len(b)-n) {
+				return errTruncated
+			}
+			sub := b[n : n+int(m)]
+			b = b[n+int(m):]
+			ln := &lines[len(l.Line)]
+			if err := line(ln, sub); err != nil {
+				return err
+			}
+			l.Line = append(l.Line, ln)
+		default:
+			if num := tag >> 3; num >= 1 && num <= 5 {
+				return errWireType
+			}
+			rest, err := skip(b, tag)
+			if err != nil {
+				return err
+			}
+			b = rest
+		}
+	}
+	return nil
+}
+
+// lineSlots returns n lines and an empty slice with room for n pointers,
+// cut from shared arrays.
+func (a *arena) lineSlots(n int) ([]googlev1.Line, []*googlev1.Line) {
+	if n > len(a.lines) {
+		c := max(n, min(arenaChunk/4, a.lineLeft))
+		a.lineLeft -= c
+		a.lines = make([]googlev1.Line, c)
+		a.linePtrs = make([]*googlev1.Line, c)
+	}
+	lines, ptrs := a.lines[:n:n], a.linePtrs[:0:n]
+	a.lines, a.linePtrs = a.lines[n:], a.linePtrs[n:]
+	return lines, ptrs
+}
+
 func (a *arena) sample(s *googlev1.Sample, b []byte) error {
 	for len(b) > 0 {
 		tag, n := varint(b)
@@ -226,8 +311,8 @@ func appendPacked[T uint64 | int64](dst []T, b []byte) ([]T, bool) {
 
 // skip skips the value of a field whose tag was just read.
 func skip(b []byte, tag uint64) ([]byte, error) {
-	if tag>>3 == 0 {
-		return nil, errTruncated
+	if num := tag >> 3; num == 0 || num > 1<<29 {
+		return nil, errTruncated // UnmarshalVT refuses some of these: let it
 	}
 	switch tag & 7 {
 	case 0:
@@ -367,6 +452,39 @@ func fields(b []byte, fn func(num, wire int, v uint64, sub []byte) error) error 
 		}
 		if err := fn(int(num), wire, v, sub); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+func line(ln *googlev1.Line, b []byte) error {
+	for len(b) > 0 {
+		tag, n := varint(b)
+		if n <= 0 {
+			return errTruncated
+		}
+		b = b[n:]
+		switch tag {
+		case 1 << 3, 2 << 3:
+			v, n := varint(b)
+			if n <= 0 {
+				return errTruncated
+			}
+			b = b[n:]
+			if tag>>3 == 1 {
+				ln.FunctionId = v
+			} else {
+				ln.Line = int64(v)
+			}
+		default:
+			if num := tag >> 3; num >= 1 && num <= 2 {
+				return errWireType
+			}
+			rest, err := skip(b, tag)
+			if err != nil {
+				return err
+			}
+			b = rest
 		}
 	}
 	return nil
