@@ -16,6 +16,7 @@ import (
 // row is one series' share of a pushed profile, ready to append.
 type row struct {
 	labels  model.Labels // full series labels, sorted
+	hash    uint64       // labels.Hash()
 	ptype   model.ProfileType
 	stacks  []uint32
 	values  []int64
@@ -85,10 +86,41 @@ func profileTypes(name string, p *googlev1.Profile) ([]model.ProfileType, error)
 	return out, nil
 }
 
-// splitRows turns a profile into rows: one per (sample label set × sample type).
-// String sample labels other than span_id become series labels. The caller
-// holds the symbols' lock.
-func splitRows(base model.Labels, p *googlev1.Profile, syms *symdb.Symbols) ([]row, error) {
+// Prepared is a profile split for the head without the tenant's state: its
+// rows (one per sample label set × sample type) with their series labels,
+// each row's samples by the profile's own distinct stacks, and its symbols
+// keyed by value. Prepare makes it on any goroutine; Head.Commit interns the
+// symbols and appends the rows under the tenant's locks.
+type Prepared struct {
+	syms   *symdb.Keyed
+	nt     int // sample types
+	groups []prepGroup
+	rows   []prepRow
+}
+
+// prepGroup is the samples of one sample label set.
+type prepGroup struct {
+	stacks []int32 // per entry (a sample): its stack's AddStack index
+	vals   []int64 // nt values per entry
+	// Samples that carried a span id.
+	spanKeys []spanStack // stack: the AddStack index
+	spanVals []int64     // nt values per span entry
+}
+
+type prepRow struct {
+	labels model.Labels // full series labels, sorted
+	hash   uint64       // labels.Hash()
+	ptype  model.ProfileType
+	group  int
+	ti     int // sample type
+}
+
+// Prepare checks a profile (every reference, the sample value counts, the
+// sample types) and splits it by sample type and by sample label set. String
+// sample labels other than span_id become series labels. It uses no tenant
+// state, so pushes and replay workers run it in parallel; the profile must not
+// change until it is committed.
+func Prepare(base model.Labels, p *googlev1.Profile) (*Prepared, error) {
 	name := base.Get(model.LabelProfileName)
 	types, err := profileTypes(name, p)
 	if err != nil {
@@ -97,31 +129,23 @@ func splitRows(base model.Labels, p *googlev1.Profile, syms *symdb.Symbols) ([]r
 	if len(types) == 0 {
 		return nil, &symdb.ErrInvalid{Reason: "profile has no sample types"}
 	}
-	mapper, err := syms.AddProfile(p)
+	keyed, err := symdb.KeyProfile(p)
 	if err != nil {
 		return nil, err
 	}
-
-	// Values are summed per (sample labels, stack) into one flat slice per group (a
-	// stack's values for every type side by side): no allocation per stack.
 	nt := len(types)
-	type group struct {
-		labels model.Labels
-		index  map[uint32]int32 // stack → its position in stacks
-		stacks []uint32
-		vals   []int64 // nt values per position
-		// Samples that carried a span id, summed per (span, stack).
-		spanIndex map[spanStack]int32
-		spanKeys  []spanStack
-		spanVals  []int64 // nt values per span key
-	}
-	groups := map[string]*group{}
+	pp := &Prepared{syms: keyed, nt: nt}
+
+	// Each sample's values go to its group, one entry per sample (a stack's
+	// values for every type side by side); Commit sums the entries of equal
+	// stacks once they have tenant ids.
+	groupIdx := map[string]int32{}
+	var groupLabels []model.Labels
 	var keyBuf strings.Builder
 	for si, s := range p.Sample {
 		if len(s.Value) != nt {
 			return nil, &symdb.ErrInvalid{Reason: fmt.Sprintf("sample %d has %d values, the profile has %d sample types", si, len(s.Value), nt)}
 		}
-		keyBuf.Reset()
 		var extra model.Labels
 		span, hasSpan := uint64(0), false
 		for _, l := range s.Label {
@@ -140,105 +164,133 @@ func splitRows(base model.Labels, p *googlev1.Profile, syms *symdb.Symbols) ([]r
 			}
 			extra = extra.Set(k, p.StringTable[l.Str])
 		}
-		if len(extra) > 1 {
-			extra.Sort()
+		key := ""
+		if len(extra) > 0 {
+			if len(extra) > 1 {
+				extra.Sort()
+			}
+			keyBuf.Reset()
+			for _, l := range extra {
+				keyBuf.WriteString(l.Name)
+				keyBuf.WriteByte(0)
+				keyBuf.WriteString(l.Value)
+				keyBuf.WriteByte(0)
+			}
+			key = keyBuf.String()
 		}
-		for _, l := range extra {
-			keyBuf.WriteString(l.Name)
-			keyBuf.WriteByte(0)
-			keyBuf.WriteString(l.Value)
-			keyBuf.WriteByte(0)
-		}
-		key := keyBuf.String()
-		g, ok := groups[key]
+		gi, ok := groupIdx[key]
 		if !ok {
-			n := len(p.Sample) / max(1, len(groups)+1)
-			g = &group{labels: extra, index: make(map[uint32]int32, n), stacks: make([]uint32, 0, n), vals: make([]int64, 0, n*nt)}
-			groups[key] = g
+			gi = int32(len(pp.groups))
+			groupIdx[key] = gi
+			n := len(p.Sample) / (len(pp.groups) + 1)
+			pp.groups = append(pp.groups, prepGroup{stacks: make([]int32, 0, n), vals: make([]int64, 0, n*nt)})
+			groupLabels = append(groupLabels, extra)
 		}
-		stack, err := mapper.StackID(s.LocationId)
+		g := &pp.groups[gi]
+		stack, err := keyed.AddStack(s.LocationId)
 		if err != nil {
 			return nil, err
 		}
-		pos, ok := g.index[stack]
-		if !ok {
-			pos = int32(len(g.stacks))
-			g.index[stack] = pos
-			g.stacks = append(g.stacks, stack)
-			g.vals = append(g.vals, make([]int64, nt)...)
-		}
-		vals := g.vals[int(pos)*nt : int(pos)*nt+nt]
-		for i, v := range s.Value {
-			vals[i] += v
-		}
+		g.stacks = append(g.stacks, stack)
+		g.vals = append(g.vals, s.Value...)
 		if hasSpan {
-			if g.spanIndex == nil {
-				g.spanIndex = map[spanStack]int32{}
-			}
-			key := spanStack{span: span, stack: stack}
-			sp, ok := g.spanIndex[key]
-			if !ok {
-				sp = int32(len(g.spanKeys))
-				g.spanIndex[key] = sp
-				g.spanKeys = append(g.spanKeys, key)
-				g.spanVals = append(g.spanVals, make([]int64, nt)...)
-			}
-			svals := g.spanVals[int(sp)*nt : int(sp)*nt+nt]
-			for i, v := range s.Value {
-				svals[i] += v
-			}
+			g.spanKeys = append(g.spanKeys, spanStack{span: span, stack: uint32(stack)})
+			g.spanVals = append(g.spanVals, s.Value...)
 		}
 	}
 
-	keys := make([]string, 0, len(groups))
-	for k := range groups {
+	keys := make([]string, 0, len(groupIdx))
+	for k := range groupIdx {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	var rows []row
 	for _, k := range keys {
-		g := groups[k]
-		// Positions in stack order: rows list their stacks ascending.
-		order := make([]int32, len(g.stacks))
-		for i := range order {
-			order[i] = int32(i)
-		}
-		slices.SortFunc(order, func(a, b int32) int { return cmp.Compare(g.stacks[a], g.stacks[b]) })
-		spanOrder := make([]int32, len(g.spanKeys))
-		for i := range spanOrder {
-			spanOrder[i] = int32(i)
-		}
-		slices.SortFunc(spanOrder, func(a, b int32) int {
-			ka, kb := g.spanKeys[a], g.spanKeys[b]
-			if c := cmp.Compare(ka.span, kb.span); c != 0 {
-				return c
-			}
-			return cmp.Compare(ka.stack, kb.stack)
-		})
+		gi := int(groupIdx[k])
 		ls := base.Clone()
-		for _, l := range g.labels {
+		for _, l := range groupLabels[gi] {
 			if !ls.Has(l.Name) { // the pushed labels win over sample labels
 				ls = append(ls, l)
 			}
 		}
 		for ti, t := range types {
-			r := row{labels: t.SeriesLabels(ls.Clone()).Sort(), ptype: t}
-			for _, pos := range order {
-				if v := g.vals[int(pos)*nt+ti]; v != 0 {
-					r.stacks = append(r.stacks, g.stacks[pos])
-					r.values = append(r.values, v)
-					r.total += v
-				}
-			}
-			r.samples = len(r.stacks)
-			for _, sp := range spanOrder {
-				if v := g.spanVals[int(sp)*nt+ti]; v != 0 {
-					k := g.spanKeys[sp]
-					r.spans = append(r.spans, SpanSample{Span: k.span, Stack: k.stack, Value: v})
-				}
-			}
-			rows = append(rows, r)
+			sl := t.SeriesLabels(ls.Clone()).Sort()
+			pp.rows = append(pp.rows, prepRow{labels: sl, hash: sl.Hash(), ptype: t, group: gi, ti: ti})
 		}
 	}
-	return rows, nil
+	return pp, nil
+}
+
+// buildRows turns the prepared rows into rows by tenant stack ids (ids: the
+// tenant stack of each AddStack index): stacks ascending, values summed per
+// stack, zeros left out.
+func (pp *Prepared) buildRows(ids []uint32) []row {
+	nt := pp.nt
+	orders := make([][]uint64, len(pp.groups))
+	spanOrders := make([][]int32, len(pp.groups))
+	rows := make([]row, len(pp.rows))
+	for ri, pr := range pp.rows {
+		g := &pp.groups[pr.group]
+		order := orders[pr.group]
+		spanOrder := spanOrders[pr.group]
+		if order == nil {
+			// tenant stack << 32 | entry: sorting the words sorts by stack.
+			order = make([]uint64, len(g.stacks))
+			for i, st := range g.stacks {
+				order[i] = uint64(ids[st])<<32 | uint64(i)
+			}
+			slices.Sort(order)
+			orders[pr.group] = order
+			if len(g.spanKeys) > 0 {
+				spanOrder = make([]int32, len(g.spanKeys))
+				for i := range spanOrder {
+					spanOrder[i] = int32(i)
+				}
+				slices.SortFunc(spanOrder, func(a, b int32) int {
+					ka, kb := g.spanKeys[a], g.spanKeys[b]
+					if c := cmp.Compare(ka.span, kb.span); c != 0 {
+						return c
+					}
+					return cmp.Compare(ids[ka.stack], ids[kb.stack])
+				})
+				spanOrders[pr.group] = spanOrder
+			}
+		}
+		r := &rows[ri]
+		r.labels, r.hash, r.ptype = pr.labels, pr.hash, pr.ptype
+		ti := pr.ti
+		n := 0
+		for i := 0; i < len(order); i = n {
+			id := uint32(order[i] >> 32)
+			var v int64
+			for n = i; n < len(order) && uint32(order[n]>>32) == id; n++ {
+				v += g.vals[int(uint32(order[n]))*nt+ti]
+			}
+			if v != 0 {
+				if r.stacks == nil {
+					r.stacks = make([]uint32, 0, len(order)-i)
+					r.values = make([]int64, 0, len(order)-i)
+				}
+				r.stacks = append(r.stacks, id)
+				r.values = append(r.values, v)
+				r.total += v
+			}
+		}
+		r.samples = len(r.stacks)
+		for i := 0; i < len(spanOrder); i = n {
+			k := g.spanKeys[spanOrder[i]]
+			id := ids[k.stack]
+			var v int64
+			for n = i; n < len(spanOrder); n++ {
+				kn := g.spanKeys[spanOrder[n]]
+				if kn.span != k.span || ids[kn.stack] != id {
+					break
+				}
+				v += g.spanVals[int(spanOrder[n])*nt+ti]
+			}
+			if v != 0 {
+				r.spans = append(r.spans, SpanSample{Span: k.span, Stack: id, Value: v})
+			}
+		}
+	}
+	return rows
 }

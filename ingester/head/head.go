@@ -169,27 +169,37 @@ type AppendResult struct {
 }
 
 // Append stores a decoded profile under the series labels (which carry
-// __name__ and service_name). The profile is split by sample type and by
-// sample label set. Validation happens before; Append only refuses what it
-// cannot store (dangling references, the series limit).
+// __name__ and service_name): Prepare, then Commit. The profile is split by
+// sample type and by sample label set. Validation happens before; Append
+// only refuses what it cannot store (dangling references, the series limit).
 func (h *Head) Append(tenant string, id ProfileID, labels model.Labels, p *googlev1.Profile, timeNanos int64) (AppendResult, error) {
+	pp, err := Prepare(labels, p)
+	if err != nil {
+		return AppendResult{}, err
+	}
+	return h.Commit(tenant, id, pp, timeNanos)
+}
+
+// Commit appends a prepared profile: it interns the profile's symbols (under
+// the tenant's symbol lock), then adds its rows (under the tenant's lock),
+// skipping a row whose profile id the series already holds. It refuses only
+// a push that would exceed the series limit (whose symbols stay interned).
+func (h *Head) Commit(tenant string, id ProfileID, pp *Prepared, timeNanos int64) (AppendResult, error) {
 	t := h.tenant(tenant)
 	var res AppendResult
 
 	t.syms.Lock()
-	rows, err := splitRows(labels, p, t.syms)
+	ids := t.syms.Intern(pp.syms, make([]uint32, 0, pp.syms.Stacks()))
 	symAfter := t.syms.BytesLocked()
 	t.syms.Unlock()
-	if err != nil {
-		return res, err
-	}
+	rows := pp.buildRows(ids)
 
 	t.mu.Lock()
 	// Check the series limit for the whole push before changing anything.
 	if lim := h.opts.MaxSeriesPerTenant; lim > 0 {
 		newSeries := 0
 		for i := range rows {
-			if t.lookup(rows[i].labels) == nil {
+			if t.lookup(rows[i].labels, rows[i].hash) == nil {
 				newSeries++
 			}
 		}
@@ -203,7 +213,7 @@ func (h *Head) Append(tenant string, id ProfileID, labels model.Labels, p *googl
 	var packs []*series
 	for i := range rows {
 		r := &rows[i]
-		s := t.lookup(r.labels)
+		s := t.lookup(r.labels, r.hash)
 		if s == nil {
 			s = t.addSeries(r.labels, r.ptype.ID())
 			res.NewSeries++
@@ -252,8 +262,8 @@ func (h *Head) Append(tenant string, id ProfileID, labels model.Labels, p *googl
 	return res, nil
 }
 
-func (t *Tenant) lookup(ls model.Labels) *series {
-	for _, s := range t.byHash[ls.Hash()] {
+func (t *Tenant) lookup(ls model.Labels, hash uint64) *series {
+	for _, s := range t.byHash[hash] {
 		if s.labels.Equal(ls) {
 			return s
 		}

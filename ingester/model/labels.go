@@ -3,7 +3,7 @@
 package model
 
 import (
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/cespare/xxhash/v2"
@@ -53,7 +53,7 @@ func (ls Labels) Proto() []*typesv1.LabelPair {
 
 // Sort sorts by name in place and returns ls.
 func (ls Labels) Sort() Labels {
-	sort.Slice(ls, func(i, j int) bool { return ls[i].Name < ls[j].Name })
+	slices.SortFunc(ls, func(a, b Label) int { return strings.Compare(a.Name, b.Name) })
 	return ls
 }
 

@@ -106,15 +106,11 @@ func DecodePprof(b []byte, maxDecompressed int) (*googlev1.Profile, error) {
 	if len(b) == 0 {
 		return nil, errors.New("empty profile")
 	}
-	p := new(googlev1.Profile)
 	if !IsGzip(b) {
 		if maxDecompressed > 0 && len(b) > maxDecompressed {
 			return nil, &SizeError{Limit: maxDecompressed, Size: len(b)}
 		}
-		if err := p.UnmarshalVT(b); err != nil {
-			return nil, fmt.Errorf("invalid pprof protobuf: %w", err)
-		}
-		return p, nil
+		return unmarshalProfile(b)
 	}
 	buf := bufPool.Get().(*bytes.Buffer)
 	buf.Reset()
@@ -126,9 +122,20 @@ func DecodePprof(b []byte, maxDecompressed int) (*googlev1.Profile, error) {
 	if err := gunzipTo(buf, b, maxDecompressed); err != nil {
 		return nil, err
 	}
-	// UnmarshalVT copies strings and byte slices out of its input, so the
+	// Decoding copies strings and byte slices out of its input, so the
 	// pooled buffer can be reused afterwards.
-	if err := p.UnmarshalVT(buf.Bytes()); err != nil {
+	return unmarshalProfile(buf.Bytes())
+}
+
+// unmarshalProfile decodes with unmarshal, else (a malformed or unusual
+// encoding) with UnmarshalVT, whose error it returns.
+func unmarshalProfile(b []byte) (*googlev1.Profile, error) {
+	p := new(googlev1.Profile)
+	if unmarshal(p, b) == nil {
+		return p, nil
+	}
+	p = new(googlev1.Profile)
+	if err := p.UnmarshalVT(b); err != nil {
 		return nil, fmt.Errorf("invalid pprof protobuf: %w", err)
 	}
 	return p, nil

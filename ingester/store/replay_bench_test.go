@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime"
+	"runtime/metrics"
 	"syscall"
 	"testing"
 	"time"
@@ -47,7 +49,10 @@ func BenchmarkRestart(b *testing.B) {
 	}
 	b.ResetTimer()
 	var cpu time.Duration
+	var peak uint64
 	for i := 0; i < b.N; i++ {
+		runtime.GC() // the last iteration's head is garbage
+		stop := samplePeakHeap(&peak)
 		c0 := processCPU(b)
 		s, err := Open(Options{DataDir: dir, WALPolicy: wal.PolicyOff, Logger: slog.New(slog.DiscardHandler)}, nil)
 		if err != nil {
@@ -55,6 +60,7 @@ func BenchmarkRestart(b *testing.B) {
 		}
 		b.StopTimer()
 		cpu += processCPU(b) - c0
+		stop()
 		if err := s.Close(); err != nil {
 			b.Fatal(err)
 		}
@@ -65,6 +71,31 @@ func BenchmarkRestart(b *testing.B) {
 	// Per CPU-second (every thread, the collector too): what two idle cores
 	// would restore in about half a second, whatever else the machine runs.
 	b.ReportMetric(float64(walBytes)/1e6/(cpu.Seconds()/float64(b.N)), "walMB/cpu-s")
+	// The largest heap (objects, live or not yet collected) seen while replaying.
+	b.ReportMetric(float64(peak)/1e6, "peakHeapMB")
+}
+
+// samplePeakHeap records the largest heap seen until stop is called (every
+// 5 ms, from runtime/metrics: no stop-the-world).
+func samplePeakHeap(peak *uint64) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+		t := time.NewTicker(5 * time.Millisecond)
+		defer t.Stop()
+		for {
+			metrics.Read(sample)
+			*peak = max(*peak, sample[0].Value.Uint64())
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
 }
 
 func processCPU(b *testing.B) time.Duration {

@@ -16,15 +16,17 @@ import (
 
 	"github.com/hearth-dev/hearth/ingester/head"
 	"github.com/hearth-dev/hearth/ingester/push"
+	"github.com/hearth-dev/hearth/ingester/symdb"
 	"github.com/hearth-dev/hearth/ingester/tenant"
 	"github.com/hearth-dev/hearth/ingester/wal"
 )
 
 // TestParallelReplayMatchesSequential replays one WAL (two tenants, many
 // series, profile ids pushed twice with other contents) sequentially and with
-// the decoding pipeline, and requires the same heads: series in the same
-// order with the same rows (ids, times, totals, encoded stack ids, so the
-// same symbol ids), the same counts and the same merge totals.
+// the decoding pipeline, and requires the same heads, and the same as the
+// head the pushes built: series in the same order with the same rows (ids,
+// times, totals, encoded stack ids), the same symbol tables id for id, the
+// same counts and the same merge totals.
 func TestParallelReplayMatchesSequential(t *testing.T) {
 	files := benchFiles(t)
 	names := make([]string, 0, len(files))
@@ -64,6 +66,7 @@ func TestParallelReplayMatchesSequential(t *testing.T) {
 			}
 		}
 	}
+	pushed := s.Head()
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -77,10 +80,14 @@ func TestParallelReplayMatchesSequential(t *testing.T) {
 		return s.Head()
 	}
 	want := replay(1)
+	heads := map[string]*head.Head{"pushed": pushed}
 	for _, workers := range []int{2, 4} {
-		got := replay(workers)
+		heads[fmt.Sprint("workers ", workers)] = replay(workers)
+	}
+	for what, got := range heads {
+		workers := what
 		if !slices.Equal(got.Tenants(), want.Tenants()) {
-			t.Fatalf("workers %d: tenants %v, sequential %v", workers, got.Tenants(), want.Tenants())
+			t.Fatalf("%s: tenants %v, sequential %v", workers, got.Tenants(), want.Tenants())
 		}
 		if len(want.Tenants()) == 0 {
 			t.Fatal("nothing replayed")
@@ -88,30 +95,38 @@ func TestParallelReplayMatchesSequential(t *testing.T) {
 		for _, name := range want.Tenants() {
 			wt, gt := want.Tenant(name), got.Tenant(name)
 			if ws, gs := wt.Stats(), gt.Stats(); ws != gs {
-				t.Errorf("workers %d tenant %s: stats %+v, sequential %+v", workers, name, gs, ws)
+				t.Errorf("%s tenant %s: stats %+v, sequential %+v", workers, name, gs, ws)
 			}
 			wsel := wt.Select("", nil, math.MinInt64, math.MaxInt64)
 			gsel := gt.Select("", nil, math.MinInt64, math.MaxInt64)
+			// The same symbol tables, id for id.
+			wsy, gsy := wsel.Symbols, gsel.Symbols
+			if !slices.Equal(wsy.Strings, gsy.Strings) || !slices.Equal(wsy.Mappings, gsy.Mappings) || !slices.Equal(wsy.Functions, gsy.Functions) ||
+				!slices.Equal(wsy.Nodes, gsy.Nodes) || !slices.EqualFunc(wsy.Locations, gsy.Locations, func(a, b symdb.Location) bool {
+				return a.Mapping == b.Mapping && a.Address == b.Address && a.IsFolded == b.IsFolded && slices.Equal(a.Lines, b.Lines)
+			}) {
+				t.Fatalf("%s tenant %s: the symbol tables differ from the sequential replay's", workers, name)
+			}
 			if len(gsel.Series) != len(wsel.Series) {
-				t.Fatalf("workers %d tenant %s: %d series, sequential %d", workers, name, len(gsel.Series), len(wsel.Series))
+				t.Fatalf("%s tenant %s: %v series, sequential %v", workers, name, len(gsel.Series), len(wsel.Series))
 			}
 			var wtotal, gtotal int64
 			for i := range wsel.Series {
 				ws, gs := wsel.Series[i], gsel.Series[i]
 				if !ws.Labels.Equal(gs.Labels) || len(ws.Profiles) != len(gs.Profiles) {
-					t.Fatalf("workers %d tenant %s series %d: %v with %d rows, sequential %v with %d", workers, name, i, gs.Labels, len(gs.Profiles), ws.Labels, len(ws.Profiles))
+					t.Fatalf("%s tenant %s series %v: %v with %v rows, sequential %v with %v", workers, name, i, gs.Labels, len(gs.Profiles), ws.Labels, len(ws.Profiles))
 				}
 				for j := range ws.Profiles {
 					wp, gp := ws.Profiles[j], gs.Profiles[j]
 					if wp.ID != gp.ID || wp.TimeNanos != gp.TimeNanos || wp.Total != gp.Total || !bytes.Equal(wp.Samples, gp.Samples) {
-						t.Fatalf("workers %d tenant %s series %v row %d differs", workers, name, ws.Labels, j)
+						t.Fatalf("%s tenant %s series %v row %v differs", workers, name, ws.Labels, j)
 					}
 					wtotal += wp.Total
 					gtotal += gp.Total
 				}
 			}
 			if wtotal != gtotal || wtotal == 0 {
-				t.Errorf("workers %d tenant %s: merge total %d, sequential %d", workers, name, gtotal, wtotal)
+				t.Errorf("%s tenant %s: merge total %v, sequential %v", workers, name, gtotal, wtotal)
 			}
 		}
 	}

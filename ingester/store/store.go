@@ -22,6 +22,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,7 +38,6 @@ import (
 	"github.com/hearth-dev/hearth/ingester/pprofdec"
 	"github.com/hearth-dev/hearth/ingester/push"
 	"github.com/hearth-dev/hearth/ingester/record"
-	"github.com/hearth-dev/hearth/ingester/symdb"
 	"github.com/hearth-dev/hearth/ingester/wal"
 	"github.com/hearth-dev/hearth/internal/durable"
 )
@@ -66,7 +66,13 @@ type Options struct {
 	MaxProfileSize     int // for decoding during replay
 	// ReplayWorkers is the number of goroutines decoding WAL records at start
 	// (default GOMAXPROCS; 1 replays sequentially, without a pipeline).
-	ReplayWorkers   int
+	ReplayWorkers int
+	// ReplayGCPercent is the collector's GOGC while the WAL replays, when a
+	// memory limit (GOMEMLIMIT) bounds the heap and GOGC is lower: replay
+	// makes much short-lived garbage (decoded profiles), so collecting less
+	// often saves CPU, and the limit keeps the heap below it. Restored after.
+	// 0: DefaultReplayGCPercent; negative: leave the collector alone.
+	ReplayGCPercent int
 	MaxPendingBytes int64 // refuse writes while more than this waits for upload (0: no limit)
 	WriteBlock      BlockWriter
 	Shipper         Shipper
@@ -250,6 +256,7 @@ func (s *Store) replay(checkpoint uint64, m *wal.Metrics) error {
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
+	defer replayGC(s.opts.ReplayGCPercent)()
 	var profiles, bad, skipped int
 	apply := func(d *decodedRecord) {
 		n, b := s.apply(d)
@@ -314,6 +321,27 @@ func (s *Store) replay(checkpoint uint64, m *wal.Metrics) error {
 	return err
 }
 
+// DefaultReplayGCPercent is GOGC during replay under a memory limit
+// (docs/benchmarks.md, "Restart": +19% WAL per CPU-second, heap up to 3.3×).
+const DefaultReplayGCPercent = 400
+
+// replayGC raises GOGC to pct when a memory limit is set and GOGC is lower
+// (and not off); restore sets it back.
+func replayGC(pct int) (restore func()) {
+	if pct == 0 {
+		pct = DefaultReplayGCPercent
+	}
+	if pct < 0 || debug.SetMemoryLimit(-1) == math.MaxInt64 {
+		return func() {}
+	}
+	old := debug.SetGCPercent(pct)
+	if old < 0 || old >= pct {
+		debug.SetGCPercent(old)
+		return func() {}
+	}
+	return func() { debug.SetGCPercent(old) }
+}
+
 // replayWindow is the number of WAL records in flight per decoding worker
 // during replay (queued, being decoded, or decoded and waiting for their turn).
 const replayWindow = 4
@@ -329,12 +357,12 @@ type decodedRecord struct {
 type decodedEntry struct {
 	id        head.ProfileID
 	timeNanos int64
-	labels    model.Labels
-	p         *googlev1.Profile
-	err       error // the profile does not decode
+	prep      *head.Prepared
+	err       error // the profile does not decode, or is refused by head.Prepare
 }
 
-// decodeRecord decodes one WAL record and its profiles; it keeps no
+// decodeRecord decodes one WAL record and its profiles and prepares them for
+// the head (head.Prepare: everything that needs no tenant state); it keeps no
 // reference to payload.
 func (s *Store) decodeRecord(pos wal.Pos, payload []byte) *decodedRecord {
 	d := &decodedRecord{pos: pos}
@@ -347,10 +375,11 @@ func (s *Store) decodeRecord(pos wal.Pos, payload []byte) *decodedRecord {
 	d.entries = make([]decodedEntry, len(entries))
 	for i, e := range entries {
 		de := &d.entries[i]
-		de.id, de.timeNanos, de.labels = e.ID, e.TimeNanos, e.Labels
-		de.p, de.err = pprofdec.DecodePprof(e.Raw, s.opts.MaxProfileSize)
-		if de.err == nil {
-			push.SanitizeStrings(de.p)
+		de.id, de.timeNanos = e.ID, e.TimeNanos
+		var p *googlev1.Profile
+		if p, de.err = pprofdec.DecodePprof(e.Raw, s.opts.MaxProfileSize); de.err == nil {
+			push.SanitizeStrings(p)
+			de.prep, de.err = head.Prepare(e.Labels, p)
 		}
 	}
 	return d
@@ -367,9 +396,9 @@ func (s *Store) apply(d *decodedRecord) (restored, bad int) {
 		e := &d.entries[i]
 		err := e.err
 		if err == nil {
-			_, err = s.active.Append(d.tenant, e.id, e.labels, e.p, e.timeNanos)
+			_, err = s.active.Commit(d.tenant, e.id, e.prep, e.timeNanos)
 		}
-		e.p = nil // let the collector have it while the rest is applied
+		e.prep = nil // let the collector have it while the rest is applied
 		if err != nil {
 			bad++
 			s.log.Error("wal profile cannot be restored: skipped", "pos", d.pos.String(), "tenant", d.tenant, "err", err)
@@ -412,8 +441,13 @@ func (s *Store) Append(ctx context.Context, tenant string, ps []push.Profile) er
 		s.lastAppend.Store(time.Now().UnixNano())
 		s.appending.Add(-1)
 	}()
+	// Prepare checks every profile (as symdb.Validate does) before anything is
+	// written ahead, and does the head's work that needs no tenant state
+	// outside its locks.
+	prep := make([]*head.Prepared, len(ps))
 	for i := range ps {
-		if err := symdb.Validate(ps[i].Profile); err != nil {
+		var err error
+		if prep[i], err = head.Prepare(ps[i].Labels, ps[i].Profile); err != nil {
 			return err
 		}
 	}
@@ -448,8 +482,8 @@ func (s *Store) Append(ctx context.Context, tenant string, ps []push.Profile) er
 		walErr <- err
 	}()
 	var headErr error
-	for _, p := range ps {
-		if _, err := s.active.Append(tenant, p.ID, p.Labels, p.Profile, p.TimeNanos); err != nil {
+	for i, p := range ps {
+		if _, err := s.active.Commit(tenant, p.ID, prep[i], p.TimeNanos); err != nil {
 			// Refused by the head (the series limit): replay refuses the WAL
 			// record the same way.
 			headErr = err

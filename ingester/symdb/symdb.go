@@ -72,6 +72,10 @@ type Symbols struct {
 	children map[uint64]uint32 // parent<<32 | location → node
 	stacks   map[uint64]uint32 // hash of a whole stack → its leaf node (verified on use)
 
+	// Keyed by value (Intern): the tenant id of a location or a stack.
+	locByKey   keyMap
+	stackByKey keyMap
+
 	bytes int64
 }
 
@@ -359,6 +363,17 @@ func (s *Symbols) insertStack(locs []uint32) uint32 {
 	if id, ok := s.stacks[h]; ok && s.isStack(id, locs) {
 		return id
 	}
+	parent := s.insertNodes(locs)
+	if _, ok := s.stacks[h]; !ok {
+		s.bytes += 24
+	}
+	s.stacks[h] = parent
+	return parent
+}
+
+// insertNodes walks the tree from the root along locs (leaf first), adding
+// the nodes missing, and returns the leaf's id.
+func (s *Symbols) insertNodes(locs []uint32) uint32 {
 	parent := uint32(0)
 	for i := len(locs) - 1; i >= 0; i-- {
 		key := uint64(parent)<<32 | uint64(locs[i])
@@ -371,10 +386,6 @@ func (s *Symbols) insertStack(locs []uint32) uint32 {
 		}
 		parent = child
 	}
-	if _, ok := s.stacks[h]; !ok {
-		s.bytes += 24
-	}
-	s.stacks[h] = parent
 	return parent
 }
 
