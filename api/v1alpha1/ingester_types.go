@@ -279,7 +279,8 @@ type RingSpec struct {
 	// +optional
 	HeartbeatTimeout Duration `json:"heartbeatTimeout,omitempty"`
 
-	// MinReadyDuration an ACTIVE ingester waits before reporting ready, e.g. 15s.
+	// MinReadyDuration is the longest an ACTIVE ingester waits before reporting ready,
+	// e.g. 15s; it is ready sooner once every other member sees it ACTIVE.
 	// +optional
 	MinReadyDuration Duration `json:"minReadyDuration,omitempty"`
 }

@@ -97,7 +97,7 @@ func (r *RingConfig) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&r.TokensFilePath, "ingester.ring.tokens-file-path", "", "Tokens file kept across restarts (default <data-dir>/tokens).")
 	f.DurationVar(&r.HeartbeatPeriod, "ingester.ring.heartbeat-period", 5*time.Second, "Ring heartbeat period.")
 	f.DurationVar(&r.HeartbeatTimeout, "ingester.ring.heartbeat-timeout", time.Minute, "A member is UNHEALTHY after this long without a heartbeat.")
-	f.DurationVar(&r.MinReadyDuration, "ingester.ring.min-ready-duration", 15*time.Second, "How long the ring must look healthy, with this ingester ACTIVE, before it reports ready.")
+	f.DurationVar(&r.MinReadyDuration, "ingester.ring.min-ready-duration", 15*time.Second, "At most how long the ring must look healthy, with this ingester ACTIVE, before it reports ready: it reports ready sooner once every other member has it ACTIVE in its ring (asked over the internal listener).")
 }
 
 // RegisterFlags registers the -memberlist.* flags with their defaults.

@@ -26,14 +26,7 @@ func (r *Ring) WaitSeenLeaving(ctx context.Context, timeout time.Duration) []str
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	self := r.cfg.Ring.InstanceID
-	hc := &http.Client{Timeout: 500 * time.Millisecond}
-	scheme := "http"
-	r.mu.Lock()
-	if r.peerClient != nil {
-		hc.Transport = r.peerClient.Transport
-		scheme = r.peerScheme
-	}
-	r.mu.Unlock()
+	hc, scheme := r.peerHTTP()
 	confirmed := map[string]bool{}
 	failures := map[string]int{}
 	for {
@@ -85,6 +78,51 @@ func (r *Ring) SetPeerClient(c *http.Client, scheme string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.peerClient, r.peerScheme = c, scheme
+}
+
+// peerHTTP is the client and scheme for calls to the other members' internal
+// listeners (SetPeerClient), with a short per-call timeout.
+func (r *Ring) peerHTTP() (*http.Client, string) {
+	hc := &http.Client{Timeout: 500 * time.Millisecond}
+	scheme := "http"
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.peerClient != nil {
+		hc.Transport = r.peerClient.Transport
+		scheme = r.peerScheme
+	}
+	return hc, scheme
+}
+
+// peersSeeActive is nil when every other member that is not UNHEALTHY holds
+// this instance as ACTIVE in its ring (asked over its internal listener), or
+// says which does not. It is what min-ready-duration waits for by the clock:
+// evidence that the whole ring routes writes and reads here.
+func (r *Ring) peersSeeActive(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	self := r.cfg.Ring.InstanceID
+	members, err := r.Members(ctx)
+	if err != nil {
+		return err
+	}
+	hc, scheme := r.peerHTTP()
+	for _, m := range members {
+		if m.ID == self || m.State == "UNHEALTHY" {
+			continue
+		}
+		if m.Address == "" {
+			return fmt.Errorf("%s has no address to ask", m.ID)
+		}
+		state, err := peerSeesState(ctx, hc, scheme+"://"+m.Address, self)
+		if err != nil {
+			return fmt.Errorf("%s: %w", m.ID, err)
+		}
+		if state != dskitring.ACTIVE.String() {
+			return fmt.Errorf("%s sees this instance %q", m.ID, state)
+		}
+	}
+	return nil
 }
 
 // peerSeesState asks the member at base (scheme://host:port) for its ring

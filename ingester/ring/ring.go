@@ -72,6 +72,7 @@ type Ring struct {
 	lastStateSet     bool
 	lastTimestamp    int64 // heartbeat timestamp setState last wrote (unix seconds)
 	ready            bool  // dskit's readiness latch: once true, only our own state matters
+	lastPeerCheck    time.Time
 }
 
 // New builds the ring services; nothing listens or joins until Start.
@@ -490,8 +491,11 @@ func (r *Ring) PrepareShutdown() *PrepareShutdown { return r.marker }
 // Ready is nil when this ingester may report ready as far as the ring goes:
 // it is ACTIVE with tokens and, as dskit's lifecycler checks it, every member
 // of the ring is ACTIVE with a fresh heartbeat (only this instance with
-// ReadinessCheckSelfOnly), continuously for min-ready-duration. As in dskit,
-// once the ring check passed it is not asked again; being ACTIVE is.
+// ReadinessCheckSelfOnly); then, as dskit's min-ready-duration, until the
+// other members have this instance ACTIVE in their rings: confirmed by asking
+// each of them (at most every peerCheckInterval), or assumed once the ring
+// looked healthy for min-ready-duration. As in dskit, once the ring check
+// passed it is not asked again; being ACTIVE is.
 func (r *Ring) Ready() error {
 	if s := r.lifecycler.State(); s != services.Running {
 		return fmt.Errorf("ring lifecycler is %s", s)
@@ -500,23 +504,44 @@ func (r *Ring) Ready() error {
 		return fmt.Errorf("instance is %s, not ACTIVE", st)
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if r.ready {
+		r.mu.Unlock()
 		return nil
 	}
 	if err := r.checkRingHealth(); err != nil {
 		r.readySince = time.Time{}
+		r.mu.Unlock()
 		return err
 	}
 	if r.readySince.IsZero() {
 		r.readySince = time.Now()
 	}
-	if wait := r.cfg.Ring.MinReadyDuration - time.Since(r.readySince); wait > 0 {
-		return fmt.Errorf("waiting %v more of min-ready-duration %v", wait.Round(time.Millisecond), r.cfg.Ring.MinReadyDuration)
+	wait := r.cfg.Ring.MinReadyDuration - time.Since(r.readySince)
+	ask := wait > 0 && time.Since(r.lastPeerCheck) >= peerCheckInterval
+	if ask {
+		r.lastPeerCheck = time.Now()
 	}
+	r.mu.Unlock()
+	if wait > 0 {
+		err := errors.New("not asked yet")
+		if ask {
+			err = r.peersSeeActive(context.Background())
+		}
+		if err != nil {
+			return fmt.Errorf("waiting until the other members see this instance ACTIVE (%v), at most %v more of min-ready-duration %v",
+				err, wait.Round(time.Millisecond), r.cfg.Ring.MinReadyDuration)
+		}
+		level.Info(r.logger).Log("msg", "every member sees this instance ACTIVE: ready before min-ready-duration", "waited", time.Since(r.readySince).Round(time.Millisecond))
+	}
+	r.mu.Lock()
 	r.ready = true
+	r.mu.Unlock()
 	return nil
 }
+
+// peerCheckInterval spaces the readiness checks that ask every peer (a probe
+// or a test may poll /ready far more often).
+const peerCheckInterval = 200 * time.Millisecond
 
 func (r *Ring) checkRingHealth() error {
 	if len(r.lifecycler.GetTokens()) == 0 {

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -60,6 +61,7 @@ type node struct {
 	join     []string
 	rf       int
 	zoneAw   bool
+	minReady time.Duration // 0: testMinReady
 	r        *Ring
 }
 
@@ -81,6 +83,9 @@ func (n *node) config() Config {
 	c.Ring.HeartbeatPeriod = testHeartbeat
 	c.Ring.HeartbeatTimeout = testTimeout
 	c.Ring.MinReadyDuration = testMinReady
+	if n.minReady > 0 {
+		c.Ring.MinReadyDuration = n.minReady
+	}
 	c.Memberlist.BindPort = n.mlPort
 	c.Memberlist.JoinMembers = append(StringList(nil), n.join...)
 	return c
@@ -459,6 +464,60 @@ func TestReadiness(t *testing.T) {
 		t.Fatalf("forget: %d", rec.Code)
 	}
 	waitFor(t, 10*time.Second, "c ready once b is forgotten", c.r.Ready)
+}
+
+// serve serves the node's ring page on its HTTP port (where the ring advertises
+// it) until stopped.
+func (n *node) serve(t *testing.T) (stop func()) {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(n.httpPort)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: n.r.Handler()}
+	go func() { _ = srv.Serve(ln) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { _ = srv.Close() }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+// TestReadyOnceEveryPeerSeesIt: with a min-ready-duration of minutes, an
+// instance reports ready as soon as every other member has it ACTIVE (alone:
+// at once), asked over their ring pages; while one member cannot confirm it,
+// it waits (the clock would end the wait after min-ready-duration).
+func TestReadyOnceEveryPeerSeesIt(t *testing.T) {
+	t.Parallel()
+	a, b, c := newNode(t, "ing-a", ""), newNode(t, "ing-b", ""), newNode(t, "ing-c", "")
+	for _, n := range []*node{a, b, c} {
+		n.minReady = 10 * time.Minute
+	}
+	a.start(t)
+	stopA := a.serve(t)
+	waitFor(t, 10*time.Second, "a ready alone", a.r.Ready)
+
+	b.join = []string{a.mlAddr()}
+	b.start(t)
+	b.serve(t)
+	waitFor(t, 10*time.Second, "b ready once a sees it ACTIVE", b.r.Ready)
+
+	stopA() // a can no longer be asked
+	c.join = []string{a.mlAddr()}
+	c.start(t)
+	c.serve(t)
+	waitFor(t, 10*time.Second, "all ACTIVE", seesStates([]*node{a, b, c}, map[string]string{"ing-a": "ACTIVE", "ing-b": "ACTIVE", "ing-c": "ACTIVE"}))
+	for i := 0; i < 10; i++ {
+		err := c.r.Ready()
+		if err == nil {
+			t.Fatal("c ready although a could not confirm that it sees c ACTIVE")
+		}
+		if !strings.Contains(err.Error(), "min-ready-duration") {
+			t.Fatalf("c not ready for another reason: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	a.serve(t)
+	waitFor(t, 10*time.Second, "c ready once a answers", c.r.Ready)
 }
 
 // TestZoneAwareReplication: 3 zones × 2 ingesters, RF 3: every replication set
