@@ -21,6 +21,8 @@ import (
 	"github.com/grafana/dskit/kv/memberlist"
 	dskitring "github.com/grafana/dskit/ring"
 
+	"github.com/hearth-dev/hearth/internal/testutil"
+
 	"github.com/hearth-dev/hearth/ingester/model"
 )
 
@@ -39,16 +41,8 @@ const (
 	testMinReady  = 300 * time.Millisecond
 )
 
-// freePort reserves a loopback port and releases it for the test to bind.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+// freePort is a loopback port no other freePort of this process returned.
+func freePort(t *testing.T) int { return testutil.FreePort(t) }
 
 // node is one ingester's ring in the test process: its own data dir, memberlist
 // port and (fake) HTTP port.

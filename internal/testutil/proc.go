@@ -48,19 +48,34 @@ func Hearth(t testing.TB) string {
 	return buildPath
 }
 
-// FreePort returns a loopback TCP port that was free a moment ago. It picks
-// below Linux's ephemeral range (32768+), so a port the kernel hands out to
-// some other socket meanwhile cannot take it; tests running in parallel pick
-// at random from 8,000 ports.
+// handedOut are the ports FreePort returned in this process: a port is free
+// until its process binds it, so without this a cluster's second FreePort
+// could return its first one's port (it did, about once in a hundred starts).
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
+
+// FreePort returns a loopback TCP port that was free a moment ago and that it
+// has not returned before in this process. It picks below Linux's ephemeral
+// range (32768+), so a port the kernel hands out to some other socket
+// meanwhile cannot take it; test processes running in parallel pick at
+// random from 8,000 ports.
 func FreePort(t testing.TB) int {
 	t.Helper()
+	handedOut.Lock()
+	defer handedOut.Unlock()
 	for i := 0; i < 200; i++ {
 		port := 20000 + rand.IntN(8000)
+		if handedOut.ports[port] {
+			continue
+		}
 		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
 		if err != nil {
 			continue
 		}
 		_ = l.Close()
+		handedOut.ports[port] = true
 		return port
 	}
 	t.Fatal("no free loopback port in 20000-28000")
