@@ -196,14 +196,15 @@ func TestParseRequest(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.Format != FormatFolded || r.Folded == nil || r.Profile != nil || r.ProfileName != "process_cpu" {
+		if r.Format != FormatFolded || len(r.Profiles) != 1 || r.Profile != nil || !reflect.DeepEqual(r.Profiles[0].Labels, []LabelPair{{"__name__", "process_cpu"}}) {
 			t.Fatalf("%+v", r)
 		}
-		if got := stacks(r.Folded); !reflect.DeepEqual(got, map[string]int64{"bar;foo;main": 4, "foo;main": 2}) {
+		folded := r.Profiles[0].Profile
+		if got := stacks(folded); !reflect.DeepEqual(got, map[string]int64{"bar;foo;main": 4, "foo;main": 2}) {
 			t.Fatalf("stacks = %v", got)
 		}
-		if r.Folded.TimeNanos != 1700000000e9 || r.Folded.DurationNanos != 10e9 || r.Folded.Period != 1e7 {
-			t.Fatalf("times: %d %d %d", r.Folded.TimeNanos, r.Folded.DurationNanos, r.Folded.Period)
+		if folded.TimeNanos != 1700000000e9 || folded.DurationNanos != 10e9 || folded.Period != 1e7 {
+			t.Fatalf("times: %d %d %d", folded.TimeNanos, folded.DurationNanos, folded.Period)
 		}
 	})
 	for _, tc := range []struct {

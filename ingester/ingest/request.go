@@ -34,8 +34,9 @@ var SupportedFormats = []string{"pprof", "folded", "groups", "lines"}
 // DefaultSampleRate is Pyroscope's default sampleRate (Hz).
 const DefaultSampleRate = 100
 
-// Request is a parsed /ingest request. Exactly one of Profile and Folded is
-// set: Profile for format pprof, Folded for the text formats.
+// Request is a parsed /ingest request. Exactly one of Profile and Profiles
+// is set: Profile for format pprof, Profiles for every format converted into
+// pprof (the text formats give one, JFR one per event type and label set).
 type Request struct {
 	AppName string      // the application name as sent, before the braces (service_name)
 	Labels  []LabelPair // the labels in braces, sorted by name, as sent
@@ -56,13 +57,20 @@ type Request struct {
 	// parsed and passed on, not applied.
 	SampleTypeConfig map[string]SampleTypeConfig
 
-	// Folded is the text-format profile converted into pprof, with the one
-	// sample type FoldedKind chose; its TimeNanos is From (or 0) and its
-	// DurationNanos Until-From.
-	Folded *googlev1.Profile
-	// ProfileName is the __name__ for Folded's series (process_cpu, memory, ...);
-	// empty for pprof, whose name comes from its sample types (ProfileName).
-	ProfileName string
+	// Profiles are the body converted into pprof by its format's converter.
+	Profiles []Decoded
+}
+
+// Decoded is one profile a format converter produced from an /ingest body.
+type Decoded struct {
+	// Profile is the converted profile; its TimeNanos is From (or 0) and its
+	// DurationNanos Until-From unless the format carries its own.
+	Profile *googlev1.Profile
+	// Labels are the series labels this profile adds to the request's
+	// name{...} labels, e.g. __name__ (process_cpu, memory, ...) or a JFR
+	// recording's context labels. The request's own labels win where both
+	// name one.
+	Labels []LabelPair
 }
 
 // SampleTypeConfig is one entry of the Go SDK's sample_type_config JSON.
@@ -204,11 +212,11 @@ func ParseParams(q url.Values, now time.Time) (*Request, error) {
 
 // ParseRequest parses a POST /ingest request: query parameters, then the
 // body, which is either the profile itself or multipart/form-data with the
-// profile in the part named "profile" (plus the optional
-// "sample_type_config"; "prev_profile" and other parts are skipped). Gzip is
-// recognised by its magic bytes only. With no format parameter, a body that
-// is gzip, multipart or starts like a pprof message (0x0a) is pprof, any
-// other is folded. now is used for relative times.
+// profile in the part its format names ("profile" for pprof, plus the
+// optional "sample_type_config"). Gzip is recognised by its magic bytes
+// only. With no format parameter, a body that is gzip, multipart or starts
+// like a pprof message (0x0a) is pprof, any other is folded. now is used for
+// relative times.
 func ParseRequest(req *http.Request, lim Limits, now time.Time) (*Request, error) {
 	r, err := ParseParams(req.URL.Query(), now)
 	if err != nil {
@@ -228,35 +236,51 @@ func ParseRequest(req *http.Request, lim Limits, now time.Time) (*Request, error
 	if lim.MaxBodyBytes > 0 && len(raw) > lim.MaxBodyBytes {
 		return nil, badf("request body exceeds the limit of %d bytes", lim.MaxBodyBytes)
 	}
-	profile, multi := raw, false
+	var parts Parts
 	if mt, params, err := mime.ParseMediaType(req.Header.Get("Content-Type")); err == nil && mt == "multipart/form-data" {
-		multi = true
-		if profile, r.SampleTypeConfig, err = readMultipart(raw, params["boundary"]); err != nil {
+		if parts, err = readMultipart(raw, params["boundary"]); err != nil {
 			return nil, err
 		}
 	}
-	if err := r.SetBody(profile, multi, lim.MaxDecompressedBytes); err != nil {
+	if err := r.SetBody(raw, parts, lim.MaxDecompressedBytes); err != nil {
 		return nil, err
 	}
 	return r, nil
 }
 
-// SetBody decodes the profile bytes into r according to r.Format (deciding
-// it first when empty; fromMultipart means the body came in a multipart
-// profile part, which implies pprof), gunzipping (magic bytes) with the
-// given decompressed-size limit.
-func (r *Request) SetBody(b []byte, fromMultipart bool, maxDecompressed int) error {
-	if len(b) == 0 {
+// Parts are the parts of a multipart/form-data /ingest body by form name
+// (profile, prev_profile, sample_type_config, jfr, labels, ...); nil when
+// the body is not multipart.
+type Parts map[string][]byte
+
+// SetBody decodes the body into r according to r.Format (deciding it first
+// when empty), gunzipping (magic bytes) with the given decompressed-size
+// limit. parts is the multipart body's parts (nil: body is the profile
+// itself); each format reads the parts it knows.
+func (r *Request) SetBody(body []byte, parts Parts, maxDecompressed int) error {
+	if parts != nil {
+		if err := r.setSampleTypeConfig(parts["sample_type_config"]); err != nil {
+			return err
+		}
+		if r.Format == "" {
+			r.Format = FormatPprof
+		}
+		body = parts[partName(r.Format)]
+	}
+	if len(body) == 0 {
+		if parts != nil {
+			return badf("multipart body has no (or an empty) %s part", partName(r.Format))
+		}
 		return badf("empty profile")
 	}
 	if r.Format == "" {
-		if fromMultipart || pprofdec.IsGzip(b) || b[0] == 0x0a {
+		if pprofdec.IsGzip(body) || body[0] == 0x0a {
 			r.Format = FormatPprof
 		} else {
 			r.Format = FormatFolded
 		}
 	}
-	data, err := pprofdec.Gunzip(b, maxDecompressed)
+	data, err := pprofdec.Gunzip(body, maxDecompressed)
 	if err != nil {
 		return &BadRequestError{err}
 	}
@@ -266,66 +290,74 @@ func (r *Request) SetBody(b []byte, fromMultipart bool, maxDecompressed int) err
 		return nil
 	case FormatFolded, FormatLines:
 		kind := FoldedKind(r.AppName, r.Units, r.SampleRate)
-		var t, d int64
-		if !r.From.IsZero() {
-			t = r.From.UnixNano()
-			if !r.Until.IsZero() {
-				d = r.Until.Sub(r.From).Nanoseconds()
-			}
-		}
+		t, d := r.timeRange()
 		p, err := ParseFolded(data, kind, r.Format == FormatLines, t, d)
 		if err != nil {
 			return badf("%s profile: %w", r.Format, err)
 		}
-		r.Folded, r.ProfileName = p, kind.ProfileName
+		r.Profiles = []Decoded{{Profile: p, Labels: []LabelPair{{Name: "__name__", Value: kind.ProfileName}}}}
 		return nil
 	}
 	return &UnsupportedFormatError{Format: string(r.Format)}
 }
 
-func readMultipart(body []byte, boundary string) (profile []byte, cfg map[string]SampleTypeConfig, err error) {
+// partName is the multipart part that carries a format's profile.
+func partName(f Format) string {
+	return "profile"
+}
+
+// timeRange is the profile's time and duration from from/until (0 when not given).
+func (r *Request) timeRange() (timeNanos, durationNanos int64) {
+	if !r.From.IsZero() {
+		timeNanos = r.From.UnixNano()
+		if !r.Until.IsZero() {
+			durationNanos = r.Until.Sub(r.From).Nanoseconds()
+		}
+	}
+	return timeNanos, durationNanos
+}
+
+func (r *Request) setSampleTypeConfig(b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(b, &r.SampleTypeConfig); err != nil {
+		return badf("invalid sample_type_config JSON: %w", err)
+	}
+	return nil
+}
+
+// readMultipart reads every part of a multipart/form-data body (at most 16,
+// each name once).
+func readMultipart(body []byte, boundary string) (Parts, error) {
 	if boundary == "" {
-		return nil, nil, badf("multipart/form-data without a boundary")
+		return nil, badf("multipart/form-data without a boundary")
 	}
 	mr := multipart.NewReader(bytes.NewReader(body), boundary)
-	for parts := 0; ; parts++ {
-		if parts >= 16 {
-			return nil, nil, badf("multipart body has more than 16 parts")
+	parts := Parts{}
+	for n := 0; ; n++ {
+		if n >= 16 {
+			return nil, badf("multipart body has more than 16 parts")
 		}
 		p, err := mr.NextPart()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return nil, nil, badf("invalid multipart body: %w", err)
+			return nil, badf("invalid multipart body: %w", err)
 		}
-		switch p.FormName() {
-		case "profile":
-			if profile != nil {
-				return nil, nil, badf("multipart body has more than one profile part")
-			}
-			if profile, err = io.ReadAll(p); err != nil {
-				return nil, nil, badf("invalid multipart body: %w", err)
-			}
-			if profile == nil {
-				profile = []byte{}
-			}
-		case "sample_type_config":
-			b, err := io.ReadAll(p)
-			if err != nil {
-				return nil, nil, badf("invalid multipart body: %w", err)
-			}
-			if err := json.Unmarshal(b, &cfg); err != nil {
-				return nil, nil, badf("invalid sample_type_config JSON: %w", err)
-			}
-		default: // prev_profile and anything else: skipped
-			if _, err := io.Copy(io.Discard, p); err != nil {
-				return nil, nil, badf("invalid multipart body: %w", err)
-			}
+		name := p.FormName()
+		if _, dup := parts[name]; dup {
+			return nil, badf("multipart body has more than one %s part", name)
 		}
+		b, err := io.ReadAll(p)
+		if err != nil {
+			return nil, badf("invalid multipart body: %w", err)
+		}
+		if b == nil {
+			b = []byte{}
+		}
+		parts[name] = b
 	}
-	if len(profile) == 0 {
-		return nil, nil, badf("multipart body has no (or an empty) profile part")
-	}
-	return profile, cfg, nil
+	return parts, nil
 }

@@ -2,6 +2,7 @@ package push
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 
 	"connectrpc.com/connect"
@@ -52,17 +53,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !req.From.IsZero() {
 		fallback = req.From.UnixNano()
 	}
-	var p Profile
-	if req.Folded != nil {
-		if req.ProfileName != "" && !labels.Has(model.LabelProfileName) {
-			labels = labels.Set(model.LabelProfileName, req.ProfileName)
-		}
-		raw, merr := req.Folded.MarshalVT()
-		if merr != nil {
-			http.Error(w, merr.Error(), http.StatusInternalServerError)
-			return
-		}
-		p, err = h.finish(labels, req.Folded, raw, "", fallback)
+	var profiles []Profile
+	if req.Profiles != nil {
+		profiles, err = h.finishDecoded(labels, req.Profiles, fallback)
 	} else {
 		var prof *googlev1.Profile
 		prof, err = pprofdec.DecodePprof(req.Profile, h.Limits.MaxProfileSizeBytes)
@@ -70,6 +63,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			err = &validation.Error{Reason: validation.InvalidProfile, Msg: "cannot decode the pprof profile: " + err.Error()}
 		} else {
 			applySampleTypeConfig(prof, req.SampleTypeConfig)
+			var p Profile
 			p, err = h.finish(labels, prof, nil, "", fallback)
 			if err == nil && len(req.SampleTypeConfig) > 0 {
 				// The WAL must replay what was stored, renames included.
@@ -77,12 +71,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			} else if err == nil {
 				p.Raw = req.Profile
 			}
+			profiles = []Profile{p}
 		}
 	}
 	if err == nil {
-		err = h.store(r.Context(), t, []Profile{p}, int(r.ContentLength))
+		err = h.store(r.Context(), t, profiles, int(r.ContentLength))
 	} else {
-		err = h.reject(t, 1, err)
+		err = h.reject(t, max(len(req.Profiles), 1), err)
 	}
 	if err != nil {
 		var ce *connect.Error
@@ -94,6 +89,34 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusOK)
+}
+
+// finishDecoded validates the profiles a format converter produced: each
+// gets the request's labels over its own, and its marshalled form for the
+// write-ahead log (which replays pprof).
+func (h *Handler) finishDecoded(reqLabels model.Labels, decoded []ingest.Decoded, fallback int64) ([]Profile, error) {
+	out := make([]Profile, 0, len(decoded))
+	for i, d := range decoded {
+		labels := reqLabels.Clone()
+		for _, l := range d.Labels {
+			if !labels.Has(l.Name) {
+				labels = labels.Set(l.Name, l.Value)
+			}
+		}
+		raw, err := d.Profile.MarshalVT()
+		if err != nil {
+			return nil, err
+		}
+		p, err := h.finish(labels, d.Profile, raw, "", fallback)
+		if err != nil {
+			if len(decoded) > 1 {
+				err = fmt.Errorf("profile %d of %d: %w", i+1, len(decoded), err)
+			}
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 // applySampleTypeConfig renames sample types as the Go SDK asks (display-name),
