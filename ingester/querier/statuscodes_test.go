@@ -8,6 +8,9 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"os/exec"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -411,5 +414,64 @@ func TestStatusCodesMatchPyroscope(t *testing.T) {
 				})
 			}
 		})
+	}
+}
+
+// TestStatusCasesCoverPyroscopeTable reads Pyroscope's table from its
+// repository and checks that statusCases has exactly its cases, each
+// expecting Pyroscope's code (or its v1 code, where the table gives one).
+func TestStatusCasesCoverPyroscopeTable(t *testing.T) {
+	repo := os.Getenv("HEARTH_PYROSCOPE_REPO")
+	if repo == "" {
+		t.Skip("Pyroscope's status code table: HEARTH_PYROSCOPE_REPO unset")
+	}
+	src, err := exec.Command("git", "-C", repo, "show", "v1.18.0:pkg/test/integration/http_status_codes_test.go").Output()
+	if err != nil {
+		t.Fatalf("reading Pyroscope's table: %v", err)
+	}
+	codes := map[string]int{"OK": 200, "BadRequest": 400, "MethodNotAllowed": 405, "UnsupportedMediaType": 415}
+	pathRe := regexp.MustCompile(`^\s*Path:\s*"([^"]+)"`)
+	codeRe := regexp.MustCompile(`^\s*http\.Status(\w+): \{`)
+	nameRe := regexp.MustCompile(`^\s*Name:\s*"([^"]+)"`)
+	v1Re := regexp.MustCompile(`^\s*WantV1StatusCode:\s*http\.Status(\w+)`)
+	type want struct{ code, v1 int }
+	theirs := map[string]*want{}
+	var path, last string
+	code := 0
+	for _, line := range strings.Split(string(src), "\n") {
+		if m := pathRe.FindStringSubmatch(line); m != nil {
+			path = m[1]
+		} else if m := codeRe.FindStringSubmatch(line); m != nil {
+			code = codes[m[1]]
+		} else if m := nameRe.FindStringSubmatch(line); m != nil {
+			last = path + "/" + m[1]
+			theirs[last] = &want{code: code}
+		} else if m := v1Re.FindStringSubmatch(line); m != nil {
+			theirs[last].v1 = codes[m[1]]
+		}
+	}
+	ours := statusCases(time.Now())
+	if len(theirs) != len(ours) {
+		t.Errorf("Pyroscope's table has %d cases, ours %d", len(theirs), len(ours))
+	}
+	seen := map[string]bool{}
+	for _, c := range ours {
+		if seen[c.name] {
+			t.Errorf("%s twice", c.name)
+		}
+		seen[c.name] = true
+		w, ok := theirs[c.name]
+		if !ok {
+			t.Errorf("%s is not in Pyroscope's table", c.name)
+			continue
+		}
+		if c.want != w.code && c.want != w.v1 {
+			t.Errorf("%s: we want %d, Pyroscope %d (v1: %d)", c.name, c.want, w.code, w.v1)
+		}
+	}
+	for name := range theirs {
+		if !seen[name] {
+			t.Errorf("%s is missing", name)
+		}
 	}
 }
