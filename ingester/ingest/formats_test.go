@@ -5,6 +5,7 @@ import (
 	"mime/multipart"
 	"net/http/httptest"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -148,5 +149,35 @@ func TestParseFormatNewFormats(t *testing.T) {
 	}
 	if got := strings.Join(SupportedFormats, ","); !strings.Contains(got, "speedscope,trie,tree") {
 		t.Errorf("SupportedFormats %s", got)
+	}
+}
+
+// benchStacks are n folded stacks of depth 8-20 over 300 frame names.
+func benchStacks(n int) map[string]uint64 {
+	out := map[string]uint64{}
+	for i := 0; i < n; i++ {
+		depth := 8 + i%13
+		fs := make([]string, depth)
+		for d := range fs {
+			fs[d] = "pkg/module.function_" + strconv.Itoa((d*37+i*(d+3))%300)
+		}
+		out[strings.Join(fs, ";")] += uint64(1 + i%17)
+	}
+	return out
+}
+
+// BenchmarkSetTrie and BenchmarkSetTree measure a body's conversion into
+// the pprof profile the push path stores (read, fold, build).
+func BenchmarkSetTrie(b *testing.B) { benchSet(b, FormatTrie, trie.EncodeTrie(benchStacks(5000))) }
+func BenchmarkSetTree(b *testing.B) { benchSet(b, FormatTree, trie.EncodeTree(benchStacks(5000))) }
+
+func benchSet(b *testing.B, f Format, body []byte) {
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		r := &Request{AppName: "app.cpu", SampleRate: 100, Format: f}
+		if err := r.SetBody(body, nil, 0); err != nil || len(r.Profiles[0].Profile.Sample) == 0 {
+			b.Fatal(err)
+		}
 	}
 }
