@@ -217,3 +217,45 @@ func TestIngestPyroscopeSpeedscope(t *testing.T) {
 		}
 	}
 }
+
+// TestIngestFormatsRing pushes each format to one ingester of a 3-ingester
+// ring and reads it from another, before and after every ingester cuts its
+// head into blocks: each profile is counted once although three replicas
+// (and then their blocks) hold it.
+func TestIngestFormatsRing(t *testing.T) {
+	c := startCluster(t, 3)
+	now := time.Now().Unix()
+	when := "&from=" + strconv.FormatInt(now-10, 10) + "&until=" + strconv.FormatInt(now, 10)
+	stacks := map[string]uint64{"main;handle;read": 30, "main;gc": 2}
+	pushes := []struct {
+		app, query string
+		body       []byte
+	}{
+		{"ring-speedscope", "&format=speedscope", []byte(formatsSpeedscope)},
+		{"ring-trie.cpu", "&format=trie", trie.EncodeTrie(stacks)},
+		{"ring-tree.cpu", "&format=tree", trie.EncodeTree(stacks)},
+	}
+	for _, p := range pushes {
+		if code, body := ingestBody(t, c.url(0), "name="+p.app+p.query+when, "", p.body); code != 200 {
+			t.Fatalf("%s: %d %s", p.app, code, body)
+		}
+	}
+	check := func(stage string) {
+		q := querierv1connect.NewQuerierServiceClient(http.DefaultClient, c.url(1))
+		folded := map[string]int64{"main;handle;read": 30, "main;gc": 2}
+		for _, app := range []string{"ring-trie.cpu", "ring-tree.cpu"} {
+			if got := mergedStacks(t, q, "process_cpu:samples:count:cpu:nanoseconds", `{service_name="`+app+`"}`); !reflect.DeepEqual(got, folded) {
+				t.Errorf("%s %s: got %v, want %v", stage, app, got, folded)
+			}
+		}
+		want := map[string]int64{"main": 2500000000, "main;parse": 3500000000}
+		if got := mergedStacks(t, q, "wall:wall:nanoseconds:cpu:nanoseconds", `{service_name="ring-speedscope",profile_name="parser"}`); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s speedscope: got %v, want %v", stage, got, want)
+		}
+	}
+	check("in the heads")
+	for i := range c.nodes {
+		flush(t, c.nodes[i].proc.InternalURL)
+	}
+	check("after the cut")
+}
