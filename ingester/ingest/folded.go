@@ -3,6 +3,7 @@ package ingest
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -89,19 +90,7 @@ func (e *LineError) Error() string { return fmt.Sprintf("line %d: %s", e.Line, e
 // empty stack or an empty frame is an error naming the line; so is invalid
 // UTF-8. timeNanos and durationNanos are copied into the profile.
 func ParseFolded(body []byte, kind SampleKind, lines bool, timeNanos, durationNanos int64) (*googlev1.Profile, error) {
-	b := &builder{
-		p: &googlev1.Profile{
-			StringTable:   []string{""},
-			TimeNanos:     timeNanos,
-			DurationNanos: durationNanos,
-			Period:        kind.Period,
-		},
-		strings: map[string]int64{"": 0},
-		funcs:   map[string]uint64{},
-		stacks:  map[string]int{},
-	}
-	b.p.SampleType = []*googlev1.ValueType{{Type: b.str(kind.SampleType), Unit: b.str(kind.SampleUnit)}}
-	b.p.PeriodType = &googlev1.ValueType{Type: b.str(kind.PeriodType), Unit: b.str(kind.PeriodUnit)}
+	b := newFoldedBuilder(kind, timeNanos, durationNanos)
 	n := 0
 	for len(body) > 0 {
 		n++
@@ -150,6 +139,24 @@ func clip(s string) string {
 	return s
 }
 
+// newFoldedBuilder starts an empty profile of one sample type, kind.
+func newFoldedBuilder(kind SampleKind, timeNanos, durationNanos int64) *builder {
+	b := &builder{
+		p: &googlev1.Profile{
+			StringTable:   []string{""},
+			TimeNanos:     timeNanos,
+			DurationNanos: durationNanos,
+			Period:        kind.Period,
+		},
+		strings: map[string]int64{"": 0},
+		funcs:   map[string]uint64{},
+		stacks:  map[string]int{},
+	}
+	b.p.SampleType = []*googlev1.ValueType{{Type: b.str(kind.SampleType), Unit: b.str(kind.SampleUnit)}}
+	b.p.PeriodType = &googlev1.ValueType{Type: b.str(kind.PeriodType), Unit: b.str(kind.PeriodUnit)}
+	return b
+}
+
 type builder struct {
 	p       *googlev1.Profile
 	strings map[string]int64
@@ -169,6 +176,9 @@ func (b *builder) str(s string) int64 {
 
 func (b *builder) add(stack string, value int64) error {
 	if i, ok := b.stacks[stack]; ok {
+		if b.p.Sample[i].Value[0] > math.MaxInt64-value {
+			return fmt.Errorf("the values of stack %q add up to more than %d", clip(stack), int64(math.MaxInt64))
+		}
 		b.p.Sample[i].Value[0] += value
 		return nil
 	}

@@ -218,7 +218,7 @@ func TestParseRequest(t *testing.T) {
 		{"decompressed over limit", target, "", gz(raw), Limits{MaxDecompressedBytes: 3}, "exceeds the limit of 3 bytes", 400},
 		{"empty body", target, "", nil, Limits{}, "empty profile", 400},
 		{"bad folded", "/ingest?name=a&format=folded", "", []byte("a;b 1\na;b\n"), Limits{}, "folded profile: line 2: no value", 400},
-		{"unsupported", "/ingest?name=a&format=speedscope", "", raw, Limits{}, "unsupported format", 415},
+		{"unsupported", "/ingest?name=a&format=bogus", "", raw, Limits{}, "unsupported format", 415},
 		{"multipart without boundary", target, "multipart/form-data", raw, Limits{}, "without a boundary", 400},
 		{"multipart garbage", target, "multipart/form-data; boundary=xyz", raw, Limits{}, "invalid multipart body", 400},
 	} {
