@@ -68,7 +68,10 @@ var errStop = errors.New("stop")
 // folded text with the same stacks would (Pyroscope reads all three into
 // one call tree).
 func (r *Request) setTrie(data []byte) error {
-	kind := FoldedKind(r.AppName, r.Units, r.SampleRate)
+	kind, err := r.ogKind()
+	if err != nil {
+		return err
+	}
 	t, d := r.timeRange()
 	b := newFoldedBuilder(kind, t, d)
 	read, what := trie.Trie, "trie"
@@ -77,7 +80,7 @@ func (r *Request) setTrie(data []byte) error {
 	}
 	total := 0
 	var stackErr error
-	err := read(data, func(stack []byte, v uint64) error {
+	err = read(data, func(stack []byte, v uint64) error {
 		total += len(stack)
 		switch {
 		case total > maxTrieStackBytes:
@@ -103,6 +106,6 @@ func (r *Request) setTrie(data []byte) error {
 	case err != nil:
 		return unprocessablef("%s profile: %w", what, err)
 	}
-	r.Profiles = []Decoded{{Profile: b.p, Labels: []LabelPair{{Name: "__name__", Value: kind.ProfileName}}}}
+	r.Profiles = []Decoded{{Profile: b.p, Labels: r.ogLabels(kind)}}
 	return nil
 }

@@ -123,7 +123,7 @@ func TestFormatsRefused(t *testing.T) {
 		{"tree truncated", "/ingest?name=a&format=tree", trie.AppendNode(nil, "", 0, 1), "tree profile: at byte 3: the data ends", 422},
 		{"trie too large", "/ingest?name=a&format=trie", long, "add up to more than", 422},
 		{"trie huge value", "/ingest?name=a&format=trie", trie.AppendNode(trie.AppendNode(nil, "", 0, 1), "a", 1<<63, 0), "more than 9223372036854775807", 422},
-		{"trie sum overflows", "/ingest?name=a&format=trie", trie.AppendNode(trie.AppendNode(trie.AppendNode(nil, "", 0, 2), "a", 1<<62, 0), "a", 1<<62+1<<61, 0), "add up to more than", 400},
+		{"trie sum overflows", "/ingest?name=a.alloc_objects&format=trie", trie.AppendNode(trie.AppendNode(trie.AppendNode(nil, "", 0, 2), "a", 1<<62, 0), "a", 1<<62+1<<61, 0), "add up to more than", 400},
 		{"trie invalid UTF-8", "/ingest?name=a&format=trie", trie.AppendNode(trie.AppendNode(nil, "", 0, 1), "a\xff", 1, 0), "not valid UTF-8", 400},
 		{"tree empty frame", "/ingest?name=a&format=tree", trie.EncodeTree(map[string]uint64{"a;;b": 1}), "empty frame", 400},
 	} {

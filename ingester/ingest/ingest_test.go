@@ -196,11 +196,12 @@ func TestParseRequest(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.Format != FormatFolded || len(r.Profiles) != 1 || r.Profile != nil || !reflect.DeepEqual(r.Profiles[0].Labels, []LabelPair{{"__name__", "process_cpu"}}) {
+		if r.Format != FormatFolded || len(r.Profiles) != 1 || r.Profile != nil || !reflect.DeepEqual(r.Profiles[0].Labels, []LabelPair{{"__name__", "process_cpu"}, {"service_name", "app"}}) {
 			t.Fatalf("%+v", r)
 		}
 		folded := r.Profiles[0].Profile
-		if got := stacks(folded); !reflect.DeepEqual(got, map[string]int64{"bar;foo;main": 4, "foo;main": 2}) {
+		// 100 Hz: a sample is 10 ms of CPU.
+		if got := stacks(folded); !reflect.DeepEqual(got, map[string]int64{"bar;foo;main": 4e7, "foo;main": 2e7}) {
 			t.Fatalf("stacks = %v", got)
 		}
 		if folded.TimeNanos != 1700000000e9 || folded.DurationNanos != 10e9 || folded.Period != 1e7 {
@@ -274,33 +275,50 @@ func stacks(p *googlev1.Profile) map[string]int64 {
 	return out
 }
 
-func TestFoldedKind(t *testing.T) {
+// TestSampleKindFor: the kinds Pyroscope v1.18 gives text-format profiles by
+// the application name's suffix (its ingest adapter's table).
+func TestSampleKindFor(t *testing.T) {
 	for _, tc := range []struct {
-		app, units string
-		rate       uint32
-		want       string
-		period     int64
+		app      string
+		rate     uint32
+		want     string
+		period   int64
+		service  string
+		refusing bool
 	}{
-		{"app.cpu", "", 100, "process_cpu:samples:count:cpu:nanoseconds", 1e7},
-		{"app", "", 0, "process_cpu:samples:count:cpu:nanoseconds", 1e7},
-		{"app.cpu", "", 250, "process_cpu:samples:count:cpu:nanoseconds", 4e6},
-		{"my.app.alloc_objects", "", 100, "memory:alloc_objects:count:space:bytes", 0},
-		{"app.inuse_space", "", 100, "memory:inuse_space:bytes:space:bytes", 0},
-		{"app", "bytes", 100, "memory:alloc_space:bytes:space:bytes", 0},
-		{"app.mutex_duration", "", 100, "mutex:delay:nanoseconds:contentions:count", 0},
-		{"app.goroutines", "", 100, "goroutines:goroutine:count:goroutine:count", 0},
-		{"app.wall", "", 100, "wall:samples:count:wall:nanoseconds", 1e7},
+		{"app.cpu", 100, "process_cpu:cpu:nanoseconds:cpu:nanoseconds", 1e7, "app", false},
+		{"app", 100, "process_cpu:cpu:nanoseconds:cpu:nanoseconds", 1e7, "app", false},
+		{"app", 0, "process_cpu:samples:count::", 0, "app", false},
+		{"app.cpu", 250, "process_cpu:cpu:nanoseconds:cpu:nanoseconds", 4e6, "app", false},
+		{"app.itimer", 100, "process_cpu:cpu:nanoseconds:cpu:nanoseconds", 1e7, "app", false},
+		{"my.app.alloc_objects", 100, "memory:alloc_objects:count::", 0, "my.app", false},
+		{"app.inuse_space", 100, "memory:inuse_space:bytes::", 0, "app", false},
+		{"app.bytes", 100, "memory:samples:bytes::", 0, "app", false},
+		{"app.mutex_duration", 100, "mutex:delay:nanoseconds::", 0, "app", false},
+		{"app.lock_count", 100, "block:contentions:count::", 0, "app", false},
+		{"app.goroutines", 100, "goroutine:goroutines:count::", 0, "app", false},
+		{"app.wall", 100, "wall:wall:nanoseconds:cpu:nanoseconds", 1e7, "app", false},
+		{"app.seconds", 100, "wall:wall:nanoseconds:cpu:nanoseconds", 1e7, "app", false},
+		{"app.alloc_in_new_tlab_bytes", 100, "memory:alloc_in_new_tlab_bytes:bytes::", 0, "app", false},
+		{"app.exceptions", 100, "exceptions:samples:count::", 0, "app", false},
+		{"com.example", 100, "", 0, "", true},
 	} {
-		k := FoldedKind(tc.app, tc.units, tc.rate)
+		k, service, err := SampleKindFor(tc.app, tc.rate)
+		if tc.refusing {
+			if err == nil {
+				t.Errorf("SampleKindFor(%q) = %+v, want an error", tc.app, k)
+			}
+			continue
+		}
 		id := strings.Join([]string{k.ProfileName, k.SampleType, k.SampleUnit, k.PeriodType, k.PeriodUnit}, ":")
-		if id != tc.want || k.Period != tc.period {
-			t.Errorf("FoldedKind(%q, %q, %d) = %s period %d, want %s period %d", tc.app, tc.units, tc.rate, id, k.Period, tc.want, tc.period)
+		if err != nil || id != tc.want || k.Period != tc.period || service != tc.service {
+			t.Errorf("SampleKindFor(%q, %d) = %s period %d service %q (%v), want %s period %d service %q", tc.app, tc.rate, id, k.Period, service, err, tc.want, tc.period, tc.service)
 		}
 	}
 }
 
 func TestParseFoldedErrors(t *testing.T) {
-	k := FoldedKind("a.cpu", "", 100)
+	k, _, _ := SampleKindFor("a.cpu", 0)
 	for _, tc := range []struct{ in, want string }{
 		{"a;b", `line 1: no value: want "frame;frame;... <integer>", got "a;b"`},
 		{"a;b 1\n\na;b x", `line 3: value "x" is not an integer`},
@@ -393,7 +411,7 @@ func FuzzParseFolded(f *testing.F) {
 		f.Add([]byte(s), false)
 	}
 	f.Add([]byte("a;b\nc\n"), true)
-	k := FoldedKind("a.cpu", "", 100)
+	k, _, _ := SampleKindFor("a.cpu", 100) // values scaled by the period
 	f.Fuzz(func(t *testing.T, b []byte, lines bool) {
 		p, err := ParseFolded(b, k, lines, 0, 0)
 		if err != nil {

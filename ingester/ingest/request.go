@@ -304,13 +304,16 @@ func (r *Request) SetBody(body []byte, parts Parts, maxDecompressed int) error {
 		r.Profile = data
 		return nil
 	case FormatFolded, FormatLines:
-		kind := FoldedKind(r.AppName, r.Units, r.SampleRate)
+		kind, err := r.ogKind()
+		if err != nil {
+			return err
+		}
 		t, d := r.timeRange()
 		p, err := ParseFolded(data, kind, r.Format == FormatLines, t, d)
 		if err != nil {
 			return badf("%s profile: %w", r.Format, err)
 		}
-		r.Profiles = []Decoded{{Profile: p, Labels: []LabelPair{{Name: "__name__", Value: kind.ProfileName}}}}
+		r.Profiles = []Decoded{{Profile: p, Labels: r.ogLabels(kind)}}
 		return nil
 	case FormatSpeedscope:
 		return r.setSpeedscope(data)

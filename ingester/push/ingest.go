@@ -46,17 +46,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	for _, l := range req.Labels {
 		labels = labels.Set(l.Name, l.Value)
 	}
-	if !labels.Has(model.LabelServiceName) && req.AppName != "" {
-		labels = labels.Set(model.LabelServiceName, req.AppName)
-	}
 	var fallback int64
 	if !req.From.IsZero() {
 		fallback = req.From.UnixNano()
 	}
 	var profiles []Profile
 	if req.Profiles != nil {
-		profiles, err = h.finishDecoded(labels, req.Profiles, fallback)
+		profiles, err = h.finishDecoded(labels, req.AppName, req.Profiles, fallback)
 	} else {
+		if !labels.Has(model.LabelServiceName) && req.AppName != "" {
+			labels = labels.Set(model.LabelServiceName, req.AppName)
+		}
 		var prof *googlev1.Profile
 		prof, err = pprofdec.DecodePprof(req.Profile, h.Limits.MaxProfileSizeBytes)
 		if err != nil {
@@ -92,9 +92,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // finishDecoded validates the profiles a format converter produced: each
-// gets the request's labels over its own, and its marshalled form for the
-// write-ahead log (which replays pprof).
-func (h *Handler) finishDecoded(reqLabels model.Labels, decoded []ingest.Decoded, fallback int64) ([]Profile, error) {
+// gets the request's labels over its own (service_name the application name
+// when neither sets it), and its marshalled form for the write-ahead log
+// (which replays pprof).
+func (h *Handler) finishDecoded(reqLabels model.Labels, app string, decoded []ingest.Decoded, fallback int64) ([]Profile, error) {
 	out := make([]Profile, 0, len(decoded))
 	for i, d := range decoded {
 		labels := reqLabels.Clone()
@@ -102,6 +103,9 @@ func (h *Handler) finishDecoded(reqLabels model.Labels, decoded []ingest.Decoded
 			if !labels.Has(l.Name) {
 				labels = labels.Set(l.Name, l.Value)
 			}
+		}
+		if !labels.Has(model.LabelServiceName) && app != "" {
+			labels = labels.Set(model.LabelServiceName, app)
 		}
 		raw, err := d.Profile.MarshalVT()
 		if err != nil {
