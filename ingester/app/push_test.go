@@ -204,7 +204,7 @@ func TestIngestAPI(t *testing.T) {
 		t.Fatalf("jfr: %d %s", code, body)
 	}
 	code, body = postIngest(t, ing.URL, "name=shop{env=prod}"+from+"&format=pprof", "application/octet-stream", []byte("garbage"))
-	if code != http.StatusBadRequest {
+	if code != http.StatusUnprocessableEntity { // Pyroscope: 422
 		t.Fatalf("garbage pprof: %d %s", code, body)
 	}
 	code, body = postIngest(t, ing.URL, "name=shop{env=prod"+from, "application/octet-stream", smallProfile(t))

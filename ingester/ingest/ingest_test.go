@@ -143,8 +143,6 @@ func multipartBody(t *testing.T, profile []byte, cfg string) (*bytes.Buffer, str
 	w := multipart.NewWriter(body)
 	fw, _ := w.CreateFormFile("profile", "profile.pprof")
 	_, _ = fw.Write(profile)
-	fw, _ = w.CreateFormFile("prev_profile", "profile.pprof")
-	_, _ = fw.Write([]byte("ignored"))
 	if cfg != "" {
 		fw, _ = w.CreateFormFile("sample_type_config", "sample_type_config.json")
 		_, _ = fw.Write([]byte(cfg))
@@ -188,6 +186,20 @@ func TestParseRequest(t *testing.T) {
 		}
 		if !bytes.Equal(r.Profile, raw) || r.SampleTypeConfig["contentions"].DisplayName != "mutex_count" || r.SampleTypeConfig["alloc_objects"].Units != "objects" {
 			t.Fatalf("%+v", r)
+		}
+	})
+	t.Run("prev_profile refused", func(t *testing.T) {
+		body := &bytes.Buffer{}
+		w := multipart.NewWriter(body)
+		for _, part := range []string{"profile", "prev_profile"} {
+			fw, _ := w.CreateFormFile(part, "profile.pprof")
+			_, _ = fw.Write(gz(raw))
+		}
+		_ = w.Close()
+		req := httptest.NewRequest("POST", target, body)
+		req.Header.Set("Content-Type", w.FormDataContentType())
+		if _, err := ParseRequest(req, Limits{}, now); err == nil || !strings.Contains(err.Error(), "prev_profile") {
+			t.Fatalf("want prev_profile refused, got %v", err)
 		}
 	})
 	t.Run("folded", func(t *testing.T) {
