@@ -123,8 +123,8 @@ func DropGoTypeParameters(p *googlev1.Profile) bool {
 	return true
 }
 
-// mergeEqual renumbers functions and locations so that equal ones (by
-// their strings and fields, in first-seen order) share an id, and sums
+// mergeEqual renumbers functions, mappings and locations so that equal ones
+// (by their strings and fields, in first-seen order) share an id, and sums
 // samples with equal stacks and labels. Ids that refer to nothing are left
 // for validation.
 func mergeEqual(p *googlev1.Profile) {
@@ -156,6 +156,38 @@ func mergeEqual(p *googlev1.Profile) {
 	}
 	p.Function = fns
 
+	// Mappings are equal by size (rounded up to 4 KiB, as pprof does against
+	// address randomization), offset and build id, else file name.
+	type mapKey struct {
+		size, offset uint64
+		id           string
+	}
+	mapID := map[uint64]uint64{}
+	mapSeen := map[mapKey]uint64{}
+	var maps []*googlev1.Mapping
+	for _, m := range p.Mapping {
+		size := m.MemoryLimit - m.MemoryStart
+		size = (size + 0xfff) &^ 0xfff
+		k := mapKey{size: size, offset: m.FileOffset}
+		switch {
+		case m.BuildId != 0:
+			k.id = "b" + str(m.BuildId)
+		case m.Filename != 0:
+			k.id = "f" + str(m.Filename)
+		}
+		id, ok := mapSeen[k]
+		if !ok {
+			id = uint64(len(maps) + 1)
+			mapSeen[k] = id
+			maps = append(maps, m)
+		}
+		mapID[m.Id] = id
+	}
+	for i, m := range maps {
+		m.Id = uint64(i + 1)
+	}
+	p.Mapping = maps
+
 	var kb strings.Builder
 	locID := map[uint64]uint64{}
 	locSeen := map[string]uint64{}
@@ -165,6 +197,9 @@ func mergeEqual(p *googlev1.Profile) {
 			if id, ok := fnID[ln.FunctionId]; ok {
 				ln.FunctionId = id
 			}
+		}
+		if id, ok := mapID[l.MappingId]; ok {
+			l.MappingId = id
 		}
 		kb.Reset()
 		writeUints(&kb, l.MappingId, l.Address)

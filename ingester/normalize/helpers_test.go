@@ -1,6 +1,10 @@
 package normalize
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"slices"
@@ -118,4 +122,19 @@ func pyroscopeProfile(t testing.TB, path string) *googlev1.Profile {
 		t.Fatalf("%s: %v", path, err)
 	}
 	return p
+}
+
+// stacksDigest is a SHA-256 of every sample type's collapsed stacks,
+// sorted: equal digests, equal flame graphs.
+func stacksDigest(t testing.TB, p *googlev1.Profile) string {
+	h := sha256.New()
+	for i := range p.SampleType {
+		c := collapse(t, p, i)
+		keys := slices.Sorted(maps.Keys(c))
+		fmt.Fprintf(h, "type %d\n", i)
+		for _, k := range keys {
+			fmt.Fprintf(h, "%s %d\n", k, c[k])
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
