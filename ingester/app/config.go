@@ -14,6 +14,7 @@ import (
 
 	"github.com/hearth-dev/hearth/ingester/bucket"
 	"github.com/hearth-dev/hearth/ingester/compactor"
+	"github.com/hearth-dev/hearth/ingester/normalize"
 	"github.com/hearth-dev/hearth/ingester/ring"
 	"github.com/hearth-dev/hearth/ingester/validation"
 	"github.com/hearth-dev/hearth/ingester/wal"
@@ -32,6 +33,7 @@ type Config struct {
 	Storage    bucket.Config         `yaml:"storage"`
 	Limits     validation.Limits     `yaml:"limits"`
 	Compactor  compactor.Config      `yaml:"compactor"`
+	Normalize  normalize.Config      `yaml:"normalize"`
 	// ShutdownDelay keeps serving after a stop begins (not ready, LEAVING), so
 	// that clients and load balancers stop sending here before the port closes.
 	ShutdownDelay time.Duration `yaml:"shutdown_delay"`
@@ -117,6 +119,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	c.Storage.RegisterFlags(f)
 	c.Limits.RegisterFlags(f)
 	c.Compactor.RegisterFlags(f)
+	c.Normalize.RegisterFlags(f)
 }
 
 // ParseConfig builds the config: defaults, then the YAML file named by

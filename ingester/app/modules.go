@@ -205,6 +205,7 @@ func (a *App) initAPI() (services.Service, error) {
 	})
 	a.Remote = remote.NewSource(remote.SourceOptions{Ring: lookups, Self: self, Client: peers, Scheme: scheme, Logger: a.Logger, Registerer: a.Registry})
 	a.Push = push.NewHandler(cfg.Limits, a.Distributor, cfg.Auth.MultitenancyEnabled, a.Logger, a.Registry)
+	a.Push.Normalize = cfg.Normalize
 	a.Querier = &querier.Service{
 		Sources:      []querier.Source{a.Store, a.Remote, a.LocalBlocks, a.Blocks},
 		Multitenancy: cfg.Auth.MultitenancyEnabled,

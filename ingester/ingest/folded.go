@@ -58,18 +58,18 @@ var ogKinds = map[string][3]string{
 
 // SampleKindFor chooses the sample type of a text-format profile from the
 // application name's suffix as Pyroscope does: "app" is CPU, "app.<suffix>"
-// the suffix's kind (ogKinds), and service is the name without the suffix.
-// An unknown suffix is an error (Pyroscope refuses it too). CPU and wall
+// the suffix's kind (ogKinds). An unknown suffix is an error (Pyroscope
+// refuses it too). CPU and wall
 // samples at a known sampleRate become nanoseconds: type cpu (or wall),
 // period 1e9/sampleRate, period type cpu.
-func SampleKindFor(app string, sampleRate uint32) (kind SampleKind, service string, err error) {
-	suffix, service := "cpu", app
+func SampleKindFor(app string, sampleRate uint32) (kind SampleKind, err error) {
+	suffix := "cpu"
 	if i := strings.LastIndexByte(app, '.'); i >= 0 {
-		suffix, service = app[i+1:], app[:i]
+		suffix = app[i+1:]
 	}
 	k, ok := ogKinds[suffix]
 	if !ok {
-		return SampleKind{}, "", fmt.Errorf("unknown profile type %q: the application name's suffix (after the last '.') must be one of cpu, wall, alloc_objects, inuse_space, ... (see the README)", suffix)
+		return SampleKind{}, fmt.Errorf("unknown profile type %q: the application name's suffix (after the last '.') must be one of cpu, wall, alloc_objects, inuse_space, ... (see the README)", suffix)
 	}
 	kind = SampleKind{ProfileName: k[0], SampleType: k[1], SampleUnit: k[2]}
 	if sampleRate != 0 && (kind.ProfileName == "process_cpu" || kind.ProfileName == "wall") {
@@ -80,7 +80,7 @@ func SampleKindFor(app string, sampleRate uint32) (kind SampleKind, service stri
 		kind.PeriodType, kind.PeriodUnit = "cpu", "nanoseconds"
 		kind.Period = int64(1e9) / int64(sampleRate)
 	}
-	return kind, service, nil
+	return kind, nil
 }
 
 // LineError is a malformed line of a text-format profile.
@@ -284,24 +284,15 @@ func NameFromSampleTypes(types []string, periodType string) string {
 // ogKind is the sample kind of a text-format request (SampleKindFor); an
 // unknown name suffix is a 400.
 func (r *Request) ogKind() (SampleKind, error) {
-	k, _, err := SampleKindFor(r.AppName, r.SampleRate)
+	k, err := SampleKindFor(r.AppName, r.SampleRate)
 	if err != nil {
 		return SampleKind{}, &BadRequestError{err}
 	}
 	return k, nil
 }
 
-// ogLabels are the series labels Pyroscope gives a text-format profile: its
-// __name__, service_name the application name without its kind suffix (or,
-// when the name's labels set service_name, that suffix-less name as
-// app_name).
-func (r *Request) ogLabels(kind SampleKind) []LabelPair {
-	_, service, _ := SampleKindFor(r.AppName, r.SampleRate)
-	ls := []LabelPair{{Name: "__name__", Value: kind.ProfileName}}
-	for _, l := range r.Labels {
-		if l.Name == "service_name" {
-			return append(ls, LabelPair{Name: "app_name", Value: service})
-		}
-	}
-	return append(ls, LabelPair{Name: "service_name", Value: service})
+// ogLabels are the series labels a text-format profile adds: its __name__
+// (service_name and app_name are the request's, normalize.TextLabels).
+func ogLabels(kind SampleKind) []LabelPair {
+	return []LabelPair{{Name: "__name__", Value: kind.ProfileName}}
 }

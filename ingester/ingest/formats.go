@@ -106,6 +106,6 @@ func (r *Request) setTrie(data []byte) error {
 	case err != nil:
 		return unprocessablef("%s profile: %w", what, err)
 	}
-	r.Profiles = []Decoded{{Profile: b.p, Labels: r.ogLabels(kind)}}
+	r.Profiles = []Decoded{{Profile: b.p, Labels: ogLabels(kind)}}
 	return nil
 }

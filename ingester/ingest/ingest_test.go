@@ -143,8 +143,6 @@ func multipartBody(t *testing.T, profile []byte, cfg string) (*bytes.Buffer, str
 	w := multipart.NewWriter(body)
 	fw, _ := w.CreateFormFile("profile", "profile.pprof")
 	_, _ = fw.Write(profile)
-	fw, _ = w.CreateFormFile("prev_profile", "profile.pprof")
-	_, _ = fw.Write([]byte("ignored"))
 	if cfg != "" {
 		fw, _ = w.CreateFormFile("sample_type_config", "sample_type_config.json")
 		_, _ = fw.Write([]byte(cfg))
@@ -190,13 +188,27 @@ func TestParseRequest(t *testing.T) {
 			t.Fatalf("%+v", r)
 		}
 	})
+	t.Run("prev_profile refused", func(t *testing.T) {
+		body := &bytes.Buffer{}
+		w := multipart.NewWriter(body)
+		for _, part := range []string{"profile", "prev_profile"} {
+			fw, _ := w.CreateFormFile(part, "profile.pprof")
+			_, _ = fw.Write(gz(raw))
+		}
+		_ = w.Close()
+		req := httptest.NewRequest("POST", target, body)
+		req.Header.Set("Content-Type", w.FormDataContentType())
+		if _, err := ParseRequest(req, Limits{}, now); err == nil || !strings.Contains(err.Error(), "prev_profile") {
+			t.Fatalf("want prev_profile refused, got %v", err)
+		}
+	})
 	t.Run("folded", func(t *testing.T) {
 		req := httptest.NewRequest("POST", "/ingest?name=app.cpu&from=1700000000&until=1700000010&sampleRate=100", strings.NewReader("main;foo;bar 3\nmain;foo 2\nmain;foo;bar 1\n"))
 		r, err := ParseRequest(req, Limits{}, now)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.Format != FormatFolded || len(r.Profiles) != 1 || r.Profile != nil || !reflect.DeepEqual(r.Profiles[0].Labels, []LabelPair{{"__name__", "process_cpu"}, {"service_name", "app"}}) {
+		if r.Format != FormatFolded || len(r.Profiles) != 1 || r.Profile != nil || !reflect.DeepEqual(r.Profiles[0].Labels, []LabelPair{{"__name__", "process_cpu"}}) {
 			t.Fatalf("%+v", r)
 		}
 		folded := r.Profiles[0].Profile
@@ -303,7 +315,7 @@ func TestSampleKindFor(t *testing.T) {
 		{"app.exceptions", 100, "exceptions:samples:count::", 0, "app", false},
 		{"com.example", 100, "", 0, "", true},
 	} {
-		k, service, err := SampleKindFor(tc.app, tc.rate)
+		k, err := SampleKindFor(tc.app, tc.rate)
 		if tc.refusing {
 			if err == nil {
 				t.Errorf("SampleKindFor(%q) = %+v, want an error", tc.app, k)
@@ -311,14 +323,14 @@ func TestSampleKindFor(t *testing.T) {
 			continue
 		}
 		id := strings.Join([]string{k.ProfileName, k.SampleType, k.SampleUnit, k.PeriodType, k.PeriodUnit}, ":")
-		if err != nil || id != tc.want || k.Period != tc.period || service != tc.service {
-			t.Errorf("SampleKindFor(%q, %d) = %s period %d service %q (%v), want %s period %d service %q", tc.app, tc.rate, id, k.Period, service, err, tc.want, tc.period, tc.service)
+		if err != nil || id != tc.want || k.Period != tc.period {
+			t.Errorf("SampleKindFor(%q, %d) = %s period %d (%v), want %s period %d", tc.app, tc.rate, id, k.Period, err, tc.want, tc.period)
 		}
 	}
 }
 
 func TestParseFoldedErrors(t *testing.T) {
-	k, _, _ := SampleKindFor("a.cpu", 0)
+	k, _ := SampleKindFor("a.cpu", 0)
 	for _, tc := range []struct{ in, want string }{
 		{"a;b", `line 1: no value: want "frame;frame;... <integer>", got "a;b"`},
 		{"a;b 1\n\na;b x", `line 3: value "x" is not an integer`},
@@ -411,7 +423,7 @@ func FuzzParseFolded(f *testing.F) {
 		f.Add([]byte(s), false)
 	}
 	f.Add([]byte("a;b\nc\n"), true)
-	k, _, _ := SampleKindFor("a.cpu", 100) // values scaled by the period
+	k, _ := SampleKindFor("a.cpu", 100) // values scaled by the period
 	f.Fuzz(func(t *testing.T, b []byte, lines bool) {
 		p, err := ParseFolded(b, k, lines, 0, 0)
 		if err != nil {

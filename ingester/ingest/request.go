@@ -280,6 +280,10 @@ func (r *Request) SetBody(body []byte, parts Parts, maxDecompressed int) error {
 		if r.Format == "" {
 			r.Format = FormatPprof
 		}
+		if r.Format == FormatPprof && len(parts["prev_profile"]) > 0 {
+			// Pyroscope refuses the cumulative profiles of old pyroscope-go clients (422).
+			return badf("a prev_profile part (cumulative profiles of old pyroscope-go clients) is not supported: update github.com/grafana/pyroscope-go")
+		}
 		body = parts[partName(r.Format)]
 	}
 	if len(body) == 0 {
@@ -313,7 +317,7 @@ func (r *Request) SetBody(body []byte, parts Parts, maxDecompressed int) error {
 		if err != nil {
 			return badf("%s profile: %w", r.Format, err)
 		}
-		r.Profiles = []Decoded{{Profile: p, Labels: r.ogLabels(kind)}}
+		r.Profiles = []Decoded{{Profile: p, Labels: ogLabels(kind)}}
 		return nil
 	case FormatSpeedscope:
 		return r.setSpeedscope(data)

@@ -26,6 +26,7 @@ import (
 	"github.com/hearth-dev/hearth/ingester/head"
 	"github.com/hearth-dev/hearth/ingester/ingest"
 	"github.com/hearth-dev/hearth/ingester/model"
+	"github.com/hearth-dev/hearth/ingester/normalize"
 	"github.com/hearth-dev/hearth/ingester/pprofdec"
 	"github.com/hearth-dev/hearth/ingester/symdb"
 	"github.com/hearth-dev/hearth/ingester/tenant"
@@ -53,6 +54,8 @@ type Handler struct {
 	Multitenancy bool
 	Logger       *slog.Logger
 	Now          func() time.Time
+	// Normalize selects Pyroscope's rewrites (default: all of Pyroscope's).
+	Normalize normalize.Config
 
 	metrics  *metrics
 	limiters sync.Map // tenant → *rate.Limiter
@@ -84,7 +87,7 @@ func NewHandler(lim validation.Limits, app Appender, multitenancy bool, logger *
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &Handler{Limits: lim, Appender: app, Multitenancy: multitenancy, Logger: logger, Now: time.Now, metrics: m}
+	return &Handler{Limits: lim, Appender: app, Multitenancy: multitenancy, Logger: logger, Now: time.Now, Normalize: normalize.Default(), metrics: m}
 }
 
 // Push implements push.v1.PusherService.
@@ -126,9 +129,10 @@ func (h *Handler) decode(t string, labels model.Labels, raw []byte, id string, f
 	return h.finish(labels, p, raw, id, fallbackNanos)
 }
 
-// finish completes and validates a decoded profile.
+// finish completes and validates a decoded profile. raw is the profile as
+// received, for the write-ahead log; nil, or a profile the normalizations
+// changed, is marshalled again.
 func (h *Handler) finish(labels model.Labels, p *googlev1.Profile, raw []byte, id string, fallbackNanos int64) (Profile, error) {
-	SanitizeStrings(p)
 	labels = labels.Clone()
 	if labels.Get(model.LabelServiceName) == "" {
 		labels = labels.Set(model.LabelServiceName, model.UnknownService)
@@ -138,9 +142,14 @@ func (h *Handler) finish(labels model.Labels, p *googlev1.Profile, raw []byte, i
 	}
 	labels = labels.Delete(model.LabelSpanID)
 	labels.Sort()
+	labels, changed, err := h.pyroscopeRewrites(labels, p)
+	if err != nil {
+		return Profile{}, err
+	}
 	if err := h.Limits.Labels(labels); err != nil {
 		return Profile{}, err
 	}
+	labels = withPrivateServiceName(labels)
 	now := h.Now()
 	ts := p.TimeNanos
 	if ts == 0 {
@@ -151,6 +160,12 @@ func (h *Handler) finish(labels model.Labels, p *googlev1.Profile, raw []byte, i
 	}
 	if err := h.Limits.Profile(p, ts, now); err != nil {
 		return Profile{}, err
+	}
+	if changed || raw == nil {
+		// The WAL must replay what is stored, rewrites included.
+		if raw, err = p.MarshalVT(); err != nil {
+			return Profile{}, err
+		}
 	}
 	var pid head.ProfileID
 	if u, err := uuid.Parse(id); id != "" && err == nil {

@@ -65,7 +65,7 @@ func parseAdhoc(raw []byte, maxSize int) (*googlev1.Profile, error) {
 		}
 		return nil, fmt.Errorf("not a pprof profile: %w", perr)
 	}
-	kind, _, _ := ingest.SampleKindFor("", 0) // CPU samples
+	kind, _ := ingest.SampleKindFor("", 0) // CPU samples
 	p, ferr := ingest.ParseFolded(raw, kind, false, 0, 0)
 	if ferr != nil {
 		return nil, fmt.Errorf("neither pprof (%v) nor folded stacks (%v)", perr, ferr)

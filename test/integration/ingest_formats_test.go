@@ -119,8 +119,10 @@ func TestIngestFormats(t *testing.T) {
 	// trie and tree (by parameter and by content type): the same stacks
 	// give the same profile as folded text does.
 	stacks := map[string]uint64{"main;handle;read": 30, "main;handle": 5, "main;gc": 2}
-	foldedType := "process_cpu:samples:count:cpu:nanoseconds"
-	want := map[string]int64{"main;handle;read": 30, "main;handle": 5, "main;gc": 2}
+	// Pyroscope's kinds: CPU samples at the default 100 Hz are 10 ms each,
+	// and service_name drops the .cpu suffix.
+	foldedType := "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
+	want := map[string]int64{"main;handle;read": 30e7, "main;handle": 5e7, "main;gc": 2e7}
 	for _, c := range []struct{ app, query, ct string }{
 		{"trie-param", "&format=trie", ""},
 		{"trie-ct", "", "binary/octet-stream+trie"},
@@ -134,7 +136,7 @@ func TestIngestFormats(t *testing.T) {
 		if code, msg := ingestBody(t, p.URL, "name="+c.app+".cpu"+c.query+when, c.ct, body); code != 200 {
 			t.Fatalf("%s: %d %s", c.app, code, msg)
 		}
-		if got := mergedStacks(t, q, foldedType, `{service_name="`+c.app+`.cpu"}`); !reflect.DeepEqual(got, want) {
+		if got := mergedStacks(t, q, foldedType, `{service_name="`+c.app+`"}`); !reflect.DeepEqual(got, want) {
 			t.Errorf("%s: got %v, want %v", c.app, got, want)
 		}
 	}
@@ -242,9 +244,9 @@ func TestIngestFormatsRing(t *testing.T) {
 	}
 	check := func(stage string) {
 		q := querierv1connect.NewQuerierServiceClient(http.DefaultClient, c.url(1))
-		folded := map[string]int64{"main;handle;read": 30, "main;gc": 2}
-		for _, app := range []string{"ring-trie.cpu", "ring-tree.cpu"} {
-			if got := mergedStacks(t, q, "process_cpu:samples:count:cpu:nanoseconds", `{service_name="`+app+`"}`); !reflect.DeepEqual(got, folded) {
+		folded := map[string]int64{"main;handle;read": 30e7, "main;gc": 2e7}
+		for _, app := range []string{"ring-trie", "ring-tree"} {
+			if got := mergedStacks(t, q, "process_cpu:cpu:nanoseconds:cpu:nanoseconds", `{service_name="`+app+`"}`); !reflect.DeepEqual(got, folded) {
 				t.Errorf("%s %s: got %v, want %v", stage, app, got, folded)
 			}
 		}
