@@ -295,25 +295,24 @@ func TestSampleKindFor(t *testing.T) {
 		rate     uint32
 		want     string
 		period   int64
-		service  string
 		refusing bool
 	}{
-		{"app.cpu", 100, "process_cpu:cpu:nanoseconds:cpu:nanoseconds", 1e7, "app", false},
-		{"app", 100, "process_cpu:cpu:nanoseconds:cpu:nanoseconds", 1e7, "app", false},
-		{"app", 0, "process_cpu:samples:count::", 0, "app", false},
-		{"app.cpu", 250, "process_cpu:cpu:nanoseconds:cpu:nanoseconds", 4e6, "app", false},
-		{"app.itimer", 100, "process_cpu:cpu:nanoseconds:cpu:nanoseconds", 1e7, "app", false},
-		{"my.app.alloc_objects", 100, "memory:alloc_objects:count::", 0, "my.app", false},
-		{"app.inuse_space", 100, "memory:inuse_space:bytes::", 0, "app", false},
-		{"app.bytes", 100, "memory:samples:bytes::", 0, "app", false},
-		{"app.mutex_duration", 100, "mutex:delay:nanoseconds::", 0, "app", false},
-		{"app.lock_count", 100, "block:contentions:count::", 0, "app", false},
-		{"app.goroutines", 100, "goroutine:goroutines:count::", 0, "app", false},
-		{"app.wall", 100, "wall:wall:nanoseconds:cpu:nanoseconds", 1e7, "app", false},
-		{"app.seconds", 100, "wall:wall:nanoseconds:cpu:nanoseconds", 1e7, "app", false},
-		{"app.alloc_in_new_tlab_bytes", 100, "memory:alloc_in_new_tlab_bytes:bytes::", 0, "app", false},
-		{"app.exceptions", 100, "exceptions:samples:count::", 0, "app", false},
-		{"com.example", 100, "", 0, "", true},
+		{"app.cpu", 100, "process_cpu:cpu:nanoseconds:cpu:nanoseconds", 1e7, false},
+		{"app", 100, "process_cpu:cpu:nanoseconds:cpu:nanoseconds", 1e7, false},
+		{"app", 0, "process_cpu:samples:count::", 0, false},
+		{"app.cpu", 250, "process_cpu:cpu:nanoseconds:cpu:nanoseconds", 4e6, false},
+		{"app.itimer", 100, "process_cpu:cpu:nanoseconds:cpu:nanoseconds", 1e7, false},
+		{"my.app.alloc_objects", 100, "memory:alloc_objects:count::", 0, false},
+		{"app.inuse_space", 100, "memory:inuse_space:bytes::", 0, false},
+		{"app.bytes", 100, "memory:samples:bytes::", 0, false},
+		{"app.mutex_duration", 100, "mutex:delay:nanoseconds::", 0, false},
+		{"app.lock_count", 100, "block:contentions:count::", 0, false},
+		{"app.goroutines", 100, "goroutine:goroutines:count::", 0, false},
+		{"app.wall", 100, "wall:wall:nanoseconds:cpu:nanoseconds", 1e7, false},
+		{"app.seconds", 100, "wall:wall:nanoseconds:cpu:nanoseconds", 1e7, false},
+		{"app.alloc_in_new_tlab_bytes", 100, "memory:alloc_in_new_tlab_bytes:bytes::", 0, false},
+		{"app.exceptions", 100, "exceptions:samples:count::", 0, false},
+		{"com.example", 100, "", 0, true},
 	} {
 		k, err := SampleKindFor(tc.app, tc.rate)
 		if tc.refusing {
