@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/grafana/dskit/runtimeconfig"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/hearth-dev/hearth/ingester/bucket"
@@ -32,6 +33,8 @@ type Config struct {
 	Storage    bucket.Config         `yaml:"storage"`
 	Limits     validation.Limits     `yaml:"limits"`
 	Compactor  compactor.Config      `yaml:"compactor"`
+	// RuntimeConfig is -runtime-config.*: per-tenant overrides reloaded while running.
+	RuntimeConfig runtimeconfig.Config `yaml:"runtime_config"`
 	// ShutdownDelay keeps serving after a stop begins (not ready, LEAVING), so
 	// that clients and load balancers stop sending here before the port closes.
 	ShutdownDelay time.Duration `yaml:"shutdown_delay"`
@@ -117,6 +120,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	c.Storage.RegisterFlags(f)
 	c.Limits.RegisterFlags(f)
 	c.Compactor.RegisterFlags(f)
+	c.RuntimeConfig.RegisterFlags(f)
 }
 
 // ParseConfig builds the config: defaults, then the YAML file named by
@@ -193,6 +197,12 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Compactor.Validate(); err != nil {
 		return err
+	}
+	if err := c.Limits.Validate(); err != nil {
+		return fmt.Errorf("limits: %w", err)
+	}
+	if len(c.RuntimeConfig.LoadPath) > 0 && c.RuntimeConfig.ReloadPeriod <= 0 {
+		return errors.New("runtime-config.reload-period must be positive")
 	}
 	return c.Storage.Validate()
 }

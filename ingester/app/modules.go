@@ -62,12 +62,13 @@ func (a *App) modules() []module {
 	return []module{
 		{Server, a.initServer, nil},
 		{InternalServer, a.initInternalServer, nil},
+		{RuntimeConfig, a.initRuntimeConfig, []string{Server, InternalServer}},
 		{Shipper, a.initShipper, nil},
-		{Store, a.initStore, []string{Server, InternalServer, Shipper}},
+		{Store, a.initStore, []string{Server, InternalServer, Shipper, RuntimeConfig}},
 		{Ring, a.initRing, []string{Server, InternalServer, Store}},
-		{API, a.initAPI, []string{Server, InternalServer, Store, Shipper, Ring}},
-		{Compact, a.initCompactor, []string{Server, Ring}},
-		{Ingester, a.initIngester, []string{Server, InternalServer, Store, Shipper, Ring, API, Compact}},
+		{API, a.initAPI, []string{Server, InternalServer, Store, Shipper, Ring, RuntimeConfig}},
+		{Compact, a.initCompactor, []string{Server, Ring, RuntimeConfig}},
+		{Ingester, a.initIngester, []string{Server, InternalServer, RuntimeConfig, Store, Shipper, Ring, API, Compact}},
 	}
 }
 
@@ -156,6 +157,7 @@ func (a *App) initStore() (services.Service, error) {
 		MaxHeadBytes:       int64(cfg.Ingester.MaxHeadBytes),
 		MaxSeriesPerTenant: cfg.Limits.MaxSeriesPerTenant,
 		MaxProfileSize:     cfg.Limits.MaxProfileSizeBytes,
+		TenantLimits:       a.Overrides,
 		MaxPendingBytes:    int64(cfg.Ingester.MaxPendingUploadBytes),
 		WriteBlock: func(dir, tenant string, sel head.Selection) (string, error) {
 			meta, err := block.Write(dir, sel, block.WriteOptions{Tenant: tenant, Source: cfg.Ingester.Ring.InstanceID})
@@ -204,7 +206,7 @@ func (a *App) initAPI() (services.Service, error) {
 		Ring: lookups, Self: self, Local: a.Store, Client: peers, Scheme: scheme, Logger: a.Logger, Registerer: a.Registry,
 	})
 	a.Remote = remote.NewSource(remote.SourceOptions{Ring: lookups, Self: self, Client: peers, Scheme: scheme, Logger: a.Logger, Registerer: a.Registry})
-	a.Push = push.NewHandler(cfg.Limits, a.Distributor, cfg.Auth.MultitenancyEnabled, a.Logger, a.Registry)
+	a.Push = push.NewHandler(a.Overrides, a.Distributor, cfg.Auth.MultitenancyEnabled, a.Logger, a.Registry)
 	a.Querier = &querier.Service{
 		Sources:      []querier.Source{a.Store, a.Remote, a.LocalBlocks, a.Blocks},
 		Multitenancy: cfg.Auth.MultitenancyEnabled,
@@ -224,7 +226,7 @@ func (a *App) initAPI() (services.Service, error) {
 	a.internalMux.HandleFunc("/ingester/shutdown", a.shutdownHandler)
 
 	// Between ingesters: replica writes and reads need the store only.
-	a.internalMux.Handle(distributor.AppendPath, whileStarting(a.Store, distributor.NewInternalHandler(a.Store, distributor.HandlerOptions{MaxProfileSize: cfg.Limits.MaxProfileSizeBytes, Limits: &cfg.Limits, Logger: a.Logger}), replicaError))
+	a.internalMux.Handle(distributor.AppendPath, whileStarting(a.Store, distributor.NewInternalHandler(a.Store, distributor.HandlerOptions{Limits: a.Overrides, Logger: a.Logger}), replicaError))
 	sel := whileStarting(a.Store, remote.NewSelectHandler(peerSource{a}, remote.HandlerOptions{Logger: a.Logger}), replicaError)
 	a.internalMux.Handle(remote.SelectPath, sel)
 	a.internalMux.Handle(remote.SeriesLabelsPath, sel)

@@ -26,11 +26,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), HTTPStatus(TenantError(err).Code()))
 		return
 	}
-	maxBody := h.Limits.MaxProfileSizeBytes
+	lim := h.Limits.For(t)
+	maxBody := lim.MaxProfileSizeBytes
 	if maxBody > 0 {
 		maxBody += 1 << 20 // multipart framing and the sample type config
 	}
-	req, err := ingest.ParseRequest(r, ingest.Limits{MaxBodyBytes: maxBody, MaxDecompressedBytes: h.Limits.MaxProfileSizeBytes}, h.Now())
+	req, err := ingest.ParseRequest(r, ingest.Limits{MaxBodyBytes: maxBody, MaxDecompressedBytes: lim.MaxProfileSizeBytes}, h.Now())
 	if err != nil {
 		reason := string(validation.InvalidProfile)
 		var uf *ingest.UnsupportedFormatError
@@ -62,15 +63,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, merr.Error(), http.StatusInternalServerError)
 			return
 		}
-		p, err = h.finish(labels, req.Folded, raw, "", fallback)
+		p, err = h.finish(lim, labels, req.Folded, raw, "", fallback)
 	} else {
 		var prof *googlev1.Profile
-		prof, err = pprofdec.DecodePprof(req.Profile, h.Limits.MaxProfileSizeBytes)
+		prof, err = pprofdec.DecodePprof(req.Profile, lim.MaxProfileSizeBytes)
 		if err != nil {
 			err = &validation.Error{Reason: validation.InvalidProfile, Msg: "cannot decode the pprof profile: " + err.Error()}
 		} else {
 			applySampleTypeConfig(prof, req.SampleTypeConfig)
-			p, err = h.finish(labels, prof, nil, "", fallback)
+			p, err = h.finish(lim, labels, prof, nil, "", fallback)
 			if err == nil && len(req.SampleTypeConfig) > 0 {
 				// The WAL must replay what was stored, renames included.
 				p.Raw, err = prof.MarshalVT()
@@ -80,7 +81,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err == nil {
-		err = h.store(r.Context(), t, []Profile{p}, int(r.ContentLength))
+		err = h.store(r.Context(), t, lim, []Profile{p}, int(r.ContentLength))
 	} else {
 		err = h.reject(t, 1, err)
 	}
