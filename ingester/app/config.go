@@ -15,6 +15,7 @@ import (
 
 	"github.com/hearth-dev/hearth/ingester/bucket"
 	"github.com/hearth-dev/hearth/ingester/compactor"
+	"github.com/hearth-dev/hearth/ingester/push"
 	"github.com/hearth-dev/hearth/ingester/ring"
 	"github.com/hearth-dev/hearth/ingester/validation"
 	"github.com/hearth-dev/hearth/ingester/wal"
@@ -80,6 +81,8 @@ type IngesterConfig struct {
 
 	MaxPendingUploadBytes ByteSize      `yaml:"max_pending_upload_bytes"`
 	FinalFlushTimeout     time.Duration `yaml:"final_flush_timeout"`
+	// InstanceLimits bound what this ingester takes on (-ingester.instance-limits.*).
+	InstanceLimits push.InstanceLimits `yaml:"instance_limits"`
 	// LeavePropagationTimeout bounds the wait, on a stop, for the other members to
 	// see this one LEAVING before it refuses writes.
 	LeavePropagationTimeout time.Duration `yaml:"leave_propagation_timeout"`
@@ -117,6 +120,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.Var(&c.Ingester.MaxPendingUploadBytes, "ingester.max-pending-upload-bytes", "Refuse writes (503) while more than this of blocks waits for upload, e.g. while the bucket is down (0: no limit).")
 	f.DurationVar(&c.Ingester.LeavePropagationTimeout, "ingester.leave-propagation-timeout", 5*time.Second, "On a stop, how long to wait for every other ring member to see this one LEAVING before it stops taking writes (a peer with a stale ring would otherwise send it writes that fail their quorum). 0: do not wait.")
 	f.DurationVar(&c.Ingester.FinalFlushTimeout, "ingester.final-flush-timeout", 5*time.Minute, "How long a final stop (scale-down, /ingester/shutdown) may take to flush and upload before it gives up and keeps its WAL and tokens.")
+	c.Ingester.InstanceLimits.RegisterFlags(f)
 	c.Storage.RegisterFlags(f)
 	c.Limits.RegisterFlags(f)
 	c.Compactor.RegisterFlags(f)
@@ -196,6 +200,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.Compactor.Validate(); err != nil {
+		return err
+	}
+	if err := c.Ingester.InstanceLimits.Validate(); err != nil {
 		return err
 	}
 	if err := c.Limits.Validate(); err != nil {

@@ -202,8 +202,12 @@ func (a *App) initAPI() (services.Service, error) {
 	lookups := ringAdapter{a.Ring}
 	self := a.Ring.InstanceID()
 	peers, scheme := a.peers, a.peerScheme
+	// Instance limits: checked before a push's or a replica append's body is
+	// read (Wrap), and on every local append, a peer's included (Appender).
+	il := push.NewInstanceLimiter(cfg.Ingester.InstanceLimits, a.Store, a.Registry)
+	local := il.Appender(a.Store)
 	a.Distributor = distributor.New(distributor.Options{
-		Ring: lookups, Self: self, Local: a.Store, Client: peers, Scheme: scheme, Logger: a.Logger, Registerer: a.Registry,
+		Ring: lookups, Self: self, Local: local, Client: peers, Scheme: scheme, Logger: a.Logger, Registerer: a.Registry,
 	})
 	a.Remote = remote.NewSource(remote.SourceOptions{Ring: lookups, Self: self, Client: peers, Scheme: scheme, Logger: a.Logger, Registerer: a.Registry})
 	a.Push = push.NewHandler(a.Overrides, a.Distributor, cfg.Auth.MultitenancyEnabled, a.Logger, a.Registry)
@@ -216,17 +220,17 @@ func (a *App) initAPI() (services.Service, error) {
 	ready := a.Ring.Service()
 	opts := []connect.HandlerOption{connect.WithCodec(vtCodec{}), connect.WithReadMaxBytes(64 << 20)}
 	path, h := pushv1connect.NewPusherServiceHandler(a.Push, opts...)
-	a.mux.Handle(path, whileStarting(ready, h, connectError))
+	a.mux.Handle(path, whileStarting(ready, il.Wrap(h, true, cfg.Auth.MultitenancyEnabled, connectError), connectError))
 	path, h = querierv1connect.NewQuerierServiceHandler(a.Querier, append(opts, connect.WithInterceptors(remote.SelectorInterceptor()))...)
 	a.mux.Handle(path, whileStarting(ready, h, connectError))
-	a.mux.Handle("/ingest", whileStarting(ready, a.Push, plainError))
+	a.mux.Handle("/ingest", whileStarting(ready, il.Wrap(a.Push, true, cfg.Auth.MultitenancyEnabled, plainError), plainError))
 	// What Grafana calls beside querier.v1 (settings, ad hoc profiles, render).
 	querier.RegisterHTTP(func(path string, h http.Handler) { a.mux.Handle(path, whileStarting(ready, h, connectError)) },
 		querier.Deps{Service: a.Querier, Bucket: a.Bucket, MaxProfileSize: cfg.Limits.MaxProfileSizeBytes, Options: opts})
 	a.internalMux.HandleFunc("/ingester/shutdown", a.shutdownHandler)
 
 	// Between ingesters: replica writes and reads need the store only.
-	a.internalMux.Handle(distributor.AppendPath, whileStarting(a.Store, distributor.NewInternalHandler(a.Store, distributor.HandlerOptions{Limits: a.Overrides, Logger: a.Logger}), replicaError))
+	a.internalMux.Handle(distributor.AppendPath, whileStarting(a.Store, il.Wrap(distributor.NewInternalHandler(local, distributor.HandlerOptions{Limits: a.Overrides, Logger: a.Logger}), false, false, replicaError), replicaError))
 	sel := whileStarting(a.Store, remote.NewSelectHandler(peerSource{a}, remote.HandlerOptions{Logger: a.Logger}), replicaError)
 	a.internalMux.Handle(remote.SelectPath, sel)
 	a.internalMux.Handle(remote.SeriesLabelsPath, sel)

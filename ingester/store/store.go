@@ -565,6 +565,21 @@ func (s *Store) Head() *head.Head {
 	return s.active
 }
 
+// Usage is the active head's tenants and active series (instance limits).
+func (s *Store) Usage() (tenants, series int) {
+	h := s.Head()
+	for _, name := range h.Tenants() {
+		if t := h.Tenant(name); t != nil {
+			tenants++
+			series += int(t.Stats().Series)
+		}
+	}
+	return tenants, series
+}
+
+// HasTenant reports whether the active head holds the tenant.
+func (s *Store) HasTenant(tenant string) bool { return s.Head().Tenant(tenant) != nil }
+
 // frozenHead is a cut head whose blocks are being written.
 type frozenHead struct {
 	h    *head.Head
