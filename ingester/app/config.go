@@ -16,6 +16,7 @@ import (
 	"github.com/hearth-dev/hearth/ingester/bucket"
 	"github.com/hearth-dev/hearth/ingester/compactor"
 	"github.com/hearth-dev/hearth/ingester/push"
+	"github.com/hearth-dev/hearth/ingester/querier"
 	"github.com/hearth-dev/hearth/ingester/ring"
 	"github.com/hearth-dev/hearth/ingester/validation"
 	"github.com/hearth-dev/hearth/ingester/wal"
@@ -34,6 +35,7 @@ type Config struct {
 	Storage    bucket.Config         `yaml:"storage"`
 	Limits     validation.Limits     `yaml:"limits"`
 	Compactor  compactor.Config      `yaml:"compactor"`
+	Querier    querier.Config        `yaml:"querier"`
 	// RuntimeConfig is -runtime-config.*: per-tenant overrides reloaded while running.
 	RuntimeConfig runtimeconfig.Config `yaml:"runtime_config"`
 	// ShutdownDelay keeps serving after a stop begins (not ready, LEAVING), so
@@ -124,6 +126,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	c.Storage.RegisterFlags(f)
 	c.Limits.RegisterFlags(f)
 	c.Compactor.RegisterFlags(f)
+	c.Querier.RegisterFlags(f)
 	c.RuntimeConfig.RegisterFlags(f)
 }
 
@@ -200,6 +203,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.Compactor.Validate(); err != nil {
+		return err
+	}
+	if err := c.Querier.Validate(); err != nil {
 		return err
 	}
 	if err := c.Ingester.InstanceLimits.Validate(); err != nil {

@@ -221,7 +221,7 @@ func (a *App) initAPI() (services.Service, error) {
 	opts := []connect.HandlerOption{connect.WithCodec(vtCodec{}), connect.WithReadMaxBytes(64 << 20)}
 	path, h := pushv1connect.NewPusherServiceHandler(a.Push, opts...)
 	a.mux.Handle(path, whileStarting(ready, il.Wrap(h, true, cfg.Auth.MultitenancyEnabled, connectError), connectError))
-	path, h = querierv1connect.NewQuerierServiceHandler(a.Querier, append(opts, connect.WithInterceptors(remote.SelectorInterceptor()))...)
+	path, h = querierv1connect.NewQuerierServiceHandler(a.Querier, append(opts, connect.WithInterceptors(remote.SelectorInterceptor(), querier.LimitsInterceptor(cfg.Querier, a.Overrides, cfg.Auth.MultitenancyEnabled)))...)
 	a.mux.Handle(path, whileStarting(ready, h, connectError))
 	a.mux.Handle("/ingest", whileStarting(ready, il.Wrap(a.Push, true, cfg.Auth.MultitenancyEnabled, plainError), plainError))
 	// What Grafana calls beside querier.v1 (settings, ad hoc profiles, render).
