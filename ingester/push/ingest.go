@@ -28,11 +28,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), HTTPStatus(TenantError(err).Code()))
 		return
 	}
-	maxBody := h.Limits.MaxProfileSizeBytes
+	lim := h.Limits.For(t)
+	maxBody := lim.MaxProfileSizeBytes
 	if maxBody > 0 {
 		maxBody += 1 << 20 // multipart framing and the sample type config
 	}
-	req, err := ingest.ParseRequest(r, ingest.Limits{MaxBodyBytes: maxBody, MaxDecompressedBytes: h.Limits.MaxProfileSizeBytes}, h.Now())
+	req, err := ingest.ParseRequest(r, ingest.Limits{MaxBodyBytes: maxBody, MaxDecompressedBytes: lim.MaxProfileSizeBytes}, h.Now())
 	if err != nil {
 		reason := string(validation.InvalidProfile)
 		var uf *ingest.UnsupportedFormatError
@@ -60,14 +61,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		err = &validation.Error{Reason: validation.InvalidLabelName, Msg: err.Error()}
 	case req.Profiles != nil:
-		profiles, err = h.finishDecoded(labels, req.Profiles, fallback)
+		profiles, err = h.finishDecoded(lim, labels, req.Profiles, fallback)
 	default:
 		var p Profile
-		p, err = h.finishIngestPprof(labels, req)
+		p, err = h.finishIngestPprof(lim, labels, req)
 		profiles = []Profile{p}
 	}
 	if err == nil {
-		err = h.store(r.Context(), t, profiles, int(r.ContentLength))
+		err = h.store(r.Context(), t, lim, profiles, int(r.ContentLength))
 	} else {
 		err = h.reject(t, max(len(req.Profiles), 1), err)
 	}
@@ -87,8 +88,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // with what Pyroscope does there before its distributor: the time of older
 // agents, the scripting spies' function names, the .NET agent's repairs,
 // the profile name from the sample types.
-func (h *Handler) finishIngestPprof(labels model.Labels, req *ingest.Request) (Profile, error) {
-	prof, err := pprofdec.DecodePprof(req.Profile, h.Limits.MaxProfileSizeBytes)
+func (h *Handler) finishIngestPprof(lim *validation.Limits, labels model.Labels, req *ingest.Request) (Profile, error) {
+	prof, err := pprofdec.DecodePprof(req.Profile, lim.MaxProfileSizeBytes)
 	if err != nil {
 		return Profile{}, &validation.Error{Reason: validation.InvalidProfile, Msg: "cannot decode the pprof profile: " + err.Error()}
 	}
@@ -114,7 +115,7 @@ func (h *Handler) finishIngestPprof(labels model.Labels, req *ingest.Request) (P
 	if changed {
 		raw = nil
 	}
-	return h.finish(labels, prof, raw, "", 0)
+	return h.finish(lim, labels, prof, raw, "", 0)
 }
 
 // isTextFormat reports the formats Pyroscope's older agents send as text
@@ -158,7 +159,7 @@ func ingestStatus(code connect.Code, f ingest.Format) int {
 // finishDecoded validates the profiles a format converter produced: each
 // gets the request's labels over its own, and its marshalled form for the
 // write-ahead log (which replays pprof).
-func (h *Handler) finishDecoded(reqLabels model.Labels, decoded []ingest.Decoded, fallback int64) ([]Profile, error) {
+func (h *Handler) finishDecoded(lim *validation.Limits, reqLabels model.Labels, decoded []ingest.Decoded, fallback int64) ([]Profile, error) {
 	out := make([]Profile, 0, len(decoded))
 	for i, d := range decoded {
 		labels := reqLabels.Clone()
@@ -171,7 +172,7 @@ func (h *Handler) finishDecoded(reqLabels model.Labels, decoded []ingest.Decoded
 		if err != nil {
 			return nil, err
 		}
-		p, err := h.finish(labels, d.Profile, raw, "", fallback)
+		p, err := h.finish(lim, labels, d.Profile, raw, "", fallback)
 		if err != nil {
 			if len(decoded) > 1 {
 				err = fmt.Errorf("profile %d of %d: %w", i+1, len(decoded), err)
