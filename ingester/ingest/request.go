@@ -26,10 +26,11 @@ const (
 	FormatPprof  Format = "pprof"
 	FormatFolded Format = "folded" // also accepted as "groups"
 	FormatLines  Format = "lines"
+	FormatJFR    Format = "jfr"
 )
 
 // SupportedFormats lists the format parameter values ParseRequest accepts.
-var SupportedFormats = []string{"pprof", "folded", "groups", "lines"}
+var SupportedFormats = []string{"pprof", "folded", "groups", "lines", "jfr"}
 
 // DefaultSampleRate is Pyroscope's default sampleRate (Hz).
 const DefaultSampleRate = 100
@@ -106,15 +107,27 @@ func badf(format string, args ...any) error {
 	return &BadRequestError{fmt.Errorf(format, args...)}
 }
 
+// UnprocessableError is a body of a known format that cannot be converted
+// (a corrupt JFR recording or labels snapshot): the HTTP layer answers 422,
+// as Pyroscope does for a profile it fails to convert.
+type UnprocessableError struct{ Err error }
+
+func (e *UnprocessableError) Error() string { return e.Err.Error() }
+func (e *UnprocessableError) Unwrap() error { return e.Err }
+
 // StatusCode maps an error of this package to an HTTP status: 415 for an
-// unsupported format, 400 for anything else non-nil, 200 for nil.
+// unsupported format, 422 for an unconvertible body, 400 for anything else
+// non-nil, 200 for nil.
 func StatusCode(err error) int {
 	var uf *UnsupportedFormatError
+	var ue *UnprocessableError
 	switch {
 	case err == nil:
 		return http.StatusOK
 	case errors.As(err, &uf):
 		return http.StatusUnsupportedMediaType
+	case errors.As(err, &ue):
+		return http.StatusUnprocessableEntity
 	}
 	return http.StatusBadRequest
 }
@@ -131,6 +144,8 @@ func ParseFormat(s string) (Format, error) {
 		return FormatFolded, nil
 	case "lines":
 		return FormatLines, nil
+	case "jfr":
+		return FormatJFR, nil
 	}
 	return "", &UnsupportedFormatError{Format: s}
 }
@@ -258,6 +273,9 @@ type Parts map[string][]byte
 // limit. parts is the multipart body's parts (nil: body is the profile
 // itself); each format reads the parts it knows.
 func (r *Request) SetBody(body []byte, parts Parts, maxDecompressed int) error {
+	if r.Format == FormatJFR {
+		return r.setJFR(body, parts, maxDecompressed)
+	}
 	if parts != nil {
 		if err := r.setSampleTypeConfig(parts["sample_type_config"]); err != nil {
 			return err
@@ -303,6 +321,9 @@ func (r *Request) SetBody(body []byte, parts Parts, maxDecompressed int) error {
 
 // partName is the multipart part that carries a format's profile.
 func partName(f Format) string {
+	if f == FormatJFR {
+		return "jfr"
+	}
 	return "profile"
 }
 
