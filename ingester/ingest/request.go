@@ -254,6 +254,9 @@ func ParseRequest(req *http.Request, lim Limits, now time.Time) (*Request, error
 	var parts Parts
 	if mt, params, err := mime.ParseMediaType(req.Header.Get("Content-Type")); err == nil && mt == "multipart/form-data" {
 		if parts, err = readMultipart(raw, params["boundary"]); err != nil {
+			if r.Format == FormatJFR {
+				return nil, &UnprocessableError{err} // Pyroscope's JFR path: 422
+			}
 			return nil, err
 		}
 	}
