@@ -56,6 +56,9 @@ func Convert(recording, labels []byte, o Options) (*Recording, error) {
 			return nil, fmt.Errorf("invalid labels snapshot: %w", err)
 		}
 	}
+	if err := check(recording); err != nil {
+		return nil, fmt.Errorf("invalid JFR recording: %w", err)
+	}
 	in := parseInput(o)
 	res, err := jfrpprof.ParseJFR(recording, in, snap)
 	if err != nil {

@@ -3,9 +3,11 @@ package jfr
 import (
 	"bytes"
 	"compress/gzip"
+	"encoding/binary"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -360,7 +362,7 @@ func TestConvertBadInput(t *testing.T) {
 		recording, labels []byte
 		want              string
 	}{
-		{"corrupt magic", corrupt, nil, "invalid JFR recording: ParseEvent error: error reading chunk header: invalid chunk magic"},
+		{"corrupt magic", corrupt, nil, "invalid JFR recording: chunk at byte 0: invalid chunk magic"},
 		{"one byte", []byte{'F'}, nil, "invalid JFR recording"},
 		{"truncated", good[:len(good)/2], nil, "invalid JFR recording"},
 		{"text", []byte("main;work 10\n"), nil, "invalid JFR recording"},
@@ -420,4 +422,59 @@ func TestConvertTimeAndRate(t *testing.T) {
 			t.Errorf("%s: %d at 50 Hz, %d at 100 Hz", id, t50[id], v)
 		}
 	}
+}
+
+// TestHugeCountRefused: a recording whose constant pool claims two billion
+// entries (a few bytes changed) is refused before jfr-parser sizes anything
+// by it; unchecked, jfr-parser allocated 1.2 GB for such a 157 KB recording.
+func TestHugeCountRefused(t *testing.T) {
+	b := readGz(t, "testdata/tiny.jfr.gz")
+	cp := int(binary.BigEndian.Uint64(b[16:]))
+	r := reader{b: b, pos: cp, end: len(b)}
+	for i := 0; i < 6; i++ { // size, type, start, duration, delta, flush
+		r.varLong()
+	}
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	bad := bytes.Clone(b)
+	copy(bad[r.pos:], []byte{0xff, 0xff, 0xff, 0xff, 0x07}) // the pool count: 2^31-1
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := Convert(bad, nil, Options{SampleRate: 100})
+	runtime.ReadMemStats(&after)
+	if err == nil || !strings.Contains(err.Error(), "a count exceeds the bytes that could hold it") {
+		t.Fatalf("Convert = %v, want the count refused", err)
+	}
+	if n := after.TotalAlloc - before.TotalAlloc; n > 16<<20 {
+		t.Errorf("refusing it allocated %d MB", n>>20)
+	}
+}
+
+// TestCheckAcceptsRealRecordings: the walk refuses none of the recordings
+// jfr-parser reads (its testdata: async-profiler, the Java agent, HotSpot,
+// dd-trace-java, several chunks).
+func TestCheckAcceptsRealRecordings(t *testing.T) {
+	files := []string{"testdata/tiny.jfr.gz", "testdata/workload.jfr.gz"}
+	if dir := jfrParserTestdataOrEmpty(); dir != "" {
+		more, _ := filepath.Glob(filepath.Join(dir, "*.jfr.gz"))
+		files = append(files, more...)
+	}
+	for _, f := range files {
+		if err := check(readGz(t, f)); err != nil {
+			t.Errorf("%s: %v", filepath.Base(f), err)
+		}
+	}
+}
+
+func jfrParserTestdataOrEmpty() string {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/grafana/jfr-parser").Output()
+	if err != nil {
+		return ""
+	}
+	dir := filepath.Join(strings.TrimSpace(string(out)), "parser", "testdata")
+	if _, err := os.Stat(dir); err != nil {
+		return ""
+	}
+	return dir
 }
