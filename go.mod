@@ -14,6 +14,7 @@ require (
 	connectrpc.com/connect v1.21.1
 	github.com/google/pprof v0.0.0-20261105003125-4bf881d7fb0b
 	github.com/grafana/dskit v0.0.0-20260703122047-de1ec7541c44
+	github.com/grafana/jfr-parser v0.12.0
 	github.com/grafana/pyroscope-go v1.4.3
 	github.com/grafana/pyroscope/api v1.6.0
 	github.com/oklog/ulid/v2 v2.1.2

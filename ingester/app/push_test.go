@@ -200,8 +200,8 @@ func TestIngestAPI(t *testing.T) {
 		t.Fatalf("folded: %d %s", code, body)
 	}
 	code, body = postIngest(t, ing.URL, "name=shop.cpu{env=prod}"+from+"&format=jfr", "application/octet-stream", []byte("x"))
-	if code != http.StatusUnsupportedMediaType || !strings.Contains(body, "pprof") {
-		t.Fatalf("jfr: %d %s", code, body)
+	if code != http.StatusUnprocessableEntity || !strings.Contains(body, "invalid JFR recording") {
+		t.Fatalf("corrupt jfr: %d %s", code, body)
 	}
 	code, body = postIngest(t, ing.URL, "name=shop{env=prod}"+from+"&format=pprof", "application/octet-stream", []byte("garbage"))
 	if code != http.StatusUnprocessableEntity { // Pyroscope: 422

@@ -109,7 +109,7 @@ func TestParseParams(t *testing.T) {
 		{url.Values{"name": {"a"}, "from": {"x"}}, "from: invalid time", 400},
 		{url.Values{"name": {"a"}, "from": {"20"}, "until": {"10"}}, "is before from", 400},
 		{url.Values{"name": {"a"}, "sampleRate": {"0"}}, `invalid sampleRate "0"`, 400},
-		{url.Values{"name": {"a"}, "format": {"jfr"}}, `unsupported format "jfr": supported formats are pprof, folded, groups, lines`, 415},
+		{url.Values{"name": {"a"}, "format": {"bogus"}}, `unsupported format "bogus": supported formats are pprof, folded, groups, lines`, 415},
 	} {
 		_, err := ParseParams(tc.q, now)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -30,10 +30,11 @@ const (
 	FormatSpeedscope Format = "speedscope"
 	FormatTrie       Format = "trie" // also chosen by Content-Type binary/octet-stream+trie
 	FormatTree       Format = "tree" // also chosen by Content-Type binary/octet-stream+tree
+	FormatJFR        Format = "jfr"
 )
 
 // SupportedFormats lists the format parameter values ParseRequest accepts.
-var SupportedFormats = []string{"pprof", "folded", "groups", "lines", "speedscope", "trie", "tree"}
+var SupportedFormats = []string{"pprof", "folded", "groups", "lines", "speedscope", "trie", "tree", "jfr"}
 
 // DefaultSampleRate is Pyroscope's default sampleRate (Hz).
 const DefaultSampleRate = 100
@@ -145,6 +146,8 @@ func ParseFormat(s string) (Format, error) {
 		return FormatTrie, nil
 	case "tree":
 		return FormatTree, nil
+	case "jfr":
+		return FormatJFR, nil
 	}
 	return "", &UnsupportedFormatError{Format: s}
 }
@@ -254,6 +257,9 @@ func ParseRequest(req *http.Request, lim Limits, now time.Time) (*Request, error
 	var parts Parts
 	if mt, params, err := mime.ParseMediaType(req.Header.Get("Content-Type")); err == nil && mt == "multipart/form-data" {
 		if parts, err = readMultipart(raw, params["boundary"]); err != nil {
+			if r.Format == FormatJFR {
+				return nil, &UnprocessableError{err} // Pyroscope's JFR path: 422
+			}
 			return nil, err
 		}
 	}
@@ -273,6 +279,9 @@ type Parts map[string][]byte
 // limit. parts is the multipart body's parts (nil: body is the profile
 // itself); each format reads the parts it knows.
 func (r *Request) SetBody(body []byte, parts Parts, maxDecompressed int) error {
+	if r.Format == FormatJFR {
+		return r.setJFR(body, parts, maxDecompressed)
+	}
 	if parts != nil {
 		if err := r.setSampleTypeConfig(parts["sample_type_config"]); err != nil {
 			return err
@@ -329,6 +338,9 @@ func (r *Request) SetBody(body []byte, parts Parts, maxDecompressed int) error {
 
 // partName is the multipart part that carries a format's profile.
 func partName(f Format) string {
+	if f == FormatJFR {
+		return "jfr"
+	}
 	return "profile"
 }
 

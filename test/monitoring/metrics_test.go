@@ -279,7 +279,7 @@ func ingesterSeries(t *testing.T) series {
 			t.Fatalf("push: %d", code)
 		}
 	}
-	if code := post(t, procs[0].URL+"/ingest?name=heap&format=jfr", "application/octet-stream", []byte("x")); code != http.StatusUnsupportedMediaType {
+	if code := post(t, procs[0].URL+"/ingest?name=heap&format=bogus", "application/octet-stream", []byte("x")); code != http.StatusUnsupportedMediaType {
 		t.Errorf("push in an unsupported format: %d, want 415", code)
 	}
 	if code := post(t, procs[0].URL+"/ingest?name=heap&format=pprof", "application/octet-stream", []byte("not a profile")); code != http.StatusBadRequest {
