@@ -20,6 +20,7 @@ import (
 	"github.com/hearth-dev/hearth/ingester/block"
 	"github.com/hearth-dev/hearth/ingester/distributor"
 	"github.com/hearth-dev/hearth/ingester/head"
+	"github.com/hearth-dev/hearth/ingester/ingest/otlp"
 	"github.com/hearth-dev/hearth/ingester/push"
 	"github.com/hearth-dev/hearth/ingester/querier"
 	"github.com/hearth-dev/hearth/ingester/remote"
@@ -218,6 +219,10 @@ func (a *App) initAPI() (services.Service, error) {
 	path, h = querierv1connect.NewQuerierServiceHandler(a.Querier, append(opts, connect.WithInterceptors(remote.SelectorInterceptor()))...)
 	a.mux.Handle(path, whileStarting(ready, h, connectError))
 	a.mux.Handle("/ingest", whileStarting(ready, a.Push, plainError))
+	otlpServer := &otlp.Server{Push: a.Push}
+	path, h = otlpServer.GRPCHandler(opts...)
+	a.mux.Handle(path, whileStarting(ready, h, connectError))
+	a.mux.Handle(otlp.HTTPPath, whileStarting(ready, otlpServer, plainError))
 	// What Grafana calls beside querier.v1 (settings, ad hoc profiles, render).
 	querier.RegisterHTTP(func(path string, h http.Handler) { a.mux.Handle(path, whileStarting(ready, h, connectError)) },
 		querier.Deps{Service: a.Querier, Bucket: a.Bucket, MaxProfileSize: cfg.Limits.MaxProfileSizeBytes, Options: opts})
