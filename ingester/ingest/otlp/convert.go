@@ -284,9 +284,9 @@ func attributeValue(indices []int32, d *profilesv1.ProfilesDictionary, key strin
 type valueKind int
 
 const (
-	valuesAsIs      valueKind = iota
-	valuesTimesPeriod         // samples:count of a CPU period: nanoseconds of CPU
-	valuesSummed              // off-CPU events: one value
+	valuesAsIs        valueKind = iota
+	valuesTimesPeriod           // samples:count of a CPU period: nanoseconds of CPU
+	valuesSummed                // off-CPU events: one value
 )
 
 // mappingKey is an OTLP mapping with the symbol flags of the sample that
