@@ -10,8 +10,8 @@ import (
 	"github.com/google/pprof/profile"
 	collectorv1 "go.opentelemetry.io/proto/otlp/collector/profiles/v1development"
 	commonv1 "go.opentelemetry.io/proto/otlp/common/v1"
-	resourcev1 "go.opentelemetry.io/proto/otlp/resource/v1"
 	profilesv1 "go.opentelemetry.io/proto/otlp/profiles/v1development"
+	resourcev1 "go.opentelemetry.io/proto/otlp/resource/v1"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/hearth-dev/hearth/internal/testutil"
@@ -65,7 +65,9 @@ func intVal(v int64) *commonv1.AnyValue {
 	return &commonv1.AnyValue{Value: &commonv1.AnyValue_IntValue{IntValue: v}}
 }
 
-func kv(k string, v *commonv1.AnyValue) *commonv1.KeyValue { return &commonv1.KeyValue{Key: k, Value: v} }
+func kv(k string, v *commonv1.AnyValue) *commonv1.KeyValue {
+	return &commonv1.KeyValue{Key: k, Value: v}
+}
 
 func (d *dict) attr(k string, v *commonv1.AnyValue) int32 {
 	key := k + "\x00" + v.String()

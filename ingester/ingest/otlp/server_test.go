@@ -259,6 +259,12 @@ func window() (int64, int64) {
 func mergeProfile(t *testing.T, p *testutil.Process, profileType, selector, tenant string) *googlev1.Profile {
 	t.Helper()
 	start, end := window()
+	return mergeProfileRange(t, p, profileType, selector, tenant, start, end)
+}
+
+// mergeProfileRange is mergeProfile over a window (Unix milliseconds).
+func mergeProfileRange(t *testing.T, p *testutil.Process, profileType, selector, tenant string, start, end int64) *googlev1.Profile {
+	t.Helper()
 	req := connect.NewRequest(&querierv1.SelectMergeProfileRequest{ProfileTypeID: profileType, LabelSelector: selector, Start: start, End: end})
 	if tenant != "" {
 		req.Header().Set("X-Scope-OrgID", tenant)
