@@ -2,6 +2,7 @@ package otlp
 
 import (
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	commonv1 "go.opentelemetry.io/proto/otlp/common/v1"
 	profilesv1 "go.opentelemetry.io/proto/otlp/profiles/v1development"
 	resourcev1 "go.opentelemetry.io/proto/otlp/resource/v1"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/hearth-dev/hearth/internal/testutil"
@@ -272,4 +274,54 @@ func TestGenerateTestdata(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("wrote %s: %d bytes, %d samples", testdataFile, len(b), len(p.Sample))
+}
+
+// seedRequests are small requests covering the conversion's branches, for
+// the fuzzers' seed corpora.
+func seedRequests() map[string]*collectorv1.ExportProfilesServiceRequest {
+	out := map[string]*collectorv1.ExportProfilesServiceRequest{}
+	d, st, un := twoFrames()
+	billing := d.attr(attrServiceName, strVal("billing"))
+	th := d.attr("thread.name", strVal("main"))
+	link := d.link([]byte{1, 2, 3, 4, 5, 6, 7, 8})
+	res := []*commonv1.KeyValue{kv("service.name", strVal("shop")), kv("k8s.pod.name", strVal("p"))}
+	out["cpu"] = oneProfile(d, res, &profilesv1.Profile{SampleType: vt(d, "samples", "count"), PeriodType: vt(d, "cpu", "nanoseconds"), Period: 10,
+		Samples: []*profilesv1.Sample{{StackIndex: st, Values: []int64{2}, AttributeIndices: []int32{th}, LinkIndex: link}, {StackIndex: un, TimestampsUnixNano: []uint64{1, 2}}}})
+	out["offcpu"] = oneProfile(d, nil, &profilesv1.Profile{SampleType: vt(d, "events", "nanoseconds"),
+		Samples: []*profilesv1.Sample{{StackIndex: st, Values: []int64{1, 2, 3}}}})
+	out["split"] = oneProfile(d, []*commonv1.KeyValue{kv("process.executable.name", strVal("w"))}, &profilesv1.Profile{SampleType: vt(d, "alloc_space", "bytes"), PeriodType: vt(d, "space", "bytes"), Period: 1,
+		Samples: []*profilesv1.Sample{{StackIndex: st, Values: []int64{1}, AttributeIndices: []int32{billing}}, {StackIndex: un, Values: []int64{3}}}})
+	out["corrupt"] = oneProfile(d, nil, &profilesv1.Profile{SampleType: vt(d, "samples", "count"),
+		Samples: []*profilesv1.Sample{{StackIndex: 1_000_000_000, Values: []int64{1}}}})
+	return out
+}
+
+// TestGenerateFuzzSeeds rewrites the fuzzers' seed corpora with -update.
+func TestGenerateFuzzSeeds(t *testing.T) {
+	if !*update {
+		t.Skip("run with -update to rewrite testdata/fuzz")
+	}
+	write := func(fuzzer, name string, b []byte) {
+		dir := filepath.Join("testdata", "fuzz", fuzzer)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", b)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, req := range seedRequests() {
+		b, err := proto.Marshal(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		write("FuzzDecodeProto", name, b)
+		j, err := protojson.Marshal(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		write("FuzzDecodeJSON", name, j)
+	}
+	write("FuzzDecodeJSON", "empty", []byte(`{}`))
+	write("FuzzDecodeProto", "truncated", []byte{0x0a, 0x05, 0x12})
 }

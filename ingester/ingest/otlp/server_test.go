@@ -42,7 +42,7 @@ func startIngester(t *testing.T, args ...string) *testutil.Process {
 }
 
 // grpcClient is the OTLP generated client over a real grpc-go connection.
-func grpcClient(t *testing.T, p *testutil.Process) collectorv1.ProfilesServiceClient {
+func grpcClient(t testing.TB, p *testutil.Process) collectorv1.ProfilesServiceClient {
 	t.Helper()
 	conn, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", p.Port), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
