@@ -417,7 +417,9 @@ func (b *builder) values(s *profilesv1.Sample) ([]int64, error) {
 		}
 		v = []int64{sum}
 	}
-	if b.dst.Period != 0 && b.dst.PeriodType != nil && len(v) != 1 {
+	// Pyroscope's conversion checks this for profiles with a period only;
+	// without one its validation refuses the profile later: the same 400.
+	if len(v) != 1 {
 		return nil, fmt.Errorf("sample values length mismatch: %d values for 1 sample type", len(v))
 	}
 	return v, nil

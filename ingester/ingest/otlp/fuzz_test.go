@@ -7,6 +7,7 @@ import (
 
 	googlev1 "github.com/grafana/pyroscope/api/gen/proto/go/google/v1"
 	collectorv1 "go.opentelemetry.io/proto/otlp/collector/profiles/v1development"
+	profilesv1 "go.opentelemetry.io/proto/otlp/profiles/v1development"
 
 	"github.com/hearth-dev/hearth/ingester/validation"
 )
@@ -96,6 +97,78 @@ func FuzzDecodeJSON(f *testing.F) {
 		req, err := DecodeJSON(body)
 		if err != nil {
 			return
+		}
+		checkDecoded(t, req)
+	})
+}
+
+// FuzzConvertIndices: the seed requests with their references rewritten by
+// the fuzzer (each 5 bytes: which reference, then its new value), so that
+// Convert meets every kind of dangling, negative and shared index; the
+// parsers above rarely produce those from bytes.
+func FuzzConvertIndices(f *testing.F) {
+	f.Add(byte(0), []byte{})
+	f.Add(byte(1), []byte{0, 0xff, 0xff, 0xff, 0xff, 3, 5, 0, 0, 0})
+	f.Add(byte(2), []byte{7, 1, 0, 0, 0, 9, 2, 0, 0, 0, 4, 0x80, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, which byte, edits []byte) {
+		names := []string{"cpu", "offcpu", "split", "corrupt"}
+		req := seedRequests()[names[int(which)%len(names)]]
+		d := req.Dictionary
+		p := req.ResourceProfiles[0].ScopeProfiles[0].Profiles[0]
+		for len(edits) >= 5 {
+			v := int32(uint32(edits[1]) | uint32(edits[2])<<8 | uint32(edits[3])<<16 | uint32(edits[4])<<24)
+			k := int(edits[0])
+			edits = edits[5:]
+			pick := func(n int) int { return (k / 16) % max(n, 1) }
+			switch k % 16 {
+			case 0:
+				if len(p.Samples) > 0 {
+					p.Samples[pick(len(p.Samples))].StackIndex = v
+				}
+			case 1:
+				if s := d.StackTable[pick(len(d.StackTable))]; len(s.LocationIndices) > 0 {
+					s.LocationIndices[0] = v
+				}
+			case 2:
+				d.LocationTable[pick(len(d.LocationTable))].MappingIndex = v
+			case 3:
+				if l := d.LocationTable[pick(len(d.LocationTable))]; len(l.Lines) > 0 {
+					l.Lines[0].FunctionIndex = v
+				}
+			case 4:
+				d.FunctionTable[pick(len(d.FunctionTable))].NameStrindex = v
+			case 5:
+				d.FunctionTable[pick(len(d.FunctionTable))].FilenameStrindex = v
+			case 6:
+				d.MappingTable[pick(len(d.MappingTable))].FilenameStrindex = v
+			case 7:
+				d.AttributeTable[pick(len(d.AttributeTable))].KeyStrindex = v
+			case 8:
+				if len(p.Samples) > 0 {
+					s := p.Samples[pick(len(p.Samples))]
+					s.AttributeIndices = append(s.AttributeIndices, v)
+				}
+			case 9:
+				if len(p.Samples) > 0 {
+					p.Samples[pick(len(p.Samples))].LinkIndex = v
+				}
+			case 10:
+				p.SampleType.TypeStrindex = v
+			case 11:
+				p.Period = int64(v)
+			case 12:
+				if len(p.Samples) > 0 {
+					s := p.Samples[pick(len(p.Samples))]
+					s.Values = append(s.Values, int64(v))
+				}
+			case 13:
+				m := d.MappingTable[pick(len(d.MappingTable))]
+				m.AttributeIndices = append(m.AttributeIndices, v)
+			case 14:
+				d.LocationTable[pick(len(d.LocationTable))].Lines = nil
+			case 15:
+				d.StackTable = append(d.StackTable, &profilesv1.Stack{LocationIndices: []int32{v, v / 2}})
+			}
 		}
 		checkDecoded(t, req)
 	})
