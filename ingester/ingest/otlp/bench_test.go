@@ -2,12 +2,14 @@ package otlp
 
 import (
 	"bufio"
+	"context"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	collectorv1 "go.opentelemetry.io/proto/otlp/collector/profiles/v1development"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/hearth-dev/hearth/internal/testutil"
@@ -59,25 +61,37 @@ func processCPU(b *testing.B, p *testutil.Process) float64 {
 	return 0
 }
 
-// BenchmarkIngestGRPC exports the committed request over gRPC to a real
-// ingester, one export at a time, and reports the OTLP profiles (and the
-// pprof profiles they become) ingested per CPU-second of the server.
+// BenchmarkIngestGRPC exports a request over gRPC to a real ingester, one
+// export at a time, and reports the OTLP profiles (and the pprof profiles
+// they become) ingested per CPU-second of the server: the committed request
+// (small Go CPU profiles), and with HEARTH_PYROSCOPE_REPO Pyroscope's eBPF
+// profiler request (five profiles, cpu and off-CPU, about 300 samples).
 func BenchmarkIngestGRPC(b *testing.B) {
-	p := testutil.StartIngester(b, testutil.FreePort(b), "-data-dir="+b.TempDir(), "-log.level=warn")
-	req := loadTestdata(b)
+	b.Run("committed", func(b *testing.B) { benchIngest(b, loadTestdata(b)) })
+	b.Run("pyroscope-ebpf", func(b *testing.B) {
+		req, err := DecodeProto(pyroscopeFile(b, "pkg/test/integration/testdata/otel-ebpf-profile.pb.bin"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		benchIngest(b, req)
+	})
+}
+
+func benchIngest(b *testing.B, req *collectorv1.ExportProfilesServiceRequest) {
+	p := testutil.StartIngester(b, testutil.FreePort(b), "-data-dir="+b.TempDir(), "-log.level=warn", "-limits.reject-older-than=0")
 	otlpProfiles := 0
 	for _, rp := range req.ResourceProfiles {
 		for _, sp := range rp.ScopeProfiles {
 			otlpProfiles += len(sp.Profiles)
 		}
 	}
+	stamp(req, time.Now())
 	converted, err := Convert(req, time.Now())
 	if err != nil {
 		b.Fatal(err)
 	}
 	client := grpcClient(b, p)
-	ctx, cancel := exportCtx("")
-	defer cancel()
+	ctx := context.Background() // the loop can take minutes
 	if _, err := client.Export(ctx, req); err != nil { // warm up
 		b.Fatal(err)
 	}
@@ -98,5 +112,5 @@ func BenchmarkIngestGRPC(b *testing.B) {
 	b.ReportMetric(float64(b.N*otlpProfiles)/cpu, "otlp-profiles/server-cpu-s")
 	b.ReportMetric(float64(b.N*len(converted))/cpu, "stored-profiles/server-cpu-s")
 	b.ReportMetric(float64(b.N)/cpu, "exports/server-cpu-s")
-	b.Logf("%d exports of %d OTLP profiles (%d samples): %.2f server CPU-s", b.N, otlpProfiles, sampleCount(req), cpu)
+	b.Logf("%d exports of %d OTLP profiles (%d samples, %d bytes): %.2f server CPU-s", b.N, otlpProfiles, sampleCount(req), proto.Size(req), cpu)
 }

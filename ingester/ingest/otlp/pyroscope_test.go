@@ -21,7 +21,7 @@ import (
 // pyroscopeFile reads a file of Pyroscope v1.18.0 from HEARTH_PYROSCOPE_REPO
 // (a checkout, or a bare mirror read with git show). Its inputs are AGPL
 // test data: read where they are, never committed here.
-func pyroscopeFile(t *testing.T, rel string) []byte {
+func pyroscopeFile(t testing.TB, rel string) []byte {
 	t.Helper()
 	repo := os.Getenv("HEARTH_PYROSCOPE_REPO")
 	if repo == "" {
