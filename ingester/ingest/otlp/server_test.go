@@ -269,6 +269,7 @@ func mergeProfileRange(t *testing.T, p *testutil.Process, profileType, selector,
 	if tenant != "" {
 		req.Header().Set("X-Scope-OrgID", tenant)
 	}
+	//lint:ignore SA1019 the call Pyroscope's own OTLP integration test makes
 	resp, err := querier(p).SelectMergeProfile(context.Background(), req)
 	if err != nil {
 		t.Fatalf("SelectMergeProfile %s %s: %v", profileType, selector, err)
@@ -403,6 +404,7 @@ func TestExportStoresWhatWasSent(t *testing.T) {
 		if want == 0 {
 			t.Skip("the committed profile has no sample with span 0102030405060701")
 		}
+		//lint:ignore SA1019 still served, and the simplest span query
 		resp, err := querier(p).SelectMergeSpanProfile(context.Background(), connect.NewRequest(&querierv1.SelectMergeSpanProfileRequest{
 			ProfileTypeID: typeCPU, LabelSelector: `{test_run="grpc"}`, SpanSelector: []string{"0102030405060701"}, Start: start, End: end,
 		}))
