@@ -219,10 +219,9 @@ func (a *App) initAPI() (services.Service, error) {
 	path, h = querierv1connect.NewQuerierServiceHandler(a.Querier, append(opts, connect.WithInterceptors(remote.SelectorInterceptor()))...)
 	a.mux.Handle(path, whileStarting(ready, h, connectError))
 	a.mux.Handle("/ingest", whileStarting(ready, a.Push, plainError))
-	otlpServer := &otlp.Server{Push: a.Push}
-	path, h = otlpServer.GRPCHandler(opts...)
-	a.mux.Handle(path, whileStarting(ready, h, connectError))
-	a.mux.Handle(otlp.HTTPPath, whileStarting(ready, otlpServer, plainError))
+	otlpHandler := whileStarting(ready, (&otlp.Server{Push: a.Push}).Handler(opts...), connectError)
+	a.mux.Handle(otlp.ExportProcedure, otlpHandler)
+	a.mux.Handle(otlp.HTTPPath, otlpHandler)
 	// What Grafana calls beside querier.v1 (settings, ad hoc profiles, render).
 	querier.RegisterHTTP(func(path string, h http.Handler) { a.mux.Handle(path, whileStarting(ready, h, connectError)) },
 		querier.Deps{Service: a.Querier, Bucket: a.Bucket, MaxProfileSize: cfg.Limits.MaxProfileSizeBytes, Options: opts})

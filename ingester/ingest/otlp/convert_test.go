@@ -373,3 +373,16 @@ func TestTestdataConverts(t *testing.T) {
 		t.Fatal("no unsymbolized mapping with a build id")
 	}
 }
+
+func TestIsRPC(t *testing.T) {
+	for ct, want := range map[string]bool{
+		"application/grpc": true, "application/grpc+proto": true, "application/grpc-web+proto": true,
+		"application/connect+proto": true, "application/proto": true,
+		"application/protobuf": false, "application/x-protobuf": false, "application/json": false,
+		"application/json; charset=utf-8": false, "text/plain": false, "": false,
+	} {
+		if got := isRPC(ct); got != want {
+			t.Errorf("%q: %v, want %v", ct, got, want)
+		}
+	}
+}

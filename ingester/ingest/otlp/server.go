@@ -44,10 +44,26 @@ type Server struct {
 	MaxRequestBytes int // OTLP/HTTP bodies; 0: DefaultMaxRequestBytes
 }
 
-// GRPCHandler is ProfilesService/Export over gRPC (and gRPC-Web, Connect):
-// its path and handler, built with the server's connect options.
-func (s *Server) GRPCHandler(opts ...connect.HandlerOption) (string, http.Handler) {
-	return ExportProcedure, connect.NewUnaryHandler(ExportProcedure, s.export, opts...)
+// Handler serves both OTLP paths (ExportProcedure and HTTPPath) as
+// Pyroscope does, by content type: ProfilesService/Export over gRPC (and
+// gRPC-Web, Connect with protobuf), built with the server's connect options,
+// and OTLP/HTTP (ServeHTTP) for anything else.
+func (s *Server) Handler(opts ...connect.HandlerOption) http.Handler {
+	rpc := connect.NewUnaryHandler(ExportProcedure, s.export, opts...)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isRPC(r.Header.Get("Content-Type")) {
+			rpc.ServeHTTP(w, r)
+			return
+		}
+		s.ServeHTTP(w, r)
+	})
+}
+
+// isRPC tells the content types of gRPC, gRPC-Web and Connect's protobuf
+// codec; OTLP/HTTP's protobuf and JSON are not among them.
+func isRPC(contentType string) bool {
+	mt, _, _ := mime.ParseMediaType(contentType)
+	return strings.HasPrefix(mt, "application/grpc") || strings.HasPrefix(mt, "application/connect+") || mt == "application/proto"
 }
 
 func (s *Server) export(ctx context.Context, req *connect.Request[collectorv1.ExportProfilesServiceRequest]) (*connect.Response[collectorv1.ExportProfilesServiceResponse], error) {

@@ -63,7 +63,13 @@ func exportCtx(tenant string) (context.Context, context.CancelFunc) {
 // postOTLP posts a request body to /v1development/profiles.
 func postOTLP(t *testing.T, p *testutil.Process, contentType string, body []byte, hdr map[string]string) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, p.URL+HTTPPath, bytes.NewReader(body))
+	return postOTLPAt(t, p, HTTPPath, contentType, body, hdr)
+}
+
+// postOTLPAt posts to a given path.
+func postOTLPAt(t *testing.T, p *testutil.Process, path, contentType string, body []byte, hdr map[string]string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, p.URL+path, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -337,6 +343,25 @@ func TestExportStoresWhatWasSent(t *testing.T) {
 		"http_protobuf_gzip": func(req *collectorv1.ExportProfilesServiceRequest) {
 			b, _ := proto.Marshal(req)
 			if code, body := postOTLP(t, p, "application/protobuf", gzipped(t, b), map[string]string{"Content-Encoding": "gzip"}); code != 200 {
+				t.Fatalf("%d %s", code, body)
+			}
+		},
+		// Pyroscope serves both paths with one handler: each protocol works on either.
+		"grpc_at_http_path": func(req *collectorv1.ExportProfilesServiceRequest) {
+			ctx, cancel := exportCtx("")
+			defer cancel()
+			conn, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", p.Port), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if err := conn.Invoke(ctx, HTTPPath, req, &collectorv1.ExportProfilesServiceResponse{}); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"http_protobuf_at_grpc_path": func(req *collectorv1.ExportProfilesServiceRequest) {
+			b, _ := proto.Marshal(req)
+			if code, body := postOTLPAt(t, p, ExportProcedure, "application/x-protobuf", b, nil); code != 200 {
 				t.Fatalf("%d %s", code, body)
 			}
 		},
