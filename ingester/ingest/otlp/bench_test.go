@@ -91,7 +91,7 @@ func benchIngest(b *testing.B, req *collectorv1.ExportProfilesServiceRequest) {
 		b.Fatal(err)
 	}
 	client := grpcClient(b, p)
-	ctx := context.Background() // the loop can take minutes
+	ctx := context.Background()                        // the loop can take minutes
 	if _, err := client.Export(ctx, req); err != nil { // warm up
 		b.Fatal(err)
 	}
