@@ -91,8 +91,9 @@ func benchIngest(b *testing.B, req *collectorv1.ExportProfilesServiceRequest) {
 		b.Fatal(err)
 	}
 	client := grpcClient(b, p)
-	ctx := context.Background()                        // the loop can take minutes
-	if _, err := client.Export(ctx, req); err != nil { // warm up
+	// No deadline: the loop can take minutes. The first export warms up.
+	ctx := context.Background()
+	if _, err := client.Export(ctx, req); err != nil {
 		b.Fatal(err)
 	}
 	cpu0 := processCPU(b, p)
