@@ -31,7 +31,7 @@ func stackKey(s *profile.Sample) string {
 			if ln.Function != nil {
 				name, file = ln.Function.Name, ln.Function.Filename
 			}
-			// The ingester stores invalid UTF-8 as U+FFFD (invalid_utf8.pb.gz).
+			// With -normalize.sanitize-invalid-utf8 the ingester stores invalid UTF-8 as U+FFFD (invalid_utf8.pb.gz); by default it refuses it, as Pyroscope does.
 			fmt.Fprintf(&b, "|%s@%s:%d", strings.ToValidUTF8(name, "\uFFFD"), strings.ToValidUTF8(file, "\uFFFD"), ln.Line)
 		}
 		b.WriteByte(';')

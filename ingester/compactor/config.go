@@ -28,6 +28,9 @@ type Config struct {
 	TenantRetention TenantDurations `yaml:"tenant_retention_periods"`
 	// JobTimeout bounds one job (download, merge, upload).
 	JobTimeout time.Duration `yaml:"job_timeout"`
+	// RetentionFor, when set, gives a tenant's retention from the runtime
+	// overrides (ok false: none set for it); it wins over TenantRetention.
+	RetentionFor func(tenant string) (d time.Duration, ok bool) `yaml:"-"`
 }
 
 // DefaultBlockRanges: the first level matches the ingesters' default 1h cut
@@ -80,6 +83,11 @@ func (c *Config) Validate() error {
 
 // Retention is the retention period of a tenant (0: forever).
 func (c *Config) Retention(tenant string) time.Duration {
+	if c.RetentionFor != nil {
+		if d, ok := c.RetentionFor(tenant); ok {
+			return d
+		}
+	}
 	if d, ok := c.TenantRetention[tenant]; ok {
 		return d
 	}

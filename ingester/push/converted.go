@@ -3,6 +3,7 @@ package push
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 
 	"connectrpc.com/connect"
@@ -32,9 +33,28 @@ func (h *Handler) PushConverted(ctx context.Context, hdr http.Header, size int, 
 		}
 		return h.reject(t, 1, err)
 	}
-	profiles, err := h.finishDecoded(nil, decoded, 0)
+	lim := h.Limits.For(t)
+	if err := convertedSizes(lim, decoded); err != nil {
+		return h.reject(t, len(decoded), err)
+	}
+	profiles, err := h.finishDecoded(lim, nil, decoded, 0)
 	if err != nil {
 		return h.reject(t, len(decoded), err)
 	}
-	return h.store(ctx, t, profiles, size)
+	return h.store(ctx, t, lim, profiles, size)
+}
+
+// convertedSizes applies limits.max-profile-size-bytes to each converted
+// profile: one request of another format may carry many.
+func convertedSizes(lim *validation.Limits, decoded []ingest.Decoded) error {
+	if lim.MaxProfileSizeBytes <= 0 {
+		return nil
+	}
+	for i, d := range decoded {
+		if n := d.Profile.SizeVT(); n > lim.MaxProfileSizeBytes {
+			return &validation.Error{Reason: validation.ProfileTooLarge,
+				Msg: fmt.Sprintf("converted profile %d of %d is %d bytes, more than the limit of %d (limits.max-profile-size-bytes)", i+1, len(decoded), n, lim.MaxProfileSizeBytes)}
+		}
+	}
+	return nil
 }

@@ -42,7 +42,7 @@ func (s *Service) diff(ctx context.Context, h interface{ Header() httpHeader }, 
 		if len(m.TraceIdSelector) > 0 {
 			return nil, connect.NewError(connect.CodeUnimplemented, errors.New("trace id selectors are not supported: Hearth keeps span ids, not trace ids"))
 		}
-		q, err := s.prepare(WithSelectors(ctx, m.LabelSelector), h, m.ProfileTypeID, m.LabelSelector, m.Start, m.End, m.ProfileIdSelector)
+		q, err := s.prepareMerge(WithSelectors(ctx, m.LabelSelector), h, m.ProfileTypeID, m.LabelSelector, m.Start, m.End, m.ProfileIdSelector)
 		if err != nil {
 			return nil, err
 		}

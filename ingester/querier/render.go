@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -17,7 +18,9 @@ import (
 
 // The HTTP render API of Pyroscope (what its UI and Grafana's flame graph
 // export read): GET /pyroscope/render and /pyroscope/render-diff answer a
-// flamebearer profile in JSON, or a DOT graph with format=dot.
+// flamebearer profile in JSON, or /pyroscope/render a DOT graph with
+// format=dot. Like Pyroscope's, render answers JSON for any other format
+// (json, collapsed, ...) and render-diff reads no format.
 
 const (
 	RenderPath     = "/pyroscope/render"
@@ -228,6 +231,9 @@ func renderRange(from, until string, now time.Time) (int64, int64, error) {
 	if err != nil {
 		return 0, 0, fmt.Errorf("until: %w", err)
 	}
+	if start == 0 || end == 0 {
+		return 0, 0, errors.New("from and until must not be 0 (the Unix epoch is an unset time)")
+	}
 	if start > end {
 		return 0, 0, fmt.Errorf("from (%d ms) is after until (%d ms)", start, end)
 	}
@@ -237,17 +243,15 @@ func renderRange(from, until string, now time.Time) (int64, int64, error) {
 	return start, end, nil
 }
 
-func renderMaxNodes(r *http.Request) (*int64, error) {
-	for _, k := range []string{"max-nodes", "maxNodes", "max_nodes"} {
-		if v := r.URL.Query().Get(k); v != "" {
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil || n < 0 {
-				return nil, fmt.Errorf("%s %q: want a non-negative number", k, v)
-			}
-			return &n, nil
+// renderMaxNodes reads maxNodes, else max-nodes (else max_nodes), as
+// Pyroscope does: a value that is not a number, or 0, counts as unset.
+func renderMaxNodes(qv url.Values) *int64 {
+	for _, k := range []string{"maxNodes", "max-nodes", "max_nodes"} {
+		if n, err := strconv.ParseInt(strings.TrimSpace(qv.Get(k)), 10, 64); err == nil && n != 0 {
+			return &n
 		}
 	}
-	return nil, nil
+	return nil
 }
 
 // timeline sums the selected profiles per step from start (ms), a step of
@@ -310,7 +314,8 @@ func writeJSON(w http.ResponseWriter, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// Render serves GET /pyroscope/render?query=&from=&until=&format=json|dot&max-nodes=.
+// Render serves GET /pyroscope/render?query=&from=&until=&format=&max-nodes=:
+// a DOT graph with format=dot, the flamebearer JSON for any other format.
 func (s *Service) Render(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		http.Error(w, "use GET", http.StatusMethodNotAllowed)
@@ -327,23 +332,17 @@ func (s *Service) Render(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, err)
 		return
 	}
-	maxNodesReq, err := renderMaxNodes(r)
-	if err != nil {
-		badRequest(w, err)
-		return
-	}
-	format := qv.Get("format")
-	if format != "" && format != "json" && format != "dot" {
-		badRequest(w, fmt.Errorf("format %q: use json or dot", format))
-		return
-	}
+	maxNodesReq := renderMaxNodes(qv)
 	ctx := WithSelectors(r.Context(), rq.selector)
 	q, err := s.prepare(ctx, httpRequest{r}, rq.ptype, rq.selector, start, end, nil)
 	if err != nil {
 		httpError(w, err)
 		return
 	}
-	if format == "dot" {
+	if qv.Get("format") == "dot" {
+		if maxNodesReq != nil && *maxNodesReq < 0 {
+			maxNodesReq = nil // Pyroscope draws its default node count then
+		}
 		maxNodes, err := maxNodesOf(maxNodesReq, DefaultDotNodes)
 		if err != nil {
 			httpError(w, err)
@@ -384,16 +383,8 @@ func (s *Service) RenderDiff(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	qv := r.URL.Query()
-	if f := qv.Get("format"); f != "" && f != "json" {
-		badRequest(w, fmt.Errorf("format %q: render-diff answers json", f))
-		return
-	}
 	now := time.Now()
-	maxNodes, err := renderMaxNodes(r)
-	if err != nil {
-		badRequest(w, err)
-		return
-	}
+	maxNodes := renderMaxNodes(qv)
 	side := func(prefix string) (*querierv1.SelectMergeStacktracesRequest, error) {
 		rq, err := parseRenderQuery(qv.Get(prefix + "Query"))
 		if err != nil {

@@ -3,6 +3,7 @@ package querier
 import (
 	"encoding/binary"
 	"errors"
+	"net/url"
 	"reflect"
 	"strings"
 	"testing"
@@ -245,4 +246,72 @@ func FuzzAdhocProfile(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestRenderMaxNodes(t *testing.T) {
+	for _, c := range []struct {
+		query string
+		want  int64 // 0: unset
+	}{
+		{"", 0},
+		{"maxNodes=50", 50},
+		{"max-nodes=50", 50},
+		{"max_nodes=50", 50},
+		{"maxNodes=0", 0},
+		{"maxNodes=invalid", 0},
+		{"maxNodes=invalid&max-nodes=7", 7},
+		{"maxNodes=9&max-nodes=7", 9}, // maxNodes wins, as in Pyroscope
+		{"maxNodes=0&max-nodes=7", 7},
+		{"maxNodes=-3", -3}, // refused later (DOT: its default)
+	} {
+		qv, err := url.ParseQuery(c.query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := renderMaxNodes(qv)
+		if (got == nil) != (c.want == 0) || (got != nil && *got != c.want) {
+			t.Errorf("%q: got %v, want %d", c.query, got, c.want)
+		}
+	}
+}
+
+func TestRenderRangeRefusesZero(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	for _, c := range []struct {
+		from, until string
+		ok          bool
+	}{
+		{"now-15m", "now", true},
+		{"", "", true}, // the last hour
+		{"0", "now", false},
+		{"now-15m", "0", false},
+		{"0", "0", false},
+		{"1", "now", true}, // one second after the epoch is a time
+		{"now", "now-15m", false},
+	} {
+		_, _, err := renderRange(c.from, c.until, now)
+		if (err == nil) != c.ok {
+			t.Errorf("from %q until %q: %v, want ok %v", c.from, c.until, err, c.ok)
+		}
+	}
+}
+
+func TestCheckMerge(t *testing.T) {
+	for _, c := range []struct {
+		sel        string
+		start, end int64
+		ok         bool
+	}{
+		{"{}", 1, 2, true},
+		{`{a="b"}`, -5, 2, true}, // a negative start is a time
+		{"", 1, 2, false},
+		{"  ", 1, 2, false},
+		{"{}", 0, 2, false},
+		{"{}", 1, 0, false},
+	} {
+		err := checkMerge(c.sel, c.start, c.end)
+		if (err == nil) != c.ok {
+			t.Errorf("%q %d..%d: %v, want ok %v", c.sel, c.start, c.end, err, c.ok)
+		}
+	}
 }

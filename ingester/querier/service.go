@@ -299,6 +299,31 @@ type query struct {
 	spans      map[uint64]struct{} // span_selector; nil: every sample
 }
 
+// checkMerge refuses what Pyroscope refuses before it reads anything for
+// the merges, SelectSeries and Diff: both ends of the time range are
+// required (0 is unset; LabelNames, Series and the like take none) and so is
+// a label selector ("{}" selects everything).
+func checkMerge(sel string, startMs, endMs int64) error {
+	if startMs == 0 || endMs == 0 {
+		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("start and end are required (milliseconds since the epoch), got %d and %d", startMs, endMs))
+	}
+	if strings.TrimSpace(sel) == "" {
+		return connect.NewError(connect.CodeInvalidArgument, errors.New(`label_selector is required: "{}" selects every series`))
+	}
+	return nil
+}
+
+// prepareMerge is prepare for the calls checkMerge guards.
+func (s *Service) prepareMerge(ctx context.Context, h interface{ Header() httpHeader }, ptypeID, sel string, startMs, endMs int64, ids []string) (*query, error) {
+	if _, err := s.tenant(h); err != nil {
+		return nil, err
+	}
+	if err := checkMerge(sel, startMs, endMs); err != nil {
+		return nil, err
+	}
+	return s.prepare(ctx, h, ptypeID, sel, startMs, endMs, ids)
+}
+
 func (s *Service) prepare(ctx context.Context, h interface{ Header() httpHeader }, ptypeID, sel string, startMs, endMs int64, ids []string) (*query, error) {
 	t, err := s.tenant(h)
 	if err != nil {
@@ -352,7 +377,7 @@ func (s *Service) SelectMergeStacktraces(ctx context.Context, req *connect.Reque
 	if len(m.TraceIdSelector) > 0 {
 		return nil, connect.NewError(connect.CodeUnimplemented, errors.New("trace id selectors are not supported: Hearth keeps span ids, not trace ids (use span_selector)"))
 	}
-	q, err := s.prepare(ctx, req, m.ProfileTypeID, m.LabelSelector, m.Start, m.End, m.ProfileIdSelector)
+	q, err := s.prepareMerge(ctx, req, m.ProfileTypeID, m.LabelSelector, m.Start, m.End, m.ProfileIdSelector)
 	if err != nil {
 		return nil, err
 	}
@@ -498,7 +523,7 @@ func (s *Service) SelectMergeProfile(ctx context.Context, req *connect.Request[q
 	if err != nil {
 		return nil, err
 	}
-	q, err := s.prepare(ctx, req, m.ProfileTypeID, m.LabelSelector, m.Start, m.End, m.ProfileIdSelector)
+	q, err := s.prepareMerge(ctx, req, m.ProfileTypeID, m.LabelSelector, m.Start, m.End, m.ProfileIdSelector)
 	if err != nil {
 		return nil, err
 	}
@@ -541,7 +566,7 @@ func (s *Service) SelectSeries(ctx context.Context, req *connect.Request[querier
 	if span := (m.End - m.Start) / stepMs; span > 1_000_000 {
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("range/step gives %d points, more than 1000000: use a larger step", span))
 	}
-	q, err := s.prepare(ctx, req, m.ProfileTypeID, m.LabelSelector, m.Start, m.End, nil)
+	q, err := s.prepareMerge(ctx, req, m.ProfileTypeID, m.LabelSelector, m.Start, m.End, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -10,30 +10,49 @@ import (
 	"github.com/hearth-dev/hearth/ingester/head"
 )
 
-// parseSpanIDs parses a span_selector: span ids of 16 hexadecimal digits.
-func parseSpanIDs(ids []string) (map[uint64]struct{}, error) {
+// parseSpanIDs parses a span_selector: span ids of up to 16 hexadecimal
+// digits, not all zero. bad lists the entries that are not span ids; spans
+// is nil only when ids is empty (no span selector: every sample).
+func parseSpanIDs(ids []string) (spans map[uint64]struct{}, bad []string) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	out := make(map[uint64]struct{}, len(ids))
+	spans = make(map[uint64]struct{}, len(ids))
 	for _, s := range ids {
 		id, ok := head.ParseSpanID(s)
 		if !ok {
-			return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("span id %q: want 16 hexadecimal digits, not all zero", s))
+			bad = append(bad, s)
+			continue
 		}
-		out[id] = struct{}{}
+		spans[id] = struct{}{}
 	}
-	return out, nil
+	return spans, bad
 }
 
-// selectSpans restricts the query to the samples of the given span ids (none: every sample).
+// selectSpans restricts the query to the samples of the given span ids
+// (none: every sample). An entry that is not a span id is refused when
+// there are profiles to filter; over an empty selection the answer is the
+// empty merge, as Pyroscope's, whose ingesters read the span selector only
+// for a tenant that has data.
 func (q *query) selectSpans(ids []string) error {
-	spans, err := parseSpanIDs(ids)
-	if err != nil {
-		return err
+	spans, bad := parseSpanIDs(ids)
+	if len(bad) > 0 && q.hasRows() {
+		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("span id %q: want 16 hexadecimal digits, not all zero", bad[0]))
 	}
 	q.spans = spans
 	return nil
+}
+
+// hasRows says whether the selection holds any profile.
+func (q *query) hasRows() bool {
+	for _, sel := range q.sels {
+		for _, sr := range sel.Series {
+			if len(sr.Profiles) > 0 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // merge sums the selected rows by stack trace, only the samples of the
@@ -94,22 +113,20 @@ func (s *Service) SelectMergeSpanProfile(ctx context.Context, req *connect.Reque
 	default:
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("format %s is not supported for span profiles: use PROFILE_FORMAT_FLAMEGRAPH or PROFILE_FORMAT_TREE", m.Format))
 	}
-	spans, err := parseSpanIDs(m.SpanSelector)
-	if err != nil {
-		return nil, err
-	}
 	maxNodes, err := maxNodesOf(m.MaxNodes, DefaultMaxNodes)
 	if err != nil {
 		return nil, err
 	}
-	q, err := s.prepare(ctx, req, m.ProfileTypeID, m.LabelSelector, m.Start, m.End, nil)
+	q, err := s.prepareMerge(ctx, req, m.ProfileTypeID, m.LabelSelector, m.Start, m.End, nil)
 	if err != nil {
 		return nil, err
 	}
-	if spans == nil {
-		spans = map[uint64]struct{}{} // no span ids select nothing
+	if err := q.selectSpans(m.SpanSelector); err != nil {
+		return nil, err
 	}
-	q.spans = spans
+	if q.spans == nil {
+		q.spans = map[uint64]struct{}{} // no span ids select nothing
+	}
 	t, err := q.nameTree(nil)
 	if err != nil {
 		return nil, err

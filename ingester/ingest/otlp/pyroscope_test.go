@@ -143,7 +143,8 @@ func TestPyroscopeOTLPTestdata(t *testing.T) {
 	}
 	corrupted := pyroscopeFile(t, dir+"otel-ebpf-profile-corrupted.pb.bin")
 
-	p := startIngester(t, "-limits.reject-older-than=0")
+	// Its profiles are from September 2025: no age limit on writes or reads.
+	p := startIngester(t, "-limits.reject-older-than=0", "-querier.max-query-lookback=0")
 	load := func(run string) *collectorv1.ExportProfilesServiceRequest {
 		req, err := DecodeProto(bin)
 		if err != nil {

@@ -18,7 +18,6 @@ import (
 	"github.com/hearth-dev/hearth/ingester/ingest"
 	"github.com/hearth-dev/hearth/ingester/push"
 	"github.com/hearth-dev/hearth/ingester/tenant"
-	"github.com/hearth-dev/hearth/ingester/validation"
 )
 
 // ExportProcedure is the gRPC method OTLP exporters call (the OpenTelemetry
@@ -79,14 +78,6 @@ func (s *Server) push(ctx context.Context, hdr http.Header, size int, req *colle
 		ds, err := Convert(req, s.Push.Now())
 		if err != nil {
 			return nil, fmt.Errorf("failed to convert otel profile: %w", err)
-		}
-		if lim := s.Push.Limits.MaxProfileSizeBytes; lim > 0 {
-			for i, d := range ds {
-				if n := d.Profile.SizeVT(); n > lim {
-					return nil, &validation.Error{Reason: validation.ProfileTooLarge,
-						Msg: fmt.Sprintf("converted profile %d of %d is %d bytes, more than the limit of %d (limits.max-profile-size-bytes)", i+1, len(ds), n, lim)}
-				}
-			}
 		}
 		return ds, nil
 	})

@@ -577,3 +577,16 @@ func sampleCount(req *collectorv1.ExportProfilesServiceRequest) int {
 	}
 	return n
 }
+
+// TestProfileSizeLimitApplies: limits.max-profile-size-bytes holds for each
+// converted profile.
+func TestProfileSizeLimitApplies(t *testing.T) {
+	p := startIngester(t, "-limits.max-profile-size-bytes=2000")
+	req := loadTestdata(t)
+	ctx, cancel := exportCtx("")
+	defer cancel()
+	_, err := grpcClient(t, p).Export(ctx, req)
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "max-profile-size-bytes") {
+		t.Fatalf("got %v, want InvalidArgument naming limits.max-profile-size-bytes", err)
+	}
+}
