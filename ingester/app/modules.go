@@ -20,6 +20,7 @@ import (
 	"github.com/hearth-dev/hearth/ingester/block"
 	"github.com/hearth-dev/hearth/ingester/distributor"
 	"github.com/hearth-dev/hearth/ingester/head"
+	"github.com/hearth-dev/hearth/ingester/ingest/otlp"
 	"github.com/hearth-dev/hearth/ingester/push"
 	"github.com/hearth-dev/hearth/ingester/querier"
 	"github.com/hearth-dev/hearth/ingester/remote"
@@ -225,6 +226,9 @@ func (a *App) initAPI() (services.Service, error) {
 	path, h = querierv1connect.NewQuerierServiceHandler(a.Querier, append(opts, connect.WithInterceptors(remote.SelectorInterceptor(), querier.LimitsInterceptor(cfg.Querier, a.Overrides, cfg.Auth.MultitenancyEnabled)))...)
 	a.mux.Handle(path, whileStarting(ready, h, connectError))
 	a.mux.Handle("/ingest", whileStarting(ready, il.Wrap(a.Push, true, cfg.Auth.MultitenancyEnabled, plainError), plainError))
+	otlpHandler := whileStarting(ready, il.Wrap((&otlp.Server{Push: a.Push}).Handler(opts...), true, cfg.Auth.MultitenancyEnabled, connectError), connectError)
+	a.mux.Handle(otlp.ExportProcedure, otlpHandler)
+	a.mux.Handle(otlp.HTTPPath, otlpHandler)
 	// What Grafana calls beside querier.v1 (settings, ad hoc profiles, render).
 	querier.RegisterHTTP(func(path string, h http.Handler) { a.mux.Handle(path, whileStarting(ready, h, connectError)) },
 		querier.Deps{Service: a.Querier, Bucket: a.Bucket, MaxProfileSize: cfg.Limits.MaxProfileSizeBytes, Options: opts})
