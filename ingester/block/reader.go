@@ -96,6 +96,21 @@ func (r *Reader) Meta() Meta { return r.meta }
 // Series returns the block's series index (read-only).
 func (r *Reader) Series() []Series { return r.series }
 
+// readLimited reads at most limit bytes of an object (a larger one is
+// refused by its parser without holding more than that).
+func readLimited(ctx context.Context, bkt objstore.BucketReader, name string, limit int64) ([]byte, error) {
+	rc, err := bkt.Get(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, limit))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	return b, nil
+}
+
 func readAll(ctx context.Context, bkt objstore.BucketReader, name string) ([]byte, error) {
 	rc, err := bkt.Get(ctx, name)
 	if err != nil {

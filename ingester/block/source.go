@@ -247,7 +247,11 @@ func (s *BucketSource) syncTenant(ctx context.Context, tb *tenantBlocks) error {
 		}
 		m, err := ReadMeta(ctx, s.Bucket, tenant, id)
 		if err != nil {
-			if !errors.Is(err, ErrIncomplete) && !CompactorPartial(ctx, s.Bucket, tenant, id) {
+			// Absent: not uploaded yet. Refused in a compactor's block: a torn
+			// upload, or one this build cannot read (the compactor alerts on
+			// it). A failed read is the query's error, never a silent skip:
+			// the block's sources may be long gone.
+			if !errors.Is(err, ErrIncomplete) && !(errors.Is(err, ErrMetaRefused) && CompactorPartial(ctx, s.Bucket, tenant, id)) {
 				errs = append(errs, err)
 			}
 			continue
@@ -284,6 +288,11 @@ func (s *BucketSource) syncTenant(ctx context.Context, tb *tenantBlocks) error {
 // written or uploaded, or a leftover of a crash.
 var ErrIncomplete = errors.New("block has no meta.json")
 
+// ErrMetaRefused is returned by ReadMeta for a meta.json that was read but
+// that this build refuses: torn, too large, a newer format, or naming another
+// block. Unlike ErrIncomplete it never proves a block partial.
+var ErrMetaRefused = errors.New("meta.json refused")
+
 // CompactorPartial reports whether block id is the compactor's (it holds
 // CompactorMarker): a meta.json that does not parse there is a torn upload
 // (a filesystem bucket writes objects in place), not a damaged block.
@@ -294,7 +303,8 @@ func CompactorPartial(ctx context.Context, bkt objstore.BucketReader, tenant str
 
 // ReadMeta reads and checks the meta.json of block id of tenant.
 func ReadMeta(ctx context.Context, bkt objstore.BucketReader, tenant string, id ulid.ULID) (*Meta, error) {
-	b, err := readAll(ctx, bkt, path.Join(tenant, id.String(), MetaFile))
+	name := path.Join(tenant, id.String(), MetaFile)
+	b, err := readLimited(ctx, bkt, name, maxMetaSize+1)
 	if err != nil {
 		if bkt.IsObjNotFoundErr(errors.Unwrap(err)) || bkt.IsObjNotFoundErr(err) {
 			return nil, fmt.Errorf("block %s/%s: %w", tenant, id, ErrIncomplete)
@@ -303,10 +313,10 @@ func ReadMeta(ctx context.Context, bkt objstore.BucketReader, tenant string, id 
 	}
 	m, err := ParseMeta(b)
 	if err != nil {
-		return nil, fmt.Errorf("block %s/%s: %w", tenant, id, err)
+		return nil, fmt.Errorf("%s: %w: %w", name, ErrMetaRefused, err)
 	}
 	if m.ULID != id || m.Tenant != tenant {
-		return nil, fmt.Errorf("block %s/%s: %w: meta.json names block %s of tenant %q", tenant, id, ErrCorrupt, m.ULID, m.Tenant)
+		return nil, fmt.Errorf("%s: %w: %w: meta.json names block %s of tenant %q", name, ErrMetaRefused, ErrCorrupt, m.ULID, m.Tenant)
 	}
 	return m, nil
 }

@@ -17,7 +17,11 @@
 // and only then are its inputs marked; marks come from the planner, which
 // derives them from the bucket alone, so a crash at any moment is finished
 // by the next pass. A partial upload left by a crash (a block directory with
-// the compactor's .compactor object and no meta.json) is deleted after an hour.
+// the compactor's .compactor object and no meta.json) is deleted after
+// PartialGrace (twice the job timeout). Nothing is deleted because it could
+// not be read: a block whose meta.json cannot be read is an error (and
+// hearth_compactor_unreadable_blocks), and a marked block is deleted only
+// while its replacement is in the listing.
 package compactor
 
 import (
@@ -33,6 +37,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/grafana/dskit/services"
@@ -47,9 +52,6 @@ import (
 // OwnerMarker is the object a compactor uploads first into a block it
 // writes: a block directory holding it and no meta.json is a crashed upload.
 const OwnerMarker = block.CompactorMarker
-
-// partialGrace: a partial compactor upload older than this is a leftover.
-const partialGrace = time.Hour
 
 // Options are the compactor's dependencies.
 type Options struct {
@@ -76,6 +78,8 @@ type Compactor struct {
 	log  *slog.Logger
 	m    *metrics
 	now  func() time.Time
+
+	unreadable atomic.Int64 // blocks with an unreadable meta.json seen this pass
 
 	metaMu sync.Mutex
 	metas  map[ulid.ULID]*block.Meta // meta.json is immutable: cached by ULID
@@ -148,6 +152,8 @@ func (c *Compactor) owns(key uint32) bool {
 // upkeep of the tenants it owns.
 func (c *Compactor) RunOnce(ctx context.Context) error {
 	start := c.now()
+	c.unreadable.Store(0)
+	defer func() { c.m.unreadable.Set(float64(c.unreadable.Load())) }()
 	tenants, err := c.tenants(ctx)
 	if err == nil {
 		var errs []error
@@ -192,14 +198,18 @@ func (c *Compactor) tenants(ctx context.Context) ([]string, error) {
 
 // tenantState is a tenant's bucket as listed now.
 type tenantState struct {
-	metas   []*block.Meta
-	marks   map[ulid.ULID]*block.DeletionMark
-	partial []ulid.ULID // block directories without meta.json
-	dirs    map[ulid.ULID]bool
+	metas      []*block.Meta
+	marks      map[ulid.ULID]*block.DeletionMark
+	partial    []ulid.ULID // block directories whose meta.json is absent
+	unreadable map[ulid.ULID]error
+	dirs       map[ulid.ULID]bool
 }
 
+// list reads the tenant's blocks and marks. A meta.json that cannot be read
+// (a failed request, or one this build refuses) leaves its block out of the
+// plan and in st.unreadable: never partial, never deleted.
 func (c *Compactor) list(ctx context.Context, tenant string) (*tenantState, error) {
-	st := &tenantState{dirs: map[ulid.ULID]bool{}}
+	st := &tenantState{dirs: map[ulid.ULID]bool{}, unreadable: map[ulid.ULID]error{}}
 	var ids []ulid.ULID
 	err := c.opts.Bucket.Iter(ctx, tenant+"/", func(name string) error {
 		if !strings.HasSuffix(name, "/") {
@@ -221,12 +231,16 @@ func (c *Compactor) list(ctx context.Context, tenant string) (*tenantState, erro
 		c.metaMu.Unlock()
 		if m == nil {
 			m, err = block.ReadMeta(ctx, c.opts.Bucket, tenant, id)
-			if errors.Is(err, block.ErrIncomplete) || (err != nil && ctx.Err() == nil && block.CompactorPartial(ctx, c.opts.Bucket, tenant, id)) {
+			if errors.Is(err, block.ErrIncomplete) {
 				st.partial = append(st.partial, id)
 				continue
 			}
 			if err != nil {
-				return nil, err
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				st.unreadable[id] = err
+				continue
 			}
 			c.metaMu.Lock()
 			c.metas[id] = m
@@ -248,6 +262,16 @@ func (c *Compactor) list(ctx context.Context, tenant string) (*tenantState, erro
 	return st, nil
 }
 
+// unreadableErr is the pass's error for the blocks whose meta.json could not be read.
+func (st *tenantState) unreadableErr() error {
+	var errs []error
+	for id, err := range st.unreadable {
+		errs = append(errs, fmt.Errorf("block %s: meta.json unreadable, block kept: %w", id, err))
+	}
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+	return errors.Join(errs...)
+}
+
 func (c *Compactor) planConfig(tenant string) PlanConfig {
 	return PlanConfig{Ranges: c.cfg.BlockRanges, Wait: c.cfg.FirstLevelWait, DeletionDelay: c.cfg.DeletionDelay, Retention: c.cfg.Retention(tenant)}
 }
@@ -260,6 +284,10 @@ func (c *Compactor) runTenant(ctx context.Context, tenant string) error {
 	plan := PlanTenant(tenant, st.metas, st.marks, c.now(), c.planConfig(tenant))
 	ownTenant := c.owns(TenantToken(tenant))
 	var errs []error
+	if err := st.unreadableErr(); err != nil {
+		c.unreadable.Add(int64(len(st.unreadable)))
+		errs = append(errs, err)
+	}
 	ran := false
 	for _, j := range plan.Jobs {
 		if ctx.Err() != nil {
@@ -372,16 +400,19 @@ func (c *Compactor) deleteBlocks(ctx context.Context, tenant string, ids []ulid.
 
 // cleanLeftovers finishes deletions a crash interrupted (a mark whose block
 // has no meta.json any more), removes marks of blocks that are gone, and
-// deletes the compactor's partial uploads.
+// deletes partial uploads: the compactor's after PartialGrace, an
+// ingester's (one that never came back) after AbandonedUploadGrace without
+// a write. Only an absent meta.json makes a block partial: an unreadable one
+// is kept.
 func (c *Compactor) cleanLeftovers(ctx context.Context, tenant string, st *tenantState) error {
 	var errs []error
-	complete := map[ulid.ULID]bool{}
-	for _, m := range st.metas {
-		complete[m.ULID] = true
+	gone := map[ulid.ULID]bool{}
+	for _, id := range st.partial {
+		gone[id] = true
 	}
 	now := c.now()
 	for id, d := range st.marks {
-		if complete[id] || now.Sub(d.MarkedAt) < c.cfg.DeletionDelay {
+		if (st.dirs[id] && !gone[id]) || now.Sub(d.MarkedAt) < c.cfg.DeletionDelay {
 			continue
 		}
 		if err := c.deleteBlock(ctx, tenant, id); err != nil {
@@ -389,7 +420,7 @@ func (c *Compactor) cleanLeftovers(ctx context.Context, tenant string, st *tenan
 		}
 	}
 	for _, id := range st.partial {
-		if _, marked := st.marks[id]; marked || now.Sub(ulid.Time(id.Time())) < partialGrace {
+		if _, marked := st.marks[id]; marked || now.Sub(ulid.Time(id.Time())) < c.cfg.PartialGrace() {
 			continue
 		}
 		ours, err := c.opts.Bucket.Exists(ctx, path.Join(tenant, id.String(), OwnerMarker))
@@ -398,19 +429,57 @@ func (c *Compactor) cleanLeftovers(ctx context.Context, tenant string, st *tenan
 			continue
 		}
 		if !ours {
-			continue // an ingester's upload in progress (or stalled): the shipper finishes it
+			// An ingester's upload: its shipper finishes it, unless the
+			// ingester never comes back. Its newest object tells.
+			idle, err := c.idleSince(ctx, tenant, id)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if idle.IsZero() || now.Sub(idle) < c.cfg.AbandonedUploadGrace {
+				continue
+			}
 		}
 		if err := c.deleteBlock(ctx, tenant, id); err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		c.m.leftovers.Inc()
-		c.log.Info("partial upload of a crashed compaction deleted", "tenant", tenant, "block", id)
+		c.m.leftovers.WithLabelValues(map[bool]string{true: "compactor", false: "ingester"}[ours]).Inc()
+		c.log.Info("partial upload deleted", "tenant", tenant, "block", id, "compactor", ours)
 	}
 	if len(errs) > 0 {
 		c.m.failures.WithLabelValues("cleanup").Inc()
 	}
 	return errors.Join(errs...)
+}
+
+// idleSince is the last-modified time of a block directory's newest object
+// (zero when it holds none or the bucket does not say).
+func (c *Compactor) idleSince(ctx context.Context, tenant string, id ulid.ULID) (time.Time, error) {
+	var names []string
+	if err := c.opts.Bucket.Iter(ctx, path.Join(tenant, id.String())+"/", func(name string) error {
+		names = append(names, name)
+		return nil
+	}, objstore.WithRecursiveIter()); err != nil {
+		return time.Time{}, err
+	}
+	var newest time.Time
+	for _, n := range names {
+		a, err := c.opts.Bucket.Attributes(ctx, n)
+		if c.opts.Bucket.IsObjNotFoundErr(err) {
+			continue
+		}
+		if err != nil {
+			return time.Time{}, err
+		}
+		if a.LastModified.IsZero() {
+			return time.Time{}, nil
+		}
+		if a.LastModified.After(newest) {
+			newest = a.LastModified
+		}
+	}
+	return newest, nil
 }
 
 // writeIndex lists the tenant and writes its bucket index.

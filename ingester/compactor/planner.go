@@ -130,9 +130,11 @@ func PlanTenant(tenant string, metas []*block.Meta, marks map[ulid.ULID]*block.D
 		byID[m.ULID] = m
 	}
 
-	// Deletions.
+	// Deletions: past the delay, and for a compacted mark only while what
+	// replaces it is in this listing (a replacement that cannot be read, or
+	// went away, keeps the block).
 	for id, d := range marks {
-		if _, ok := byID[id]; ok && !d.MarkedAt.After(now.Add(-cfg.DeletionDelay)) {
+		if m, ok := byID[id]; ok && !d.MarkedAt.After(now.Add(-cfg.DeletionDelay)) && replacementPresent(m, d, metas, sizes[0]) {
 			p.Deletes = append(p.Deletes, id)
 		}
 	}
@@ -345,6 +347,54 @@ func subset(ids []ulid.ULID, c *block.Compaction) bool {
 	}
 	for _, id := range ids {
 		if _, ok := set[id]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// replacementPresent reports whether marked block m may go: a retention mark
+// at once; a compacted one when every block of its mark's ReplacedBy is in
+// metas, or (a replacement itself replaced and deleted since) when blocks in
+// metas still hold its rows: for an ingester's block, a compacted block
+// listing it as a source for each first-level range it overlaps; for a
+// compacted block, one that replaces it.
+func replacementPresent(m *block.Meta, d *block.DeletionMark, metas []*block.Meta, first int64) bool {
+	if d.Reason == block.ReasonRetention {
+		return true
+	}
+	present := make(map[ulid.ULID]bool, len(metas))
+	for _, o := range metas {
+		present[o.ULID] = true
+	}
+	all := len(d.ReplacedBy) > 0
+	for _, id := range d.ReplacedBy {
+		all = all && present[id]
+	}
+	if all {
+		return true
+	}
+	if m.Compaction != nil {
+		for _, c := range metas {
+			if c.Compaction != nil && replaces(c, m) {
+				return true
+			}
+		}
+		return false
+	}
+	n := 0
+	for r := align(m.MinTime, first); r.start <= m.MaxTime; r = (rng{r.end, r.end + first}) {
+		if n++; n > maxRangesPerBlock {
+			return false
+		}
+		held := false
+		for _, c := range metas {
+			if c.Compaction != nil && c.ULID != m.ULID && (rng{c.Compaction.RangeStart, c.Compaction.RangeEnd}).contains(r) && c.Compaction.HasSource(m.ULID) {
+				held = true
+				break
+			}
+		}
+		if !held {
 			return false
 		}
 	}
