@@ -139,7 +139,7 @@ func (r *Reader) SeriesLabels(match func(model.Labels) bool, start, end int64) [
 
 // Symbols returns the block's symbol tables, loading them when not cached.
 func (r *Reader) Symbols(ctx context.Context) (*symdb.Snapshot, error) {
-	return r.syms.get(r.meta.ULID.String(), func() (*symdb.Snapshot, error) {
+	return r.syms.get(ctx, r.meta.ULID.String(), func(ctx context.Context) (*symdb.Snapshot, error) {
 		b, err := readAll(ctx, r.bkt, path.Join(r.prefix, SymbolsFile))
 		if err != nil {
 			return nil, err

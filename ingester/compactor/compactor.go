@@ -90,6 +90,7 @@ type Compactor struct {
 	passes   int64
 	lastPass time.Time
 	lastErr  string
+	gauged   map[string]bool // tenants with a lastSuccess series
 }
 
 // New builds the compactor; start it as a service.
@@ -156,6 +157,7 @@ func (c *Compactor) RunOnce(ctx context.Context) error {
 	defer func() { c.m.unreadable.Set(float64(c.unreadable.Load())) }()
 	tenants, err := c.tenants(ctx)
 	if err == nil {
+		c.forgetTenantsBut(tenants)
 		var errs []error
 		for _, t := range tenants {
 			if ctx.Err() != nil {
@@ -179,6 +181,22 @@ func (c *Compactor) RunOnce(ctx context.Context) error {
 		c.m.failures.WithLabelValues("pass").Inc()
 	}
 	return err
+}
+
+// forgetTenantsBut deletes the per-tenant series of tenants no longer in
+// the bucket (their blocks all deleted), so they do not stay forever.
+func (c *Compactor) forgetTenantsBut(tenants []string) {
+	c.statusMu.Lock()
+	defer c.statusMu.Unlock()
+	if c.gauged == nil {
+		c.gauged = map[string]bool{}
+	}
+	for t := range c.gauged {
+		if _, found := slices.BinarySearch(tenants, t); !found {
+			c.m.lastSuccess.DeleteLabelValues(t)
+			delete(c.gauged, t)
+		}
+	}
 }
 
 func (c *Compactor) tenants(ctx context.Context) ([]string, error) {
@@ -524,6 +542,12 @@ func (c *Compactor) runJob(ctx context.Context, j Job, st *tenantState) (err err
 			c.log.Warn("compaction job failed", "job", j.Key(), "inputs", len(j.Inputs), "err", err)
 		} else {
 			c.m.lastSuccess.WithLabelValues(j.Tenant).Set(float64(time.Now().Unix()))
+			c.statusMu.Lock()
+			if c.gauged == nil {
+				c.gauged = map[string]bool{}
+			}
+			c.gauged[j.Tenant] = true
+			c.statusMu.Unlock()
 			c.log.Info("compaction job done", "job", j.Key(), "inputs", len(j.Inputs), "output", js.Output,
 				"rows_in", js.RowsIn, "rows_out", js.RowsOut, "duplicates", js.Duplicates, "bytes_in", js.BytesIn, "bytes_out", js.BytesOut, "seconds", js.Seconds)
 		}

@@ -363,3 +363,48 @@ func TestReaderFailsOnUnreadableMeta(t *testing.T) {
 		t.Fatalf("after the fault: %d rows, want %d", rows, n)
 	}
 }
+
+// TestTenantGaugesForgotten (finding 7): the per-tenant series stayed after
+// the tenant's last block left the bucket.
+func TestTenantGaugesForgotten(t *testing.T) {
+	dir := t.TempDir()
+	bkt, err := filesystem.NewBucket(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)
+	writeReplicas(t, dir, testPushes(start)[:30], 2, start.UnixNano(), time.Hour, 0)
+	reg := prometheus.NewRegistry()
+	now := start.Add(5 * time.Hour)
+	c, err := New(Options{Config: faultCfg, Bucket: bkt, Dir: t.TempDir(), Registerer: reg, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	series := func() int {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "hearth_compactor_last_successful_job_timestamp_seconds" {
+				return len(mf.Metric)
+			}
+		}
+		return 0
+	}
+	if err := c.RunOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if series() != 1 {
+		t.Fatalf("%d series after a job, want 1", series())
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "t")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RunOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := series(); n != 0 {
+		t.Fatalf("%d series of a tenant gone from the bucket", n)
+	}
+}
