@@ -83,6 +83,7 @@ type Compactor struct {
 
 	metaMu sync.Mutex
 	metas  map[ulid.ULID]*block.Meta // meta.json is immutable: cached by ULID
+	marks  map[string]map[ulid.ULID]*block.DeletionMark // per tenant, as last listed
 
 	statusMu sync.Mutex
 	jobs     []JobStatus // most recent last
@@ -108,7 +109,7 @@ func New(opts Options) (*Compactor, error) {
 		opts.Now = time.Now
 	}
 	c := &Compactor{opts: opts, cfg: opts.Config, log: opts.Logger.With("component", "compactor"), now: opts.Now,
-		metas: map[ulid.ULID]*block.Meta{}}
+		metas: map[ulid.ULID]*block.Meta{}, marks: map[string]map[ulid.ULID]*block.DeletionMark{}}
 	c.m = newMetrics(opts.Registerer)
 	c.Service = services.NewBasicService(c.starting, c.running, nil)
 	return c, nil
@@ -197,6 +198,18 @@ func (c *Compactor) forgetTenantsBut(tenants []string) {
 			delete(c.gauged, t)
 		}
 	}
+	c.metaMu.Lock()
+	defer c.metaMu.Unlock()
+	for t := range c.marks {
+		if _, found := slices.BinarySearch(tenants, t); !found {
+			delete(c.marks, t)
+		}
+	}
+	for id, m := range c.metas {
+		if _, found := slices.BinarySearch(tenants, m.Tenant); !found {
+			delete(c.metas, id)
+		}
+	}
 }
 
 func (c *Compactor) tenants(ctx context.Context) ([]string, error) {
@@ -273,10 +286,29 @@ func (c *Compactor) list(ctx context.Context, tenant string) (*tenantState, erro
 		}
 	}
 	c.metaMu.Unlock()
-	st.marks, err = block.ListDeletionMarks(ctx, c.opts.Bucket, tenant, nil)
+	// Marks are immutable too: only new ones are read.
+	c.metaMu.Lock()
+	known := c.marks[tenant]
+	c.metaMu.Unlock()
+	listed := map[ulid.ULID]bool{}
+	st.marks, err = block.ListDeletionMarks(ctx, c.opts.Bucket, tenant, func(id ulid.ULID) bool {
+		listed[id] = true
+		return known[id] == nil
+	})
 	if err != nil {
 		return nil, err
 	}
+	cache := make(map[ulid.ULID]*block.DeletionMark, len(listed))
+	for id := range listed {
+		if d := st.marks[id]; d != nil {
+			cache[id] = d
+		} else if d := known[id]; d != nil {
+			st.marks[id], cache[id] = d, d
+		}
+	}
+	c.metaMu.Lock()
+	c.marks[tenant] = cache
+	c.metaMu.Unlock()
 	return st, nil
 }
 

@@ -1,12 +1,15 @@
 package compactor
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -406,5 +409,60 @@ func TestTenantGaugesForgotten(t *testing.T) {
 	}
 	if n := series(); n != 0 {
 		t.Fatalf("%d series of a tenant gone from the bucket", n)
+	}
+}
+
+// markReads counts reads of deletion marks.
+type markReads struct {
+	objstore.Bucket
+	n atomic.Int64
+}
+
+func (m *markReads) Get(ctx context.Context, name string) (io.ReadCloser, error) {
+	if strings.Contains(name, "/"+block.MarkersDir+"/") {
+		m.n.Add(1)
+	}
+	return m.Bucket.Get(ctx, name)
+}
+
+// TestMarksReadOnce (finding 4): every pass read every deletion mark again;
+// marks are immutable, so a pass reads only the new ones.
+func TestMarksReadOnce(t *testing.T) {
+	dir := t.TempDir()
+	bkt, err := filesystem.NewBucket(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)
+	writeReplicas(t, dir, testPushes(start)[:60], 1, start.UnixNano(), 2*time.Minute, 0)
+	ctx := context.Background()
+	mr := &markReads{Bucket: bkt}
+	now := time.Now()
+	c, err := New(Options{Config: faultCfg, Bucket: mr, Dir: t.TempDir(), Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.list(ctx, "t")
+	if err != nil || len(st.metas) < 5 {
+		t.Fatalf("%d blocks, %v", len(st.metas), err)
+	}
+	for _, m := range st.metas {
+		b, _ := block.MarshalDeletionMark(&block.DeletionMark{Version: 1, ID: m.ULID, Tenant: "t", MarkedAt: now, Reason: block.ReasonRetention})
+		if err := bkt.Upload(ctx, block.DeletionMarkPath("t", m.ULID), bytes.NewReader(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	first := mr.n.Load()
+	if err := c.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if again := mr.n.Load() - first; again != 0 || first < int64(len(st.metas)) {
+		t.Fatalf("first pass read %d marks (of %d), the next %d", first, len(st.metas), again)
+	}
+	if st, err := c.list(ctx, "t"); err != nil || len(st.marks) != len(st.metas) {
+		t.Fatalf("cached marks: %d for %d blocks, %v", len(st.marks), len(st.metas), err)
 	}
 }
