@@ -82,7 +82,7 @@ type Compactor struct {
 	unreadable atomic.Int64 // blocks with an unreadable meta.json seen this pass
 
 	metaMu sync.Mutex
-	metas  map[ulid.ULID]*block.Meta // meta.json is immutable: cached by ULID
+	metas  map[ulid.ULID]*block.Meta                    // meta.json is immutable: cached by ULID
 	marks  map[string]map[ulid.ULID]*block.DeletionMark // per tenant, as last listed
 
 	statusMu sync.Mutex
