@@ -327,12 +327,15 @@ func (c *Compactor) planConfig(tenant string) PlanConfig {
 }
 
 func (c *Compactor) runTenant(ctx context.Context, tenant string) error {
+	ownTenant := c.owns(TenantToken(tenant))
+	if !ownTenant && !c.mayOwnJobs(ctx, tenant) {
+		return nil
+	}
 	st, err := c.list(ctx, tenant)
 	if err != nil {
 		return err
 	}
 	plan := PlanTenant(tenant, st.metas, st.marks, c.now(), c.planConfig(tenant))
-	ownTenant := c.owns(TenantToken(tenant))
 	var errs []error
 	if err := st.unreadableErr(); err != nil {
 		c.unreadable.Add(int64(len(st.unreadable)))
@@ -382,6 +385,41 @@ func (c *Compactor) runTenant(ctx context.Context, tenant string) error {
 	}
 	return errors.Join(errs...)
 }
+
+// mayOwnJobs reports whether this instance, not the tenant's owner, may own
+// one of the tenant's jobs: planned from the bucket index the owner writes
+// every pass (one read instead of listing the blocks and marks). A missing,
+// unreadable or stale index (its owner down) says yes, and the tenant is
+// listed as before. Blocks uploaded after the index wait for the next one.
+func (c *Compactor) mayOwnJobs(ctx context.Context, tenant string) bool {
+	rc, err := c.opts.Bucket.Get(ctx, block.IndexPath(tenant))
+	if err != nil {
+		return true
+	}
+	b, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil {
+		return true
+	}
+	ix, err := block.ParseIndex(b)
+	if err != nil || ix.Tenant != tenant || c.now().Sub(ix.UpdatedAt) > indexFreshness(c.cfg.CompactionInterval) {
+		return true
+	}
+	marks := make(map[ulid.ULID]*block.DeletionMark, len(ix.DeletionMarks))
+	for _, d := range ix.DeletionMarks {
+		marks[d.ID] = d
+	}
+	for _, j := range PlanTenant(tenant, ix.Blocks, marks, c.now(), c.planConfig(tenant)).Jobs {
+		if c.owns(j.Token()) {
+			return true
+		}
+	}
+	return false
+}
+
+// indexFreshness: an index older than this is not trusted to plan from (its
+// writer missed passes).
+func indexFreshness(interval time.Duration) time.Duration { return 3*interval + time.Minute }
 
 func (c *Compactor) applyMarks(ctx context.Context, tenant string, marks []Mark, st *tenantState) error {
 	var errs []error

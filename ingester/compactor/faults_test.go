@@ -466,3 +466,82 @@ func TestMarksReadOnce(t *testing.T) {
 		t.Fatalf("cached marks: %d for %d blocks, %v", len(st.marks), len(st.metas), err)
 	}
 }
+
+// listCount counts listings of a prefix.
+type listCount struct {
+	objstore.Bucket
+	prefix string
+	n      atomic.Int64
+}
+
+func (l *listCount) Iter(ctx context.Context, dir string, f func(string) error, opts ...objstore.IterOption) error {
+	if strings.HasPrefix(dir, l.prefix) {
+		l.n.Add(1)
+	}
+	return l.Bucket.Iter(ctx, dir, f, opts...)
+}
+
+// TestNonOwnerReadsOnlyTheIndex (finding 4): every ingester listed every
+// tenant's blocks and marks on every pass before knowing whether it owned
+// anything. An instance that owns neither the tenant nor any of its jobs
+// now reads the tenant's bucket index only.
+func TestNonOwnerReadsOnlyTheIndex(t *testing.T) {
+	dir := t.TempDir()
+	bkt, err := filesystem.NewBucket(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)
+	writeReplicas(t, dir, testPushes(start)[:60], 2, start.UnixNano(), 7*time.Minute, time.Minute)
+	now := start.Add(30 * time.Minute) // no range complete yet: no job
+	owner, err := New(Options{Config: faultCfg, Bucket: bkt, Dir: t.TempDir(), Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := owner.RunOnce(context.Background()); err != nil { // writes the index
+		t.Fatal(err)
+	}
+	lc := &listCount{Bucket: bkt, prefix: "t/"}
+	other, err := New(Options{Config: faultCfg, Bucket: lc, Dir: t.TempDir(), Now: func() time.Time { return now },
+		Owns: func(uint32) (bool, error) { return false, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.RunOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := lc.n.Load(); n != 0 {
+		t.Fatalf("an instance owning nothing of the tenant listed it %d times", n)
+	}
+	// Once a job exists, an instance owning it (not the tenant) lists the
+	// tenant and runs it.
+	now = start.Add(2 * time.Hour)
+	tenantOnly, err := New(Options{Config: faultCfg, Bucket: bkt, Dir: t.TempDir(), Now: func() time.Time { return now },
+		Owns: func(key uint32) (bool, error) { return key == TenantToken("t"), nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tenantOnly.RunOnce(context.Background()); err != nil { // the index, with the jobs to plan
+		t.Fatal(err)
+	}
+	jobOwner, err := New(Options{Config: faultCfg, Bucket: lc, Dir: t.TempDir(), Now: func() time.Time { return now },
+		Owns: func(key uint32) (bool, error) { return key != TenantToken("t"), nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := jobOwner.RunOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if js := jobOwner.Status().Jobs; len(js) == 0 || js[0].Result != "success" || lc.n.Load() == 0 {
+		t.Fatalf("the jobs' owner: jobs %+v, %d listings", js, lc.n.Load())
+	}
+	// A stale index (its writer down) is not trusted: the tenant is listed.
+	before := lc.n.Load()
+	now = now.Add(time.Hour)
+	if err := other.RunOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if lc.n.Load() == before {
+		t.Fatal("with a stale index the tenant was not listed")
+	}
+}
