@@ -134,7 +134,7 @@ func (a *App) initShipper() (services.Service, error) {
 		// The store is built next (it depends on the shipper) and this runs only
 		// once the shipper runs: the WAL segments a block covers can go.
 		OnUploaded: func(tenant string, id ulid.ULID) {
-			a.uploads.set(id, time.Now(), time.Hour)
+			a.uploads.set(id, time.Now(), uploadMemory(cfg.Ingester.LocalRetention))
 			a.Store.Uploaded(tenant, id.String())
 		},
 	})
@@ -142,7 +142,7 @@ func (a *App) initShipper() (services.Service, error) {
 	if blocks, err := a.Shipper.LocalBlocks(); err == nil {
 		for _, b := range blocks {
 			if b.Uploaded {
-				a.uploads.set(b.ULID, b.UploadedAt, time.Hour)
+				a.uploads.set(b.ULID, b.UploadedAt, uploadMemory(cfg.Ingester.LocalRetention))
 			}
 		}
 	}
