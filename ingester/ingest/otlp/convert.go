@@ -42,6 +42,7 @@ import (
 
 	"github.com/hearth-dev/hearth/ingester/ingest"
 	"github.com/hearth-dev/hearth/ingester/model"
+	"github.com/hearth-dev/hearth/ingester/normalize"
 )
 
 // Attribute keys with a meaning of their own (OpenTelemetry semantic conventions).
@@ -160,7 +161,7 @@ func attributeLabels(resource, scope []*commonv1.KeyValue) ([]ingest.LabelPair, 
 // equal (service.name and service_name of one service) and refused
 // otherwise, as Pyroscope's label validation does.
 func addLabel(ls []ingest.LabelPair, name, value string) ([]ingest.LabelPair, error) {
-	san, ok := SanitizeLabelName(name)
+	san, ok := normalize.SanitizeLabelName(name)
 	if !ok {
 		return nil, fmt.Errorf("attribute %q cannot be a label name: it must match [a-zA-Z_.][a-zA-Z0-9_.]*", name)
 	}
@@ -174,35 +175,6 @@ func addLabel(ls []ingest.LabelPair, name, value string) ([]ingest.LabelPair, er
 		return nil, fmt.Errorf("label %q is given twice with different values (%q and %q) once dots become underscores", san, l.Value, value)
 	}
 	return append(ls, ingest.LabelPair{Name: san, Value: value}), nil
-}
-
-// SanitizeLabelName turns an OpenTelemetry attribute key into a label name as
-// Pyroscope does: dots become underscores. ok is false for a key that is no
-// label name even then (empty, a leading digit, another character than
-// [a-zA-Z0-9_.]).
-func SanitizeLabelName(key string) (string, bool) {
-	if key == "" {
-		return "", false
-	}
-	dots := false
-	for i := 0; i < len(key); i++ {
-		c := key[i]
-		switch {
-		case c == '_', c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z':
-		case c >= '0' && c <= '9':
-			if i == 0 {
-				return "", false
-			}
-		case c == '.':
-			dots = true
-		default:
-			return "", false
-		}
-	}
-	if !dots {
-		return key, true
-	}
-	return strings.ReplaceAll(key, ".", "_"), true
 }
 
 // at is t[i], or an error naming the table when i is out of it.
@@ -489,7 +461,7 @@ func (b *builder) sampleLabels(s *profilesv1.Sample) ([]*googlev1.Label, error) 
 		if k == attrServiceName {
 			continue
 		}
-		name, ok := SanitizeLabelName(k)
+		name, ok := normalize.SanitizeLabelName(k)
 		if !ok {
 			return nil, fmt.Errorf("attribute %q cannot be a label name: it must match [a-zA-Z_.][a-zA-Z0-9_.]*", k)
 		}

@@ -87,21 +87,6 @@ func TestServiceName(t *testing.T) {
 	}
 }
 
-func TestSanitizeLabelName(t *testing.T) {
-	for in, want := range map[string]string{
-		"service.name": "service_name", "k8s.pod.name": "k8s_pod_name", ".x": "_x", "a_b9": "a_b9",
-		"": "!", "9lives": "!", "a-b": "!", "naïve": "!", "a b": "!",
-	} {
-		got, ok := SanitizeLabelName(in)
-		if !ok {
-			got = "!"
-		}
-		if got != want {
-			t.Errorf("%q: %q, want %q", in, got, want)
-		}
-	}
-}
-
 // TestSeriesLabels: resource then scope attributes with a string value, the
 // first of a key winning, sanitized; service.name merged into service_name;
 // __name__ from the type; ints, empty strings and __name__ attributes left out.
