@@ -30,6 +30,8 @@ import (
 	"github.com/grafana/pyroscope/api/gen/proto/go/settings/v1/settingsv1connect"
 	typesv1 "github.com/grafana/pyroscope/api/gen/proto/go/types/v1"
 
+	"github.com/hearth-dev/hearth/ingester/normalize"
+	"github.com/hearth-dev/hearth/ingester/pprofdec"
 	"github.com/hearth-dev/hearth/internal/testutil"
 )
 
@@ -44,6 +46,17 @@ func grafanaProfile(t *testing.T, ts time.Time) *profile.Profile {
 	t.Helper()
 	raw, err := os.ReadFile(testutil.WriteProfiles(t, t.TempDir())[1])
 	if err != nil {
+		t.Fatal(err)
+	}
+	// Pushed as Pyroscope stores a Go profile (type parameters dropped,
+	// truncated stacks completed), so that the test's pprof arithmetic on
+	// it is what the ingester answers.
+	gp, err := pprofdec.DecodePprof(raw, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	normalize.FixGo(gp, normalize.Default())
+	if raw, err = gp.MarshalVT(); err != nil {
 		t.Fatal(err)
 	}
 	p, err := profile.ParseData(raw)

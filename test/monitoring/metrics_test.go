@@ -282,8 +282,8 @@ func ingesterSeries(t *testing.T) series {
 	if code := post(t, procs[0].URL+"/ingest?name=heap&format=bogus", "application/octet-stream", []byte("x")); code != http.StatusUnsupportedMediaType {
 		t.Errorf("push in an unsupported format: %d, want 415", code)
 	}
-	if code := post(t, procs[0].URL+"/ingest?name=heap&format=pprof", "application/octet-stream", []byte("not a profile")); code != http.StatusBadRequest {
-		t.Errorf("push of a broken profile: %d, want 400", code)
+	if code := post(t, procs[0].URL+"/ingest?name=heap&format=pprof", "application/octet-stream", []byte("not a profile")); code != http.StatusUnprocessableEntity {
+		t.Errorf("push of a broken profile: %d, want 422 (Pyroscope's answer)", code)
 	}
 	all, _, err := testutil.CountProfiles(procs[0].URL, nil, perProfile)
 	if err != nil {
