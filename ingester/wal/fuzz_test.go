@@ -3,11 +3,14 @@ package wal
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/hearth-dev/hearth/internal/formatver"
 )
 
 // fuzzSeeds are the seed inputs of FuzzReplay; they are also committed under
@@ -101,6 +104,22 @@ func FuzzReplay(f *testing.F) {
 			offs = append(offs, off)
 			return nil
 		})
+		var ve *versionError
+		if errors.As(err, &ve) {
+			// A record of another version: Replay refuses the segment and
+			// leaves it as it was.
+			dir := t.TempDir()
+			if err := os.WriteFile(segPath(dir, 1), data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := Replay(dir, ReplayOptions{}, func(Pos, []byte) error { return nil }); !errors.Is(err, formatver.ErrUnsupported) {
+				t.Fatalf("replay of a segment with version %d at %d: %v", ve.version, ve.off, err)
+			}
+			if b, err := os.ReadFile(segPath(dir, 1)); err != nil || !bytes.Equal(b, data) {
+				t.Fatalf("refused segment changed (%v)", err)
+			}
+			return
+		}
 		if err != nil {
 			t.Fatalf("scan error: %v", err)
 		}
