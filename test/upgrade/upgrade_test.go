@@ -402,6 +402,17 @@ func TestRollingUpgradeFromPreviousRelease(t *testing.T) {
 
 	time.Sleep(5 * time.Second) // a few cuts (2 s blocks) uploaded by the previous release
 	r.exactlyOnce(p, r.members[0], per, "previous release only")
+	for i := 0; ; i++ {
+		// Blocks of the previous release in the bucket, for the new compactor to merge.
+		if n, _, _, _ := bucketState(t, r.bucket, "anonymous"); n > 0 {
+			t.Logf("the previous release uploaded %d blocks", n)
+			break
+		}
+		if i == 100 {
+			t.Fatal("the previous release uploaded no block in 15 s (2 s blocks)")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 
 	// Upgrade one member at a time, under load.
 	for i, m := range r.members {
