@@ -32,6 +32,12 @@ func fuzzSeeds() map[string][]byte {
 	binary.LittleEndian.PutUint32(hdr[12:16], crc32.Checksum(hdr[0:12], castagnoli))
 	huge = append(huge, hdr...)
 	huge = append(huge, "some bytes"...)
+	// A record of version 2 (a newer release) after good ones, and after a torn write.
+	future := appendRecord(nil, []byte("from a newer release"))
+	future[4] = 2
+	binary.LittleEndian.PutUint32(future[12:16], crc32.Checksum(future[0:12], castagnoli))
+	newer := append(bytes.Clone(valid), future...)
+	newerAfterTorn := append(append(bytes.Clone(valid), make([]byte, 40)...), future...)
 	nested := appendRecord(nil, appendRecord(nil, []byte("inner")))
 	nestedTorn := nested[:len(nested)-1]
 	return map[string][]byte{
@@ -44,6 +50,8 @@ func fuzzSeeds() map[string][]byte {
 		"nested":      nested,
 		"nested-torn": nestedTorn,
 		"short":       valid[:7],
+		"newer":       newer,
+		"newer-torn":  newerAfterTorn,
 	}
 }
 
