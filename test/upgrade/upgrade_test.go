@@ -24,10 +24,10 @@ import (
 	"connectrpc.com/connect"
 	"github.com/google/pprof/profile"
 	"github.com/google/uuid"
-	"github.com/oklog/ulid/v2"
 	pushv1 "github.com/grafana/pyroscope/api/gen/proto/go/push/v1"
 	"github.com/grafana/pyroscope/api/gen/proto/go/push/v1/pushv1connect"
 	typesv1 "github.com/grafana/pyroscope/api/gen/proto/go/types/v1"
+	"github.com/oklog/ulid/v2"
 	"github.com/thanos-io/objstore/providers/filesystem"
 
 	"github.com/hearth-dev/hearth/ingester/block"
@@ -47,10 +47,10 @@ type proc struct {
 // member is one ingester of the ring: its ports, data directory and
 // identity stay the same whichever release runs it.
 type member struct {
-	id                string
-	port, internal    int
-	memberlist        int
-	dataDir           string
+	id               string
+	port, internal   int
+	memberlist       int
+	dataDir          string
 	release          string // "previous" or "current"
 	p                *proc
 	url, internalURL string // internalURL: the internal listener (current), the public one (previous)
