@@ -31,6 +31,7 @@ import (
 	"github.com/hearth-dev/hearth/ingester/ring"
 	"github.com/hearth-dev/hearth/ingester/shipper"
 	"github.com/hearth-dev/hearth/ingester/store"
+	"github.com/hearth-dev/hearth/ingester/validation"
 	"github.com/hearth-dev/hearth/internal/formatver"
 )
 
@@ -53,7 +54,8 @@ type App struct {
 	Remote      *remote.Source
 	Push        *push.Handler
 	Querier     *querier.Service
-	Compactor   *compactor.Compactor // nil when -compactor.enabled=false
+	Compactor   *compactor.Compactor  // nil when -compactor.enabled=false
+	Overrides   *validation.Overrides // each tenant's effective limits (runtimeconfig.go)
 
 	uploads uploadClock // when local blocks reached the bucket
 

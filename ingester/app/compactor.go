@@ -14,6 +14,7 @@ import (
 	"github.com/hearth-dev/hearth/ingester/head"
 	"github.com/hearth-dev/hearth/ingester/model"
 	"github.com/hearth-dev/hearth/ingester/querier"
+	"github.com/hearth-dev/hearth/ingester/shipper"
 )
 
 // initCompactor is the compactor module: it compacts the bucket, jobs going
@@ -51,6 +52,8 @@ type uploadClock struct {
 	at map[ulid.ULID]time.Time
 }
 
+// set records block id's upload at t, and forgets uploads older than forget
+// (0: never).
 func (u *uploadClock) set(id ulid.ULID, t time.Time, forget time.Duration) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -59,10 +62,24 @@ func (u *uploadClock) set(id ulid.ULID, t time.Time, forget time.Duration) {
 	}
 	u.at[id] = t
 	for k, v := range u.at {
-		if time.Since(v) > forget {
+		if forget > 0 && time.Since(v) > forget {
 			delete(u.at, k)
 		}
 	}
+}
+
+// uploadMemory is how long uploadClock must remember an upload: as long as
+// the local copy can exist (its ULID time plus the local retention, and the
+// upload is after the ULID time), plus an hour. Forgetting sooner made a
+// local block 1-6h old look "not in the bucket yet" to every peer query.
+func uploadMemory(localRetention time.Duration) time.Duration {
+	switch {
+	case localRetention < 0:
+		return 0 // local copies are kept forever
+	case localRetention == 0:
+		localRetention = shipper.DefaultLocalRetention
+	}
+	return localRetention + time.Hour
 }
 
 // recent reports whether block id is not in the bucket yet (as far as this

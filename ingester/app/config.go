@@ -10,10 +10,14 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/grafana/dskit/runtimeconfig"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/hearth-dev/hearth/ingester/bucket"
 	"github.com/hearth-dev/hearth/ingester/compactor"
+	"github.com/hearth-dev/hearth/ingester/normalize"
+	"github.com/hearth-dev/hearth/ingester/push"
+	"github.com/hearth-dev/hearth/ingester/querier"
 	"github.com/hearth-dev/hearth/ingester/ring"
 	"github.com/hearth-dev/hearth/ingester/validation"
 	"github.com/hearth-dev/hearth/ingester/wal"
@@ -32,6 +36,10 @@ type Config struct {
 	Storage    bucket.Config         `yaml:"storage"`
 	Limits     validation.Limits     `yaml:"limits"`
 	Compactor  compactor.Config      `yaml:"compactor"`
+	Normalize  normalize.Config      `yaml:"normalize"`
+	Querier    querier.Config        `yaml:"querier"`
+	// RuntimeConfig is -runtime-config.*: per-tenant overrides reloaded while running.
+	RuntimeConfig runtimeconfig.Config `yaml:"runtime_config"`
 	// ShutdownDelay keeps serving after a stop begins (not ready, LEAVING), so
 	// that clients and load balancers stop sending here before the port closes.
 	ShutdownDelay time.Duration `yaml:"shutdown_delay"`
@@ -77,6 +85,8 @@ type IngesterConfig struct {
 
 	MaxPendingUploadBytes ByteSize      `yaml:"max_pending_upload_bytes"`
 	FinalFlushTimeout     time.Duration `yaml:"final_flush_timeout"`
+	// InstanceLimits bound what this ingester takes on (-ingester.instance-limits.*).
+	InstanceLimits push.InstanceLimits `yaml:"instance_limits"`
 	// LeavePropagationTimeout bounds the wait, on a stop, for the other members to
 	// see this one LEAVING before it refuses writes.
 	LeavePropagationTimeout time.Duration `yaml:"leave_propagation_timeout"`
@@ -114,9 +124,13 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.Var(&c.Ingester.MaxPendingUploadBytes, "ingester.max-pending-upload-bytes", "Refuse writes (503) while more than this of blocks waits for upload, e.g. while the bucket is down (0: no limit).")
 	f.DurationVar(&c.Ingester.LeavePropagationTimeout, "ingester.leave-propagation-timeout", 5*time.Second, "On a stop, how long to wait for every other ring member to see this one LEAVING before it stops taking writes (a peer with a stale ring would otherwise send it writes that fail their quorum). 0: do not wait.")
 	f.DurationVar(&c.Ingester.FinalFlushTimeout, "ingester.final-flush-timeout", 5*time.Minute, "How long a final stop (scale-down, /ingester/shutdown) may take to flush and upload before it gives up and keeps its WAL and tokens.")
+	c.Ingester.InstanceLimits.RegisterFlags(f)
 	c.Storage.RegisterFlags(f)
 	c.Limits.RegisterFlags(f)
 	c.Compactor.RegisterFlags(f)
+	c.Normalize.RegisterFlags(f)
+	c.Querier.RegisterFlags(f)
+	c.RuntimeConfig.RegisterFlags(f)
 }
 
 // ParseConfig builds the config: defaults, then the YAML file named by
@@ -193,6 +207,18 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Compactor.Validate(); err != nil {
 		return err
+	}
+	if err := c.Querier.Validate(); err != nil {
+		return err
+	}
+	if err := c.Ingester.InstanceLimits.Validate(); err != nil {
+		return err
+	}
+	if err := c.Limits.Validate(); err != nil {
+		return fmt.Errorf("limits: %w", err)
+	}
+	if len(c.RuntimeConfig.LoadPath) > 0 && c.RuntimeConfig.ReloadPeriod <= 0 {
+		return errors.New("runtime-config.reload-period must be positive")
 	}
 	return c.Storage.Validate()
 }

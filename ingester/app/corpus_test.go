@@ -16,6 +16,7 @@ import (
 	querierv1 "github.com/grafana/pyroscope/api/gen/proto/go/querier/v1"
 	typesv1 "github.com/grafana/pyroscope/api/gen/proto/go/types/v1"
 
+	"github.com/hearth-dev/hearth/ingester/normalize"
 	"github.com/hearth-dev/hearth/ingester/pprofdec"
 	"github.com/hearth-dev/hearth/internal/testutil"
 )
@@ -31,7 +32,7 @@ func stackKey(s *profile.Sample) string {
 			if ln.Function != nil {
 				name, file = ln.Function.Name, ln.Function.Filename
 			}
-			// The ingester stores invalid UTF-8 as U+FFFD (invalid_utf8.pb.gz).
+			// With -normalize.sanitize-invalid-utf8 the ingester stores invalid UTF-8 as U+FFFD (invalid_utf8.pb.gz); by default it refuses it, as Pyroscope does.
 			fmt.Fprintf(&b, "|%s@%s:%d", strings.ToValidUTF8(name, "\uFFFD"), strings.ToValidUTF8(file, "\uFFFD"), ln.Line)
 		}
 		b.WriteByte(';')
@@ -93,7 +94,15 @@ func TestCorpusMergeProfileExact(t *testing.T) {
 				rejected++
 				return
 			}
-			want, perr := profile.ParseData(raw)
+			// What Pyroscope stores, and so Hearth: a Go profile gets the Go
+			// repairs (type parameters dropped, truncated stacks completed).
+			wantRaw := raw
+			if gp, err := pprofdec.DecodePprof(raw, 0); err == nil && normalize.Language("", gp) == "go" && normalize.FixGo(gp, normalize.Default()) {
+				if wantRaw, err = gp.MarshalVT(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, perr := profile.ParseData(wantRaw)
 			if perr != nil {
 				// google/pprof cannot parse it (dotnet-pprof-3): compare with our own decode instead.
 				unparsable++

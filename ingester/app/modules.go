@@ -20,6 +20,7 @@ import (
 	"github.com/hearth-dev/hearth/ingester/block"
 	"github.com/hearth-dev/hearth/ingester/distributor"
 	"github.com/hearth-dev/hearth/ingester/head"
+	"github.com/hearth-dev/hearth/ingester/ingest/otlp"
 	"github.com/hearth-dev/hearth/ingester/push"
 	"github.com/hearth-dev/hearth/ingester/querier"
 	"github.com/hearth-dev/hearth/ingester/remote"
@@ -62,12 +63,13 @@ func (a *App) modules() []module {
 	return []module{
 		{Server, a.initServer, nil},
 		{InternalServer, a.initInternalServer, nil},
+		{RuntimeConfig, a.initRuntimeConfig, []string{Server, InternalServer}},
 		{Shipper, a.initShipper, nil},
-		{Store, a.initStore, []string{Server, InternalServer, Shipper}},
+		{Store, a.initStore, []string{Server, InternalServer, Shipper, RuntimeConfig}},
 		{Ring, a.initRing, []string{Server, InternalServer, Store}},
-		{API, a.initAPI, []string{Server, InternalServer, Store, Shipper, Ring}},
-		{Compact, a.initCompactor, []string{Server, Ring}},
-		{Ingester, a.initIngester, []string{Server, InternalServer, Store, Shipper, Ring, API, Compact}},
+		{API, a.initAPI, []string{Server, InternalServer, Store, Shipper, Ring, RuntimeConfig}},
+		{Compact, a.initCompactor, []string{Server, Ring, RuntimeConfig}},
+		{Ingester, a.initIngester, []string{Server, InternalServer, RuntimeConfig, Store, Shipper, Ring, API, Compact}},
 	}
 }
 
@@ -132,7 +134,7 @@ func (a *App) initShipper() (services.Service, error) {
 		// The store is built next (it depends on the shipper) and this runs only
 		// once the shipper runs: the WAL segments a block covers can go.
 		OnUploaded: func(tenant string, id ulid.ULID) {
-			a.uploads.set(id, time.Now(), time.Hour)
+			a.uploads.set(id, time.Now(), uploadMemory(cfg.Ingester.LocalRetention))
 			a.Store.Uploaded(tenant, id.String())
 		},
 	})
@@ -140,7 +142,7 @@ func (a *App) initShipper() (services.Service, error) {
 	if blocks, err := a.Shipper.LocalBlocks(); err == nil {
 		for _, b := range blocks {
 			if b.Uploaded {
-				a.uploads.set(b.ULID, b.UploadedAt, time.Hour)
+				a.uploads.set(b.ULID, b.UploadedAt, uploadMemory(cfg.Ingester.LocalRetention))
 			}
 		}
 	}
@@ -156,6 +158,7 @@ func (a *App) initStore() (services.Service, error) {
 		MaxHeadBytes:       int64(cfg.Ingester.MaxHeadBytes),
 		MaxSeriesPerTenant: cfg.Limits.MaxSeriesPerTenant,
 		MaxProfileSize:     cfg.Limits.MaxProfileSizeBytes,
+		TenantLimits:       a.Overrides,
 		MaxPendingBytes:    int64(cfg.Ingester.MaxPendingUploadBytes),
 		WriteBlock: func(dir, tenant string, sel head.Selection) (string, error) {
 			meta, err := block.Write(dir, sel, block.WriteOptions{Tenant: tenant, Source: cfg.Ingester.Ring.InstanceID})
@@ -200,11 +203,16 @@ func (a *App) initAPI() (services.Service, error) {
 	lookups := ringAdapter{a.Ring}
 	self := a.Ring.InstanceID()
 	peers, scheme := a.peers, a.peerScheme
+	// Instance limits: checked before a push's or a replica append's body is
+	// read (Wrap), and on every local append, a peer's included (Appender).
+	il := push.NewInstanceLimiter(cfg.Ingester.InstanceLimits, a.Store, a.Registry)
+	local := il.Appender(a.Store)
 	a.Distributor = distributor.New(distributor.Options{
-		Ring: lookups, Self: self, Local: a.Store, Client: peers, Scheme: scheme, Logger: a.Logger, Registerer: a.Registry,
+		Ring: lookups, Self: self, Local: local, Client: peers, Scheme: scheme, Logger: a.Logger, Registerer: a.Registry,
 	})
 	a.Remote = remote.NewSource(remote.SourceOptions{Ring: lookups, Self: self, Client: peers, Scheme: scheme, Logger: a.Logger, Registerer: a.Registry})
-	a.Push = push.NewHandler(cfg.Limits, a.Distributor, cfg.Auth.MultitenancyEnabled, a.Logger, a.Registry)
+	a.Push = push.NewHandler(a.Overrides, a.Distributor, cfg.Auth.MultitenancyEnabled, a.Logger, a.Registry)
+	a.Push.Normalize = cfg.Normalize
 	a.Querier = &querier.Service{
 		Sources:      []querier.Source{a.Store, a.Remote, a.LocalBlocks, a.Blocks},
 		Multitenancy: cfg.Auth.MultitenancyEnabled,
@@ -214,17 +222,20 @@ func (a *App) initAPI() (services.Service, error) {
 	ready := a.Ring.Service()
 	opts := []connect.HandlerOption{connect.WithCodec(vtCodec{}), connect.WithReadMaxBytes(64 << 20)}
 	path, h := pushv1connect.NewPusherServiceHandler(a.Push, opts...)
+	a.mux.Handle(path, whileStarting(ready, il.Wrap(h, true, cfg.Auth.MultitenancyEnabled, connectError), connectError))
+	path, h = querierv1connect.NewQuerierServiceHandler(a.Querier, append(opts, connect.WithInterceptors(remote.SelectorInterceptor(), querier.LimitsInterceptor(cfg.Querier, a.Overrides, cfg.Auth.MultitenancyEnabled)))...)
 	a.mux.Handle(path, whileStarting(ready, h, connectError))
-	path, h = querierv1connect.NewQuerierServiceHandler(a.Querier, append(opts, connect.WithInterceptors(remote.SelectorInterceptor()))...)
-	a.mux.Handle(path, whileStarting(ready, h, connectError))
-	a.mux.Handle("/ingest", whileStarting(ready, a.Push, plainError))
+	a.mux.Handle("/ingest", whileStarting(ready, il.Wrap(a.Push, true, cfg.Auth.MultitenancyEnabled, plainError), plainError))
+	otlpHandler := whileStarting(ready, il.Wrap((&otlp.Server{Push: a.Push}).Handler(opts...), true, cfg.Auth.MultitenancyEnabled, connectError), connectError)
+	a.mux.Handle(otlp.ExportProcedure, otlpHandler)
+	a.mux.Handle(otlp.HTTPPath, otlpHandler)
 	// What Grafana calls beside querier.v1 (settings, ad hoc profiles, render).
 	querier.RegisterHTTP(func(path string, h http.Handler) { a.mux.Handle(path, whileStarting(ready, h, connectError)) },
 		querier.Deps{Service: a.Querier, Bucket: a.Bucket, MaxProfileSize: cfg.Limits.MaxProfileSizeBytes, Options: opts})
 	a.internalMux.HandleFunc("/ingester/shutdown", a.shutdownHandler)
 
 	// Between ingesters: replica writes and reads need the store only.
-	a.internalMux.Handle(distributor.AppendPath, whileStarting(a.Store, distributor.NewInternalHandler(a.Store, distributor.HandlerOptions{MaxProfileSize: cfg.Limits.MaxProfileSizeBytes, Limits: &cfg.Limits, Logger: a.Logger}), replicaError))
+	a.internalMux.Handle(distributor.AppendPath, whileStarting(a.Store, il.Wrap(distributor.NewInternalHandler(local, distributor.HandlerOptions{Limits: a.Overrides, Logger: a.Logger}), false, false, replicaError), replicaError))
 	sel := whileStarting(a.Store, remote.NewSelectHandler(peerSource{a}, remote.HandlerOptions{Logger: a.Logger}), replicaError)
 	a.internalMux.Handle(remote.SelectPath, sel)
 	a.internalMux.Handle(remote.SeriesLabelsPath, sel)

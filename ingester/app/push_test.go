@@ -200,11 +200,11 @@ func TestIngestAPI(t *testing.T) {
 		t.Fatalf("folded: %d %s", code, body)
 	}
 	code, body = postIngest(t, ing.URL, "name=shop.cpu{env=prod}"+from+"&format=jfr", "application/octet-stream", []byte("x"))
-	if code != http.StatusUnsupportedMediaType || !strings.Contains(body, "pprof") {
-		t.Fatalf("jfr: %d %s", code, body)
+	if code != http.StatusUnprocessableEntity || !strings.Contains(body, "invalid JFR recording") {
+		t.Fatalf("corrupt jfr: %d %s", code, body)
 	}
 	code, body = postIngest(t, ing.URL, "name=shop{env=prod}"+from+"&format=pprof", "application/octet-stream", []byte("garbage"))
-	if code != http.StatusBadRequest {
+	if code != http.StatusUnprocessableEntity { // Pyroscope: 422
 		t.Fatalf("garbage pprof: %d %s", code, body)
 	}
 	code, body = postIngest(t, ing.URL, "name=shop{env=prod"+from, "application/octet-stream", smallProfile(t))
@@ -226,7 +226,7 @@ func TestIngestAPI(t *testing.T) {
 	for _, pt := range types.Msg.ProfileTypes {
 		ids = append(ids, pt.ID)
 	}
-	if !strings.Contains(strings.Join(ids, " "), "process_cpu:samples:count:cpu:nanoseconds") {
+	if !strings.Contains(strings.Join(ids, " "), "process_cpu:cpu:nanoseconds:cpu:nanoseconds") {
 		t.Fatalf("folded cpu profile type missing: %v", ids)
 	}
 }

@@ -69,15 +69,17 @@ func eofIfShort(n, want int) (int, error) {
 }
 
 func (b *bucketFile) fetch(ctx context.Context, off int64, dst []byte) error {
-	rc, err := b.bkt.GetRange(ctx, b.name, off, int64(len(dst)))
-	if err != nil {
-		return fmt.Errorf("read %s [%d,+%d): %w", b.name, off, len(dst), err)
-	}
-	defer rc.Close()
-	if _, err := io.ReadFull(rc, dst); err != nil {
-		return fmt.Errorf("read %s [%d,+%d): %w", b.name, off, len(dst), err)
-	}
-	return nil
+	return withRetries(ctx, b.bkt, func() error {
+		rc, err := b.bkt.GetRange(ctx, b.name, off, int64(len(dst)))
+		if err != nil {
+			return fmt.Errorf("read %s [%d,+%d): %w", b.name, off, len(dst), err)
+		}
+		defer rc.Close()
+		if _, err := io.ReadFull(rc, dst); err != nil {
+			return fmt.Errorf("read %s [%d,+%d): %w", b.name, off, len(dst), err)
+		}
+		return nil
+	})
 }
 
 // pin fetches the byte ranges of the given row groups (ascending).

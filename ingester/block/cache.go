@@ -2,7 +2,9 @@ package block
 
 import (
 	"container/list"
+	"context"
 	"sync"
+	"time"
 
 	"github.com/hearth-dev/hearth/ingester/symdb"
 )
@@ -43,51 +45,73 @@ func (c *SymbolCache) Stats() (loads, hits, bytes int64) {
 	return c.loads, c.hits, c.used
 }
 
-func (c *SymbolCache) get(key string, load func() (*symdb.Snapshot, error)) (*symdb.Snapshot, error) {
+// loadTimeout bounds a shared load (it runs detached from the callers' contexts).
+const loadTimeout = 5 * time.Minute
+
+// get returns the cached table of key, or loads it once for every caller
+// asking meanwhile. The load runs under its own context (the first caller's
+// values, not its cancellation, bounded by loadTimeout): a caller that gives
+// up returns its own ctx error and the others keep waiting.
+func (c *SymbolCache) get(ctx context.Context, key string, load func(context.Context) (*symdb.Snapshot, error)) (*symdb.Snapshot, error) {
 	c.mu.Lock()
-	if e, ok := c.entries[key]; ok {
+	e, ok := c.entries[key]
+	if ok {
 		c.hits++
 		if e.elem != nil {
 			c.lru.MoveToFront(e.elem)
 		}
-		c.mu.Unlock()
-		<-e.ready
-		return e.sn, e.err
+	} else {
+		e = &symEntry{key: key, ready: make(chan struct{})}
+		c.entries[key] = e
+		c.loads++
+		go c.load(context.WithoutCancel(ctx), e, load)
 	}
-	e := &symEntry{key: key, ready: make(chan struct{})}
-	c.entries[key] = e
-	c.loads++
 	c.mu.Unlock()
-
-	e.sn, e.err = load()
-	if e.err == nil {
-		e.bytes = snapshotBytes(e.sn)
+	select {
+	case <-e.ready:
+		return e.sn, e.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	close(e.ready)
+}
 
+func (c *SymbolCache) load(ctx context.Context, e *symEntry, load func(context.Context) (*symdb.Snapshot, error)) {
+	ctx, cancel := context.WithTimeout(ctx, loadTimeout)
+	defer cancel()
+	sn, err := load(ctx)
+	var n int64
+	if err == nil {
+		n = snapshotBytes(sn)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e.err != nil || e.bytes > c.budget {
-		delete(c.entries, key) // errors are retried by the next query; oversized tables are not kept
-		return e.sn, e.err
+	e.sn, e.err, e.bytes = sn, err, n
+	close(e.ready)
+	if c.entries[e.key] != e {
+		return // forgotten meanwhile
+	}
+	if err != nil || n > c.budget {
+		delete(c.entries, e.key) // errors are retried by the next query; oversized tables are not kept
+		return
 	}
 	e.elem = c.lru.PushFront(e)
-	c.used += e.bytes
+	c.used += n
 	for c.used > c.budget && c.lru.Len() > 0 {
 		old := c.lru.Remove(c.lru.Back()).(*symEntry)
 		delete(c.entries, old.key)
 		c.used -= old.bytes
 	}
-	return e.sn, e.err
 }
 
 // forget drops a block's symbols (the block went away).
 func (c *SymbolCache) forget(key string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e, ok := c.entries[key]; ok && e.elem != nil {
-		c.lru.Remove(e.elem)
+	if e, ok := c.entries[key]; ok {
+		if e.elem != nil {
+			c.lru.Remove(e.elem)
+			c.used -= e.bytes
+		}
 		delete(c.entries, key)
-		c.used -= e.bytes
 	}
 }

@@ -128,8 +128,10 @@ func MarshalMeta(m *Meta) ([]byte, error) {
 	return append(b, '\n'), nil
 }
 
-// maxMetaSize bounds what ParseMeta accepts: a real meta.json is a few hundred bytes.
-const maxMetaSize = 1 << 20
+// maxMetaSize bounds what ParseMeta accepts. An ingester's meta.json is a few
+// hundred bytes, but a compacted block lists its sources (about 30 bytes
+// each): a month of 100 ingesters' 5-minute cuts is 864k sources, 26 MB.
+const maxMetaSize = 64 << 20
 
 // ParseMeta parses and validates meta.json.
 func ParseMeta(b []byte) (*Meta, error) {

@@ -9,6 +9,7 @@ import (
 	"path"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/parquet-go/parquet-go"
 	"github.com/thanos-io/objstore"
@@ -96,17 +97,59 @@ func (r *Reader) Meta() Meta { return r.meta }
 // Series returns the block's series index (read-only).
 func (r *Reader) Series() []Series { return r.series }
 
+// readLimited reads at most limit bytes of an object (a larger one is
+// refused by its parser without holding more than that).
+func readLimited(ctx context.Context, bkt objstore.BucketReader, name string, limit int64) ([]byte, error) {
+	var b []byte
+	err := withRetries(ctx, bkt, func() error {
+		rc, err := bkt.Get(ctx, name)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", name, err)
+		}
+		defer rc.Close()
+		b, err = io.ReadAll(io.LimitReader(rc, limit))
+		if err != nil {
+			return fmt.Errorf("read %s: %w", name, err)
+		}
+		return nil
+	})
+	return b, err
+}
+
 func readAll(ctx context.Context, bkt objstore.BucketReader, name string) ([]byte, error) {
-	rc, err := bkt.Get(ctx, name)
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", name, err)
+	return readLimited(ctx, bkt, name, 1<<62)
+}
+
+// readAttempts: a read that failed (an error answer, a body cut off midway)
+// is tried this many times in all; "not found" and a cancelled query are not
+// retried.
+const readAttempts = 3
+
+func withRetries(ctx context.Context, bkt objstore.BucketReader, read func() error) error {
+	var err error
+	for attempt := 1; attempt <= readAttempts; attempt++ {
+		if err = read(); err == nil || ctx.Err() != nil || notFound(bkt, err) {
+			return err
+		}
+		if attempt < readAttempts {
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(time.Duration(attempt) * 50 * time.Millisecond):
+			}
+		}
 	}
-	defer rc.Close()
-	b, err := io.ReadAll(rc)
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", name, err)
+	return err
+}
+
+// notFound reports whether err, or an error it wraps, is the bucket's "no such object".
+func notFound(bkt objstore.BucketReader, err error) bool {
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if bkt.IsObjNotFoundErr(e) {
+			return true
+		}
 	}
-	return b, nil
+	return false
 }
 
 // SeriesLabels returns the label sets of matching series with rows in [start, end] ns.
@@ -124,7 +167,7 @@ func (r *Reader) SeriesLabels(match func(model.Labels) bool, start, end int64) [
 
 // Symbols returns the block's symbol tables, loading them when not cached.
 func (r *Reader) Symbols(ctx context.Context) (*symdb.Snapshot, error) {
-	return r.syms.get(r.meta.ULID.String(), func() (*symdb.Snapshot, error) {
+	return r.syms.get(ctx, r.meta.ULID.String(), func(ctx context.Context) (*symdb.Snapshot, error) {
 		b, err := readAll(ctx, r.bkt, path.Join(r.prefix, SymbolsFile))
 		if err != nil {
 			return nil, err

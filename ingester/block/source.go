@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -53,6 +54,7 @@ type BucketSource struct {
 	open     map[ulid.ULID]*list.Element // of *openBlock
 	lru      *list.List
 	syms     *SymbolCache
+	swept    time.Time // last sweep of idle tenants
 }
 
 type tenantBlocks struct {
@@ -62,11 +64,12 @@ type tenantBlocks struct {
 	metas     map[ulid.ULID]*Meta         // complete blocks
 	marks     map[ulid.ULID]*DeletionMark // of complete blocks
 	fromIndex bool                        // the last sync used the bucket index
+	used      atomic.Value                // time.Time of the last query
 }
 
 type openBlock struct {
 	id   ulid.ULID
-	once sync.Once
+	done chan struct{} // closed when r, err are set
 	r    *Reader
 	err  error
 }
@@ -102,15 +105,68 @@ func (s *BucketSource) SymbolCache() *SymbolCache {
 	return s.syms
 }
 
+// tenantIdle: a tenant's listing not used for this long is forgotten (it is
+// listed again when queried), so the source does not keep every tenant id
+// ever queried.
+const tenantIdle = time.Hour
+
 func (s *BucketSource) tenant(t string) *tenantBlocks {
+	now := s.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if now.Sub(s.swept) >= tenantIdle/4 {
+		s.swept = now
+		for name, tb := range s.tenants {
+			if name != t && now.Sub(tb.used.Load().(time.Time)) >= tenantIdle {
+				delete(s.tenants, name)
+			}
+		}
+	}
 	tb := s.tenants[t]
 	if tb == nil {
 		tb = &tenantBlocks{name: t, metas: map[ulid.ULID]*Meta{}, marks: map[ulid.ULID]*DeletionMark{}}
 		s.tenants[t] = tb
 	}
+	tb.used.Store(now)
 	return tb
+}
+
+// Tenants is how many tenants' listings the source keeps.
+func (s *BucketSource) Tenants() int {
+	s.init()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.tenants)
+}
+
+// TimeSpan returns the oldest and newest profile time (ns) of the tenant's
+// visible blocks from their meta.json, without reading a row (ok false: no
+// block holds a profile).
+func (s *BucketSource) TimeSpan(ctx context.Context, tenant string) (oldest, newest int64, ok bool, err error) {
+	return s.timeSpan(ctx, tenant, nil)
+}
+
+func (s *BucketSource) timeSpan(ctx context.Context, tenant string, keep func(*Meta) bool) (oldest, newest int64, ok bool, err error) {
+	metas, err := s.Blocks(ctx, tenant)
+	if err != nil {
+		return 0, 0, false, err
+	}
+	for _, m := range metas {
+		if m.Stats.Profiles == 0 || (keep != nil && !keep(m)) {
+			continue
+		}
+		if !ok {
+			oldest, newest, ok = m.MinTime, m.MaxTime, true
+			continue
+		}
+		oldest, newest = min(oldest, m.MinTime), max(newest, m.MaxTime)
+	}
+	return oldest, newest, ok, nil
+}
+
+// TimeSpan is BucketSource.TimeSpan over the view's blocks.
+func (v *SourceView) TimeSpan(ctx context.Context, tenant string) (oldest, newest int64, ok bool, err error) {
+	return v.s.timeSpan(ctx, tenant, v.keep)
 }
 
 // Sync lists every tenant's blocks now.
@@ -174,15 +230,14 @@ func (s *BucketSource) Blocks(ctx context.Context, tenant string) ([]*Meta, erro
 	s.init()
 	tb := s.tenant(tenant)
 	tb.mu.Lock()
-	stale := s.SyncInterval < 0 || tb.synced.IsZero() || s.Now().Sub(tb.synced) >= s.SyncInterval
-	tb.mu.Unlock()
-	if stale {
-		if err := s.syncTenant(ctx, tb); err != nil {
+	defer tb.mu.Unlock()
+	// Checked under the listing's lock: queries that found the list stale
+	// together list the bucket once, the others reuse what the first listed.
+	if s.SyncInterval < 0 || tb.synced.IsZero() || s.Now().Sub(tb.synced) >= s.SyncInterval {
+		if err := s.syncLocked(ctx, tb); err != nil {
 			return nil, err
 		}
 	}
-	tb.mu.Lock()
-	defer tb.mu.Unlock()
 	out := make([]*Meta, 0, len(tb.metas))
 	for id, m := range tb.metas {
 		if Superseded(tb.marks[id], tb.metas) {
@@ -197,6 +252,10 @@ func (s *BucketSource) Blocks(ctx context.Context, tenant string) ([]*Meta, erro
 func (s *BucketSource) syncTenant(ctx context.Context, tb *tenantBlocks) error {
 	tb.mu.Lock()
 	defer tb.mu.Unlock()
+	return s.syncLocked(ctx, tb)
+}
+
+func (s *BucketSource) syncLocked(ctx context.Context, tb *tenantBlocks) error {
 	tenant := tb.name
 	var ix *Index
 	if s.IndexMaxAge > 0 {
@@ -247,7 +306,11 @@ func (s *BucketSource) syncTenant(ctx context.Context, tb *tenantBlocks) error {
 		}
 		m, err := ReadMeta(ctx, s.Bucket, tenant, id)
 		if err != nil {
-			if !errors.Is(err, ErrIncomplete) && !CompactorPartial(ctx, s.Bucket, tenant, id) {
+			// Absent: not uploaded yet. Refused in a compactor's block: a torn
+			// upload, or one this build cannot read (the compactor alerts on
+			// it). A failed read is the query's error, never a silent skip:
+			// the block's sources may be long gone.
+			if !errors.Is(err, ErrIncomplete) && !(errors.Is(err, ErrMetaRefused) && CompactorPartial(ctx, s.Bucket, tenant, id)) {
 				errs = append(errs, err)
 			}
 			continue
@@ -276,13 +339,24 @@ func (s *BucketSource) syncTenant(ctx context.Context, tb *tenantBlocks) error {
 		}
 	}
 	tb.fromIndex = ix != nil
+	if len(errs) > 0 {
+		// Not synced: the next query lists again rather than answering
+		// without the blocks this one could not read.
+		tb.synced = time.Time{}
+		return errors.Join(errs...)
+	}
 	tb.synced = s.Now()
-	return errors.Join(errs...)
+	return nil
 }
 
 // ErrIncomplete is returned by ReadMeta for a block without meta.json: being
 // written or uploaded, or a leftover of a crash.
 var ErrIncomplete = errors.New("block has no meta.json")
+
+// ErrMetaRefused is returned by ReadMeta for a meta.json that was read but
+// that this build refuses: torn, too large, a newer format, or naming another
+// block. Unlike ErrIncomplete it never proves a block partial.
+var ErrMetaRefused = errors.New("meta.json refused")
 
 // CompactorPartial reports whether block id is the compactor's (it holds
 // CompactorMarker): a meta.json that does not parse there is a torn upload
@@ -294,7 +368,8 @@ func CompactorPartial(ctx context.Context, bkt objstore.BucketReader, tenant str
 
 // ReadMeta reads and checks the meta.json of block id of tenant.
 func ReadMeta(ctx context.Context, bkt objstore.BucketReader, tenant string, id ulid.ULID) (*Meta, error) {
-	b, err := readAll(ctx, bkt, path.Join(tenant, id.String(), MetaFile))
+	name := path.Join(tenant, id.String(), MetaFile)
+	b, err := readLimited(ctx, bkt, name, maxMetaSize+1)
 	if err != nil {
 		if bkt.IsObjNotFoundErr(errors.Unwrap(err)) || bkt.IsObjNotFoundErr(err) {
 			return nil, fmt.Errorf("block %s/%s: %w", tenant, id, ErrIncomplete)
@@ -303,10 +378,10 @@ func ReadMeta(ctx context.Context, bkt objstore.BucketReader, tenant string, id 
 	}
 	m, err := ParseMeta(b)
 	if err != nil {
-		return nil, fmt.Errorf("block %s/%s: %w", tenant, id, err)
+		return nil, fmt.Errorf("%s: %w: %w", name, ErrMetaRefused, err)
 	}
 	if m.ULID != id || m.Tenant != tenant {
-		return nil, fmt.Errorf("block %s/%s: %w: meta.json names block %s of tenant %q", tenant, id, ErrCorrupt, m.ULID, m.Tenant)
+		return nil, fmt.Errorf("%s: %w: %w: meta.json names block %s of tenant %q", name, ErrMetaRefused, ErrCorrupt, m.ULID, m.Tenant)
 	}
 	return m, nil
 }
@@ -361,24 +436,39 @@ func (s *BucketSource) drop(id ulid.ULID) {
 	s.syms.forget(id.String())
 }
 
+// reader returns block m's reader, opening it once for every query asking
+// meanwhile. The open runs under its own context (bounded by loadTimeout):
+// a query that gives up returns its own error, the others keep waiting.
 func (s *BucketSource) reader(ctx context.Context, m *Meta) (*Reader, error) {
 	s.mu.Lock()
 	e, ok := s.open[m.ULID]
 	if ok {
 		s.lru.MoveToFront(e)
 	} else {
-		e = s.lru.PushFront(&openBlock{id: m.ULID})
+		e = s.lru.PushFront(&openBlock{id: m.ULID, done: make(chan struct{})})
 		s.open[m.ULID] = e
 		for s.lru.Len() > s.MaxOpenBlocks {
 			old := s.lru.Remove(s.lru.Back()).(*openBlock)
 			delete(s.open, old.id)
 		}
+		go s.openBlock(context.WithoutCancel(ctx), e, m)
 	}
 	ob := e.Value.(*openBlock)
 	s.mu.Unlock()
-	ob.once.Do(func() {
-		ob.r, ob.err = Open(ctx, s.Bucket, m.Tenant+"/"+m.ULID.String()+"/", ReaderOptions{Meta: m, Symbols: s.syms})
-	})
+	select {
+	case <-ob.done:
+		return ob.r, ob.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (s *BucketSource) openBlock(ctx context.Context, e *list.Element, m *Meta) {
+	ctx, cancel := context.WithTimeout(ctx, loadTimeout)
+	defer cancel()
+	ob := e.Value.(*openBlock)
+	ob.r, ob.err = Open(ctx, s.Bucket, m.Tenant+"/"+m.ULID.String()+"/", ReaderOptions{Meta: m, Symbols: s.syms})
+	close(ob.done)
 	if ob.err != nil {
 		s.mu.Lock()
 		if cur, ok := s.open[m.ULID]; ok && cur == e {
@@ -387,7 +477,6 @@ func (s *BucketSource) reader(ctx context.Context, m *Meta) (*Reader, error) {
 		}
 		s.mu.Unlock()
 	}
-	return ob.r, ob.err
 }
 
 // View is a querier.Source over the blocks of s that keep accepts (sharing

@@ -17,7 +17,11 @@
 // and only then are its inputs marked; marks come from the planner, which
 // derives them from the bucket alone, so a crash at any moment is finished
 // by the next pass. A partial upload left by a crash (a block directory with
-// the compactor's .compactor object and no meta.json) is deleted after an hour.
+// the compactor's .compactor object and no meta.json) is deleted after
+// PartialGrace (twice the job timeout). Nothing is deleted because it could
+// not be read: a block whose meta.json cannot be read is an error (and
+// hearth_compactor_unreadable_blocks), and a marked block is deleted only
+// while its replacement is in the listing.
 package compactor
 
 import (
@@ -33,6 +37,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/grafana/dskit/services"
@@ -47,9 +52,6 @@ import (
 // OwnerMarker is the object a compactor uploads first into a block it
 // writes: a block directory holding it and no meta.json is a crashed upload.
 const OwnerMarker = block.CompactorMarker
-
-// partialGrace: a partial compactor upload older than this is a leftover.
-const partialGrace = time.Hour
 
 // Options are the compactor's dependencies.
 type Options struct {
@@ -77,8 +79,11 @@ type Compactor struct {
 	m    *metrics
 	now  func() time.Time
 
+	unreadable atomic.Int64 // blocks with an unreadable meta.json seen this pass
+
 	metaMu sync.Mutex
-	metas  map[ulid.ULID]*block.Meta // meta.json is immutable: cached by ULID
+	metas  map[ulid.ULID]*block.Meta                    // meta.json is immutable: cached by ULID
+	marks  map[string]map[ulid.ULID]*block.DeletionMark // per tenant, as last listed
 
 	statusMu sync.Mutex
 	jobs     []JobStatus // most recent last
@@ -86,6 +91,7 @@ type Compactor struct {
 	passes   int64
 	lastPass time.Time
 	lastErr  string
+	gauged   map[string]bool // tenants with a lastSuccess series
 }
 
 // New builds the compactor; start it as a service.
@@ -103,7 +109,7 @@ func New(opts Options) (*Compactor, error) {
 		opts.Now = time.Now
 	}
 	c := &Compactor{opts: opts, cfg: opts.Config, log: opts.Logger.With("component", "compactor"), now: opts.Now,
-		metas: map[ulid.ULID]*block.Meta{}}
+		metas: map[ulid.ULID]*block.Meta{}, marks: map[string]map[ulid.ULID]*block.DeletionMark{}}
 	c.m = newMetrics(opts.Registerer)
 	c.Service = services.NewBasicService(c.starting, c.running, nil)
 	return c, nil
@@ -148,8 +154,11 @@ func (c *Compactor) owns(key uint32) bool {
 // upkeep of the tenants it owns.
 func (c *Compactor) RunOnce(ctx context.Context) error {
 	start := c.now()
+	c.unreadable.Store(0)
+	defer func() { c.m.unreadable.Set(float64(c.unreadable.Load())) }()
 	tenants, err := c.tenants(ctx)
 	if err == nil {
+		c.forgetTenantsBut(tenants)
 		var errs []error
 		for _, t := range tenants {
 			if ctx.Err() != nil {
@@ -175,6 +184,34 @@ func (c *Compactor) RunOnce(ctx context.Context) error {
 	return err
 }
 
+// forgetTenantsBut deletes the per-tenant series of tenants no longer in
+// the bucket (their blocks all deleted), so they do not stay forever.
+func (c *Compactor) forgetTenantsBut(tenants []string) {
+	c.statusMu.Lock()
+	defer c.statusMu.Unlock()
+	if c.gauged == nil {
+		c.gauged = map[string]bool{}
+	}
+	for t := range c.gauged {
+		if _, found := slices.BinarySearch(tenants, t); !found {
+			c.m.lastSuccess.DeleteLabelValues(t)
+			delete(c.gauged, t)
+		}
+	}
+	c.metaMu.Lock()
+	defer c.metaMu.Unlock()
+	for t := range c.marks {
+		if _, found := slices.BinarySearch(tenants, t); !found {
+			delete(c.marks, t)
+		}
+	}
+	for id, m := range c.metas {
+		if _, found := slices.BinarySearch(tenants, m.Tenant); !found {
+			delete(c.metas, id)
+		}
+	}
+}
+
 func (c *Compactor) tenants(ctx context.Context) ([]string, error) {
 	var out []string
 	err := c.opts.Bucket.Iter(ctx, "", func(name string) error {
@@ -192,14 +229,18 @@ func (c *Compactor) tenants(ctx context.Context) ([]string, error) {
 
 // tenantState is a tenant's bucket as listed now.
 type tenantState struct {
-	metas   []*block.Meta
-	marks   map[ulid.ULID]*block.DeletionMark
-	partial []ulid.ULID // block directories without meta.json
-	dirs    map[ulid.ULID]bool
+	metas      []*block.Meta
+	marks      map[ulid.ULID]*block.DeletionMark
+	partial    []ulid.ULID // block directories whose meta.json is absent
+	unreadable map[ulid.ULID]error
+	dirs       map[ulid.ULID]bool
 }
 
+// list reads the tenant's blocks and marks. A meta.json that cannot be read
+// (a failed request, or one this build refuses) leaves its block out of the
+// plan and in st.unreadable: never partial, never deleted.
 func (c *Compactor) list(ctx context.Context, tenant string) (*tenantState, error) {
-	st := &tenantState{dirs: map[ulid.ULID]bool{}}
+	st := &tenantState{dirs: map[ulid.ULID]bool{}, unreadable: map[ulid.ULID]error{}}
 	var ids []ulid.ULID
 	err := c.opts.Bucket.Iter(ctx, tenant+"/", func(name string) error {
 		if !strings.HasSuffix(name, "/") {
@@ -221,12 +262,16 @@ func (c *Compactor) list(ctx context.Context, tenant string) (*tenantState, erro
 		c.metaMu.Unlock()
 		if m == nil {
 			m, err = block.ReadMeta(ctx, c.opts.Bucket, tenant, id)
-			if errors.Is(err, block.ErrIncomplete) || (err != nil && ctx.Err() == nil && block.CompactorPartial(ctx, c.opts.Bucket, tenant, id)) {
+			if errors.Is(err, block.ErrIncomplete) {
 				st.partial = append(st.partial, id)
 				continue
 			}
 			if err != nil {
-				return nil, err
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				st.unreadable[id] = err
+				continue
 			}
 			c.metaMu.Lock()
 			c.metas[id] = m
@@ -241,11 +286,40 @@ func (c *Compactor) list(ctx context.Context, tenant string) (*tenantState, erro
 		}
 	}
 	c.metaMu.Unlock()
-	st.marks, err = block.ListDeletionMarks(ctx, c.opts.Bucket, tenant, nil)
+	// Marks are immutable too: only new ones are read.
+	c.metaMu.Lock()
+	known := c.marks[tenant]
+	c.metaMu.Unlock()
+	listed := map[ulid.ULID]bool{}
+	st.marks, err = block.ListDeletionMarks(ctx, c.opts.Bucket, tenant, func(id ulid.ULID) bool {
+		listed[id] = true
+		return known[id] == nil
+	})
 	if err != nil {
 		return nil, err
 	}
+	cache := make(map[ulid.ULID]*block.DeletionMark, len(listed))
+	for id := range listed {
+		if d := st.marks[id]; d != nil {
+			cache[id] = d
+		} else if d := known[id]; d != nil {
+			st.marks[id], cache[id] = d, d
+		}
+	}
+	c.metaMu.Lock()
+	c.marks[tenant] = cache
+	c.metaMu.Unlock()
 	return st, nil
+}
+
+// unreadableErr is the pass's error for the blocks whose meta.json could not be read.
+func (st *tenantState) unreadableErr() error {
+	var errs []error
+	for id, err := range st.unreadable {
+		errs = append(errs, fmt.Errorf("block %s: meta.json unreadable, block kept: %w", id, err))
+	}
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+	return errors.Join(errs...)
 }
 
 func (c *Compactor) planConfig(tenant string) PlanConfig {
@@ -253,13 +327,20 @@ func (c *Compactor) planConfig(tenant string) PlanConfig {
 }
 
 func (c *Compactor) runTenant(ctx context.Context, tenant string) error {
+	ownTenant := c.owns(TenantToken(tenant))
+	if !ownTenant && !c.mayOwnJobs(ctx, tenant) {
+		return nil
+	}
 	st, err := c.list(ctx, tenant)
 	if err != nil {
 		return err
 	}
 	plan := PlanTenant(tenant, st.metas, st.marks, c.now(), c.planConfig(tenant))
-	ownTenant := c.owns(TenantToken(tenant))
 	var errs []error
+	if err := st.unreadableErr(); err != nil {
+		c.unreadable.Add(int64(len(st.unreadable)))
+		errs = append(errs, err)
+	}
 	ran := false
 	for _, j := range plan.Jobs {
 		if ctx.Err() != nil {
@@ -304,6 +385,41 @@ func (c *Compactor) runTenant(ctx context.Context, tenant string) error {
 	}
 	return errors.Join(errs...)
 }
+
+// mayOwnJobs reports whether this instance, not the tenant's owner, may own
+// one of the tenant's jobs: planned from the bucket index the owner writes
+// every pass (one read instead of listing the blocks and marks). A missing,
+// unreadable or stale index (its owner down) says yes, and the tenant is
+// listed as before. Blocks uploaded after the index wait for the next one.
+func (c *Compactor) mayOwnJobs(ctx context.Context, tenant string) bool {
+	rc, err := c.opts.Bucket.Get(ctx, block.IndexPath(tenant))
+	if err != nil {
+		return true
+	}
+	b, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil {
+		return true
+	}
+	ix, err := block.ParseIndex(b)
+	if err != nil || ix.Tenant != tenant || c.now().Sub(ix.UpdatedAt) > indexFreshness(c.cfg.CompactionInterval) {
+		return true
+	}
+	marks := make(map[ulid.ULID]*block.DeletionMark, len(ix.DeletionMarks))
+	for _, d := range ix.DeletionMarks {
+		marks[d.ID] = d
+	}
+	for _, j := range PlanTenant(tenant, ix.Blocks, marks, c.now(), c.planConfig(tenant)).Jobs {
+		if c.owns(j.Token()) {
+			return true
+		}
+	}
+	return false
+}
+
+// indexFreshness: an index older than this is not trusted to plan from (its
+// writer missed passes).
+func indexFreshness(interval time.Duration) time.Duration { return 3*interval + time.Minute }
 
 func (c *Compactor) applyMarks(ctx context.Context, tenant string, marks []Mark, st *tenantState) error {
 	var errs []error
@@ -372,16 +488,19 @@ func (c *Compactor) deleteBlocks(ctx context.Context, tenant string, ids []ulid.
 
 // cleanLeftovers finishes deletions a crash interrupted (a mark whose block
 // has no meta.json any more), removes marks of blocks that are gone, and
-// deletes the compactor's partial uploads.
+// deletes partial uploads: the compactor's after PartialGrace, an
+// ingester's (one that never came back) after AbandonedUploadGrace without
+// a write. Only an absent meta.json makes a block partial: an unreadable one
+// is kept.
 func (c *Compactor) cleanLeftovers(ctx context.Context, tenant string, st *tenantState) error {
 	var errs []error
-	complete := map[ulid.ULID]bool{}
-	for _, m := range st.metas {
-		complete[m.ULID] = true
+	gone := map[ulid.ULID]bool{}
+	for _, id := range st.partial {
+		gone[id] = true
 	}
 	now := c.now()
 	for id, d := range st.marks {
-		if complete[id] || now.Sub(d.MarkedAt) < c.cfg.DeletionDelay {
+		if (st.dirs[id] && !gone[id]) || now.Sub(d.MarkedAt) < c.cfg.DeletionDelay {
 			continue
 		}
 		if err := c.deleteBlock(ctx, tenant, id); err != nil {
@@ -389,7 +508,7 @@ func (c *Compactor) cleanLeftovers(ctx context.Context, tenant string, st *tenan
 		}
 	}
 	for _, id := range st.partial {
-		if _, marked := st.marks[id]; marked || now.Sub(ulid.Time(id.Time())) < partialGrace {
+		if _, marked := st.marks[id]; marked || now.Sub(ulid.Time(id.Time())) < c.cfg.PartialGrace() {
 			continue
 		}
 		ours, err := c.opts.Bucket.Exists(ctx, path.Join(tenant, id.String(), OwnerMarker))
@@ -398,19 +517,57 @@ func (c *Compactor) cleanLeftovers(ctx context.Context, tenant string, st *tenan
 			continue
 		}
 		if !ours {
-			continue // an ingester's upload in progress (or stalled): the shipper finishes it
+			// An ingester's upload: its shipper finishes it, unless the
+			// ingester never comes back. Its newest object tells.
+			idle, err := c.idleSince(ctx, tenant, id)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if idle.IsZero() || now.Sub(idle) < c.cfg.AbandonedUploadGrace {
+				continue
+			}
 		}
 		if err := c.deleteBlock(ctx, tenant, id); err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		c.m.leftovers.Inc()
-		c.log.Info("partial upload of a crashed compaction deleted", "tenant", tenant, "block", id)
+		c.m.leftovers.WithLabelValues(map[bool]string{true: "compactor", false: "ingester"}[ours]).Inc()
+		c.log.Info("partial upload deleted", "tenant", tenant, "block", id, "compactor", ours)
 	}
 	if len(errs) > 0 {
 		c.m.failures.WithLabelValues("cleanup").Inc()
 	}
 	return errors.Join(errs...)
+}
+
+// idleSince is the last-modified time of a block directory's newest object
+// (zero when it holds none or the bucket does not say).
+func (c *Compactor) idleSince(ctx context.Context, tenant string, id ulid.ULID) (time.Time, error) {
+	var names []string
+	if err := c.opts.Bucket.Iter(ctx, path.Join(tenant, id.String())+"/", func(name string) error {
+		names = append(names, name)
+		return nil
+	}, objstore.WithRecursiveIter()); err != nil {
+		return time.Time{}, err
+	}
+	var newest time.Time
+	for _, n := range names {
+		a, err := c.opts.Bucket.Attributes(ctx, n)
+		if c.opts.Bucket.IsObjNotFoundErr(err) {
+			continue
+		}
+		if err != nil {
+			return time.Time{}, err
+		}
+		if a.LastModified.IsZero() {
+			return time.Time{}, nil
+		}
+		if a.LastModified.After(newest) {
+			newest = a.LastModified
+		}
+	}
+	return newest, nil
 }
 
 // writeIndex lists the tenant and writes its bucket index.
@@ -455,6 +612,12 @@ func (c *Compactor) runJob(ctx context.Context, j Job, st *tenantState) (err err
 			c.log.Warn("compaction job failed", "job", j.Key(), "inputs", len(j.Inputs), "err", err)
 		} else {
 			c.m.lastSuccess.WithLabelValues(j.Tenant).Set(float64(time.Now().Unix()))
+			c.statusMu.Lock()
+			if c.gauged == nil {
+				c.gauged = map[string]bool{}
+			}
+			c.gauged[j.Tenant] = true
+			c.statusMu.Unlock()
 			c.log.Info("compaction job done", "job", j.Key(), "inputs", len(j.Inputs), "output", js.Output,
 				"rows_in", js.RowsIn, "rows_out", js.RowsOut, "duplicates", js.Duplicates, "bytes_in", js.BytesIn, "bytes_out", js.BytesOut, "seconds", js.Seconds)
 		}

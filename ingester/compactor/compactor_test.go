@@ -189,10 +189,12 @@ func TestCompactorConverges(t *testing.T) {
 	}
 }
 
-// TestLeftoversCleaned: a crashed job's partial upload (the compactor's marker,
-// some files, a torn meta.json) is invisible to readers and deleted after an
-// hour; an ingester's incomplete upload is left to its shipper; a deletion a
-// crash interrupted (mark, no meta.json) is finished.
+// TestLeftoversCleaned: a crashed job's partial upload (the compactor's
+// marker, some files, no meta.json) is invisible to readers and deleted after
+// PartialGrace; an ingester's incomplete upload is left to its shipper; a
+// deletion a crash interrupted (mark, no meta.json) is finished; a torn
+// meta.json (a filesystem bucket writes in place) is invisible to readers
+// but kept and reported: nothing is deleted because it could not be read.
 func TestLeftoversCleaned(t *testing.T) {
 	dir := t.TempDir()
 	bkt, err := filesystem.NewBucket(dir)
@@ -202,6 +204,7 @@ func TestLeftoversCleaned(t *testing.T) {
 	ctx := context.Background()
 	now := time.Now()
 	old := ulid.MustNew(ulid.Timestamp(now.Add(-2*time.Hour)), ulid.DefaultEntropy())
+	torn := ulid.MustNew(ulid.Timestamp(now.Add(-2*time.Hour)), ulid.DefaultEntropy())
 	ingesters := ulid.MustNew(ulid.Timestamp(now.Add(-2*time.Hour)), ulid.DefaultEntropy())
 	interrupted := ulid.MustNew(ulid.Timestamp(now.Add(-3*time.Hour)), ulid.DefaultEntropy())
 	put := func(name, body string) {
@@ -211,7 +214,9 @@ func TestLeftoversCleaned(t *testing.T) {
 	}
 	put("t/"+old.String()+"/"+OwnerMarker, "x")
 	put("t/"+old.String()+"/index.bin", "partial")
-	put("t/"+old.String()+"/meta.json", `{"version":1,"ul`) // torn
+	put("t/"+torn.String()+"/"+OwnerMarker, "x")
+	put("t/"+torn.String()+"/index.bin", "partial")
+	put("t/"+torn.String()+"/meta.json", `{"version":1,"ul`)
 	put("t/"+ingesters.String()+"/index.bin", "partial")
 	put("t/"+interrupted.String()+"/profiles.parquet", "left")
 	mark, _ := block.MarshalDeletionMark(&block.DeletionMark{Version: 1, ID: interrupted, Tenant: "t", MarkedAt: now.Add(-3 * time.Hour), Reason: block.ReasonRetention})
@@ -219,15 +224,20 @@ func TestLeftoversCleaned(t *testing.T) {
 
 	src := &block.BucketSource{Bucket: bkt, SyncInterval: -1}
 	if ms, err := src.Blocks(ctx, "t"); err != nil || len(ms) != 0 {
-		t.Fatalf("readers: %d blocks, %v; the torn upload must be invisible and no error", len(ms), err)
+		t.Fatalf("readers: %d blocks, %v; the partial and torn uploads must be invisible and no error", len(ms), err)
 	}
-	c, err := New(Options{Config: Config{BlockRanges: DefaultBlockRanges, CompactionInterval: time.Minute, FirstLevelWait: time.Hour, DeletionDelay: time.Hour},
-		Bucket: bkt, Dir: t.TempDir(), Now: func() time.Time { return now }})
+	reg := prometheus.NewRegistry()
+	c, err := New(Options{Config: Config{BlockRanges: DefaultBlockRanges, CompactionInterval: time.Minute, FirstLevelWait: time.Hour, DeletionDelay: time.Hour, JobTimeout: 30 * time.Minute},
+		Bucket: bkt, Dir: t.TempDir(), Now: func() time.Time { return now }, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.RunOnce(ctx); err != nil {
-		t.Fatal(err)
+	err = c.RunOnce(ctx)
+	if err == nil || !strings.Contains(err.Error(), torn.String()) || !strings.Contains(err.Error(), "meta.json") {
+		t.Fatalf("pass error %v: want the torn block's path", err)
+	}
+	if got := gauge(t, reg, "hearth_compactor_unreadable_blocks"); got != 1 {
+		t.Fatalf("hearth_compactor_unreadable_blocks = %v, want 1", got)
 	}
 	exists := func(name string) bool {
 		ok, err := bkt.Exists(ctx, name)
@@ -239,10 +249,32 @@ func TestLeftoversCleaned(t *testing.T) {
 	if exists("t/"+old.String()+"/index.bin") || exists("t/"+old.String()+"/"+OwnerMarker) {
 		t.Error("the crashed job's partial upload is still there")
 	}
+	if !exists("t/"+torn.String()+"/index.bin") || !exists("t/"+torn.String()+"/meta.json") {
+		t.Error("a block with a torn meta.json was deleted")
+	}
 	if !exists("t/" + ingesters.String() + "/index.bin") {
 		t.Error("an ingester's incomplete upload was deleted")
 	}
 	if exists("t/"+interrupted.String()+"/profiles.parquet") || exists(block.DeletionMarkPath("t", interrupted)) {
 		t.Error("the interrupted deletion was not finished")
 	}
+}
+
+// gauge reads one unlabelled metric of reg.
+func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.Metric) > 0 {
+			if g := mf.Metric[0].GetGauge(); g != nil {
+				return g.GetValue()
+			}
+			return mf.Metric[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
 }

@@ -28,6 +28,20 @@ type Config struct {
 	TenantRetention TenantDurations `yaml:"tenant_retention_periods"`
 	// JobTimeout bounds one job (download, merge, upload).
 	JobTimeout time.Duration `yaml:"job_timeout"`
+	// RetentionFor, when set, gives a tenant's retention from the runtime
+	// overrides (ok false: none set for it); it wins over TenantRetention.
+	RetentionFor func(tenant string) (d time.Duration, ok bool) `yaml:"-"`
+	// AbandonedUploadGrace: an ingester's partial upload (no meta.json) whose
+	// newest object is older than this is deleted: its ingester never came back.
+	AbandonedUploadGrace time.Duration `yaml:"abandoned_upload_grace"`
+}
+
+// PartialGrace is how old (by its ULID) a compactor's block without meta.json
+// must be to be a crashed job's leftover: a job uploads within JobTimeout of
+// its start, before which its output's ULID is not made; twice that, and at
+// least an hour, leaves a margin for clock skew between instances.
+func (c *Config) PartialGrace() time.Duration {
+	return max(time.Hour, 2*c.JobTimeout)
 }
 
 // DefaultBlockRanges: the first level matches the ingesters' default 1h cut
@@ -45,7 +59,8 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.DurationVar(&c.DeletionDelay, "compactor.deletion-delay", 2*time.Hour, "Delete a block this long after its deletion mark (queries that listed it before may still read it meanwhile).")
 	f.DurationVar(&c.RetentionPeriod, "compactor.blocks-retention-period", 0, "Delete blocks whose newest profile is older than this (0: keep forever).")
 	f.Var(&c.TenantRetention, "compactor.tenant-retention-periods", "Per-tenant overrides of -compactor.blocks-retention-period: tenant=duration,... (0: keep forever).")
-	f.DurationVar(&c.JobTimeout, "compactor.job-timeout", 30*time.Minute, "Give up a compaction job (download, merge, upload) after this long; it is retried at the next interval.")
+	f.DurationVar(&c.JobTimeout, "compactor.job-timeout", 30*time.Minute, "Give up a compaction job (download, merge, upload) after this long; it is retried at the next interval. A compactor's upload without meta.json is deleted after twice this (at least 1h).")
+	f.DurationVar(&c.AbandonedUploadGrace, "compactor.abandoned-upload-grace", 7*24*time.Hour, "Delete an ingester's partial upload (a block directory without meta.json) once nothing was written to it for this long: its ingester never came back to finish it.")
 }
 
 // Validate checks the ranges and durations.
@@ -70,6 +85,9 @@ func (c *Config) Validate() error {
 	if c.JobTimeout <= 0 {
 		c.JobTimeout = 30 * time.Minute
 	}
+	if c.AbandonedUploadGrace <= 0 {
+		c.AbandonedUploadGrace = 7 * 24 * time.Hour
+	}
 	for t, d := range c.TenantRetention {
 		if d < 0 {
 			return fmt.Errorf("compactor.tenant-retention-periods: %s=%s is negative", t, d)
@@ -80,6 +98,11 @@ func (c *Config) Validate() error {
 
 // Retention is the retention period of a tenant (0: forever).
 func (c *Config) Retention(tenant string) time.Duration {
+	if c.RetentionFor != nil {
+		if d, ok := c.RetentionFor(tenant); ok {
+			return d
+		}
+	}
 	if d, ok := c.TenantRetention[tenant]; ok {
 		return d
 	}

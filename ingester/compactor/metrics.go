@@ -15,7 +15,8 @@ type metrics struct {
 	duplicates  prometheus.Counter
 	marked      *prometheus.CounterVec
 	deleted     prometheus.Counter
-	leftovers   prometheus.Counter
+	leftovers   *prometheus.CounterVec
+	unreadable  prometheus.Gauge
 	lastSuccess *prometheus.GaugeVec
 }
 
@@ -40,14 +41,20 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		duplicates: c("duplicate_rows_total", "Rows dropped by compaction because another block held the same (series, profile id)."),
 		marked: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "blocks_marked_total",
 			Help: "Deletion marks written, by reason (compacted, retention)."}, []string{"reason"}),
-		deleted:   c("blocks_deleted_total", "Marked blocks deleted after the deletion delay."),
-		leftovers: c("partial_blocks_deleted_total", "Partial uploads of crashed compaction jobs deleted."),
+		deleted: c("blocks_deleted_total", "Marked blocks deleted after the deletion delay."),
+		leftovers: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "partial_blocks_deleted_total",
+			Help: "Partial uploads deleted, by writer: compactor (a crashed job's, after twice the job timeout), ingester (one that never came back, after -compactor.abandoned-upload-grace)."}, []string{"writer"}),
+		unreadable: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "unreadable_blocks",
+			Help: "Blocks whose meta.json this instance could not read (a failed request, or a meta.json this build refuses) in its last pass; they are kept, left out of compaction and never deleted."}),
 		lastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "last_successful_job_timestamp_seconds",
 			Help: "Unix time of the last successful compaction job of a tenant run by this instance."}, []string{"tenant"}),
 	}
+	for _, w := range []string{"compactor", "ingester"} {
+		m.leftovers.WithLabelValues(w) // on /metrics at 0 from the start
+	}
 	if reg != nil {
 		reg.MustRegister(m.jobs, m.failures, m.duration, m.blocksIn, m.blocksOut, m.bytesIn, m.bytesOut,
-			m.rowsIn, m.rowsOut, m.duplicates, m.marked, m.deleted, m.leftovers, m.lastSuccess)
+			m.rowsIn, m.rowsOut, m.duplicates, m.marked, m.deleted, m.leftovers, m.unreadable, m.lastSuccess)
 	}
 	return m
 }

@@ -206,3 +206,52 @@ func TestPlannerModel(t *testing.T) {
 		}
 	}
 }
+
+// TestFirstLevelFanIn (finding 3): 100 ingesters' blocks of one hour made a
+// single first-level job reading all 100 (its merge holding every input's
+// symbols at once). Every job now reads at most MaxJobInputs blocks, and the
+// parts' outputs are merged by later passes into one block per range.
+func TestFirstLevelFanIn(t *testing.T) {
+	h := time.Hour
+	cfg := PlanConfig{Ranges: []time.Duration{h, 4 * h}, Wait: 10 * time.Minute, DeletionDelay: 0}
+	b := &modelBucket{metas: map[ulid.ULID]*block.Meta{}, rows: map[ulid.ULID][]int64{}, marks: map[ulid.ULID]*block.DeletionMark{}}
+	want := map[int64]bool{}
+	for i := 0; i < 100; i++ {
+		ts := at(time.Duration(i) * 30 * time.Second)
+		b.add([]int64{ts, ts + 1}, nil)
+		want[ts], want[ts+1] = true, true
+	}
+	now := t0.Add(2 * h)
+	passes := 0
+	for ; passes < 10; passes++ {
+		p := PlanTenant("t", b.list(), b.marks, now, cfg)
+		if len(p.Jobs) == 0 && len(p.Marks) == 0 && len(p.Deletes) == 0 {
+			break
+		}
+		for _, j := range p.Jobs {
+			if len(j.Inputs) > MaxJobInputs {
+				t.Fatalf("pass %d: job %s reads %d blocks, more than %d", passes, j.Key(), len(j.Inputs), MaxJobInputs)
+			}
+			b.run(j)
+		}
+		for _, m := range PlanTenant("t", b.list(), b.marks, now, cfg).Marks {
+			b.marks[m.ID] = &block.DeletionMark{ID: m.ID, MarkedAt: now, Reason: m.Reason, ReplacedBy: m.ReplacedBy}
+		}
+		if vis := b.visible(); len(vis) != len(want) {
+			t.Fatalf("pass %d: %d profiles visible, want %d", passes, len(vis), len(want))
+		}
+		for _, id := range PlanTenant("t", b.list(), b.marks, now, cfg).Deletes {
+			delete(b.metas, id)
+			delete(b.rows, id)
+			delete(b.marks, id)
+		}
+	}
+	rows := 0
+	for _, r := range b.rows {
+		rows += len(r)
+	}
+	if len(b.metas) != 1 || rows != len(want) {
+		t.Fatalf("after %d passes: %d blocks, %d rows for %d profiles", passes, len(b.metas), rows, len(want))
+	}
+	t.Logf("100 blocks of an hour converged to one in %d passes", passes)
+}

@@ -33,11 +33,19 @@ type Job struct {
 	Start, End int64       // ns, end exclusive
 	Inputs     []ulid.ULID // blocks read, ascending
 	Sources    []ulid.ULID // ingesters' blocks whose rows the output holds, ascending
+	// Part numbers the jobs of a range whose inputs exceed MaxJobInputs
+	// (1, 2, ...; 0: the range's only job). Their outputs are merged by a
+	// later job of the range.
+	Part int
 }
 
 // Key names the job: one owner at a time runs it.
 func (j Job) Key() string {
-	return fmt.Sprintf("%s/L%d/%s", j.Tenant, j.Level, time.Unix(0, j.Start).UTC().Format("2006-01-02T15:04:05Z"))
+	k := fmt.Sprintf("%s/L%d/%s", j.Tenant, j.Level, time.Unix(0, j.Start).UTC().Format("2006-01-02T15:04:05Z"))
+	if j.Part > 0 {
+		k += fmt.Sprintf("/part%d", j.Part)
+	}
+	return k
 }
 
 // Token is the ring key of the job.
@@ -65,9 +73,12 @@ type Plan struct {
 	Deletes []ulid.ULID // marked blocks past the deletion delay
 }
 
-// MaxJobInputs bounds the blocks one job merges when it could skip levels
-// (every input's symbols and a reader are held at once); a first-level job
-// takes whatever its range holds.
+// MaxJobInputs bounds the blocks one job merges, at every level: a merge
+// holds every input's symbols and a reader at once, so its memory is bounded
+// by MaxJobInputs times the largest input's symbols, not by how many blocks a
+// range holds. A range with more inputs (e.g. 100 ingesters' blocks of an
+// hour) is split into parts of at most MaxJobInputs blocks, whose outputs a
+// later pass merges: a tree of merges, ceil(log32(n)) passes deep.
 const MaxJobInputs = 32
 
 // maxRangesPerBlock bounds the ranges one block is split into (a block whose
@@ -130,9 +141,11 @@ func PlanTenant(tenant string, metas []*block.Meta, marks map[ulid.ULID]*block.D
 		byID[m.ULID] = m
 	}
 
-	// Deletions.
+	// Deletions: past the delay, and for a compacted mark only while what
+	// replaces it is in this listing (a replacement that cannot be read, or
+	// went away, keeps the block).
 	for id, d := range marks {
-		if _, ok := byID[id]; ok && !d.MarkedAt.After(now.Add(-cfg.DeletionDelay)) {
+		if m, ok := byID[id]; ok && !d.MarkedAt.After(now.Add(-cfg.DeletionDelay)) && replacementPresent(m, d, metas, sizes[0]) {
 			p.Deletes = append(p.Deletes, id)
 		}
 	}
@@ -303,10 +316,7 @@ func PlanTenant(tenant string, metas []*block.Meta, marks map[ulid.ULID]*block.D
 		if nraw == 0 && ncomp < 2 {
 			continue
 		}
-		slices.SortFunc(j.Inputs, func(a, b ulid.ULID) int { return a.Compare(b) })
-		slices.SortFunc(j.Sources, func(a, b ulid.ULID) int { return a.Compare(b) })
-		j.Sources = slices.Compact(j.Sources)
-		p.Jobs = append(p.Jobs, j)
+		p.Jobs = append(p.Jobs, splitJob(j, byID)...)
 	}
 	slices.SortFunc(p.Jobs, func(a, b Job) int {
 		if a.Start != b.Start {
@@ -315,7 +325,10 @@ func PlanTenant(tenant string, metas []*block.Meta, marks map[ulid.ULID]*block.D
 			}
 			return 1
 		}
-		return a.Level - b.Level
+		if a.Level != b.Level {
+			return a.Level - b.Level
+		}
+		return a.Part - b.Part
 	})
 	slices.SortFunc(p.Marks, func(a, b Mark) int { return a.ID.Compare(b.ID) })
 	return p
@@ -349,4 +362,86 @@ func subset(ids []ulid.ULID, c *block.Compaction) bool {
 		}
 	}
 	return true
+}
+
+// replacementPresent reports whether marked block m may go: a retention mark
+// at once; a compacted one when every block of its mark's ReplacedBy is in
+// metas, or (a replacement itself replaced and deleted since) when blocks in
+// metas still hold its rows: for an ingester's block, a compacted block
+// listing it as a source for each first-level range it overlaps; for a
+// compacted block, one that replaces it.
+func replacementPresent(m *block.Meta, d *block.DeletionMark, metas []*block.Meta, first int64) bool {
+	if d.Reason == block.ReasonRetention {
+		return true
+	}
+	present := make(map[ulid.ULID]bool, len(metas))
+	for _, o := range metas {
+		present[o.ULID] = true
+	}
+	all := len(d.ReplacedBy) > 0
+	for _, id := range d.ReplacedBy {
+		all = all && present[id]
+	}
+	if all {
+		return true
+	}
+	if m.Compaction != nil {
+		for _, c := range metas {
+			if c.Compaction != nil && replaces(c, m) {
+				return true
+			}
+		}
+		return false
+	}
+	n := 0
+	for r := align(m.MinTime, first); r.start <= m.MaxTime; r = (rng{r.end, r.end + first}) {
+		if n++; n > maxRangesPerBlock {
+			return false
+		}
+		held := false
+		for _, c := range metas {
+			if c.Compaction != nil && c.ULID != m.ULID && (rng{c.Compaction.RangeStart, c.Compaction.RangeEnd}).contains(r) && c.Compaction.HasSource(m.ULID) {
+				held = true
+				break
+			}
+		}
+		if !held {
+			return false
+		}
+	}
+	return true
+}
+
+// splitJob sorts a job's inputs and, when they are more than MaxJobInputs,
+// splits it into parts of at most MaxJobInputs consecutive inputs (by ULID:
+// two owners planning the same listing split alike). A part that would only
+// copy one compacted block is dropped.
+func splitJob(j Job, byID map[ulid.ULID]*block.Meta) []Job {
+	slices.SortFunc(j.Inputs, func(a, b ulid.ULID) int { return a.Compare(b) })
+	if len(j.Inputs) <= MaxJobInputs {
+		slices.SortFunc(j.Sources, func(a, b ulid.ULID) int { return a.Compare(b) })
+		j.Sources = slices.Compact(j.Sources)
+		return []Job{j}
+	}
+	var out []Job
+	for i := 0; i < len(j.Inputs); i += MaxJobInputs {
+		part := Job{Tenant: j.Tenant, Level: j.Level, Start: j.Start, End: j.End, Part: i/MaxJobInputs + 1}
+		part.Inputs = slices.Clone(j.Inputs[i:min(i+MaxJobInputs, len(j.Inputs))])
+		raw := 0
+		for _, id := range part.Inputs {
+			if m := byID[id]; m != nil && m.Compaction != nil {
+				part.Sources = append(part.Sources, m.Compaction.Sources...)
+			} else {
+				part.Sources = append(part.Sources, id)
+				raw++
+			}
+		}
+		if raw == 0 && len(part.Inputs) < 2 {
+			continue
+		}
+		slices.SortFunc(part.Sources, func(a, b ulid.ULID) int { return a.Compare(b) })
+		part.Sources = slices.Compact(part.Sources)
+		out = append(out, part)
+	}
+	return out
 }

@@ -37,14 +37,15 @@ const DefaultMaxBodyBytes = 256 << 20
 // HandlerOptions configure the receiving side.
 type HandlerOptions struct {
 	MaxBodyBytes   int64 // 0: DefaultMaxBodyBytes
-	MaxProfileSize int   // decompressed bytes per profile (limits.max-profile-size-bytes); 0: no limit
+	MaxProfileSize int   // decompressed bytes per profile; 0: the tenant's limits.max-profile-size-bytes
 	// Limits are applied again to every replicated profile (labels, samples,
 	// stack depth, symbol lengths), as the push API applies them: a replica
 	// trusts the routing, not the content. The time window is left to the
 	// ingester that received the push: re-checking it against this clock
 	// would split a quorum whenever the clocks disagree. nil: the zero
 	// Limits (label syntax, duplicates and UTF-8, the profile's shape).
-	Limits *validation.Limits
+	// Asked per request: the tenant's effective limits (runtime overrides).
+	Limits validation.TenantLimits
 	Logger *slog.Logger
 }
 
@@ -56,18 +57,26 @@ func NewInternalHandler(local push.Appender, o HandlerOptions) http.Handler {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	var lim validation.Limits
-	if o.Limits != nil {
-		lim = *o.Limits
-	}
-	lim.RejectOlderThan, lim.CreationGracePeriod = 0, 0
-	return &receiver{local: local, o: o, lim: lim}
+	return &receiver{local: local, o: o}
 }
 
 type receiver struct {
 	local push.Appender
 	o     HandlerOptions
-	lim   validation.Limits
+}
+
+// limits are the tenant's limits a replica applies: no time window, and the
+// handler's profile size when it sets one.
+func (h *receiver) limits(tn string) validation.Limits {
+	var lim validation.Limits
+	if h.o.Limits != nil {
+		lim = *h.o.Limits.For(tn)
+	}
+	lim.RejectOlderThan, lim.CreationGracePeriod = 0, 0
+	if h.o.MaxProfileSize > 0 {
+		lim.MaxProfileSizeBytes = h.o.MaxProfileSize
+	}
+	return lim
 }
 
 func (h *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -99,19 +108,20 @@ func (h *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		transport.WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("append body: %w", err)))
 		return
 	}
+	lim := h.limits(tn)
 	ps := make([]push.Profile, len(entries))
 	for i, e := range entries {
-		if err := h.checkLabels(e.Labels); err != nil {
+		if err := checkLabels(&lim, e.Labels); err != nil {
 			transport.WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("profile %d: %w", i, err)))
 			return
 		}
-		p, err := pprofdec.DecodePprof(e.Raw, h.o.MaxProfileSize)
+		p, err := pprofdec.DecodePprof(e.Raw, lim.MaxProfileSizeBytes)
 		if err != nil {
 			transport.WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("profile %d: %w", i, err)))
 			return
 		}
 		push.SanitizeStrings(p)
-		if err := h.lim.Profile(p, e.TimeNanos, time.Time{}); err != nil {
+		if err := lim.Profile(p, e.TimeNanos, time.Time{}); err != nil {
 			transport.WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("profile %d: %w", i, err)))
 			return
 		}
@@ -130,7 +140,7 @@ func (h *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // checkLabels validates a replicated series as the push API leaves it:
 // sorted by name, with a service name and a profile name, within the limits.
-func (h *receiver) checkLabels(ls model.Labels) error {
+func checkLabels(lim *validation.Limits, ls model.Labels) error {
 	for i := 1; i < len(ls); i++ {
 		if ls[i-1].Name > ls[i].Name {
 			return fmt.Errorf("labels of series %s are not sorted", ls)
@@ -139,7 +149,7 @@ func (h *receiver) checkLabels(ls model.Labels) error {
 	if ls.Get(model.LabelServiceName) == "" || ls.Get(model.LabelProfileName) == "" {
 		return fmt.Errorf("series %s has no %s or no %s", ls, model.LabelServiceName, model.LabelProfileName)
 	}
-	return h.lim.Labels(ls)
+	return lim.Labels(ls)
 }
 
 // PostAppend sends one encoded record to the instance at addr (host:port) over plain HTTP.

@@ -83,8 +83,11 @@ type Tenant struct {
 
 // Options configure a Head.
 type Options struct {
-	MaxSeriesPerTenant int      // 0: unlimited
-	Metrics            *Metrics // nil: unregistered
+	MaxSeriesPerTenant int // 0: unlimited
+	// MaxSeriesFor, when set, replaces MaxSeriesPerTenant with the tenant's
+	// current limit (runtime overrides), asked at each append.
+	MaxSeriesFor func(tenant string) int
+	Metrics      *Metrics // nil: unregistered
 }
 
 // Metrics are the head gauges, shared by the heads that follow each other.
@@ -92,6 +95,13 @@ type Metrics struct {
 	bytesGauge    *prometheus.GaugeVec
 	seriesGauge   *prometheus.GaugeVec
 	profilesGauge *prometheus.GaugeVec
+}
+
+func (h *Head) seriesLimit(tenant string) int {
+	if h.opts.MaxSeriesFor != nil {
+		return h.opts.MaxSeriesFor(tenant)
+	}
+	return h.opts.MaxSeriesPerTenant
 }
 
 // Head holds every tenant's head.
@@ -196,7 +206,7 @@ func (h *Head) Commit(tenant string, id ProfileID, pp *Prepared, timeNanos int64
 
 	t.mu.Lock()
 	// Check the series limit for the whole push before changing anything.
-	if lim := h.opts.MaxSeriesPerTenant; lim > 0 {
+	if lim := h.seriesLimit(tenant); lim > 0 {
 		newSeries := 0
 		for i := range rows {
 			if t.lookup(rows[i].labels, rows[i].hash) == nil {

@@ -3,6 +3,7 @@ package ingest
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -11,64 +12,75 @@ import (
 )
 
 // SampleKind describes the single sample type a text-format profile
-// (folded, groups, lines) is converted to.
+// (folded, groups, lines, trie, tree) is converted to.
 type SampleKind struct {
 	ProfileName string // the series' __name__, e.g. process_cpu, memory
 	SampleType  string
 	SampleUnit  string
-	PeriodType  string
+	PeriodType  string // "" for none
 	PeriodUnit  string
-	Period      int64 // in PeriodUnit; 1e9/sampleRate for CPU, else 0
+	// Period is 1e9/sampleRate nanoseconds for CPU and wall samples, else 0;
+	// their values are multiplied by it (samples become nanoseconds).
+	Period int64
 }
 
-// kinds by application name suffix (the part after the last '.').
-var suffixKinds = map[string]SampleKind{
-	"cpu":            {"process_cpu", "samples", "count", "cpu", "nanoseconds", 0},
-	"itimer":         {"process_cpu", "samples", "count", "cpu", "nanoseconds", 0},
-	"wall":           {"wall", "samples", "count", "wall", "nanoseconds", 0},
-	"alloc_objects":  {"memory", "alloc_objects", "count", "space", "bytes", 0},
-	"alloc_space":    {"memory", "alloc_space", "bytes", "space", "bytes", 0},
-	"inuse_objects":  {"memory", "inuse_objects", "count", "space", "bytes", 0},
-	"inuse_space":    {"memory", "inuse_space", "bytes", "space", "bytes", 0},
-	"goroutines":     {"goroutines", "goroutine", "count", "goroutine", "count", 0},
-	"mutex_count":    {"mutex", "contentions", "count", "contentions", "count", 0},
-	"mutex_duration": {"mutex", "delay", "nanoseconds", "contentions", "count", 0},
-	"block_count":    {"block", "contentions", "count", "contentions", "count", 0},
-	"block_duration": {"block", "delay", "nanoseconds", "contentions", "count", 0},
+// ogKinds are the kinds of Pyroscope's text formats by the application name's
+// suffix (app.cpu, app.alloc_objects, ...), as Pyroscope v1.18 maps them:
+// name, sample type, unit. CPU and wall samples become nanoseconds when the
+// sample rate is known (SampleKindFor).
+var ogKinds = map[string][3]string{
+	"cpu":                        {"process_cpu", "samples", "count"},
+	"itimer":                     {"process_cpu", "samples", "count"},
+	"wall":                       {"wall", "samples", "count"},
+	"seconds":                    {"wall", "samples", "count"},
+	"nanoseconds":                {"wall", "samples", "count"},
+	"microseconds":               {"wall", "samples", "count"},
+	"milliseconds":               {"wall", "samples", "count"},
+	"inuse_objects":              {"memory", "inuse_objects", "count"},
+	"inuse_space":                {"memory", "inuse_space", "bytes"},
+	"alloc_objects":              {"memory", "alloc_objects", "count"},
+	"alloc_space":                {"memory", "alloc_space", "bytes"},
+	"bytes":                      {"memory", "samples", "bytes"},
+	"live":                       {"memory", "live", "count"},
+	"alloc_in_new_tlab_objects":  {"memory", "alloc_in_new_tlab_objects", "count"},
+	"alloc_in_new_tlab_bytes":    {"memory", "alloc_in_new_tlab_bytes", "bytes"},
+	"alloc_outside_tlab_objects": {"memory", "alloc_outside_tlab_objects", "count"},
+	"alloc_outside_tlab_bytes":   {"memory", "alloc_outside_tlab_bytes", "bytes"},
+	"goroutines":                 {"goroutine", "goroutines", "count"},
+	"mutex_count":                {"mutex", "contentions", "count"},
+	"mutex_duration":             {"mutex", "delay", "nanoseconds"},
+	"block_count":                {"block", "contentions", "count"},
+	"block_duration":             {"block", "delay", "nanoseconds"},
+	"lock_count":                 {"block", "contentions", "count"},
+	"lock_duration":              {"block", "delay", "nanoseconds"},
+	"exceptions":                 {"exceptions", "samples", "count"},
 }
 
-// kinds by the units parameter, when the name has no known suffix.
-var unitKinds = map[string]SampleKind{
-	"objects":          suffixKinds["alloc_objects"],
-	"bytes":            suffixKinds["alloc_space"],
-	"goroutines":       suffixKinds["goroutines"],
-	"lock_samples":     suffixKinds["mutex_count"],
-	"lock_nanoseconds": suffixKinds["mutex_duration"],
-}
-
-// FoldedKind chooses the sample type of a text-format profile from the
-// application name's suffix (myapp.cpu, myapp.alloc_objects, ...), else from
-// the units parameter (objects, bytes, goroutines, lock_samples,
-// lock_nanoseconds), else CPU samples. For CPU and wall samples the period is
-// 1e9/sampleRate nanoseconds (sampleRate 0 means Pyroscope's default, 100 Hz).
-func FoldedKind(app, units string, sampleRate uint32) SampleKind {
-	k, ok := SampleKind{}, false
+// SampleKindFor chooses the sample type of a text-format profile from the
+// application name's suffix as Pyroscope does: "app" is CPU, "app.<suffix>"
+// the suffix's kind (ogKinds). An unknown suffix is an error (Pyroscope
+// refuses it too). CPU and wall
+// samples at a known sampleRate become nanoseconds: type cpu (or wall),
+// period 1e9/sampleRate, period type cpu.
+func SampleKindFor(app string, sampleRate uint32) (kind SampleKind, err error) {
+	suffix := "cpu"
 	if i := strings.LastIndexByte(app, '.'); i >= 0 {
-		k, ok = suffixKinds[app[i+1:]]
+		suffix = app[i+1:]
 	}
+	k, ok := ogKinds[suffix]
 	if !ok {
-		k, ok = unitKinds[units]
+		return SampleKind{}, fmt.Errorf("unknown profile type %q: the application name's suffix (after the last '.') must be one of cpu, wall, alloc_objects, inuse_space, ... (see the README)", suffix)
 	}
-	if !ok {
-		k = suffixKinds["cpu"]
-	}
-	if k.PeriodUnit == "nanoseconds" && k.PeriodType != "contentions" {
-		if sampleRate == 0 {
-			sampleRate = DefaultSampleRate
+	kind = SampleKind{ProfileName: k[0], SampleType: k[1], SampleUnit: k[2]}
+	if sampleRate != 0 && (kind.ProfileName == "process_cpu" || kind.ProfileName == "wall") {
+		kind.SampleType, kind.SampleUnit = "cpu", "nanoseconds"
+		if kind.ProfileName == "wall" {
+			kind.SampleType = "wall"
 		}
-		k.Period = int64(1e9) / int64(sampleRate)
+		kind.PeriodType, kind.PeriodUnit = "cpu", "nanoseconds"
+		kind.Period = int64(1e9) / int64(sampleRate)
 	}
-	return k
+	return kind, nil
 }
 
 // LineError is a malformed line of a text-format profile.
@@ -89,19 +101,7 @@ func (e *LineError) Error() string { return fmt.Sprintf("line %d: %s", e.Line, e
 // empty stack or an empty frame is an error naming the line; so is invalid
 // UTF-8. timeNanos and durationNanos are copied into the profile.
 func ParseFolded(body []byte, kind SampleKind, lines bool, timeNanos, durationNanos int64) (*googlev1.Profile, error) {
-	b := &builder{
-		p: &googlev1.Profile{
-			StringTable:   []string{""},
-			TimeNanos:     timeNanos,
-			DurationNanos: durationNanos,
-			Period:        kind.Period,
-		},
-		strings: map[string]int64{"": 0},
-		funcs:   map[string]uint64{},
-		stacks:  map[string]int{},
-	}
-	b.p.SampleType = []*googlev1.ValueType{{Type: b.str(kind.SampleType), Unit: b.str(kind.SampleUnit)}}
-	b.p.PeriodType = &googlev1.ValueType{Type: b.str(kind.PeriodType), Unit: b.str(kind.PeriodUnit)}
+	b := newFoldedBuilder(kind, timeNanos, durationNanos)
 	n := 0
 	for len(body) > 0 {
 		n++
@@ -150,8 +150,30 @@ func clip(s string) string {
 	return s
 }
 
+// newFoldedBuilder starts an empty profile of one sample type, kind.
+func newFoldedBuilder(kind SampleKind, timeNanos, durationNanos int64) *builder {
+	b := &builder{
+		p: &googlev1.Profile{
+			StringTable:   []string{""},
+			TimeNanos:     timeNanos,
+			DurationNanos: durationNanos,
+			Period:        kind.Period,
+		},
+		strings: map[string]int64{"": 0},
+		funcs:   map[string]uint64{},
+		stacks:  map[string]int{},
+	}
+	b.p.SampleType = []*googlev1.ValueType{{Type: b.str(kind.SampleType), Unit: b.str(kind.SampleUnit)}}
+	if kind.PeriodType != "" {
+		b.p.PeriodType = &googlev1.ValueType{Type: b.str(kind.PeriodType), Unit: b.str(kind.PeriodUnit)}
+		b.scale = kind.Period
+	}
+	return b
+}
+
 type builder struct {
 	p       *googlev1.Profile
+	scale   int64 // each value is multiplied by it (0: 1)
 	strings map[string]int64
 	funcs   map[string]uint64 // function name -> location id (= function id)
 	stacks  map[string]int    // stack -> sample index
@@ -168,7 +190,16 @@ func (b *builder) str(s string) int64 {
 }
 
 func (b *builder) add(stack string, value int64) error {
+	if b.scale > 1 {
+		if value > math.MaxInt64/b.scale {
+			return fmt.Errorf("the value of stack %q is more than %d nanoseconds", clip(stack), int64(math.MaxInt64))
+		}
+		value *= b.scale
+	}
 	if i, ok := b.stacks[stack]; ok {
+		if b.p.Sample[i].Value[0] > math.MaxInt64-value {
+			return fmt.Errorf("the values of stack %q add up to more than %d", clip(stack), int64(math.MaxInt64))
+		}
 		b.p.Sample[i].Value[0] += value
 		return nil
 	}
@@ -248,4 +279,20 @@ func NameFromSampleTypes(types []string, periodType string) string {
 		return "wall"
 	}
 	return "unknown"
+}
+
+// ogKind is the sample kind of a text-format request (SampleKindFor); an
+// unknown name suffix is a 400.
+func (r *Request) ogKind() (SampleKind, error) {
+	k, err := SampleKindFor(r.AppName, r.SampleRate)
+	if err != nil {
+		return SampleKind{}, &BadRequestError{err}
+	}
+	return k, nil
+}
+
+// ogLabels are the series labels a text-format profile adds: its __name__
+// (service_name and app_name are the request's, normalize.TextLabels).
+func ogLabels(kind SampleKind) []LabelPair {
+	return []LabelPair{{Name: "__name__", Value: kind.ProfileName}}
 }

@@ -109,7 +109,7 @@ func TestParseParams(t *testing.T) {
 		{url.Values{"name": {"a"}, "from": {"x"}}, "from: invalid time", 400},
 		{url.Values{"name": {"a"}, "from": {"20"}, "until": {"10"}}, "is before from", 400},
 		{url.Values{"name": {"a"}, "sampleRate": {"0"}}, `invalid sampleRate "0"`, 400},
-		{url.Values{"name": {"a"}, "format": {"jfr"}}, `unsupported format "jfr": supported formats are pprof, folded, groups, lines`, 415},
+		{url.Values{"name": {"a"}, "format": {"bogus"}}, `unsupported format "bogus": supported formats are pprof, folded, groups, lines`, 415},
 	} {
 		_, err := ParseParams(tc.q, now)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -143,8 +143,6 @@ func multipartBody(t *testing.T, profile []byte, cfg string) (*bytes.Buffer, str
 	w := multipart.NewWriter(body)
 	fw, _ := w.CreateFormFile("profile", "profile.pprof")
 	_, _ = fw.Write(profile)
-	fw, _ = w.CreateFormFile("prev_profile", "profile.pprof")
-	_, _ = fw.Write([]byte("ignored"))
 	if cfg != "" {
 		fw, _ = w.CreateFormFile("sample_type_config", "sample_type_config.json")
 		_, _ = fw.Write([]byte(cfg))
@@ -190,6 +188,20 @@ func TestParseRequest(t *testing.T) {
 			t.Fatalf("%+v", r)
 		}
 	})
+	t.Run("prev_profile refused", func(t *testing.T) {
+		body := &bytes.Buffer{}
+		w := multipart.NewWriter(body)
+		for _, part := range []string{"profile", "prev_profile"} {
+			fw, _ := w.CreateFormFile(part, "profile.pprof")
+			_, _ = fw.Write(gz(raw))
+		}
+		_ = w.Close()
+		req := httptest.NewRequest("POST", target, body)
+		req.Header.Set("Content-Type", w.FormDataContentType())
+		if _, err := ParseRequest(req, Limits{}, now); err == nil || !strings.Contains(err.Error(), "prev_profile") {
+			t.Fatalf("want prev_profile refused, got %v", err)
+		}
+	})
 	t.Run("folded", func(t *testing.T) {
 		req := httptest.NewRequest("POST", "/ingest?name=app.cpu&from=1700000000&until=1700000010&sampleRate=100", strings.NewReader("main;foo;bar 3\nmain;foo 2\nmain;foo;bar 1\n"))
 		r, err := ParseRequest(req, Limits{}, now)
@@ -200,7 +212,8 @@ func TestParseRequest(t *testing.T) {
 			t.Fatalf("%+v", r)
 		}
 		folded := r.Profiles[0].Profile
-		if got := stacks(folded); !reflect.DeepEqual(got, map[string]int64{"bar;foo;main": 4, "foo;main": 2}) {
+		// 100 Hz: a sample is 10 ms of CPU.
+		if got := stacks(folded); !reflect.DeepEqual(got, map[string]int64{"bar;foo;main": 4e7, "foo;main": 2e7}) {
 			t.Fatalf("stacks = %v", got)
 		}
 		if folded.TimeNanos != 1700000000e9 || folded.DurationNanos != 10e9 || folded.Period != 1e7 {
@@ -218,7 +231,7 @@ func TestParseRequest(t *testing.T) {
 		{"decompressed over limit", target, "", gz(raw), Limits{MaxDecompressedBytes: 3}, "exceeds the limit of 3 bytes", 400},
 		{"empty body", target, "", nil, Limits{}, "empty profile", 400},
 		{"bad folded", "/ingest?name=a&format=folded", "", []byte("a;b 1\na;b\n"), Limits{}, "folded profile: line 2: no value", 400},
-		{"unsupported", "/ingest?name=a&format=speedscope", "", raw, Limits{}, "unsupported format", 415},
+		{"unsupported", "/ingest?name=a&format=bogus", "", raw, Limits{}, "unsupported format", 415},
 		{"multipart without boundary", target, "multipart/form-data", raw, Limits{}, "without a boundary", 400},
 		{"multipart garbage", target, "multipart/form-data; boundary=xyz", raw, Limits{}, "invalid multipart body", 400},
 	} {
@@ -274,33 +287,49 @@ func stacks(p *googlev1.Profile) map[string]int64 {
 	return out
 }
 
-func TestFoldedKind(t *testing.T) {
+// TestSampleKindFor: the kinds Pyroscope v1.18 gives text-format profiles by
+// the application name's suffix (its ingest adapter's table).
+func TestSampleKindFor(t *testing.T) {
 	for _, tc := range []struct {
-		app, units string
-		rate       uint32
-		want       string
-		period     int64
+		app      string
+		rate     uint32
+		want     string
+		period   int64
+		refusing bool
 	}{
-		{"app.cpu", "", 100, "process_cpu:samples:count:cpu:nanoseconds", 1e7},
-		{"app", "", 0, "process_cpu:samples:count:cpu:nanoseconds", 1e7},
-		{"app.cpu", "", 250, "process_cpu:samples:count:cpu:nanoseconds", 4e6},
-		{"my.app.alloc_objects", "", 100, "memory:alloc_objects:count:space:bytes", 0},
-		{"app.inuse_space", "", 100, "memory:inuse_space:bytes:space:bytes", 0},
-		{"app", "bytes", 100, "memory:alloc_space:bytes:space:bytes", 0},
-		{"app.mutex_duration", "", 100, "mutex:delay:nanoseconds:contentions:count", 0},
-		{"app.goroutines", "", 100, "goroutines:goroutine:count:goroutine:count", 0},
-		{"app.wall", "", 100, "wall:samples:count:wall:nanoseconds", 1e7},
+		{"app.cpu", 100, "process_cpu:cpu:nanoseconds:cpu:nanoseconds", 1e7, false},
+		{"app", 100, "process_cpu:cpu:nanoseconds:cpu:nanoseconds", 1e7, false},
+		{"app", 0, "process_cpu:samples:count::", 0, false},
+		{"app.cpu", 250, "process_cpu:cpu:nanoseconds:cpu:nanoseconds", 4e6, false},
+		{"app.itimer", 100, "process_cpu:cpu:nanoseconds:cpu:nanoseconds", 1e7, false},
+		{"my.app.alloc_objects", 100, "memory:alloc_objects:count::", 0, false},
+		{"app.inuse_space", 100, "memory:inuse_space:bytes::", 0, false},
+		{"app.bytes", 100, "memory:samples:bytes::", 0, false},
+		{"app.mutex_duration", 100, "mutex:delay:nanoseconds::", 0, false},
+		{"app.lock_count", 100, "block:contentions:count::", 0, false},
+		{"app.goroutines", 100, "goroutine:goroutines:count::", 0, false},
+		{"app.wall", 100, "wall:wall:nanoseconds:cpu:nanoseconds", 1e7, false},
+		{"app.seconds", 100, "wall:wall:nanoseconds:cpu:nanoseconds", 1e7, false},
+		{"app.alloc_in_new_tlab_bytes", 100, "memory:alloc_in_new_tlab_bytes:bytes::", 0, false},
+		{"app.exceptions", 100, "exceptions:samples:count::", 0, false},
+		{"com.example", 100, "", 0, true},
 	} {
-		k := FoldedKind(tc.app, tc.units, tc.rate)
+		k, err := SampleKindFor(tc.app, tc.rate)
+		if tc.refusing {
+			if err == nil {
+				t.Errorf("SampleKindFor(%q) = %+v, want an error", tc.app, k)
+			}
+			continue
+		}
 		id := strings.Join([]string{k.ProfileName, k.SampleType, k.SampleUnit, k.PeriodType, k.PeriodUnit}, ":")
-		if id != tc.want || k.Period != tc.period {
-			t.Errorf("FoldedKind(%q, %q, %d) = %s period %d, want %s period %d", tc.app, tc.units, tc.rate, id, k.Period, tc.want, tc.period)
+		if err != nil || id != tc.want || k.Period != tc.period {
+			t.Errorf("SampleKindFor(%q, %d) = %s period %d (%v), want %s period %d", tc.app, tc.rate, id, k.Period, err, tc.want, tc.period)
 		}
 	}
 }
 
 func TestParseFoldedErrors(t *testing.T) {
-	k := FoldedKind("a.cpu", "", 100)
+	k, _ := SampleKindFor("a.cpu", 0)
 	for _, tc := range []struct{ in, want string }{
 		{"a;b", `line 1: no value: want "frame;frame;... <integer>", got "a;b"`},
 		{"a;b 1\n\na;b x", `line 3: value "x" is not an integer`},
@@ -393,7 +422,7 @@ func FuzzParseFolded(f *testing.F) {
 		f.Add([]byte(s), false)
 	}
 	f.Add([]byte("a;b\nc\n"), true)
-	k := FoldedKind("a.cpu", "", 100)
+	k, _ := SampleKindFor("a.cpu", 100) // values scaled by the period
 	f.Fuzz(func(t *testing.T, b []byte, lines bool) {
 		p, err := ParseFolded(b, k, lines, 0, 0)
 		if err != nil {

@@ -26,10 +26,15 @@ const (
 	FormatPprof  Format = "pprof"
 	FormatFolded Format = "folded" // also accepted as "groups"
 	FormatLines  Format = "lines"
+
+	FormatSpeedscope Format = "speedscope"
+	FormatTrie       Format = "trie" // also chosen by Content-Type binary/octet-stream+trie
+	FormatTree       Format = "tree" // also chosen by Content-Type binary/octet-stream+tree
+	FormatJFR        Format = "jfr"
 )
 
 // SupportedFormats lists the format parameter values ParseRequest accepts.
-var SupportedFormats = []string{"pprof", "folded", "groups", "lines"}
+var SupportedFormats = []string{"pprof", "folded", "groups", "lines", "speedscope", "trie", "tree", "jfr"}
 
 // DefaultSampleRate is Pyroscope's default sampleRate (Hz).
 const DefaultSampleRate = 100
@@ -107,14 +112,18 @@ func badf(format string, args ...any) error {
 }
 
 // StatusCode maps an error of this package to an HTTP status: 415 for an
-// unsupported format, 400 for anything else non-nil, 200 for nil.
+// unsupported format, 422 for a body its format's parser refuses
+// (UnprocessableError), 400 for anything else non-nil, 200 for nil.
 func StatusCode(err error) int {
 	var uf *UnsupportedFormatError
+	var ue *UnprocessableError
 	switch {
 	case err == nil:
 		return http.StatusOK
 	case errors.As(err, &uf):
 		return http.StatusUnsupportedMediaType
+	case errors.As(err, &ue):
+		return http.StatusUnprocessableEntity
 	}
 	return http.StatusBadRequest
 }
@@ -131,6 +140,14 @@ func ParseFormat(s string) (Format, error) {
 		return FormatFolded, nil
 	case "lines":
 		return FormatLines, nil
+	case "speedscope":
+		return FormatSpeedscope, nil
+	case "trie":
+		return FormatTrie, nil
+	case "tree":
+		return FormatTree, nil
+	case "jfr":
+		return FormatJFR, nil
 	}
 	return "", &UnsupportedFormatError{Format: s}
 }
@@ -236,9 +253,13 @@ func ParseRequest(req *http.Request, lim Limits, now time.Time) (*Request, error
 	if lim.MaxBodyBytes > 0 && len(raw) > lim.MaxBodyBytes {
 		return nil, badf("request body exceeds the limit of %d bytes", lim.MaxBodyBytes)
 	}
+	r.Format = contentTypeFormat(r.Format, req.Header.Get("Content-Type"))
 	var parts Parts
 	if mt, params, err := mime.ParseMediaType(req.Header.Get("Content-Type")); err == nil && mt == "multipart/form-data" {
 		if parts, err = readMultipart(raw, params["boundary"]); err != nil {
+			if r.Format == FormatJFR {
+				return nil, &UnprocessableError{err} // Pyroscope's JFR path: 422
+			}
 			return nil, err
 		}
 	}
@@ -258,12 +279,19 @@ type Parts map[string][]byte
 // limit. parts is the multipart body's parts (nil: body is the profile
 // itself); each format reads the parts it knows.
 func (r *Request) SetBody(body []byte, parts Parts, maxDecompressed int) error {
+	if r.Format == FormatJFR {
+		return r.setJFR(body, parts, maxDecompressed)
+	}
 	if parts != nil {
 		if err := r.setSampleTypeConfig(parts["sample_type_config"]); err != nil {
 			return err
 		}
 		if r.Format == "" {
 			r.Format = FormatPprof
+		}
+		if r.Format == FormatPprof && len(parts["prev_profile"]) > 0 {
+			// Pyroscope refuses the cumulative profiles of old pyroscope-go clients (422).
+			return badf("a prev_profile part (cumulative profiles of old pyroscope-go clients) is not supported: update github.com/grafana/pyroscope-go")
 		}
 		body = parts[partName(r.Format)]
 	}
@@ -289,20 +317,30 @@ func (r *Request) SetBody(body []byte, parts Parts, maxDecompressed int) error {
 		r.Profile = data
 		return nil
 	case FormatFolded, FormatLines:
-		kind := FoldedKind(r.AppName, r.Units, r.SampleRate)
+		kind, err := r.ogKind()
+		if err != nil {
+			return err
+		}
 		t, d := r.timeRange()
 		p, err := ParseFolded(data, kind, r.Format == FormatLines, t, d)
 		if err != nil {
 			return badf("%s profile: %w", r.Format, err)
 		}
-		r.Profiles = []Decoded{{Profile: p, Labels: []LabelPair{{Name: "__name__", Value: kind.ProfileName}}}}
+		r.Profiles = []Decoded{{Profile: p, Labels: ogLabels(kind)}}
 		return nil
+	case FormatSpeedscope:
+		return r.setSpeedscope(data)
+	case FormatTrie, FormatTree:
+		return r.setTrie(data)
 	}
 	return &UnsupportedFormatError{Format: string(r.Format)}
 }
 
 // partName is the multipart part that carries a format's profile.
 func partName(f Format) string {
+	if f == FormatJFR {
+		return "jfr"
+	}
 	return "profile"
 }
 

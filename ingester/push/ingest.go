@@ -4,12 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"connectrpc.com/connect"
-	googlev1 "github.com/grafana/pyroscope/api/gen/proto/go/google/v1"
 
 	"github.com/hearth-dev/hearth/ingester/ingest"
 	"github.com/hearth-dev/hearth/ingester/model"
+	"github.com/hearth-dev/hearth/ingester/normalize"
 	"github.com/hearth-dev/hearth/ingester/pprofdec"
 	"github.com/hearth-dev/hearth/ingester/tenant"
 	"github.com/hearth-dev/hearth/ingester/validation"
@@ -27,11 +28,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), HTTPStatus(TenantError(err).Code()))
 		return
 	}
-	maxBody := h.Limits.MaxProfileSizeBytes
+	lim := h.Limits.For(t)
+	maxBody := lim.MaxProfileSizeBytes
 	if maxBody > 0 {
 		maxBody += 1 << 20 // multipart framing and the sample type config
 	}
-	req, err := ingest.ParseRequest(r, ingest.Limits{MaxBodyBytes: maxBody, MaxDecompressedBytes: h.Limits.MaxProfileSizeBytes}, h.Now())
+	req, err := ingest.ParseRequest(r, ingest.Limits{MaxBodyBytes: maxBody, MaxDecompressedBytes: lim.MaxProfileSizeBytes}, h.Now())
 	if err != nil {
 		reason := string(validation.InvalidProfile)
 		var uf *ingest.UnsupportedFormatError
@@ -39,43 +41,34 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			reason = string(validation.UnsupportedFormat)
 		}
 		h.metrics.discarded.WithLabelValues(t, reason).Inc()
-		http.Error(w, err.Error(), ingest.StatusCode(err))
+		http.Error(w, err.Error(), parseStatus(err, r, h.Now()))
 		return
 	}
-	labels := make(model.Labels, 0, len(req.Labels)+2)
+	sent := make([]model.Label, 0, len(req.Labels))
 	for _, l := range req.Labels {
-		labels = labels.Set(l.Name, l.Value)
+		sent = append(sent, model.Label{Name: l.Name, Value: l.Value})
 	}
-	if !labels.Has(model.LabelServiceName) && req.AppName != "" {
-		labels = labels.Set(model.LabelServiceName, req.AppName)
+	labels, err := normalize.IngestLabels(req.AppName, sent, req.SpyName)
+	if err == nil && isTextFormat(req.Format) {
+		labels = normalize.TextLabels(labels, req.AppName, model.Labels(sent).Has(model.LabelServiceName))
 	}
 	var fallback int64
 	if !req.From.IsZero() {
 		fallback = req.From.UnixNano()
 	}
 	var profiles []Profile
-	if req.Profiles != nil {
-		profiles, err = h.finishDecoded(labels, req.Profiles, fallback)
-	} else {
-		var prof *googlev1.Profile
-		prof, err = pprofdec.DecodePprof(req.Profile, h.Limits.MaxProfileSizeBytes)
-		if err != nil {
-			err = &validation.Error{Reason: validation.InvalidProfile, Msg: "cannot decode the pprof profile: " + err.Error()}
-		} else {
-			applySampleTypeConfig(prof, req.SampleTypeConfig)
-			var p Profile
-			p, err = h.finish(labels, prof, nil, "", fallback)
-			if err == nil && len(req.SampleTypeConfig) > 0 {
-				// The WAL must replay what was stored, renames included.
-				p.Raw, err = prof.MarshalVT()
-			} else if err == nil {
-				p.Raw = req.Profile
-			}
-			profiles = []Profile{p}
-		}
+	switch {
+	case err != nil:
+		err = &validation.Error{Reason: validation.InvalidLabelName, Msg: err.Error()}
+	case req.Profiles != nil:
+		profiles, err = h.finishDecoded(lim, labels, req.Profiles, fallback)
+	default:
+		var p Profile
+		p, err = h.finishIngestPprof(lim, labels, req)
+		profiles = []Profile{p}
 	}
 	if err == nil {
-		err = h.store(r.Context(), t, profiles, int(r.ContentLength))
+		err = h.store(r.Context(), t, lim, profiles, int(r.ContentLength))
 	} else {
 		err = h.reject(t, max(len(req.Profiles), 1), err)
 	}
@@ -85,16 +78,88 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if errors.As(err, &ce) {
 			code = ce.Code()
 		}
-		http.Error(w, err.Error(), HTTPStatus(code))
+		http.Error(w, err.Error(), ingestStatus(code, req.Format))
 		return
 	}
 	w.WriteHeader(http.StatusOK)
 }
 
+// finishIngestPprof decodes and completes a pprof profile sent to /ingest
+// with what Pyroscope does there before its distributor: the time of older
+// agents, the scripting spies' function names, the .NET agent's repairs,
+// the profile name from the sample types.
+func (h *Handler) finishIngestPprof(lim *validation.Limits, labels model.Labels, req *ingest.Request) (Profile, error) {
+	prof, err := pprofdec.DecodePprof(req.Profile, lim.MaxProfileSizeBytes)
+	if err != nil {
+		return Profile{}, &validation.Error{Reason: validation.InvalidProfile, Msg: "cannot decode the pprof profile: " + err.Error()}
+	}
+	from := req.From
+	if from.IsZero() {
+		from = h.Now()
+	}
+	changed := normalize.IngestTime(prof, from)
+	spy := normalize.SpyName(req.SpyName)
+	if h.Normalize.ScriptingFunctionNames {
+		changed = normalize.ScriptingFunctionNames(prof, spy) || changed
+	}
+	if normalize.IsDotnet(spy, func(n string) bool { _, ok := req.SampleTypeConfig[n]; return ok }) {
+		changed = normalize.RepairDotnetFunctionIDs(prof) || changed
+		changed = normalize.DotnetSampleTypes(prof) || changed
+	}
+	var display func(string) (string, bool)
+	if req.SampleTypeConfig != nil {
+		display = func(t string) (string, bool) { c, ok := req.SampleTypeConfig[t]; return c.DisplayName, ok }
+	}
+	labels = labels.Clone().Set(model.LabelProfileName, normalize.IngestProfileName(prof, display))
+	raw := req.Profile
+	if changed {
+		raw = nil
+	}
+	return h.finish(lim, labels, prof, raw, "", 0)
+}
+
+// isTextFormat reports the formats Pyroscope's older agents send as text
+// or tries, whose series labels Pyroscope builds differently.
+func isTextFormat(f ingest.Format) bool {
+	switch f {
+	case ingest.FormatFolded, ingest.FormatLines, "trie", "tree":
+		return true
+	}
+	return false
+}
+
+// parseStatus is the status of a request ParseRequest refused, as Pyroscope
+// answers it: 400 for the query parameters (a bad name), 415 for a format
+// it does not know, 422 for a body it cannot convert (a corrupt profile, a
+// cumulative pprof with prev_profile).
+func parseStatus(err error, r *http.Request, now time.Time) int {
+	if code := ingest.StatusCode(err); code != http.StatusBadRequest {
+		return code
+	}
+	if _, perr := ingest.ParseParams(r.URL.Query(), now); perr != nil {
+		return http.StatusBadRequest
+	}
+	return http.StatusUnprocessableEntity
+}
+
+// ingestStatus is the HTTP status of a refused /ingest request, as Pyroscope
+// answers it: an invalid profile or label set is 422 for the formats
+// Pyroscope converts to pprof before its distributor (pprof, jfr,
+// speedscope) and 400 for the text formats, which it pushes like push.v1.
+// Rate limits and unavailability keep their own status (429, 503): a
+// client should retry them (Pyroscope answers 422).
+func ingestStatus(code connect.Code, f ingest.Format) int {
+	st := HTTPStatus(code)
+	if st == http.StatusBadRequest && !isTextFormat(f) {
+		return http.StatusUnprocessableEntity
+	}
+	return st
+}
+
 // finishDecoded validates the profiles a format converter produced: each
 // gets the request's labels over its own, and its marshalled form for the
 // write-ahead log (which replays pprof).
-func (h *Handler) finishDecoded(reqLabels model.Labels, decoded []ingest.Decoded, fallback int64) ([]Profile, error) {
+func (h *Handler) finishDecoded(lim *validation.Limits, reqLabels model.Labels, decoded []ingest.Decoded, fallback int64) ([]Profile, error) {
 	out := make([]Profile, 0, len(decoded))
 	for i, d := range decoded {
 		labels := reqLabels.Clone()
@@ -107,7 +172,7 @@ func (h *Handler) finishDecoded(reqLabels model.Labels, decoded []ingest.Decoded
 		if err != nil {
 			return nil, err
 		}
-		p, err := h.finish(labels, d.Profile, raw, "", fallback)
+		p, err := h.finish(lim, labels, d.Profile, raw, "", fallback)
 		if err != nil {
 			if len(decoded) > 1 {
 				err = fmt.Errorf("profile %d of %d: %w", i+1, len(decoded), err)
@@ -117,31 +182,6 @@ func (h *Handler) finishDecoded(reqLabels model.Labels, decoded []ingest.Decoded
 		out = append(out, p)
 	}
 	return out, nil
-}
-
-// applySampleTypeConfig renames sample types as the Go SDK asks (display-name),
-// e.g. contentions → mutex_count, so profile type ids match Pyroscope's.
-func applySampleTypeConfig(p *googlev1.Profile, cfg map[string]ingest.SampleTypeConfig) {
-	if len(cfg) == 0 {
-		return
-	}
-	for _, st := range p.SampleType {
-		if st.Type <= 0 || st.Type >= int64(len(p.StringTable)) {
-			continue
-		}
-		c, ok := cfg[p.StringTable[st.Type]]
-		if !ok {
-			continue
-		}
-		if c.DisplayName != "" {
-			st.Type = int64(len(p.StringTable))
-			p.StringTable = append(p.StringTable, c.DisplayName)
-		}
-		if c.Units != "" {
-			st.Unit = int64(len(p.StringTable))
-			p.StringTable = append(p.StringTable, c.Units)
-		}
-	}
 }
 
 // HTTPStatus maps a connect code to the HTTP status plain-HTTP endpoints

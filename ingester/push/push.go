@@ -26,6 +26,7 @@ import (
 	"github.com/hearth-dev/hearth/ingester/head"
 	"github.com/hearth-dev/hearth/ingester/ingest"
 	"github.com/hearth-dev/hearth/ingester/model"
+	"github.com/hearth-dev/hearth/ingester/normalize"
 	"github.com/hearth-dev/hearth/ingester/pprofdec"
 	"github.com/hearth-dev/hearth/ingester/symdb"
 	"github.com/hearth-dev/hearth/ingester/tenant"
@@ -48,11 +49,15 @@ type Appender interface {
 
 // Handler serves the push APIs.
 type Handler struct {
-	Limits       validation.Limits
+	// Limits gives each tenant's effective limits, asked per request so that
+	// a runtime config reload applies without a restart.
+	Limits       validation.TenantLimits
 	Appender     Appender
 	Multitenancy bool
 	Logger       *slog.Logger
 	Now          func() time.Time
+	// Normalize selects Pyroscope's rewrites (default: all of Pyroscope's).
+	Normalize normalize.Config
 
 	metrics  *metrics
 	limiters sync.Map // tenant → *rate.Limiter
@@ -66,7 +71,7 @@ type metrics struct {
 }
 
 // NewHandler returns a handler whose metrics are registered with reg (may be nil).
-func NewHandler(lim validation.Limits, app Appender, multitenancy bool, logger *slog.Logger, reg prometheus.Registerer) *Handler {
+func NewHandler(lim validation.TenantLimits, app Appender, multitenancy bool, logger *slog.Logger, reg prometheus.Registerer) *Handler {
 	m := &metrics{
 		profiles: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hearth_received_profiles_total", Help: "Profiles accepted, per tenant.",
@@ -84,7 +89,7 @@ func NewHandler(lim validation.Limits, app Appender, multitenancy bool, logger *
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &Handler{Limits: lim, Appender: app, Multitenancy: multitenancy, Logger: logger, Now: time.Now, metrics: m}
+	return &Handler{Limits: lim, Appender: app, Multitenancy: multitenancy, Logger: logger, Now: time.Now, Normalize: normalize.Default(), metrics: m}
 }
 
 // Push implements push.v1.PusherService.
@@ -93,20 +98,21 @@ func (h *Handler) Push(ctx context.Context, req *connect.Request[pushv1.PushRequ
 	if err != nil {
 		return nil, TenantError(err)
 	}
+	lim := h.Limits.For(t)
 	var profiles []Profile
 	var size int
 	for si, s := range req.Msg.Series {
 		labels := model.FromProto(s.Labels).Sort()
 		for pi, raw := range s.Samples {
 			size += len(raw.RawProfile)
-			p, err := h.decode(t, labels, raw.RawProfile, raw.ID, 0)
+			p, err := h.decode(lim, labels, raw.RawProfile, raw.ID, 0)
 			if err != nil {
 				return nil, h.reject(t, len(req.Msg.Series), fmt.Errorf("series %d profile %d: %w", si, pi, err))
 			}
 			profiles = append(profiles, p)
 		}
 	}
-	if err := h.store(ctx, t, profiles, size); err != nil {
+	if err := h.store(ctx, t, lim, profiles, size); err != nil {
 		return nil, err
 	}
 	return connect.NewResponse(&pushv1.PushResponse{}), nil
@@ -114,8 +120,8 @@ func (h *Handler) Push(ctx context.Context, req *connect.Request[pushv1.PushRequ
 
 // decode turns one raw profile into a validated Profile. fallbackNanos is the
 // time to use when the profile has none (the /ingest from parameter), 0: now.
-func (h *Handler) decode(t string, labels model.Labels, raw []byte, id string, fallbackNanos int64) (Profile, error) {
-	p, err := pprofdec.DecodePprof(raw, h.Limits.MaxProfileSizeBytes)
+func (h *Handler) decode(lim *validation.Limits, labels model.Labels, raw []byte, id string, fallbackNanos int64) (Profile, error) {
+	p, err := pprofdec.DecodePprof(raw, lim.MaxProfileSizeBytes)
 	if err != nil {
 		var se *pprofdec.SizeError
 		if errors.As(err, &se) {
@@ -123,12 +129,13 @@ func (h *Handler) decode(t string, labels model.Labels, raw []byte, id string, f
 		}
 		return Profile{}, &validation.Error{Reason: validation.InvalidProfile, Msg: "cannot decode the profile: " + err.Error()}
 	}
-	return h.finish(labels, p, raw, id, fallbackNanos)
+	return h.finish(lim, labels, p, raw, id, fallbackNanos)
 }
 
-// finish completes and validates a decoded profile.
-func (h *Handler) finish(labels model.Labels, p *googlev1.Profile, raw []byte, id string, fallbackNanos int64) (Profile, error) {
-	SanitizeStrings(p)
+// finish completes and validates a decoded profile against the tenant's
+// limits. raw is the profile as received, for the write-ahead log; nil, or a
+// profile the normalizations changed, is marshalled again.
+func (h *Handler) finish(lim *validation.Limits, labels model.Labels, p *googlev1.Profile, raw []byte, id string, fallbackNanos int64) (Profile, error) {
 	labels = labels.Clone()
 	if labels.Get(model.LabelServiceName) == "" {
 		labels = labels.Set(model.LabelServiceName, model.UnknownService)
@@ -138,9 +145,14 @@ func (h *Handler) finish(labels model.Labels, p *googlev1.Profile, raw []byte, i
 	}
 	labels = labels.Delete(model.LabelSpanID)
 	labels.Sort()
-	if err := h.Limits.Labels(labels); err != nil {
+	labels, changed, err := h.pyroscopeRewrites(labels, p)
+	if err != nil {
 		return Profile{}, err
 	}
+	if err := lim.Labels(labels); err != nil {
+		return Profile{}, err
+	}
+	labels = withPrivateServiceName(labels)
 	now := h.Now()
 	ts := p.TimeNanos
 	if ts == 0 {
@@ -149,8 +161,14 @@ func (h *Handler) finish(labels model.Labels, p *googlev1.Profile, raw []byte, i
 	if ts == 0 {
 		ts = now.UnixNano()
 	}
-	if err := h.Limits.Profile(p, ts, now); err != nil {
+	if err := lim.Profile(p, ts, now); err != nil {
 		return Profile{}, err
+	}
+	if changed || raw == nil {
+		// The WAL must replay what is stored, rewrites included.
+		if raw, err = p.MarshalVT(); err != nil {
+			return Profile{}, err
+		}
 	}
 	var pid head.ProfileID
 	if u, err := uuid.Parse(id); id != "" && err == nil {
@@ -161,25 +179,47 @@ func (h *Handler) finish(labels model.Labels, p *googlev1.Profile, raw []byte, i
 	return Profile{ID: pid, Labels: labels, Profile: p, TimeNanos: ts, Raw: raw}, nil
 }
 
-func (h *Handler) limiter(t string) *rate.Limiter {
-	if h.Limits.IngestionRateMB <= 0 {
-		return nil
+// tenantLimiter is a tenant's rate limiter and the limit it was built for.
+type tenantLimiter struct {
+	mu              sync.Mutex
+	l               *rate.Limiter
+	rateMB, burstMB float64
+}
+
+// allow takes n bytes from the tenant's budget, first adopting the tenant's
+// current limits (a runtime config reload may have changed them).
+func (h *Handler) allow(t string, lim *validation.Limits, n int) bool {
+	if lim.IngestionRateMB <= 0 {
+		return true
 	}
-	if l, ok := h.limiters.Load(t); ok {
-		return l.(*rate.Limiter)
+	v, ok := h.limiters.Load(t)
+	if !ok {
+		v, _ = h.limiters.LoadOrStore(t, &tenantLimiter{})
 	}
-	l, _ := h.limiters.LoadOrStore(t, rate.NewLimiter(rate.Limit(h.Limits.IngestionRateMB*1e6), int(max(h.Limits.IngestionBurstSizeMB, h.Limits.IngestionRateMB)*1e6)))
-	return l.(*rate.Limiter)
+	tl := v.(*tenantLimiter)
+	now := h.Now()
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	burst := int(max(lim.IngestionBurstSizeMB, lim.IngestionRateMB) * 1e6)
+	switch {
+	case tl.l == nil:
+		tl.l = rate.NewLimiter(rate.Limit(lim.IngestionRateMB*1e6), burst)
+	case tl.rateMB != lim.IngestionRateMB || tl.burstMB != lim.IngestionBurstSizeMB:
+		tl.l.SetLimitAt(now, rate.Limit(lim.IngestionRateMB*1e6))
+		tl.l.SetBurstAt(now, burst)
+	}
+	tl.rateMB, tl.burstMB = lim.IngestionRateMB, lim.IngestionBurstSizeMB
+	return tl.l.AllowN(now, n)
 }
 
 // store applies the rate limit and appends.
-func (h *Handler) store(ctx context.Context, t string, profiles []Profile, size int) error {
+func (h *Handler) store(ctx context.Context, t string, lim *validation.Limits, profiles []Profile, size int) error {
 	if len(profiles) == 0 {
 		return nil
 	}
-	if l := h.limiter(t); l != nil && !l.AllowN(h.Now(), size) {
+	if !h.allow(t, lim, size) {
 		h.metrics.discarded.WithLabelValues(t, string(validation.RateLimited)).Add(float64(len(profiles)))
-		return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("tenant %q is over its ingestion rate of %.1f MB/s (limits.ingestion-rate-mb): retry later", t, h.Limits.IngestionRateMB))
+		return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("tenant %q is over its ingestion rate of %.1f MB/s (limits.ingestion-rate-mb): retry later", t, lim.IngestionRateMB))
 	}
 	if err := h.Appender.Append(ctx, t, profiles); err != nil {
 		return h.reject(t, len(profiles), err)

@@ -65,7 +65,8 @@ func parseAdhoc(raw []byte, maxSize int) (*googlev1.Profile, error) {
 		}
 		return nil, fmt.Errorf("not a pprof profile: %w", perr)
 	}
-	p, ferr := ingest.ParseFolded(raw, ingest.FoldedKind("", "", 0), false, 0, 0)
+	kind, _ := ingest.SampleKindFor("", 0) // CPU samples
+	p, ferr := ingest.ParseFolded(raw, kind, false, 0, 0)
 	if ferr != nil {
 		return nil, fmt.Errorf("neither pprof (%v) nor folded stacks (%v)", perr, ferr)
 	}

@@ -34,6 +34,12 @@ type Source interface {
 	SeriesLabels(ctx context.Context, tenant string, match func(model.Labels) bool, start, end int64) ([]model.Labels, error)
 }
 
+// TimeSpanner is a Source that knows a tenant's oldest and newest profile
+// time (ns) without reading rows (ok false: no profile); GetProfileStats uses it.
+type TimeSpanner interface {
+	TimeSpan(ctx context.Context, tenant string) (oldest, newest int64, ok bool, err error)
+}
+
 // HeadSource reads the in-memory head.
 type HeadSource struct{ Head *head.Head }
 
@@ -736,11 +742,28 @@ func (s *Service) GetProfileStats(ctx context.Context, req *connect.Request[type
 	if err != nil {
 		return nil, err
 	}
-	sels, err := s.selectAll(ctx, t, "", nil, math.MinInt64, math.MaxInt64)
-	if err != nil {
-		return nil, err
-	}
 	resp := &typesv1.GetProfileStatsResponse{OldestProfileTime: math.MaxInt64, NewestProfileTime: math.MinInt64}
+	var sels []head.Selection
+	for _, src := range s.Sources {
+		// Blocks answer from meta.json; the others' rows are read.
+		if ts, ok := src.(TimeSpanner); ok {
+			oldest, newest, any, err := ts.TimeSpan(ctx, t)
+			if err != nil {
+				return nil, connect.NewError(connect.CodeUnavailable, err)
+			}
+			if any {
+				resp.DataIngested = true
+				resp.OldestProfileTime = min(resp.OldestProfileTime, oldest/int64(time.Millisecond))
+				resp.NewestProfileTime = max(resp.NewestProfileTime, newest/int64(time.Millisecond))
+			}
+			continue
+		}
+		sel, err := src.Select(ctx, t, "", nil, math.MinInt64, math.MaxInt64)
+		if err != nil {
+			return nil, connect.NewError(connect.CodeUnavailable, err)
+		}
+		sels = append(sels, sel...)
+	}
 	for _, sel := range sels {
 		for _, sr := range sel.Series {
 			for _, p := range sr.Profiles {

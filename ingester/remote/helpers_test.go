@@ -23,6 +23,7 @@ import (
 
 	"github.com/hearth-dev/hearth/ingester/distributor"
 	"github.com/hearth-dev/hearth/ingester/head"
+	"github.com/hearth-dev/hearth/ingester/normalize"
 	"github.com/hearth-dev/hearth/ingester/pprofdec"
 	"github.com/hearth-dev/hearth/ingester/push"
 	"github.com/hearth-dev/hearth/ingester/querier"
@@ -124,7 +125,7 @@ func testProfiles(tb testing.TB) [][]byte {
 			tb.Fatal(err)
 		}
 		p, err := pprofdec.DecodePprof(raw, 0)
-		if err != nil || symdb.Validate(p) != nil {
+		if err != nil || symdb.Validate(p) != nil || normalize.Check(p) != nil || normalize.CheckUTF8(p) != nil {
 			continue
 		}
 		p.TimeNanos = now.Add(time.Duration(i) * time.Second).UnixNano()

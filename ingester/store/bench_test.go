@@ -17,6 +17,7 @@ import (
 	pushv1 "github.com/grafana/pyroscope/api/gen/proto/go/push/v1"
 	typesv1 "github.com/grafana/pyroscope/api/gen/proto/go/types/v1"
 
+	"github.com/hearth-dev/hearth/ingester/normalize"
 	"github.com/hearth-dev/hearth/ingester/pprofdec"
 	"github.com/hearth-dev/hearth/ingester/push"
 	"github.com/hearth-dev/hearth/ingester/symdb"
@@ -39,7 +40,7 @@ func benchFiles(b testing.TB) map[string][]byte {
 			b.Fatal(err)
 		}
 		p, err := pprofdec.DecodePprof(raw, 0)
-		if err != nil || symdb.Validate(p) != nil {
+		if err != nil || symdb.Validate(p) != nil || normalize.Check(p) != nil || normalize.CheckUTF8(p) != nil {
 			continue // refused cleanly by the ingester: nothing to measure
 		}
 		p.TimeNanos = time.Now().UnixNano()

@@ -36,6 +36,7 @@ import (
 	"github.com/hearth-dev/hearth/ingester/pprofdec"
 	"github.com/hearth-dev/hearth/ingester/push"
 	"github.com/hearth-dev/hearth/ingester/record"
+	"github.com/hearth-dev/hearth/ingester/validation"
 	"github.com/hearth-dev/hearth/ingester/wal"
 	"github.com/hearth-dev/hearth/internal/formatver"
 )
@@ -62,6 +63,10 @@ type Options struct {
 	MaxHeadBytes       int64
 	MaxSeriesPerTenant int
 	MaxProfileSize     int // for decoding during replay
+	// TenantLimits, when set, give each tenant's series limit and replay
+	// profile size instead (runtime overrides; replay takes the larger of the
+	// tenant's and MaxProfileSize, so a profile accepted is replayed).
+	TenantLimits validation.TenantLimits
 	// ReplayWorkers is the number of goroutines decoding WAL records at start
 	// (default GOMAXPROCS; 1 replays sequentially, without a pipeline).
 	ReplayWorkers int
@@ -222,7 +227,11 @@ func (s *Store) open(notUploaded func() ([]string, error)) error {
 }
 
 func (s *Store) newHead() *head.Head {
-	return head.New(head.Options{MaxSeriesPerTenant: s.opts.MaxSeriesPerTenant, Metrics: s.hm})
+	o := head.Options{MaxSeriesPerTenant: s.opts.MaxSeriesPerTenant, Metrics: s.hm}
+	if tl := s.opts.TenantLimits; tl != nil {
+		o.MaxSeriesFor = func(t string) int { return tl.For(t).MaxSeriesPerTenant }
+	}
+	return head.New(o)
 }
 
 func (s *Store) replay(checkpoint uint64, m *wal.Metrics) error {
@@ -376,12 +385,24 @@ func (s *Store) decodeRecord(pos wal.Pos, payload []byte) *decodedRecord {
 		de := &d.entries[i]
 		de.id, de.timeNanos = e.ID, e.TimeNanos
 		var p *googlev1.Profile
-		if p, de.err = pprofdec.DecodePprof(e.Raw, s.opts.MaxProfileSize); de.err == nil {
+		if p, de.err = pprofdec.DecodePprof(e.Raw, s.replayProfileSize(tenant)); de.err == nil {
 			push.SanitizeStrings(p)
 			de.prep, de.err = head.Prepare(e.Labels, p)
 		}
 	}
 	return d
+}
+
+// replayProfileSize bounds a profile decoded from the WAL: the larger of the
+// tenant's limit and the default (0: none).
+func (s *Store) replayProfileSize(tenant string) int {
+	n := s.opts.MaxProfileSize
+	if s.opts.TenantLimits != nil && n > 0 {
+		if m := s.opts.TenantLimits.For(tenant).MaxProfileSizeBytes; m == 0 || m > n {
+			n = m
+		}
+	}
+	return n
 }
 
 // apply appends a decoded WAL record to the head; it returns the profiles
@@ -542,6 +563,21 @@ func (s *Store) Head() *head.Head {
 	defer s.mu.RUnlock()
 	return s.active
 }
+
+// Usage is the active head's tenants and active series (instance limits).
+func (s *Store) Usage() (tenants, series int) {
+	h := s.Head()
+	for _, name := range h.Tenants() {
+		if t := h.Tenant(name); t != nil {
+			tenants++
+			series += int(t.Stats().Series)
+		}
+	}
+	return tenants, series
+}
+
+// HasTenant reports whether the active head holds the tenant.
+func (s *Store) HasTenant(tenant string) bool { return s.Head().Tenant(tenant) != nil }
 
 // frozenHead is a cut head whose blocks are being written.
 type frozenHead struct {

@@ -27,6 +27,16 @@ type Limits struct {
 	MaxSeriesPerTenant     int           `yaml:"max_series_per_tenant"`
 	IngestionRateMB        float64       `yaml:"ingestion_rate_mb"`
 	IngestionBurstSizeMB   float64       `yaml:"ingestion_burst_size_mb"`
+
+	// Query limits (Pyroscope's names).
+	MaxQueryLength            time.Duration `yaml:"max_query_length"`
+	MaxQueryLookback          time.Duration `yaml:"max_query_lookback"`
+	MaxFlameGraphNodesDefault int           `yaml:"max_flamegraph_nodes_default"`
+	MaxFlameGraphNodesMax     int           `yaml:"max_flamegraph_nodes_max"`
+
+	// RetentionPeriod is the tenant's block retention in the bucket (0:
+	// forever). Its default is -compactor.blocks-retention-period.
+	RetentionPeriod time.Duration `yaml:"compactor_blocks_retention_period"`
 }
 
 // RegisterFlags registers the limits' flags with their defaults.
@@ -43,6 +53,10 @@ func (l *Limits) RegisterFlags(f *flag.FlagSet) {
 	f.IntVar(&l.MaxSeriesPerTenant, "limits.max-series-per-tenant", 100000, "Most active series a tenant may have in the head (0: unlimited).")
 	f.Float64Var(&l.IngestionRateMB, "limits.ingestion-rate-mb", 0, "Per-tenant ingestion rate in MB/s of compressed profiles (0: unlimited).")
 	f.Float64Var(&l.IngestionBurstSizeMB, "limits.ingestion-burst-size-mb", 64, "Per-tenant ingestion burst size in MB.")
+	f.DurationVar(&l.MaxQueryLength, "querier.max-query-length", 24*time.Hour, "Longest time range a query may cover, after -querier.max-query-lookback has moved its start (0: unlimited).")
+	f.DurationVar(&l.MaxQueryLookback, "querier.max-query-lookback", 7*24*time.Hour, "How far back a query may read: an earlier start is moved up to it, a query entirely before it answers nothing (0: unlimited).")
+	f.IntVar(&l.MaxFlameGraphNodesDefault, "querier.max-flamegraph-nodes-default", 8<<10, "Flame graph nodes when a query asks for none (max_nodes 0) (0: unlimited).")
+	f.IntVar(&l.MaxFlameGraphNodesMax, "querier.max-flamegraph-nodes-max", 1<<20, "Most flame graph nodes a query may ask for (0: unlimited).")
 }
 
 // Reason names a kind of violation (a metric label).

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/hearth-dev/hearth/ingester/block"
 	"github.com/hearth-dev/hearth/ingester/bucket"
+	"github.com/hearth-dev/hearth/internal/faultbucket"
 	"github.com/hearth-dev/hearth/internal/s3test"
 	"github.com/hearth-dev/hearth/internal/testutil"
 )
@@ -486,6 +488,74 @@ func diagnose(t *testing.T, c *cluster, bkt objstore.Bucket, acked []string, per
 					scan(nd.id+" local", lb, nil)
 				}
 			}
+		}
+	}
+}
+
+// TestCompactionRF3S3Faults (issue 21): 3 ingesters (RF 3) on a real S3
+// server behind a fault-injecting proxy (503 answers, bodies cut off midway,
+// delays, uploads and deletes that land and answer 500), short compaction
+// ranges, pushes for about a minute with the faults on through the cuts,
+// uploads and compaction: every acknowledged profile is counted exactly once
+// whenever a query answers; once the faults stop the bucket converges to at
+// most 1.05 rows per profile; no block is left with an unreadable meta.json.
+func TestCompactionRF3S3Faults(t *testing.T) {
+	s3 := s3test.Start(t)
+	s3.SetEnv(t)
+	proxy, err := faultbucket.StartProxy(s3.Endpoint, faultbucket.Config{Seed: 21, ErrorRate: 0.05, CutRate: 0.01, LandedErrorRate: 0.05, MaxDelay: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	viaProxy := s3Args(s3)
+	for i, a := range viaProxy {
+		if strings.HasPrefix(a, "-storage.s3.endpoint=") {
+			viaProxy[i] = "-storage.s3.endpoint=" + proxy.Addr
+		}
+	}
+	c := startBucketCluster(t, 3, viaProxy, append(compactionArgs, "-storage.operation-timeout=20s", "-compactor.job-timeout=30s")...)
+	bkt, err := bucket.New(context.Background(), bucket.Config{Backend: "s3", S3: bucket.S3Config{
+		BucketName: s3.Bucket, Endpoint: s3.Endpoint, Region: s3.Region, Insecure: true, ForcePathStyle: true,
+	}}, nil, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bkt.Close()
+	countTries = 50
+	t.Cleanup(func() { countTries = 1 })
+	proxy.SetEnabled(true)
+	stretch := func(r int) {
+		time.Sleep(15 * time.Second) // about a minute of pushes over the 3 rounds
+		if r == 2 {
+			proxy.SetEnabled(false)
+			req, errs, cut, landed := proxy.Stats()
+			t.Logf("faults off: %d requests, %d answered 503, %d bodies cut, %d writes landed then 500", req, errs, cut, landed)
+			if errs+cut+landed == 0 {
+				t.Fatal("no fault injected")
+			}
+		}
+	}
+	compactionRun(t, c, bkt, 0, stretch)
+	// No block is left unreadable: every block directory's meta.json reads
+	// (or is absent: a partial upload waiting for its grace), and no compactor
+	// counts one.
+	ctx := context.Background()
+	err = bkt.Iter(ctx, "anonymous/", func(name string) error {
+		id, err := ulid.ParseStrict(filepath.Base(strings.TrimSuffix(name, "/")))
+		if err != nil || !strings.HasSuffix(name, "/") {
+			return nil
+		}
+		if _, err := block.ReadMeta(ctx, bkt, "anonymous", id); err != nil && !errors.Is(err, block.ErrIncomplete) {
+			t.Errorf("block %s: %v", id, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range c.urls() {
+		if n := metric(t, u, "hearth_compactor_unreadable_blocks"); n != 0 {
+			t.Errorf("%s: hearth_compactor_unreadable_blocks = %.0f", u, n)
 		}
 	}
 }

@@ -21,6 +21,9 @@ import (
 	"github.com/thanos-io/objstore/providers/filesystem"
 
 	"github.com/hearth-dev/hearth/ingester/ingest"
+	"github.com/hearth-dev/hearth/ingester/ingest/otlp"
+	"github.com/hearth-dev/hearth/ingester/ingest/trie"
+	"github.com/hearth-dev/hearth/ingester/normalize"
 	"github.com/hearth-dev/hearth/ingester/pprofdec"
 	"github.com/hearth-dev/hearth/internal/testutil"
 )
@@ -75,12 +78,14 @@ func (s stackTotals) addProfile(t *testing.T, name string, p *googlev1.Profile) 
 // it, and what the format's converter makes of it (what the ring must hold,
 // once).
 type formatCase struct {
-	name string
-	req  func(url string) *http.Request
+	name    string // the application name sent
+	service string // the service_name stored for it
+	req     func(url string) *http.Request
+	otlp    []byte // an OTLP export request (req posts it), converted by the otlp package
 }
 
 func ingestCase(name, query, contentType string, body []byte) formatCase {
-	return formatCase{name: name, req: func(url string) *http.Request {
+	return formatCase{name: name, service: name, req: func(url string) *http.Request {
 		r, err := http.NewRequest(http.MethodPost, url+"/ingest?name="+name+"&"+query, bytes.NewReader(body))
 		if err != nil {
 			panic(err)
@@ -92,10 +97,66 @@ func ingestCase(name, query, contentType string, body []byte) formatCase {
 	}}
 }
 
+func storedAs(service string, fc formatCase) formatCase {
+	fc.service = service
+	return fc
+}
+
+func otlpCase(t *testing.T, body []byte) formatCase {
+	req, err := otlp.DecodeProto(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	decoded, err := otlp.Convert(req, time.Now())
+	if err != nil || len(decoded) == 0 {
+		t.Fatalf("otlp: %d profiles, %v", len(decoded), err)
+	}
+	service := ""
+	for _, l := range decoded[0].Labels {
+		if l.Name == "service_name" {
+			service = l.Value
+		}
+	}
+	return formatCase{name: "otlp", service: service, otlp: body, req: func(url string) *http.Request {
+		r, err := http.NewRequest(http.MethodPost, url+"/v1development/profiles", bytes.NewReader(body))
+		if err != nil {
+			panic(err)
+		}
+		r.Header.Set("Content-Type", "application/x-protobuf")
+		return r
+	}}
+}
+
 // want converts the case's request in this process, as the ingester's
 // front door does, and sums what it gives.
 func (fc formatCase) want(t *testing.T) stackTotals {
 	t.Helper()
+	if fc.otlp != nil {
+		req, err := otlp.DecodeProto(fc.otlp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		decoded, err := otlp.Convert(req, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := stackTotals{} // the profiles of the service the case reads
+		for _, d := range decoded {
+			name, service := "", ""
+			for _, l := range d.Labels {
+				switch l.Name {
+				case "__name__":
+					name = l.Value
+				case "service_name":
+					service = l.Value
+				}
+			}
+			if service == fc.service {
+				out.addProfile(t, name, goRepaired("", d.Profile))
+			}
+		}
+		return out
+	}
 	r := fc.req("http://127.0.0.1")
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
@@ -113,7 +174,7 @@ func (fc formatCase) want(t *testing.T) stackTotals {
 		if err != nil {
 			t.Fatal(err)
 		}
-		out.addProfile(t, ingest.ProfileName(p), p)
+		out.addProfile(t, ingest.ProfileName(p), goRepaired(parsed.SpyName, p))
 	}
 	for _, d := range parsed.Profiles {
 		name := ""
@@ -122,9 +183,18 @@ func (fc formatCase) want(t *testing.T) stackTotals {
 				name = l.Value
 			}
 		}
-		out.addProfile(t, name, d.Profile)
+		out.addProfile(t, name, goRepaired(parsed.SpyName, d.Profile))
 	}
 	return out
+}
+
+// goRepaired is p with the Go repairs every push of a Go profile gets (type
+// parameters dropped, truncated stacks completed), as Pyroscope applies them.
+func goRepaired(spy string, p *googlev1.Profile) *googlev1.Profile {
+	if normalize.Language(spy, p) == "go" {
+		normalize.FixGo(p, normalize.Default())
+	}
+	return p
 }
 
 // merged asks url for every profile type of service and returns the merges.
@@ -191,6 +261,14 @@ func formatCases(t *testing.T) []formatCase {
 	if err != nil {
 		t.Fatal(err)
 	}
+	jfrRecording, err := os.ReadFile(filepath.Join(testutil.RepoRoot(), "ingester/ingest/jfr/testdata/tiny.jfr.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	otlpRequest, err := os.ReadFile(filepath.Join(testutil.RepoRoot(), "ingester/ingest/otlp/testdata/go-cpu.otlp.pb"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	now := time.Now().Unix()
 	tr := fmt.Sprintf("from=%d&until=%d", now-10, now)
 	return []formatCase{
@@ -198,6 +276,12 @@ func formatCases(t *testing.T) []formatCase {
 		ingestCase("fmt-pprof-heap", tr, "", heap),
 		ingestCase("fmt-folded", tr+"&format=folded&sampleRate=100", "", []byte("main;work;spin 7\nmain;idle 3\nmain;work 2\n")),
 		ingestCase("fmt-lines", tr+"&format=lines", "", []byte("main;a;b\nmain;a;b\nmain;c\n")),
+		// The older agents' formats: service_name drops the kind suffix.
+		storedAs("fmt-trie", ingestCase("fmt-trie.alloc_space", tr+"&format=trie", "", trie.EncodeTrie(map[string]uint64{"main;alloc;grow": 4096, "main;alloc": 512}))),
+		storedAs("fmt-tree", ingestCase("fmt-tree.cpu", tr, "binary/octet-stream+tree", trie.EncodeTree(map[string]uint64{"main;handle;read": 30, "main;gc": 2}))),
+		ingestCase("fmt-speedscope", tr+"&format=speedscope", "application/json", []byte(formatsSpeedscope)),
+		ingestCase("fmt-jfr", tr+"&format=jfr&spyName=javaspy", "", jfrRecording),
+		otlpCase(t, otlpRequest),
 	}
 }
 
@@ -234,7 +318,7 @@ func TestEveryFormatThroughTheRing(t *testing.T) {
 			for id := range want {
 				types = append(types, id)
 			}
-			if d := sameTotals(merged(t, url, fc.name, types), want); d != "" {
+			if d := sameTotals(merged(t, url, fc.service, types), want); d != "" {
 				t.Fatalf("%s, %s: the merge differs from the converter's profiles:\n%s", stage, fc.name, d)
 			}
 		}

@@ -234,13 +234,18 @@ func ingesterSeries(t *testing.T) series {
 		t.Fatal(err)
 	}
 	bucket := t.TempDir()
+	// A runtime config, so that its reload metrics exist.
+	runtimeConfig := filepath.Join(t.TempDir(), "runtime.yaml")
+	if err := os.WriteFile(runtimeConfig, []byte("overrides:\n  monitoring:\n    max_series_per_tenant: 10\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	ml := []int{testutil.FreePort(t), testutil.FreePort(t)}
 	var procs [2]*testutil.Process
 	done := make(chan struct{})
 	for i := range procs {
 		args := []string{"-data-dir=" + t.TempDir(), "-log.level=warn", "-storage.filesystem.dir=" + bucket,
 			"-memberlist.bind-port=" + strconv.Itoa(ml[i]), "-memberlist.join=127.0.0.1:" + strconv.Itoa(ml[1-i]),
-			"-ingester.ring.heartbeat-period=500ms"}
+			"-ingester.ring.heartbeat-period=500ms", "-runtime-config.file=" + runtimeConfig}
 		args = append(args, compactionArgs...)
 		go func() {
 			defer func() { done <- struct{}{} }()
@@ -274,7 +279,7 @@ func ingesterSeries(t *testing.T) series {
 			t.Fatalf("push: %d", code)
 		}
 	}
-	if code := post(t, procs[0].URL+"/ingest?name=heap&format=jfr", "application/octet-stream", []byte("x")); code != http.StatusUnsupportedMediaType {
+	if code := post(t, procs[0].URL+"/ingest?name=heap&format=bogus", "application/octet-stream", []byte("x")); code != http.StatusUnsupportedMediaType {
 		t.Errorf("push in an unsupported format: %d, want 415", code)
 	}
 	if code := post(t, procs[0].URL+"/ingest?name=heap&format=pprof", "application/octet-stream", []byte("not a profile")); code != http.StatusBadRequest {

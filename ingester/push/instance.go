@@ -1,0 +1,259 @@
+package push
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/hearth-dev/hearth/ingester/tenant"
+)
+
+// InstanceLimits bound what one ingester takes on, whatever the tenant
+// (Mimir's -ingester.instance-limits.*). Past one, writes are answered 503 /
+// Unavailable: clients retry, and a replica's refusal counts as a failed
+// replica write like any other. Per-tenant limits stay 429.
+type InstanceLimits struct {
+	MaxInflightPushRequests      int     `yaml:"max_inflight_push_requests"`
+	MaxInflightPushRequestsBytes int64   `yaml:"max_inflight_push_requests_bytes"`
+	MaxIngestionRate             float64 `yaml:"max_ingestion_rate"`
+	MaxSeries                    int     `yaml:"max_series"`
+	MaxTenants                   int     `yaml:"max_tenants"`
+}
+
+// Default instance limits, sized so that pushes of large profiles from many
+// clients cannot take a default ingester out of memory on a 2-core machine:
+// the memory of a push is its decoded profile, tens of times its body, and two
+// cores commit a few dozen pushes at a time at best (docs/benchmarks.md).
+const (
+	DefaultMaxInflightPushRequests      = 16
+	DefaultMaxInflightPushRequestsBytes = 32 << 20
+)
+
+// RegisterFlags registers -ingester.instance-limits.*.
+func (l *InstanceLimits) RegisterFlags(f *flag.FlagSet) {
+	const p = "ingester.instance-limits."
+	f.IntVar(&l.MaxInflightPushRequests, p+"max-inflight-push-requests", DefaultMaxInflightPushRequests, "Most push requests (pushes, /ingest and replica appends from peers) this ingester handles at once; more are answered 503 before their body is read (0: unlimited).")
+	f.Int64Var(&l.MaxInflightPushRequestsBytes, p+"max-inflight-push-requests-bytes", DefaultMaxInflightPushRequestsBytes, "Most bytes of push request bodies, as received, in flight at once; more are answered 503 before their body is read (0: unlimited).")
+	f.Float64Var(&l.MaxIngestionRate, p+"max-ingestion-rate", 0, "Most profiles per second this ingester stores (its own and its replicas' share); above, writes are answered 503 (0: unlimited).")
+	f.IntVar(&l.MaxSeries, p+"max-series", 0, "Most active series in this ingester's head, all tenants together; at the limit, writes are answered 503 (0: unlimited).")
+	f.IntVar(&l.MaxTenants, p+"max-tenants", 0, "Most tenants in this ingester's head; at the limit, a new tenant's writes are answered 503 (0: unlimited).")
+}
+
+// Validate refuses negative limits.
+func (l *InstanceLimits) Validate() error {
+	if l.MaxInflightPushRequests < 0 || l.MaxInflightPushRequestsBytes < 0 || l.MaxIngestionRate < 0 || l.MaxSeries < 0 || l.MaxTenants < 0 {
+		return errors.New("ingester.instance-limits: a limit is negative")
+	}
+	return nil
+}
+
+// InstanceLimitError is a write refused by an instance limit: Unavailable.
+type InstanceLimitError struct {
+	Limit string // the flag's name after ingester.instance-limits.
+	Msg   string
+}
+
+func (e *InstanceLimitError) Error() string {
+	return e.Msg + " (ingester.instance-limits." + e.Limit + "): retry later or on another ingester"
+}
+
+// Unavailable marks the error retryable (Classify: CodeUnavailable).
+func (e *InstanceLimitError) Unavailable() bool { return true }
+
+// Usage is what the head holds: tenants and their active series.
+type Usage interface {
+	Usage() (tenants, series int)
+	HasTenant(tenant string) bool
+}
+
+// InstanceLimiter enforces InstanceLimits.
+type InstanceLimiter struct {
+	limits        InstanceLimits
+	usage         Usage // nil: max-series and max-tenants are not checked
+	inflight      atomic.Int64
+	inflightBytes atomic.Int64
+	rate          rateMeter
+	refused       *prometheus.CounterVec
+}
+
+// NewInstanceLimiter returns a limiter; usage may be nil, reg too.
+func NewInstanceLimiter(l InstanceLimits, usage Usage, reg prometheus.Registerer) *InstanceLimiter {
+	il := &InstanceLimiter{limits: l, usage: usage, refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "hearth_instance_limits_refused_total", Help: "Writes refused (503) by an instance limit, per limit.",
+	}, []string{"limit"})}
+	g := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	if reg != nil {
+		reg.MustRegister(il.refused,
+			g("hearth_inflight_push_requests", "Push requests and replica appends in flight.", func() float64 { return float64(il.inflight.Load()) }),
+			g("hearth_inflight_push_requests_bytes", "Bytes of push request bodies in flight.", func() float64 { return float64(il.inflightBytes.Load()) }),
+			g("hearth_ingestion_rate_profiles_per_second", "Profiles stored per second, over the last second.", func() float64 { return il.rate.Rate(time.Now()) }),
+		)
+		for _, lim := range []string{"max-inflight-push-requests", "max-inflight-push-requests-bytes", "max-ingestion-rate", "max-series", "max-tenants"} {
+			il.refused.WithLabelValues(lim)
+		}
+	}
+	return il
+}
+
+// drainBytes: a refused body up to this size is read and thrown away (32 KiB
+// at a time, never held) so the client gets the answer on a live connection;
+// a larger one is left unread and the connection closed after the answer.
+const drainBytes = 8 << 20
+
+// Wrap checks the in-flight limits, the ingestion rate, the series and, when
+// the tenant is in the header (tenantHeader), the tenants limit, before h reads
+// the body; a refusal is written by write, in the caller's protocol.
+func (il *InstanceLimiter) Wrap(h http.Handler, tenantHeader, multitenancy bool, write func(http.ResponseWriter, *http.Request, *connect.Error)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		release, err := il.admit(r.ContentLength)
+		if err == nil {
+			defer release()
+			t := ""
+			if tenantHeader {
+				t, _ = tenant.FromHeader(r.Header, multitenancy) // a bad header is the handler's to answer
+			}
+			err = il.checkUsage(t)
+		}
+		if err != nil {
+			if r.ContentLength >= 0 && r.ContentLength <= drainBytes {
+				_, _ = io.Copy(io.Discard, r.Body)
+			}
+			write(w, r, connect.NewError(connect.CodeUnavailable, err))
+			return
+		}
+		if r.ContentLength < 0 && il.limits.MaxInflightPushRequestsBytes > 0 {
+			cb := &countingBody{ReadCloser: r.Body, n: &il.inflightBytes}
+			r.Body = cb
+			defer func() { il.inflightBytes.Add(-cb.read.Load()) }()
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// admit takes a request in flight; size is its body's length (-1: unknown:
+// refused only when the bytes in flight are already at the limit, then
+// counted as read).
+func (il *InstanceLimiter) admit(size int64) (release func(), err error) {
+	n := il.inflight.Add(1)
+	if lim := il.limits.MaxInflightPushRequests; lim > 0 && n > int64(lim) {
+		il.inflight.Add(-1)
+		return nil, il.refuse("max-inflight-push-requests", fmt.Sprintf("this ingester already handles %d push requests, its limit", lim))
+	}
+	reserved := max(size, 0)
+	b := il.inflightBytes.Add(reserved)
+	// One request alone always passes: its size is the body limits' business.
+	if lim := il.limits.MaxInflightPushRequestsBytes; lim > 0 && b > lim && b != reserved {
+		il.inflightBytes.Add(-reserved)
+		il.inflight.Add(-1)
+		return nil, il.refuse("max-inflight-push-requests-bytes", fmt.Sprintf("this ingester already has %d bytes of push requests in flight, its limit is %d", b-reserved, lim))
+	}
+	if lim := il.limits.MaxIngestionRate; lim > 0 {
+		if rate := il.rate.Rate(time.Now()); rate > lim {
+			il.inflightBytes.Add(-reserved)
+			il.inflight.Add(-1)
+			return nil, il.refuse("max-ingestion-rate", fmt.Sprintf("this ingester stores %.0f profiles/s, above its limit of %.0f", rate, lim))
+		}
+	}
+	return func() { il.inflightBytes.Add(-reserved); il.inflight.Add(-1) }, nil
+}
+
+// checkUsage checks the series limit, and with a tenant the tenants limit.
+func (il *InstanceLimiter) checkUsage(t string) error {
+	if il.usage == nil || (il.limits.MaxSeries <= 0 && il.limits.MaxTenants <= 0) {
+		return nil
+	}
+	tenants, series := il.usage.Usage()
+	if lim := il.limits.MaxSeries; lim > 0 && series >= lim {
+		return il.refuse("max-series", fmt.Sprintf("this ingester holds %d active series, its limit", series))
+	}
+	if lim := il.limits.MaxTenants; t != "" && lim > 0 && tenants >= lim && !il.usage.HasTenant(t) {
+		return il.refuse("max-tenants", fmt.Sprintf("this ingester holds %d tenants, its limit, and tenant %q is not one of them", tenants, t))
+	}
+	return nil
+}
+
+func (il *InstanceLimiter) refuse(limit, msg string) error {
+	il.refused.WithLabelValues(limit).Inc()
+	return &InstanceLimitError{Limit: limit, Msg: msg}
+}
+
+// Appender wraps the local store: every local append (a push's own share and
+// replica appends from peers) is checked against the series and tenants
+// limits and counted in the ingestion rate.
+func (il *InstanceLimiter) Appender(a Appender) Appender { return limitedAppender{a, il} }
+
+type limitedAppender struct {
+	Appender
+	il *InstanceLimiter
+}
+
+func (l limitedAppender) Append(ctx context.Context, t string, ps []Profile) error {
+	if err := l.il.checkUsage(t); err != nil {
+		return err
+	}
+	if err := l.Appender.Append(ctx, t, ps); err != nil {
+		return err
+	}
+	l.il.rate.Add(time.Now(), len(ps))
+	return nil
+}
+
+// countingBody counts a body of unknown length in the bytes in flight as it
+// is read; Wrap gives them back when the handler returns.
+type countingBody struct {
+	io.ReadCloser
+	n    *atomic.Int64
+	read atomic.Int64
+}
+
+func (c *countingBody) Read(p []byte) (int, error) {
+	n, err := c.ReadCloser.Read(p)
+	c.read.Add(int64(n))
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// rateMeter is events per second over the last whole second.
+type rateMeter struct {
+	mu        sync.Mutex
+	second    int64 // unix second being counted
+	cur, prev int
+}
+
+func (m *rateMeter) roll(now time.Time) {
+	s := now.Unix()
+	switch {
+	case s == m.second:
+	case s == m.second+1:
+		m.prev, m.cur, m.second = m.cur, 0, s
+	default:
+		m.prev, m.cur, m.second = 0, 0, s
+	}
+}
+
+func (m *rateMeter) Add(now time.Time, n int) {
+	m.mu.Lock()
+	m.roll(now)
+	m.cur += n
+	m.mu.Unlock()
+}
+
+// Rate is the last whole second's count, or the current second's when it is
+// already higher (a burst is seen within the second).
+func (m *rateMeter) Rate(now time.Time) float64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.roll(now)
+	return float64(max(m.prev, m.cur))
+}
