@@ -6,7 +6,8 @@ CONTROLLER_GEN_VERSION ?= v0.23.0
 TOOLS := $(abspath bin/tools)
 CONTROLLER_GEN := $(TOOLS)/controller-gen-$(CONTROLLER_GEN_VERSION)
 ## The image `make image` builds: the chart's default (repository hearth, tag = appVersion)
-## and the samples' spec.image name it.
+## and the samples' spec.image name it. A release sets VERSION (and the chart's appVersion)
+## to its tag, e.g. `make image VERSION=v0.2.0` (CHANGELOG.md, docs/upgrading.md).
 VERSION ?= dev
 IMG ?= hearth:$(VERSION)
 STATICCHECK_VERSION ?= v0.8.2
@@ -17,8 +18,9 @@ STATICCHECK := $(HOME)/.cache/hearth/tools/staticcheck-$(STATICCHECK_VERSION)/st
 
 all: build
 
+## build: bin/hearth; `bin/hearth version` prints VERSION (dev: the source's release, -dev) and the commit.
 build:
-	go build -o bin/hearth ./cmd/hearth
+	go build -ldflags "-X main.version=$(VERSION) -X main.revision=$$(git rev-parse HEAD 2>/dev/null)" -o bin/hearth ./cmd/hearth
 
 ## test: everything CI runs (builds the Kubernetes test binaries on first use).
 test: k8s-bins versitygw verify-generated vet staticcheck test-go

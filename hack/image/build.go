@@ -64,11 +64,18 @@ func (o Options) Labels() map[string]string {
 	}
 }
 
+// BuildFlags are go build's flags besides -ldflags (the Dockerfile uses the same).
+var BuildFlags = []string{"-trimpath", "-buildvcs=false"}
+
+// LDFlags links the version and revision in and strips the symbol tables.
+func LDFlags(version, revision string) string {
+	return fmt.Sprintf("-s -w -X main.version=%s -X main.revision=%s", version, revision)
+}
+
 // BuildBinary compiles cmd/hearth statically (CGO_ENABLED=0, -trimpath) for linux/GOARCH
 // with the version and revision linked in, into out.
 func BuildBinary(o Options, out string) error {
-	ldflags := fmt.Sprintf("-s -w -X main.version=%s -X main.revision=%s", o.Version, o.Revision)
-	cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-ldflags", ldflags, "-o", out, "./cmd/hearth")
+	cmd := exec.Command("go", append(append([]string{"build"}, BuildFlags...), "-ldflags", LDFlags(o.Version, o.Revision), "-o", out, "./cmd/hearth")...)
 	cmd.Dir = o.Repo
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+o.GOARCH)
 	if b, err := cmd.CombinedOutput(); err != nil {
@@ -101,9 +108,8 @@ type file struct {
 	body     []byte
 }
 
-// layerTar is the image's only layer: entries in a fixed order, every timestamp the
-// same, no user or group names, so that the bytes depend only on the inputs.
-func layerTar(o Options, binary []byte) ([]byte, error) {
+// layerFiles are the image's files in the layer's order.
+func layerFiles(binary []byte) []file {
 	passwd := fmt.Sprintf("root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:%d:%d:nonroot:/home/nonroot:/sbin/nologin\n", UID, GID)
 	group := fmt.Sprintf("root:x:0:\nnonroot:x:%d:\n", GID)
 	files := []file{
@@ -119,6 +125,13 @@ func layerTar(o Options, binary []byte) ([]byte, error) {
 		{name: "home/nonroot/", mode: 0o700, uid: UID, gid: GID, typ: tar.TypeDir},
 		{name: "tmp/", mode: 0o1777, typ: tar.TypeDir},
 	}
+	return files
+}
+
+// layerTar is the image's only layer: entries in a fixed order, every timestamp the
+// same, no user or group names, so that the bytes depend only on the inputs.
+func layerTar(o Options, binary []byte) ([]byte, error) {
+	files := layerFiles(binary)
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for _, f := range files {
@@ -192,7 +205,54 @@ func Build(o Options) (v1.Image, error) {
 	cf.Architecture = o.GOARCH
 	cf.OS = "linux"
 	cf.Created = created
-	cf.Config = v1.Config{
+	cf.Config = imageConfig(o)
+	return mutate.ConfigFile(img, cf)
+}
+
+// WriteRootfs writes the layer's files under dir, with their modes, owners (when run as
+// root, as in the Dockerfile's build stage) and times: what the Dockerfile copies into
+// its scratch image, so that both builds hold the same files.
+func WriteRootfs(dir string, binary []byte, created time.Time) error {
+	files := layerFiles(binary)
+	for _, f := range files {
+		p := filepath.Join(dir, filepath.FromSlash(strings.TrimSuffix(f.name, "/")))
+		mode := os.FileMode(f.mode & 0o777)
+		if f.mode&0o1000 != 0 {
+			mode |= os.ModeSticky
+		}
+		switch f.typ {
+		case tar.TypeDir:
+			if err := os.MkdirAll(p, 0o755); err != nil {
+				return err
+			}
+		case tar.TypeReg:
+			if err := os.WriteFile(p, f.body, 0o644); err != nil {
+				return err
+			}
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			return err
+		}
+		if os.Geteuid() == 0 {
+			if err := os.Lchown(p, f.uid, f.gid); err != nil {
+				return err
+			}
+		}
+	}
+	// Times last: creating a file changes its directory's.
+	for i := len(files) - 1; i >= 0; i-- {
+		p := filepath.Join(dir, filepath.FromSlash(strings.TrimSuffix(files[i].name, "/")))
+		if err := os.Chtimes(p, created, created); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// imageConfig is the image's runtime configuration (the Dockerfile's USER, WORKDIR,
+// ENV, EXPOSE, VOLUME, LABEL, ENTRYPOINT and CMD say the same).
+func imageConfig(o Options) v1.Config {
+	return v1.Config{
 		User:       fmt.Sprintf("%d:%d", UID, GID),
 		Entrypoint: []string{BinaryPath},
 		Cmd:        []string{"ingester"},
@@ -206,5 +266,4 @@ func Build(o Options) (v1.Image, error) {
 		Volumes:      map[string]struct{}{DataDir: {}},
 		Labels:       o.Labels(),
 	}
-	return mutate.ConfigFile(img, cf)
 }

@@ -55,7 +55,7 @@ func testOptions(t *testing.T) Options {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Options{Repo: repo, Version: "dev", Revision: strings.TrimSpace(string(rev)),
+	return Options{Repo: repo, Version: "v0.2.0-imagetest", Revision: strings.TrimSpace(string(rev)),
 		Source: "https://github.com/hearth-dev/hearth", Created: time.Unix(sec, 0), GOARCH: runtime.GOARCH}
 }
 

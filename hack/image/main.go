@@ -18,6 +18,7 @@ func main() {
 		created int64
 		tag     = flag.String("tag", "hearth:dev", "the image's name and tag in the tarball (what `docker load` names it)")
 		out     = flag.String("out", "bin/hearth-image.tar", "the tarball to write")
+		rootfs  = flag.String("rootfs", "", "instead of a tarball, write the image's files (with -binary) under this directory (the Dockerfile's build stage)")
 	)
 	flag.StringVar(&o.Repo, "repo", ".", "root of the hearth module")
 	flag.StringVar(&o.Version, "version", "dev", "version (main.version, org.opencontainers.image.version)")
@@ -28,6 +29,23 @@ func main() {
 	flag.StringVar(&o.Binary, "binary", "", "a prebuilt linux hearth binary (default: build one)")
 	flag.Parse()
 	o.Created = time.Unix(created, 0)
+	if *rootfs != "" {
+		err := func() error {
+			if o.Binary == "" {
+				return fmt.Errorf("-rootfs needs -binary")
+			}
+			b, err := os.ReadFile(o.Binary)
+			if err != nil {
+				return err
+			}
+			return WriteRootfs(*rootfs, b, o.Created)
+		}()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "image:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(o, *tag, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "image:", err)
 		os.Exit(1)

@@ -32,6 +32,7 @@ import (
 	"github.com/hearth-dev/hearth/ingester/shipper"
 	"github.com/hearth-dev/hearth/ingester/store"
 	"github.com/hearth-dev/hearth/ingester/validation"
+	"github.com/hearth-dev/hearth/internal/formatver"
 )
 
 // App is one ingester process: every component, built by New, run by Run.
@@ -95,6 +96,7 @@ func NewLogger(c LogConfig) (*slog.Logger, error) {
 func New(cfg *Config, logger *slog.Logger) (*App, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	formatver.Register(reg) // hearth_unsupported_format_version_total
 	a := &App{Config: cfg, Logger: logger, Registry: reg, mux: http.NewServeMux(), internalMux: http.NewServeMux(), shutdown: make(chan struct{})}
 	bkt, err := bucket.New(context.Background(), cfg.Storage, logger, reg)
 	if err != nil {

@@ -30,7 +30,7 @@ func (a *App) initInternalServer() (services.Service, error) {
 	a.internalMux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	a.internalMux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	addr := net.JoinHostPort(cfg.InternalListenAddress, strconv.Itoa(cfg.InternalListenPort))
-	s, err := newHTTPServer(InternalServer, addr, a.internalMux, a.Logger, tlsCfg)
+	s, err := newHTTPServer(InternalServer, addr, transport.Versioned(a.internalMux), a.Logger, tlsCfg)
 	if err != nil {
 		return nil, err
 	}
@@ -47,8 +47,7 @@ func (a *App) peerClient() (*http.Client, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	base := transport.DefaultClient().Transport.(*http.Transport)
-	return &http.Client{Transport: c.Transport(base)}, c.Scheme(), nil
+	return &http.Client{Transport: transport.VersionedTransport(c.Transport(transport.DefaultTransport()))}, c.Scheme(), nil
 }
 
 // readOnly serves only GET and HEAD of h (the ring page on the public port:

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/oklog/ulid/v2"
+
+	"github.com/hearth-dev/hearth/internal/formatver"
 )
 
 // Bucket objects beside the blocks of a tenant:
@@ -95,8 +97,8 @@ func ParseDeletionMark(b []byte) (*DeletionMark, error) {
 }
 
 func (m *DeletionMark) validate() error {
-	if m.Version != 1 {
-		return fmt.Errorf("version %d, this build reads version 1", m.Version)
+	if err := formatver.DeletionMark.Check("deletion mark "+m.ID.String(), m.Version); err != nil {
+		return err
 	}
 	if m.ID == (ulid.ULID{}) {
 		return fmt.Errorf("no block id")
@@ -152,8 +154,8 @@ func ParseIndex(b []byte) (*Index, error) {
 	if err := json.Unmarshal(b, &ix); err != nil {
 		return nil, fmt.Errorf("bucket index: %w", err)
 	}
-	if ix.Version != 1 {
-		return nil, fmt.Errorf("bucket index: version %d, this build reads version 1", ix.Version)
+	if err := formatver.BucketIndex.Check("bucket index of "+ix.Tenant, ix.Version); err != nil {
+		return nil, err
 	}
 	if ix.Tenant == "" || ix.UpdatedAt.IsZero() {
 		return nil, fmt.Errorf("bucket index: no tenant or updated_at")

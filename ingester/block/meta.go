@@ -18,6 +18,8 @@ import (
 	"fmt"
 
 	"github.com/oklog/ulid/v2"
+
+	"github.com/hearth-dev/hearth/internal/formatver"
 )
 
 // FormatVersion is the version of the block layout Write produces and Open reads.
@@ -148,8 +150,8 @@ func ParseMeta(b []byte) (*Meta, error) {
 }
 
 func (m *Meta) validate() error {
-	if m.Version != FormatVersion {
-		return fmt.Errorf("format version %d, this build reads version %d", m.Version, FormatVersion)
+	if err := formatver.BlockMeta.Check("meta.json", m.Version); err != nil {
+		return err
 	}
 	if m.ULID == (ulid.ULID{}) {
 		return fmt.Errorf("no ulid")

@@ -19,6 +19,7 @@ import (
 	"github.com/hearth-dev/hearth/ingester/tenant"
 	"github.com/hearth-dev/hearth/ingester/transport"
 	"github.com/hearth-dev/hearth/ingester/validation"
+	"github.com/hearth-dev/hearth/internal/formatver"
 )
 
 // AppendPath is the internal endpoint a replica receives writes on. Its body
@@ -96,7 +97,11 @@ func (h *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	tn, entries, err := record.Decode(body)
 	if err != nil {
-		transport.WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("append body: %w", err)))
+		code := connect.CodeInvalidArgument
+		if errors.Is(err, formatver.ErrUnsupported) {
+			code = connect.CodeUnimplemented // a newer sender, not bad data: that replica fails
+		}
+		transport.WriteError(w, connect.NewError(code, fmt.Errorf("append body: %w", err)))
 		return
 	}
 	if err := tenant.Validate(tn); err != nil {

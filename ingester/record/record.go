@@ -10,6 +10,7 @@ import (
 
 	"github.com/hearth-dev/hearth/ingester/head"
 	"github.com/hearth-dev/hearth/ingester/model"
+	"github.com/hearth-dev/hearth/internal/formatver"
 	"github.com/hearth-dev/hearth/internal/varint"
 )
 
@@ -19,7 +20,18 @@ import (
 //
 // where str and bytes are a uvarint length then the bytes. raw is the
 // profile as received (gzip or not): replay decodes it again.
+//
+// The leading version byte is the record's format version
+// (formatver.WALRecord): 1 in every release so far. A record of another
+// version is refused with a *formatver.Error, never decoded as something else
+// or skipped: a WAL replay stops on it, a replica answers the distributor
+// with the error.
 const recordVersion = 1
+
+// maxPlausibleVersion bounds the leading bytes read as a version: versions
+// grow one per format change, so a larger byte is damage or garbage (e.g. a
+// body that is no record), not a newer release.
+const maxPlausibleVersion = 15
 
 // Entry is one profile of a record.
 type Entry struct {
@@ -63,8 +75,11 @@ var ErrCorruptRecord = errors.New("corrupt wal record")
 
 // Decode decodes a record; raw slices alias b.
 func Decode(b []byte) (tenant string, entries []Entry, err error) {
-	if len(b) == 0 || b[0] != recordVersion {
-		return "", nil, fmt.Errorf("%w: unknown record version", ErrCorruptRecord)
+	if len(b) == 0 || b[0] == 0 || b[0] > maxPlausibleVersion {
+		return "", nil, fmt.Errorf("%w: no record version", ErrCorruptRecord)
+	}
+	if err := formatver.WALRecord.Check("record", int(b[0])); err != nil {
+		return "", nil, err
 	}
 	d := &varint.Decoder{B: b[1:], Base: ErrCorruptRecord}
 	tenant = d.Str("tenant")

@@ -7,6 +7,7 @@ import (
 
 	"github.com/hearth-dev/hearth/ingester/head"
 	"github.com/hearth-dev/hearth/ingester/model"
+	"github.com/hearth-dev/hearth/internal/formatver"
 )
 
 func TestRecordRoundTrip(t *testing.T) {
@@ -23,6 +24,23 @@ func TestRecordRoundTrip(t *testing.T) {
 		if _, _, err := Decode(b[:i]); !errors.Is(err, ErrCorruptRecord) {
 			t.Fatalf("truncated at %d: %v", i, err)
 		}
+	}
+}
+
+// TestRecordVersions: version 1 decodes; version 2 (a newer release) is
+// refused as unsupported, not as corrupt; 0 is corrupt.
+func TestRecordVersions(t *testing.T) {
+	b := Encode("t", []Entry{{Labels: model.Labels{{Name: "a", Value: "b"}}, Raw: []byte("x")}})
+	if b[0] != 1 {
+		t.Fatalf("this release writes record version %d", b[0])
+	}
+	b[0] = 2
+	if _, _, err := Decode(b); !errors.Is(err, formatver.ErrUnsupported) || errors.Is(err, ErrCorruptRecord) {
+		t.Fatalf("version 2: %v", err)
+	}
+	b[0] = 0
+	if _, _, err := Decode(b); !errors.Is(err, ErrCorruptRecord) {
+		t.Fatalf("version 0: %v", err)
 	}
 }
 

@@ -212,6 +212,13 @@ func (r *Ring) starting(ctx context.Context) error {
 	if err := os.MkdirAll(filepath.Dir(r.tokensPath), 0o755); err != nil {
 		return fmt.Errorf("ring: tokens directory: %w", err)
 	}
+	// Files of a newer release: refuse before dskit reads them (docs/upgrading.md).
+	if err := checkTokensFile(r.tokensPath); err != nil {
+		return err
+	}
+	if err := r.marker.Check(); err != nil {
+		return err
+	}
 	if err := startService(ctx, r.kv); err != nil {
 		return fmt.Errorf("ring: starting memberlist: %w", err)
 	}
@@ -453,7 +460,7 @@ func (d durableTokens) OnRingInstanceRegister(l *dskitring.BasicLifecycler, desc
 }
 
 func (d durableTokens) OnRingInstanceTokens(l *dskitring.BasicLifecycler, tokens dskitring.Tokens) {
-	if b, err := tokens.Marshal(); err != nil {
+	if b, err := marshalTokens(tokens); err != nil {
 		level.Error(d.r.logger).Log("msg", "encoding the tokens", "err", err)
 	} else if err := durable.WriteFile(d.r.tokensPath, b, 0o644); err != nil {
 		level.Error(d.r.logger).Log("msg", "storing the tokens durably", "path", d.r.tokensPath, "err", err)

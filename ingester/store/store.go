@@ -23,8 +23,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,7 +38,7 @@ import (
 	"github.com/hearth-dev/hearth/ingester/record"
 	"github.com/hearth-dev/hearth/ingester/validation"
 	"github.com/hearth-dev/hearth/ingester/wal"
-	"github.com/hearth-dev/hearth/internal/durable"
+	"github.com/hearth-dev/hearth/internal/formatver"
 )
 
 // BlockWriter writes a tenant's frozen head as a block under dir and returns the block's id.
@@ -187,7 +185,7 @@ func (s *Store) open(notUploaded func() ([]string, error)) error {
 	if err := os.MkdirAll(opts.walDir(), 0o755); err != nil {
 		return err
 	}
-	checkpoint, err := readCheckpoint(opts.checkpointFile())
+	checkpoint, err := wal.ReadCheckpoint(opts.checkpointFile())
 	if err != nil {
 		return err
 	}
@@ -236,25 +234,6 @@ func (s *Store) newHead() *head.Head {
 	return head.New(o)
 }
 
-func readCheckpoint(path string) (uint64, error) {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("wal checkpoint %s: %w", path, err)
-	}
-	return v, nil
-}
-
-func writeCheckpoint(path string, seg uint64) error {
-	return durable.WriteFile(path, []byte(strconv.FormatUint(seg, 10)+"\n"), 0o644)
-}
-
 func (s *Store) replay(checkpoint uint64, m *wal.Metrics) error {
 	// Decoding (gunzip, protobuf, record) runs on every core; one appender
 	// applies the decoded records to the head in WAL order, so the head is
@@ -267,10 +246,24 @@ func (s *Store) replay(checkpoint uint64, m *wal.Metrics) error {
 	}
 	defer replayGC(s.opts.ReplayGCPercent)()
 	var profiles, bad, skipped int
+	// A record of a version this release does not read stops the replay
+	// and the start (never skipped: the WAL would be truncated without it).
+	var refused atomic.Pointer[error]
 	apply := func(d *decodedRecord) {
+		if errors.Is(d.err, formatver.ErrUnsupported) {
+			err := fmt.Errorf("wal segment %s: %w", filepath.Join(s.opts.walDir(), fmt.Sprintf("%08d.wal", d.pos.Segment)), d.err)
+			refused.CompareAndSwap(nil, &err)
+			return
+		}
 		n, b := s.apply(d)
 		profiles += n
 		bad += b
+	}
+	stopIfRefused := func() error {
+		if e := refused.Load(); e != nil {
+			return *e
+		}
+		return nil
 	}
 	replayOpts := wal.ReplayOptions{Logger: s.log, Metrics: m}
 	var err error
@@ -281,7 +274,7 @@ func (s *Store) replay(checkpoint uint64, m *wal.Metrics) error {
 				return nil
 			}
 			apply(s.decodeRecord(pos, payload))
-			return nil
+			return stopIfRefused()
 		})
 	} else {
 		type job struct {
@@ -314,6 +307,9 @@ func (s *Store) replay(checkpoint uint64, m *wal.Metrics) error {
 				skipped++
 				return nil
 			}
+			if err := stopIfRefused(); err != nil {
+				return err
+			}
 			// payload is only valid during the call. order first: the
 			// appender waits on the oldest record, which a worker gets next.
 			j := &job{pos: pos, payload: append([]byte(nil), payload...), done: make(chan *decodedRecord, 1)}
@@ -325,6 +321,9 @@ func (s *Store) replay(checkpoint uint64, m *wal.Metrics) error {
 		close(order)
 		<-applied
 		wg.Wait()
+	}
+	if err == nil {
+		err = stopIfRefused()
 	}
 	s.log.Info("wal restored into the head", "profiles", profiles, "records_in_blocks", skipped, "unrestorable", bad, "workers", workers)
 	return err
@@ -651,7 +650,7 @@ func (s *Store) writeBlocks(ctx context.Context, f *frozenHead, reason string) e
 		s.log.Info("block written", "tenant", tenant, "block", id, "series", st.Series, "profiles", st.Profiles, "samples", st.Samples, "reason", reason)
 		f.done[tenant] = id
 	}
-	if err := writeCheckpoint(s.opts.checkpointFile(), f.end.Segment); err != nil {
+	if err := wal.WriteCheckpoint(s.opts.checkpointFile(), f.end.Segment); err != nil {
 		return fmt.Errorf("writing the wal checkpoint: %w", err)
 	}
 	s.replayFrom.Store(max(s.replayFrom.Load(), f.end.Segment))

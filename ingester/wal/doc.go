@@ -28,7 +28,14 @@
 //
 // The header has its own CRC so that a damaged length can never make a reader
 // skip or misframe data: a record is good only if its header CRC and its
-// payload CRC both match. A record's position (Pos) is its segment index and
+// payload CRC both match.
+//
+// The version byte at offset 4 and the header CRC at offset 12 keep their
+// places in every future version. A header whose CRC matches but whose
+// version is not 1 is a record of another release: Replay and Open stop with
+// a *formatver.Error naming the segment (hearth_unsupported_format_version_total
+// {format="wal_segment"}) and change nothing, also when it follows a torn
+// write: such a segment is never truncated nor skipped (docs/upgrading.md). A record's position (Pos) is its segment index and
 // the offset of its header; positions increase in append order.
 //
 // # Fsync policies and what they risk

@@ -64,6 +64,33 @@ func parseHeader(h []byte) (header, bool) {
 	}, true
 }
 
+// otherVersion returns the version of a header that is intact (its CRC
+// matches) but of a version this release does not write: a record of a newer
+// (or much older) release, which must be refused, never taken for damage and
+// truncated. 0 when h is not such a header. The version byte at offset 4 and
+// the header CRC at offset 12 stay where they are in every version
+// (docs/upgrading.md), so that this check keeps working.
+func otherVersion(h []byte) int {
+	if h[4] == formatVersion || h[4] == 0 {
+		return 0
+	}
+	if crc32.Checksum(h[0:12], castagnoli) != binary.LittleEndian.Uint32(h[12:16]) {
+		return 0
+	}
+	return int(h[4])
+}
+
+// versionError is a segment holding a record of a version this release does
+// not read, at offset off.
+type versionError struct {
+	version int
+	off     int64
+}
+
+func (e *versionError) Error() string {
+	return fmt.Sprintf("record at offset %d has format version %d", e.off, e.version)
+}
+
 // badKind says why decoding stopped before the end of a segment.
 type badKind int
 
@@ -179,6 +206,9 @@ func scanSegment(r io.ReaderAt, size int64, bufSize int, fn func(off int64, payl
 		}
 		h, ok := parseHeader(hb)
 		if !ok {
+			if v := otherVersion(hb); v != 0 {
+				return res, &versionError{version: v, off: off}
+			}
 			res.bad = badHeader
 			break
 		}
@@ -210,6 +240,15 @@ func scanSegment(r io.ReaderAt, size int64, bufSize int, fn func(off int64, payl
 	torn, err := noValidRecordAfter(r, size, off)
 	if err != nil {
 		return res, err
+	}
+	if torn {
+		// Damage followed by a record of another version is not a torn
+		// tail to truncate: refuse the segment instead.
+		if v, at, err := otherVersionAfter(r, size, off); err != nil {
+			return res, err
+		} else if v != 0 {
+			return res, &versionError{version: v, off: at}
+		}
 	}
 	res.torn = torn
 	return res, nil
@@ -261,4 +300,25 @@ func noValidRecordAfter(r io.ReaderAt, size, from int64) (bool, error) {
 		}
 	}
 	return true, nil
+}
+
+// otherVersionAfter finds the first intact header of another version
+// (otherVersion) at an offset in (from, size); v is 0 when there is none.
+// Like noValidRecordAfter it runs only after damage was found.
+func otherVersionAfter(r io.ReaderAt, size, from int64) (v int, at int64, err error) {
+	const chunk = 1 << 20
+	buf := make([]byte, chunk+headerSize)
+	for start := from + 1; start+headerSize <= size; start += chunk {
+		n := min(int64(len(buf)), size-start)
+		b := buf[:n]
+		if _, err := r.ReadAt(b, start); err != nil && !errors.Is(err, io.EOF) {
+			return 0, 0, err
+		}
+		for i := int64(0); i+headerSize <= n && i < chunk; i++ {
+			if v := otherVersion(b[i : i+headerSize]); v != 0 {
+				return v, start + i, nil
+			}
+		}
+	}
+	return 0, 0, nil
 }

@@ -3,11 +3,14 @@ package wal
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/hearth-dev/hearth/internal/formatver"
 )
 
 // fuzzSeeds are the seed inputs of FuzzReplay; they are also committed under
@@ -29,6 +32,12 @@ func fuzzSeeds() map[string][]byte {
 	binary.LittleEndian.PutUint32(hdr[12:16], crc32.Checksum(hdr[0:12], castagnoli))
 	huge = append(huge, hdr...)
 	huge = append(huge, "some bytes"...)
+	// A record of version 2 (a newer release) after good ones, and after a torn write.
+	future := appendRecord(nil, []byte("from a newer release"))
+	future[4] = 2
+	binary.LittleEndian.PutUint32(future[12:16], crc32.Checksum(future[0:12], castagnoli))
+	newer := append(bytes.Clone(valid), future...)
+	newerAfterTorn := append(append(bytes.Clone(valid), make([]byte, 40)...), future...)
 	nested := appendRecord(nil, appendRecord(nil, []byte("inner")))
 	nestedTorn := nested[:len(nested)-1]
 	return map[string][]byte{
@@ -41,6 +50,8 @@ func fuzzSeeds() map[string][]byte {
 		"nested":      nested,
 		"nested-torn": nestedTorn,
 		"short":       valid[:7],
+		"newer":       newer,
+		"newer-torn":  newerAfterTorn,
 	}
 }
 
@@ -101,6 +112,22 @@ func FuzzReplay(f *testing.F) {
 			offs = append(offs, off)
 			return nil
 		})
+		var ve *versionError
+		if errors.As(err, &ve) {
+			// A record of another version: Replay refuses the segment and
+			// leaves it as it was.
+			dir := t.TempDir()
+			if err := os.WriteFile(segPath(dir, 1), data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := Replay(dir, ReplayOptions{}, func(Pos, []byte) error { return nil }); !errors.Is(err, formatver.ErrUnsupported) {
+				t.Fatalf("replay of a segment with version %d at %d: %v", ve.version, ve.off, err)
+			}
+			if b, err := os.ReadFile(segPath(dir, 1)); err != nil || !bytes.Equal(b, data) {
+				t.Fatalf("refused segment changed (%v)", err)
+			}
+			return
+		}
 		if err != nil {
 			t.Fatalf("scan error: %v", err)
 		}

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/hearth-dev/hearth/internal/formatver"
 )
 
 const segmentExt = ".wal"
@@ -105,8 +107,12 @@ func (o *ReplayOptions) defaults() {
 //     segment with an error log line and hearth_wal_corrupt_records_total,
 //     and replay goes on with the next segment.
 //
-// Replay returns an error only for I/O errors and for errors returned by fn
-// (which stop it). It must not run while a WAL is open on dir.
+// A record of a format version this release does not read (written by a
+// newer release) is neither damage nor skipped: Replay stops with a
+// *formatver.Error naming the segment, and changes nothing on disk.
+//
+// Replay returns an error only for I/O errors, such a version, and errors
+// returned by fn (which stop it). It must not run while a WAL is open on dir.
 func Replay(dir string, opts ReplayOptions, fn func(pos Pos, payload []byte) error) (Stats, error) {
 	opts.defaults()
 	log, m := opts.Logger, opts.Metrics
@@ -201,6 +207,11 @@ func recoverSegment(dir string, idx uint64, last bool, bufSize int, log *slog.Lo
 	if err != nil {
 		if errors.Is(err, errStop) {
 			return recovered{}, err
+		}
+		var ve *versionError
+		if errors.As(err, &ve) {
+			// Written by another release: refused, neither truncated nor skipped.
+			return recovered{}, fmt.Errorf("wal: %w", formatver.WALSegment.Check(fmt.Sprintf("%s (offset %d)", path, ve.off), ve.version))
 		}
 		return recovered{}, fmt.Errorf("wal: segment %s: %w", path, err)
 	}
