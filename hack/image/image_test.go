@@ -340,6 +340,7 @@ func TestBinaryRuns(t *testing.T) {
 	cmd := exec.Command(bin, "ingester",
 		"-data-dir="+filepath.Join(root, "data", "ingester"),
 		"-server.http-listen-address=127.0.0.1", "-server.http-listen-port="+strconv.Itoa(port),
+		"-server.internal-listen-address=127.0.0.1", "-server.internal-listen-port="+strconv.Itoa(freePort(t)),
 		"-memberlist.bind-addr=127.0.0.1", "-memberlist.bind-port="+strconv.Itoa(freePort(t)),
 		"-ingester.ring.min-ready-duration=0s")
 	cmd.Dir = root
