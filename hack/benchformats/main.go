@@ -9,6 +9,10 @@
 //	$FROM, $UNTIL  unix seconds: now-10s and now (the /ingest time range)
 //	$SERIES        n mod -series (to spread the requests over series)
 //
+// With -form jfr the file is sent as the part "jfr" of a multipart/form-data
+// body (how the Pyroscope Java agent sends a recording; Pyroscope gunzips a
+// gzipped recording only there), and -content-type is replaced by the form's.
+//
 // With -otlp-now the file is an OTLP ExportProfilesServiceRequest whose
 // profiles are re-stamped to the current time on every request (both servers
 // refuse profiles older than an hour by default; a committed file is older).
@@ -24,6 +28,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"mime/multipart"
 	"net/http"
 	"os"
 	"slices"
@@ -42,6 +47,7 @@ type config struct {
 	requests, workers, series    int
 	duration, timeout            time.Duration
 	otlpNow                      bool
+	form                         string
 }
 
 func main() {
@@ -56,6 +62,7 @@ func main() {
 	flag.DurationVar(&c.duration, "duration", 60*time.Second, "the longest the run may take")
 	flag.DurationVar(&c.timeout, "timeout", 30*time.Second, "the longest one request may take")
 	flag.BoolVar(&c.otlpNow, "otlp-now", false, "the file is an OTLP ExportProfilesServiceRequest: re-stamp its profiles to now on every request")
+	flag.StringVar(&c.form, "form", "", "send the file as this part of a multipart/form-data body (e.g. jfr)")
 	flag.Parse()
 	if err := run(context.Background(), c, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "benchformats:", err)
@@ -73,6 +80,11 @@ func run(ctx context.Context, c config, out io.Writer) error {
 	raw, err := os.ReadFile(c.file)
 	if err != nil {
 		return err
+	}
+	if c.form != "" {
+		if raw, c.contentType, err = multipartBody(c.form, raw); err != nil {
+			return err
+		}
 	}
 	body := func(time.Time) ([]byte, error) { return raw, nil }
 	if c.otlpNow {
@@ -138,6 +150,24 @@ func expandPath(tmpl string, n int64, now time.Time, series int) string {
 		"$UNTIL", strconv.FormatInt(now.Unix(), 10),
 		"$SERIES", strconv.FormatInt(n%int64(series), 10),
 	).Replace(tmpl)
+}
+
+// multipartBody wraps b as the file part field of a multipart/form-data body
+// and returns the body and its content type.
+func multipartBody(field string, b []byte) ([]byte, string, error) {
+	var buf bytes.Buffer
+	w := multipart.NewWriter(&buf)
+	part, err := w.CreateFormFile(field, field)
+	if err != nil {
+		return nil, "", err
+	}
+	if _, err := part.Write(b); err != nil {
+		return nil, "", err
+	}
+	if err := w.Close(); err != nil {
+		return nil, "", err
+	}
+	return buf.Bytes(), w.FormDataContentType(), nil
 }
 
 // restampOTLP sets every profile's time to now and marshals the request.

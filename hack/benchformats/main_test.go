@@ -86,3 +86,23 @@ func TestRunCounts(t *testing.T) {
 		t.Fatalf("report:\n%s", out.String())
 	}
 }
+
+func TestMultipartBody(t *testing.T) {
+	b, ct, err := multipartBody("jfr", []byte("recording"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodPost, "/", bytes.NewReader(b))
+	req.Header.Set("Content-Type", ct)
+	if err := req.ParseMultipartForm(1 << 20); err != nil {
+		t.Fatal(err)
+	}
+	f, _, err := req.FormFile("jfr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(f)
+	if string(got) != "recording" {
+		t.Fatalf("part jfr = %q", got)
+	}
+}
