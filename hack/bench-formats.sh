@@ -22,7 +22,7 @@
 # alternating from one round to the next; a summary with ranges at the end.
 #
 # Usage: [PYROSCOPE_BIN=path] [ROUNDS=2] [WORKERS=4] [FORMATS="jfr-workload jfr-tiny otlp"]
-#        [JFR_WORKLOAD_N=400] [JFR_TINY_N=800] [OTLP_N=5000] [DURATION=60s] hack/bench-formats.sh
+#        [JFR_WORKLOAD_N=800] [JFR_TINY_N=1500] [OTLP_N=10000] [DURATION=60s] hack/bench-formats.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CGO_ENABLED=0
@@ -100,10 +100,10 @@ profiles_pyroscope() {
 load_args() {
   local jfrpath='/ingest?name=bench%7Bformat%3Djfr%2Cinstance%3Di-$SERIES%7D&format=jfr&from=$FROM&until=$UNTIL'
   case $1 in
-    jfr-workload) largs=(-file ingester/ingest/jfr/testdata/workload.jfr.gz -form jfr -n "${JFR_WORKLOAD_N:-400}" -path "$jfrpath") ;;
-    jfr-tiny) largs=(-file ingester/ingest/jfr/testdata/tiny.jfr.gz -form jfr -n "${JFR_TINY_N:-800}" -path "$jfrpath") ;;
+    jfr-workload) largs=(-file ingester/ingest/jfr/testdata/workload.jfr.gz -form jfr -n "${JFR_WORKLOAD_N:-800}" -path "$jfrpath") ;;
+    jfr-tiny) largs=(-file ingester/ingest/jfr/testdata/tiny.jfr.gz -form jfr -n "${JFR_TINY_N:-1500}" -path "$jfrpath") ;;
     otlp) largs=(-file ingester/ingest/otlp/testdata/go-cpu.otlp.pb -otlp-now -content-type application/x-protobuf
-      -n "${OTLP_N:-5000}" -path /v1development/profiles) ;;
+      -n "${OTLP_N:-10000}" -path /v1development/profiles) ;;
     *) echo "bench-formats: unknown format $1" >&2; exit 1 ;;
   esac
 }
