@@ -21,6 +21,10 @@
 # pyroscope_discarded_samples_total). ROUNDS rounds, the servers' order
 # alternating from one round to the next; a summary with ranges at the end.
 #
+# CPU_PROFILE_DIR=dir: also save each server's CPU profile over PROFILE_SECONDS
+# (default 8) from half a second into each load, as <format>-<server>-<round>.pb.gz
+# (the sampling then adds a little to the CPU measured).
+#
 # Usage: [PYROSCOPE_BIN=path] [ROUNDS=2] [WORKERS=4] [FORMATS="jfr-workload jfr-tiny otlp"]
 #        [JFR_WORKLOAD_N=800] [JFR_TINY_N=1500] [OTLP_N=10000] [DURATION=60s] hack/bench-formats.sh
 set -euo pipefail
@@ -67,6 +71,7 @@ start_hearth() {
     -data-dir="$d/data" -log.level=warn >"$d/server.log" 2>&1 &
   pid=$!
   url=http://127.0.0.1:$port
+  pprof_url=http://127.0.0.1:$iport/debug/pprof/profile
 }
 start_pyroscope() {
   local d=$1 port gport mport a=127.0.0.1
@@ -87,6 +92,7 @@ start_pyroscope() {
     -log.level=warn) >"$d/server.log" 2>&1 &
   pid=$!
   url=http://127.0.0.1:$port
+  pprof_url=$url/debug/pprof/profile
 }
 # profiles_<server>: the profiles the server counted as stored so far.
 profiles_hearth() { curl -fsS "$url/metrics" | awk '/^hearth_received_profiles_total/{s+=$2} END{printf "%d", s}'; }
@@ -125,9 +131,16 @@ measure() {
   i0=$(cpu_ticks "$pid"); sleep 2; c0=$(cpu_ticks "$pid")
   p0=$("profiles_$server")
   load_args "$format"
+  local prof=""
+  if [ -n "${CPU_PROFILE_DIR:-}" ]; then
+    mkdir -p "$CPU_PROFILE_DIR"
+    (sleep 0.5; curl -fsS "$pprof_url?seconds=${PROFILE_SECONDS:-8}" -o "$CPU_PROFILE_DIR/$format-$server-$round.pb.gz" || true) &
+    prof=$!
+  fi
   out=$("$work/benchformats" -url "$url" -c "$workers" -duration "$cap" "${largs[@]}")
   c1=$(cpu_ticks "$pid")
   p1=$("profiles_$server")
+  [ -z "$prof" ] || wait "$prof" || true
   local hwm; hwm=$(hwm_mib "$pid")
   stop_server
   echo "$out" | grep -v '^RESULT' | sed "s/^/  $server $format: /"
