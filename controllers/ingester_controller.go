@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -84,6 +85,9 @@ type IngesterReconciler struct {
 	FlushTimeout time.Duration
 
 	flushes operations // the deletion flushes running in the background
+	// markers are the pod UIDs whose prepare-shutdown marker was cancelled (one call per
+	// pod incarnation; a new leader calls each running pod once more, harmlessly).
+	markers sync.Map
 }
 
 // +kubebuilder:rbac:groups=hearth.dev,resources=ingesters,verbs=get;list;watch;patch;update
@@ -110,6 +114,10 @@ type reconcileScope struct {
 	infos    []PodInfo
 	o        orchestration
 	degraded *problem // the preflight's problem (the orchestration's and the pods' come later)
+	// held are the StatefulSets whose shrink waits (ScaleDownWait), at the replicas they
+	// keep meanwhile: they count as settled at that size, so the rollout the scale-down
+	// waits for can run.
+	held     map[string]int32
 	phase    string   // the phase running, or the one that failed
 	result   string
 }
@@ -166,6 +174,7 @@ func (r *IngesterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		{"preflight", r.phasePreflight},
 		{"read", r.phaseRead},
 		{"apply", r.phaseApply},
+		{"markers", r.phaseMarkers},
 		{"ring", r.phaseRing},
 		{"hygiene", r.phaseHygiene},
 		{"storage", r.phaseStorage},
@@ -242,6 +251,10 @@ func (r *IngesterReconciler) phaseApply(ctx context.Context, s *reconcileScope) 
 					}
 					if !may {
 						sts.Spec.Replicas = ptr.To(have)
+						if s.held == nil {
+							s.held = map[string]int32{}
+						}
+						s.held[sts.Name] = have
 					}
 				}
 			}
@@ -260,6 +273,44 @@ func (r *IngesterReconciler) phaseApply(ctx context.Context, s *reconcileScope) 
 			return false, err
 		}
 		s.stss = stss
+	}
+	return false, nil
+}
+
+// phaseMarkers cancels the prepare-shutdown marker of every running pod below the desired
+// count, once per pod incarnation (MarkersToCancel): pods brought back by a scale-up carry
+// the marker their scale-down left on the retained volume.
+func (r *IngesterReconciler) phaseMarkers(ctx context.Context, s *reconcileScope) (bool, error) {
+	if s.ing.Spec.Paused || r.Pods == nil {
+		return false, nil
+	}
+	desired := map[string]int32{}
+	for _, z := range Zones(s.ing) {
+		desired[statefulSetName(s.ing, z.Name)] = z.Replicas
+	}
+	cleared := map[types.UID]bool{}
+	for _, p := range s.infos {
+		if p.Terminating {
+			r.markers.Delete(p.UID) // its incarnation ends: keep the set bounded
+			continue
+		}
+		if _, ok := r.markers.Load(p.UID); ok {
+			cleared[p.UID] = true
+		}
+	}
+	todo := MarkersToCancel(s.infos, desired, cleared)
+	errs := inParallel(todo, func(p PodInfo) error {
+		return callPod(ctx, "cancel_prepare_shutdown", podCallTimeout, func(ctx context.Context) error {
+			return r.Pods.CancelPrepareShutdown(ctx, podHTTPAddr(p.IP))
+		})
+	})
+	for i, p := range todo {
+		if errs[i] != nil {
+			s.o.markersPending = true // tried again soon
+			logf.FromContext(ctx).V(1).Info("cancelling a left-over prepare-shutdown marker", "pod", p.Name, "err", errs[i].Error())
+			continue
+		}
+		r.markers.Store(p.UID, struct{}{})
 	}
 	return false, nil
 }
@@ -293,7 +344,7 @@ func (r *IngesterReconciler) phaseStorage(ctx context.Context, s *reconcileScope
 			}
 		}
 	}
-	if !o.resizePending && StatefulSetsSettled(ing, s.stss) == "" {
+	if !o.resizePending && statefulSetsSettled(ing, s.stss, s.held) == "" {
 		if err := r.volumesResizing(ctx, ing, o); err != nil {
 			return false, err
 		}
@@ -305,7 +356,7 @@ func (r *IngesterReconciler) phaseStorage(ctx context.Context, s *reconcileScope
 // growth runs.
 func (r *IngesterReconciler) phaseRollout(ctx context.Context, s *reconcileScope) (bool, error) {
 	ing := s.ing
-	if ing.Spec.Paused || s.o.resizePending || StatefulSetsSettled(ing, s.stss) != "" {
+	if ing.Spec.Paused || s.o.resizePending || statefulSetsSettled(ing, s.stss, s.held) != "" {
 		return false, nil
 	}
 	replicas, zoneOf := map[string]int32{}, map[string]string{}
@@ -324,9 +375,18 @@ func (r *IngesterReconciler) phaseRollout(ctx context.Context, s *reconcileScope
 // and has the desired replicas; otherwise why not. The rollout waits for it, and
 // Progressing is Applying until it holds.
 func StatefulSetsSettled(ing *hearthv1.Ingester, stss map[string]*appsv1.StatefulSet) string {
+	return statefulSetsSettled(ing, stss, nil)
+}
+
+// statefulSetsSettled is StatefulSetsSettled with the held StatefulSets (a shrink that
+// waits) desired at the size they keep.
+func statefulSetsSettled(ing *hearthv1.Ingester, stss map[string]*appsv1.StatefulSet, held map[string]int32) string {
 	for _, z := range Zones(ing) {
 		name := statefulSetName(ing, z.Name)
 		sts := stss[name]
+		if h, ok := held[name]; ok {
+			z.Replicas = h
+		}
 		switch {
 		case sts == nil:
 			return "StatefulSet " + name + " does not exist yet"
@@ -374,7 +434,7 @@ func (r *IngesterReconciler) report(ctx context.Context, s *reconcileScope, fail
 func (r *IngesterReconciler) requeueAfter(s *reconcileScope) time.Duration {
 	o := &s.o
 	requeue := r.resync()
-	if o.resizePending || o.resizing != "" || (o.rollout != nil && o.rollout.Action != RolloutDone) || o.scaling != "" {
+	if o.resizePending || o.resizing != "" || o.markersPending || (o.rollout != nil && o.rollout.Action != RolloutDone) || o.scaling != "" {
 		requeue = min(requeue, 2*time.Second)
 	}
 	return requeue

@@ -358,7 +358,7 @@ func PlanScaleDown(stsName string, live, desired int32, pods []PodInfo, prepared
 		}
 		goes := int32(p.Ordinal) >= desired && int32(p.Ordinal) < live && desired < live
 		switch {
-		case goes && p.IP == "":
+		case goes && p.IP == "": // ScaleDownWait let it through: it never ran
 			plan.Skipped = append(plan.Skipped, p.Name)
 		case goes && !p.Terminating:
 			plan.Prepare = append(plan.Prepare, p)
@@ -519,3 +519,83 @@ func DeletionBackoff(failingFor time.Duration) time.Duration {
 
 // Finalizer on every Ingester: its pods flush and upload before the children go.
 const Finalizer = "hearth.dev/flush"
+
+// MarkersToCancel returns the pods whose prepare-shutdown marker must be removed (DELETE
+// /ingester/prepare-shutdown): every running pod below its StatefulSet's desired count
+// that has not been cleared yet (cleared: by pod UID, so each incarnation is called once).
+// A pod that left in a scale-down (5→3, or parked at 0) keeps its marker on its retained
+// volume; when a scale-up brings it back, its next stop would otherwise be a final one
+// (writes refused, full upload, tokens dropped). rollout-operator cancels the marker on
+// every pod below the desired count for the same reason. desired is by StatefulSet name.
+func MarkersToCancel(pods []PodInfo, desired map[string]int32, cleared map[types.UID]bool) []PodInfo {
+	var out []PodInfo
+	for _, p := range pods {
+		want, ok := desired[p.StatefulSet]
+		if !ok || p.Ordinal < 0 || int32(p.Ordinal) >= want || p.Missing || p.Terminating || !p.Running || p.IP == "" || cleared[p.UID] {
+			continue
+		}
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// ScaleDownWait says why the shrink of StatefulSet stsName from live to desired replicas
+// must wait ("" when it may go on) and whether that is Degraded (the operator cannot fix
+// it). pods are every pod of the Ingester (all StatefulSets); bound are the names of the
+// claims that are Bound (their volume may hold a WAL).
+//
+//   - No scale-down while any pod runs an outdated template: a scale-down during a rollout
+//     would remove the very pod the rollout replaces (rollout-operator refuses a downscale
+//     while any StatefulSet has non-updated replicas). It runs once the rollout is done.
+//   - Every leaving pod (ordinals desired..live-1) must be prepared before the shrink, so
+//     one that cannot be called now makes it wait: terminating (its replacement is
+//     prepared), stuck (Degraded: it must be fixed to flush), not started or not created
+//     while its claim is Bound (its volume may hold unflushed data). A leaving pod whose
+//     claim never bound never ran: nothing to flush.
+func ScaleDownWait(stsName string, live, desired int32, pods []PodInfo, bound map[string]bool) (wait string, degraded bool) {
+	if desired >= live {
+		return "", false
+	}
+	var outdated []string
+	have := map[int]PodInfo{}
+	for _, p := range pods {
+		if p.Outdated && !p.Terminating && !p.Missing {
+			outdated = append(outdated, p.Name)
+		}
+		if p.StatefulSet == stsName && p.Ordinal >= 0 && !p.Missing {
+			have[p.Ordinal] = p
+		}
+	}
+	if len(outdated) > 0 {
+		sort.Strings(outdated)
+		return fmt.Sprintf("a rollout is in progress (%s on an outdated template); the scale-down runs once it is done", strings.Join(outdated, ", ")), false
+	}
+	var waits, stuck []string
+	for o := desired; o < live; o++ {
+		name := fmt.Sprintf("%s-%d", stsName, o)
+		claim := DataVolume + "-" + name
+		p, ok := have[int(o)]
+		switch {
+		case !ok && bound[claim]:
+			waits = append(waits, name+" not created yet (its volume may hold unflushed data)")
+		case !ok:
+		case p.Stuck != "":
+			stuck = append(stuck, fmt.Sprintf("%s cannot start (%s)", name, p.Stuck))
+		case p.Terminating:
+			waits = append(waits, name+" terminating (its replacement is prepared once it runs)")
+		case p.IP == "" && !bound[claim]:
+			// Never ran: nothing to flush (PlanScaleDown skips it).
+		case p.IP == "" || !p.Running:
+			waits = append(waits, name+" not running (its volume may hold unflushed data)")
+		}
+	}
+	if len(stuck) > 0 {
+		return "leaving pods cannot be prepared to flush: " + strings.Join(append(stuck, waits...), ", ") +
+			"; fix them (spec.image, their inputs) so that they can flush before they go", true
+	}
+	if len(waits) > 0 {
+		return "leaving pods cannot be prepared to flush yet: " + strings.Join(waits, ", "), false
+	}
+	return "", false
+}

@@ -31,6 +31,7 @@ import (
 const (
 	ReasonScalingDown       = "ScalingDown"
 	ReasonScaleDownBlocked  = "PrepareShutdownFailed"
+	ReasonScaleDownWaits    = "ScaleDownBlocked"
 	ReasonResizingStorage   = "ResizingStorage"
 	ReasonNotExpandable     = "StorageNotExpandable"
 	ReasonDeleting          = "FlushingBeforeDelete"
@@ -54,6 +55,8 @@ type orchestration struct {
 	rollout       *RolloutStep
 	ring          map[string]string // nil when no ingester answered
 	ringVia       string            // the IP of the pod that answered
+	// markersPending: a left-over prepare-shutdown marker could not be cancelled yet.
+	markersPending bool
 }
 
 // liveState reads, uncached (decisions must not act on a stale cache), the Ingester's
@@ -136,6 +139,17 @@ func (r *IngesterReconciler) scaleDown(ctx context.Context, s *reconcileScope, s
 		setScaleDown(ing, sd)
 		return true, nil
 	}
+	bound, err := r.boundClaims(ctx, ing)
+	if err != nil {
+		return false, err
+	}
+	if wait, degraded := ScaleDownWait(sts, live, desired, s.infos, bound); wait != "" {
+		o.scaling = fmt.Sprintf("scale-down of %s from %d to %d waits: %s", sts, live, desired, wait)
+		if degraded && o.problem == nil {
+			o.problem = &problem{ReasonScaleDownWaits, o.scaling}
+		}
+		return false, nil
+	}
 	intent := false
 	for _, p := range plan.Prepare {
 		if !slices.Contains(sd.Prepared, p.Name) {
@@ -189,6 +203,19 @@ func (r *IngesterReconciler) scaleDown(ctx context.Context, s *reconcileScope, s
 		r.Recorder.Eventf(ing, nil, corev1.EventTypeNormal, ReasonScalingDown, "ScaleDown", "%s", o.scaling)
 	}
 	return true, nil
+}
+
+// boundClaims are the names of the Ingester's Bound claims (their volume may hold data).
+func (r *IngesterReconciler) boundClaims(ctx context.Context, ing *hearthv1.Ingester) (map[string]bool, error) {
+	var pvcs corev1.PersistentVolumeClaimList
+	if err := r.APIReader.List(ctx, &pvcs, client.InNamespace(ing.Namespace), client.MatchingLabels(SelectorLabels(ing))); err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, pvc := range pvcs.Items {
+		out[pvc.Name] = pvc.Status.Phase == corev1.ClaimBound
+	}
+	return out, nil
 }
 
 // persistStatus writes the status now (the scale-down's intent) and makes it the base of

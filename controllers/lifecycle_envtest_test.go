@@ -1,0 +1,117 @@
+package controllers
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+
+	hearthv1 "github.com/hearth-dev/hearth/api/v1alpha1"
+)
+
+// Issue 23 finding 2: pods brought back by a scale-up carry the prepare-shutdown marker
+// their scale-down left on the retained volume; the operator cancels it on every pod
+// below the desired count, so their next restart is not a final stop.
+func TestScaleUpCancelsTheMarkerOfReturningPods(t *testing.T) {
+	c := newCluster(t, 5, nil) // whenScaled: Retain (the default): the volumes stay
+	p := c.p
+	p.mutate(t, c.ns, c.name, func(i *hearthv1.Ingester) { i.Spec.Replicas = ptr.To[int32](3) })
+	eventually(t, "3 pods", func() error {
+		if n := len(c.pods()); n != 3 {
+			return fmt.Errorf("%d pods", n)
+		}
+		return nil
+	})
+	p.mutate(t, c.ns, c.name, func(i *hearthv1.Ingester) { i.Spec.Replicas = ptr.To[int32](5) })
+	eventually(t, "5 pods", func() error {
+		if n := len(c.pods()); n != 5 {
+			return fmt.Errorf("%d pods", n)
+		}
+		return nil
+	})
+	ip3, ip4 := c.ready("ing-3"), c.ready("ing-4")
+	eventually(t, "the returning pods' markers cancelled", func() error {
+		calls := p.pods.callsTo(ip3, ip4)
+		for _, want := range []string{"UNPREPARE " + ip3, "UNPREPARE " + ip4} {
+			if !slices.Contains(calls, want) {
+				return fmt.Errorf("calls %v lack %s", calls, want)
+			}
+		}
+		return nil
+	})
+	// Once per pod incarnation: later passes do not call them again.
+	before := len(p.pods.callsTo(ip3, ip4))
+	p.mutate(t, c.ns, c.name, func(i *hearthv1.Ingester) { i.Spec.Log.Level = "debug" }) // a few passes
+	c.waitRollout([]string{"ing-4"}, "ing-4 not ready")
+	if calls := p.pods.callsTo(ip3); len(calls) > 1 {
+		t.Fatalf("ing-3 called again: %v (before: %d calls to both)", calls, before)
+	}
+}
+
+// Issue 23 finding 3: a scale-down requested mid-rollout waits (the StatefulSet keeps its
+// size, no pod is prepared), the rollout goes on, then the scale-down runs.
+func TestScaleDownWaitsForTheRollout(t *testing.T) {
+	c := newCluster(t, 5, nil)
+	p := c.p
+	p.mutate(t, c.ns, c.name, func(i *hearthv1.Ingester) { i.Spec.Image = "hearth:v0.2.0" })
+	eventually(t, "ing-4 recreated on the new image", func() error {
+		if img := c.image("ing-4"); img != "hearth:v0.2.0" {
+			return fmt.Errorf("ing-4 runs %q", img)
+		}
+		return nil
+	})
+	p.mutate(t, c.ns, c.name, func(i *hearthv1.Ingester) { i.Spec.Replicas = ptr.To[int32](3) })
+	eventually(t, "the scale-down waits for the rollout", func() error {
+		c := condition(p.get(t, c.ns, c.name), hearthv1.ConditionProgressing)
+		if c == nil || c.Reason != ReasonScalingDown || !strings.Contains(c.Message, "rollout is in progress") {
+			return fmt.Errorf("Progressing %+v", c)
+		}
+		return nil
+	})
+	if r := c.stsReplicas(); r != 5 {
+		t.Fatalf("StatefulSet at %d replicas mid-rollout", r)
+	}
+	if calls := p.pods.callsTo(c.ip("ing-3"), c.ip("ing-4")); slices.ContainsFunc(calls, func(s string) bool { return strings.HasPrefix(s, "PREPARE") }) {
+		t.Fatalf("prepared mid-rollout: %v", calls)
+	}
+	// The rollout goes on through all five pods.
+	c.ready("ing-4")
+	for _, name := range []string{"ing-3", "ing-2", "ing-1", "ing-0"} {
+		eventually(t, name+" on the new image", func() error {
+			if img := c.image(name); img != "hearth:v0.2.0" {
+				return fmt.Errorf("%s runs %q", name, img)
+			}
+			return nil
+		})
+		if r := c.stsReplicas(); r != 5 {
+			t.Fatalf("StatefulSet at %d replicas mid-rollout", r)
+		}
+		c.ready(name)
+	}
+	ip3, ip4 := c.ip("ing-3"), c.ip("ing-4")
+	eventually(t, "then the scale-down runs", func() error {
+		if r := c.stsReplicas(); r != 3 {
+			return fmt.Errorf("replicas %d", r)
+		}
+		calls := p.pods.callsTo(ip3, ip4)
+		for _, want := range []string{"PREPARE " + ip3, "PREPARE " + ip4} {
+			if !slices.Contains(calls, want) {
+				return fmt.Errorf("calls %v lack %s", calls, want)
+			}
+		}
+		return nil
+	})
+}
+
+func (c *cluster) stsReplicas() int32 {
+	c.t.Helper()
+	sts := &appsv1.StatefulSet{}
+	if err := c.p.c.Get(ctx, types.NamespacedName{Namespace: c.ns, Name: c.name}, sts); err != nil {
+		return -1
+	}
+	return ptr.Deref(sts.Spec.Replicas, -1)
+}

@@ -1,0 +1,69 @@
+package controllers
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/types"
+)
+
+func uid(u string) func(*PodInfo) { return func(p *PodInfo) { p.UID = types.UID(u) } }
+
+// Issue 23 finding 2: every running pod below the desired count is un-marked once per
+// incarnation; leaving pods (at or above it) keep their marker.
+func TestMarkersToCancel(t *testing.T) {
+	pods := []PodInfo{
+		pod("ing-0", 0, uid("a")), pod("ing-1", 1, uid("b")), pod("ing-2", 2, uid("c"), noIP),
+		pod("ing-3", 3, uid("d"), terminating), pod("ing-4", 4, uid("e")),
+		pod("other-0", 0, uid("f"), func(p *PodInfo) { p.StatefulSet = "other" }),
+	}
+	got := names(MarkersToCancel(pods, map[string]int32{"ing": 4}, map[types.UID]bool{"a": true}))
+	if want := []string{"ing-1"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("MarkersToCancel = %v, want %v (ing-0 cleared, ing-2 not running, ing-3 terminating, ing-4 leaving, other-0 unknown)", got, want)
+	}
+	// Parked at 0 and back to 5: every returning pod.
+	got = names(MarkersToCancel([]PodInfo{pod("ing-0", 0), pod("ing-4", 4)}, map[string]int32{"ing": 5}, nil))
+	if want := []string{"ing-0", "ing-4"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("after a scale-up: %v, want %v", got, want)
+	}
+}
+
+// Issue 23 finding 3: a scale-down waits for a rollout, and for leaving pods it cannot
+// prepare when their volume may hold data.
+func TestScaleDownWait(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		pods     []PodInfo
+		bound    map[string]bool
+		want     string // substring; "" means may go on
+		degraded bool
+	}{
+		{name: "healthy", pods: []PodInfo{pod("ing-0", 0), pod("ing-1", 1), pod("ing-2", 2)}},
+		{name: "mid-rollout (a staying pod outdated)", pods: []PodInfo{pod("ing-0", 0, outdated), pod("ing-1", 1), pod("ing-2", 2)},
+			want: "rollout is in progress (ing-0"},
+		{name: "mid-rollout (the leaving pod outdated)", pods: []PodInfo{pod("ing-0", 0), pod("ing-1", 1), pod("ing-2", 2, outdated)},
+			want: "rollout is in progress (ing-2"},
+		{name: "leaving pod terminating", pods: []PodInfo{pod("ing-0", 0), pod("ing-1", 1), pod("ing-2", 2, terminating)},
+			want: "ing-2 terminating"},
+		{name: "leaving pod stuck", pods: []PodInfo{pod("ing-0", 0), pod("ing-1", 1), pod("ing-2", 2, stuck("CrashLoopBackOff"))},
+			want: "ing-2 cannot start (CrashLoopBackOff)", degraded: true},
+		{name: "leaving pod without IP, bound claim", pods: []PodInfo{pod("ing-0", 0), pod("ing-1", 1), pod("ing-2", 2, noIP)},
+			bound: map[string]bool{"data-ing-2": true}, want: "ing-2 not running"},
+		{name: "leaving pod without IP that never ran (claim not bound)", pods: []PodInfo{pod("ing-0", 0), pod("ing-1", 1), pod("ing-2", 2, noIP)}},
+		{name: "leaving pod not created, bound claim", pods: []PodInfo{pod("ing-0", 0), pod("ing-1", 1)},
+			bound: map[string]bool{"data-ing-2": true}, want: "ing-2 not created yet"},
+		{name: "leaving pod not created, no claim", pods: []PodInfo{pod("ing-0", 0), pod("ing-1", 1)}},
+		{name: "leaving pod not ready but running: prepared", pods: []PodInfo{pod("ing-0", 0), pod("ing-1", 1), pod("ing-2", 2, notReady)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			wait, degraded := ScaleDownWait("ing", 3, 2, tc.pods, tc.bound)
+			if (tc.want == "") != (wait == "") || !strings.Contains(wait, tc.want) || degraded != tc.degraded {
+				t.Fatalf("ScaleDownWait = %q, %v; want %q, %v", wait, degraded, tc.want, tc.degraded)
+			}
+		})
+	}
+	if wait, _ := ScaleDownWait("ing", 3, 3, []PodInfo{pod("ing-0", 0, outdated)}, nil); wait != "" {
+		t.Fatalf("no scale-down, yet %q", wait)
+	}
+}
