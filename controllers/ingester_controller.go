@@ -117,9 +117,9 @@ type reconcileScope struct {
 	// held are the StatefulSets whose shrink waits (ScaleDownWait), at the replicas they
 	// keep meanwhile: they count as settled at that size, so the rollout the scale-down
 	// waits for can run.
-	held     map[string]int32
-	phase    string   // the phase running, or the one that failed
-	result   string
+	held   map[string]int32
+	phase  string // the phase running, or the one that failed
+	result string
 }
 
 // phase is one named step of a reconcile. A phase that returns an error ends the
