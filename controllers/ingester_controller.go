@@ -120,6 +120,32 @@ type reconcileScope struct {
 	held   map[string]int32
 	phase  string // the phase running, or the one that failed
 	result string
+	failed error // the error that ended the reconcile (retried after ErrorBackoff)
+}
+
+// failingFor is how long the Degraded condition has said the reconcile fails.
+func (s *reconcileScope) failingFor() time.Duration {
+	c := meta.FindStatusCondition(s.orig.Status.Conditions, hearthv1.ConditionDegraded)
+	if c == nil || c.Status != metav1.ConditionTrue || c.Reason != PhaseFailedReason(s.phase) {
+		return 0
+	}
+	return time.Since(c.LastTransitionTime.Time)
+}
+
+// ErrorBackoff is when a failed reconcile is tried again: as long as it has been failing,
+// between 1s and limit (the resync period). Bounded, so that a fixed cause (a second
+// PodDisruptionBudget removed, the API server back) is noticed within limit.
+func ErrorBackoff(failingFor, limit time.Duration) time.Duration {
+	return min(max(failingFor, time.Second), limit)
+}
+
+// PhaseFailedReason is the Degraded reason of a reconcile that failed in phase:
+// ApplyFailed, RolloutFailed, StorageFailed, ReadFailed...
+func PhaseFailedReason(phase string) string {
+	if phase == "" {
+		return "ReconcileFailed"
+	}
+	return strings.ToUpper(phase[:1]) + phase[1:] + "Failed"
 }
 
 // phase is one named step of a reconcile. A phase that returns an error ends the
@@ -149,7 +175,7 @@ func (r *IngesterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	s := &reconcileScope{ing: ing, orig: ing.DeepCopy(), result: "success"}
 	defer func() {
 		reconcileDuration.WithLabelValues(req.Namespace, req.Name).Observe(time.Since(start).Seconds())
-		if err != nil {
+		if err != nil || s.failed != nil {
 			s.result = "error"
 			reconcileErrorsTotal.WithLabelValues(req.Namespace, req.Name, s.phase).Inc()
 		}
@@ -159,7 +185,14 @@ func (r *IngesterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		// Every pod flushes, then the finalizer goes and the garbage collector removes
 		// the children (they carry owner references).
 		s.result = "deleting"
-		return r.finalize(ctx, s)
+		res, err := r.finalize(ctx, s)
+		if err != nil {
+			// A bounded retry, not controller-runtime's backoff (up to ~16 minutes).
+			s.failed = err
+			logf.FromContext(ctx).Error(err, "reconcile failed", "phase", s.phase)
+			return ctrl.Result{RequeueAfter: ErrorBackoff(0, r.resync())}, nil
+		}
+		return res, nil
 	}
 	defer func() {
 		if rerr := r.report(ctx, s, err); rerr != nil && err == nil {
@@ -167,7 +200,14 @@ func (r *IngesterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		}
 		if err == nil {
 			res = ctrl.Result{RequeueAfter: r.requeueAfter(s)}
+			return
 		}
+		// The error is in Degraded (report) and the log; the Ingester is looked at again
+		// after a bounded backoff instead of controller-runtime's (which reaches ~16
+		// minutes after a few failures and hides the problem meanwhile).
+		s.failed = err
+		logf.FromContext(ctx).Error(err, "reconcile failed", "phase", s.phase)
+		res, err = ctrl.Result{RequeueAfter: ErrorBackoff(s.failingFor(), r.resync())}, nil
 	}()
 	for _, ph := range []phase{
 		{"finalizer", r.phaseFinalizer},
@@ -405,8 +445,9 @@ func statefulSetsSettled(ing *hearthv1.Ingester, stss map[string]*appsv1.Statefu
 func (r *IngesterReconciler) report(ctx context.Context, s *reconcileScope, failed error) error {
 	ing := s.ing
 	degraded := s.degraded
-	if failed != nil && s.phase == "apply" && degraded == nil {
-		degraded = &problem{reason: ReasonApplyFailed, message: failed.Error()}
+	if failed != nil && degraded == nil {
+		// Whatever phase failed, Degraded says so (not only apply).
+		degraded = &problem{reason: PhaseFailedReason(s.phase), message: fmt.Sprintf("the %s phase failed (retried): %v", s.phase, failed)}
 	}
 	if degraded == nil {
 		degraded = s.o.problem

@@ -5,9 +5,13 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
 	hearthv1 "github.com/hearth-dev/hearth/api/v1alpha1"
@@ -114,4 +118,45 @@ func (c *cluster) stsReplicas() int32 {
 		return -1
 	}
 	return ptr.Deref(sts.Spec.Replicas, -1)
+}
+
+// Issue 23 finding 8: an error outside the apply phase (a second PodDisruptionBudget makes
+// every eviction fail) is Degraded with its reason, and the rollout resumes soon after the
+// cause is gone (a bounded retry, not a backoff of minutes).
+func TestRolloutErrorIsDegradedAndRetried(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	p := c.p
+	extra := &policyv1.PodDisruptionBudget{
+		ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: "extra"},
+		Spec: policyv1.PodDisruptionBudgetSpec{
+			MaxUnavailable: ptr.To(intstr.FromInt32(1)),
+			Selector:       &metav1.LabelSelector{MatchLabels: map[string]string{LabelComponent: component}},
+		},
+	}
+	if err := p.c.Create(ctx, extra); err != nil {
+		t.Fatal(err)
+	}
+	p.mutate(t, c.ns, c.name, func(i *hearthv1.Ingester) { i.Spec.Image = "hearth:v0.2.0" })
+	ing := p.wantCondition(t, c.ns, c.name, hearthv1.ConditionDegraded, metav1.ConditionTrue, "RolloutFailed")
+	if msg := condition(ing, hearthv1.ConditionDegraded).Message; !strings.Contains(msg, "ing-2") || !strings.Contains(msg, "PodDisruptionBudget") {
+		t.Fatalf("Degraded message %q", msg)
+	}
+	// Failing for a while (several retries) and then fixed: the rollout resumes.
+	eventually(t, "retried several times", func() error {
+		d := condition(p.get(t, c.ns, c.name), hearthv1.ConditionDegraded)
+		if since := time.Since(d.LastTransitionTime.Time); since < 20*time.Second {
+			return fmt.Errorf("failing for %v", since)
+		}
+		return nil
+	})
+	if err := p.c.Delete(ctx, extra); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the rollout resumes", func() error {
+		if img := c.image("ing-2"); img != "hearth:v0.2.0" {
+			return fmt.Errorf("ing-2 runs %q", img)
+		}
+		return nil
+	})
+	p.wantCondition(t, c.ns, c.name, hearthv1.ConditionDegraded, metav1.ConditionFalse, ReasonAsExpected)
 }

@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"k8s.io/apimachinery/pkg/types"
 )
@@ -65,5 +66,20 @@ func TestScaleDownWait(t *testing.T) {
 	}
 	if wait, _ := ScaleDownWait("ing", 3, 3, []PodInfo{pod("ing-0", 0, outdated)}, nil); wait != "" {
 		t.Fatalf("no scale-down, yet %q", wait)
+	}
+}
+
+// Issue 23 finding 8: a failed reconcile is retried within the resync period, however long
+// it has been failing (controller-runtime's own backoff reaches ~16 minutes).
+func TestErrorBackoffIsBounded(t *testing.T) {
+	for _, tc := range []struct{ failing, want time.Duration }{
+		{0, time.Second}, {5 * time.Second, 5 * time.Second}, {time.Hour, 30 * time.Second},
+	} {
+		if got := ErrorBackoff(tc.failing, 30*time.Second); got != tc.want {
+			t.Errorf("ErrorBackoff(%v) = %v, want %v", tc.failing, got, tc.want)
+		}
+	}
+	if got := PhaseFailedReason("rollout"); got != "RolloutFailed" {
+		t.Errorf("PhaseFailedReason(rollout) = %q", got)
 	}
 }
