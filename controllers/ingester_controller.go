@@ -279,11 +279,19 @@ func (r *IngesterReconciler) phaseApply(ctx context.Context, s *reconcileScope) 
 				o.storage = fmt.Sprintf("waiting for StatefulSet %s to be deleted (orphaning its pods) before recreating it", sts.Name)
 				continue
 			}
+			want, have := ptr.Deref(sts.Spec.Replicas, 1), int32(0)
 			if live != nil {
 				if KeepClaimSizes(sts, live) {
 					o.resizePending = true
 				}
-				want, have := ptr.Deref(sts.Spec.Replicas, 1), ptr.Deref(live.Spec.Replicas, 1)
+				have = ptr.Deref(live.Spec.Replicas, 1)
+			} else {
+				// Missing (recreated after a storage growth, or deleted with
+				// --cascade=orphan): its pods may still run, and a StatefulSet created
+				// smaller would delete the high ordinals unprepared.
+				have = OrphanReplicas(sts.Name, s.infos)
+			}
+			if have > want || live != nil {
 				if r.Pods != nil {
 					may, err := r.scaleDown(ctx, s, sts.Name, have, want)
 					if err != nil {

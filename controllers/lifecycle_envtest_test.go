@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	hearthv1 "github.com/hearth-dev/hearth/api/v1alpha1"
 )
@@ -159,4 +161,56 @@ func TestRolloutErrorIsDegradedAndRetried(t *testing.T) {
 		return nil
 	})
 	p.wantCondition(t, c.ns, c.name, hearthv1.ConditionDegraded, metav1.ConditionFalse, ReasonAsExpected)
+}
+
+// Issue 23 finding 6: while the StatefulSet is missing (deleted with --cascade=orphan),
+// a scale-down still prepares the leaving pods before a smaller StatefulSet exists.
+func TestScaleDownWhileTheStatefulSetIsMissing(t *testing.T) {
+	c := newCluster(t, 5, nil)
+	p := c.p
+	ip3, ip4 := c.ip("ing-3"), c.ip("ing-4")
+	var mu sync.Mutex
+	atPrepare := map[string]int32{}
+	p.pods.hook(func(call string) {
+		if strings.HasPrefix(call, "PREPARE ") {
+			r := c.stsReplicas()
+			mu.Lock()
+			atPrepare[call] = r
+			mu.Unlock()
+		}
+	})
+	t.Cleanup(func() { p.pods.hook(nil) })
+	p.mutate(t, c.ns, c.name, func(i *hearthv1.Ingester) { i.Spec.Paused = true })
+	p.wantCondition(t, c.ns, c.name, hearthv1.ConditionProgressing, metav1.ConditionFalse, ReasonPaused)
+	sts := &appsv1.StatefulSet{}
+	if err := p.c.Get(ctx, types.NamespacedName{Namespace: c.ns, Name: c.name}, sts); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.c.Delete(ctx, sts, client.PropagationPolicy(metav1.DeletePropagationOrphan)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "StatefulSet gone, pods kept", func() error {
+		if r := c.stsReplicas(); r != -1 {
+			return fmt.Errorf("StatefulSet still there (%d replicas)", r)
+		}
+		if n := len(c.pods()); n != 5 {
+			return fmt.Errorf("%d pods", n)
+		}
+		return nil
+	})
+	p.mutate(t, c.ns, c.name, func(i *hearthv1.Ingester) { i.Spec.Paused = false; i.Spec.Replicas = ptr.To[int32](3) })
+	eventually(t, "recreated and shrunk to 3", func() error {
+		if r := c.stsReplicas(); r != 3 {
+			return fmt.Errorf("replicas %d", r)
+		}
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for _, ip := range []string{ip3, ip4} {
+		r, ok := atPrepare["PREPARE "+ip]
+		if !ok || r == 3 {
+			t.Fatalf("leaving pod at %s prepared: %v (StatefulSet replicas then %d; all %v)", ip, ok, r, atPrepare)
+		}
+	}
 }

@@ -83,3 +83,15 @@ func TestErrorBackoffIsBounded(t *testing.T) {
 		t.Errorf("PhaseFailedReason(rollout) = %q", got)
 	}
 }
+
+// Issue 23 finding 6: a missing StatefulSet's size is what its running pods show.
+func TestOrphanReplicas(t *testing.T) {
+	pods := []PodInfo{pod("ing-0", 0), pod("ing-4", 4, terminating), pod("ing-2", 2), pod("ing-7", 7, func(p *PodInfo) { p.Missing = true }),
+		pod("other-9", 9, func(p *PodInfo) { p.StatefulSet = "other" })}
+	if got := OrphanReplicas("ing", pods); got != 5 {
+		t.Fatalf("OrphanReplicas = %d, want 5", got)
+	}
+	if got := OrphanReplicas("ing", nil); got != 0 {
+		t.Fatalf("OrphanReplicas without pods = %d", got)
+	}
+}

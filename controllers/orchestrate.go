@@ -599,3 +599,17 @@ func ScaleDownWait(stsName string, live, desired int32, pods []PodInfo, bound ma
 	}
 	return "", false
 }
+
+// OrphanReplicas is the size a missing StatefulSet had, as its pods still running show it
+// (the highest ordinal + 1; 0 without pods): the StatefulSet is recreated at that size and
+// shrunk through the scale-down protocol, never created smaller (its controller would
+// delete the high ordinals without their prepare-shutdown).
+func OrphanReplicas(stsName string, pods []PodInfo) int32 {
+	var n int32
+	for _, p := range pods {
+		if p.StatefulSet == stsName && !p.Missing && p.Ordinal >= 0 && int32(p.Ordinal)+1 > n {
+			n = int32(p.Ordinal) + 1
+		}
+	}
+	return n
+}
