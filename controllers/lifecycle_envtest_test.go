@@ -214,3 +214,28 @@ func TestScaleDownWhileTheStatefulSetIsMissing(t *testing.T) {
 		}
 	}
 }
+
+// Issue 23 finding 9: a pod on a bad spec that runs but never turns Ready is replaced when
+// the spec is reverted (without zones), instead of the rollout waiting on it forever.
+func TestRevertReplacesAPodThatNeverTurnsReady(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	p := c.p
+	p.mutate(t, c.ns, c.name, func(i *hearthv1.Ingester) { i.Spec.Image = "hearth:never-ready" })
+	eventually(t, "ing-2 on the bad image", func() error {
+		if img := c.image("ing-2"); img != "hearth:never-ready" {
+			return fmt.Errorf("ing-2 runs %q", img)
+		}
+		return nil
+	})
+	p.setPod(t, c.ns, "ing-2", uniqueIP(), false, "") // runs, never Ready
+	c.waitRollout([]string{"ing-2"}, "ing-2 not ready")
+	p.mutate(t, c.ns, c.name, func(i *hearthv1.Ingester) { i.Spec.Image = "hearth:v0.1.0" })
+	eventually(t, "ing-2 replaced on the reverted image", func() error {
+		if img := c.image("ing-2"); img != "hearth:v0.1.0" {
+			return fmt.Errorf("ing-2 runs %q", img)
+		}
+		return nil
+	})
+	c.ready("ing-2")
+	p.wantCondition(t, c.ns, c.name, hearthv1.ConditionProgressing, metav1.ConditionFalse, ReasonComplete)
+}

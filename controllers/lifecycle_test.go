@@ -95,3 +95,23 @@ func TestOrphanReplicas(t *testing.T) {
 		t.Fatalf("OrphanReplicas without pods = %d", got)
 	}
 }
+
+// Issue 23 finding 9: without zones, an outdated pod that runs but never turned Ready is
+// replaced (a reverted bad spec) instead of being waited for.
+func TestRolloutReplacesAnOutdatedPodThatNeverTurnsReady(t *testing.T) {
+	ring := active("ing-0", "ing-1", "ing-2")
+	step := NextRollout([]PodInfo{pod("ing-0", 0), pod("ing-1", 1), pod("ing-2", 2, outdated, notReady)}, ring, nil)
+	if step.Action != RolloutDelete || !reflect.DeepEqual(step.Delete, []string{"ing-2"}) {
+		t.Fatalf("step %+v, want ing-2 replaced", step)
+	}
+	// Another pod is not ready too: it waits (that one is not outdated).
+	step = NextRollout([]PodInfo{pod("ing-0", 0, notReady), pod("ing-1", 1), pod("ing-2", 2, outdated, notReady)}, ring, nil)
+	if step.Action != RolloutWait {
+		t.Fatalf("step %+v, want a wait", step)
+	}
+	// A ring member without a pod is unhealthy: it waits.
+	step = NextRollout([]PodInfo{pod("ing-0", 0), pod("ing-1", 1), pod("ing-2", 2, outdated, notReady)}, with(ring, "ghost", StateLeaving), nil)
+	if step.Action != RolloutWait {
+		t.Fatalf("step %+v, want a wait", step)
+	}
+}

@@ -262,6 +262,14 @@ func NextRollout(pods []PodInfo, ring map[string]string, zoneOrder []string) Rol
 
 	zoned := len(zoneOrder) > 0
 	if !zoned {
+		if p, ok := StalledOutdated(pods, unsettled); ok {
+			// A pod that runs an outdated template and never turned Ready (a bad spec,
+			// then reverted) serves nothing: replacing it disrupts nothing, and waiting
+			// for it would wait forever.
+			step.Action, step.Delete, step.InFlight = RolloutDelete, []string{p.Name}, []string{p.Name}
+			step.Message = fmt.Sprintf("replacing %s, outdated and not ready (%d pods outdated); every other pod is healthy", p.Name, len(outdated))
+			return step
+		}
 		if len(unsettled) > 0 {
 			step.Action, step.InFlight = RolloutWait, inFlight()
 			step.Message = fmt.Sprintf("%d pods outdated; waiting for a healthy ring: %s", len(outdated), strings.Join(reasons, ", "))
@@ -612,4 +620,29 @@ func OrphanReplicas(stsName string, pods []PodInfo) int32 {
 		}
 	}
 	return n
+}
+
+// StalledOutdated finds, when the only unsettled pods are outdated pods that run but are
+// not Ready (nothing terminating, missing or unhealthy elsewhere, no ring member without a
+// pod), the highest-ordinal one: the rollout replaces it rather than wait for it.
+// unsettled are the unsettled pod names by zone ("?": ring members without a pod).
+func StalledOutdated(pods []PodInfo, unsettled map[string][]string) (PodInfo, bool) {
+	n := 0
+	for _, names := range unsettled {
+		n += len(names)
+	}
+	if n == 0 || unsettled["?"] != nil {
+		return PodInfo{}, false
+	}
+	var stalled []PodInfo
+	for _, p := range pods {
+		if p.Outdated && !p.Ready && !p.Terminating && !p.Missing {
+			stalled = append(stalled, p)
+		}
+	}
+	if len(stalled) != n {
+		return PodInfo{}, false
+	}
+	sort.Slice(stalled, func(i, j int) bool { return stalled[i].Ordinal > stalled[j].Ordinal })
+	return stalled[0], true
 }
