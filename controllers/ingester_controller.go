@@ -219,6 +219,7 @@ func (r *IngesterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		{"hygiene", r.phaseHygiene},
 		{"storage", r.phaseStorage},
 		{"rollout", r.phaseRollout},
+		{"configs", r.phaseConfigs},
 	} {
 		s.phase = ph.name
 		stop, err := ph.run(ctx, s)
@@ -416,6 +417,33 @@ func (r *IngesterReconciler) phaseRollout(ctx context.Context, s *reconcileScope
 	var err error
 	s.o.rollout, err = r.rollout(ctx, ing, WithMissing(s.infos, replicas, zoneOf), s.o.ring)
 	return false, err
+}
+
+// phaseConfigs deletes the per-revision ConfigMaps no pod and no StatefulSet uses any more
+// (StaleConfigMaps). Not while paused: the current one may not be applied yet.
+func (r *IngesterReconciler) phaseConfigs(ctx context.Context, s *reconcileScope) (bool, error) {
+	ing := s.ing
+	if ing.Spec.Paused || s.stss == nil || len(s.stss) < len(Zones(ing)) {
+		return false, nil
+	}
+	var list corev1.ConfigMapList
+	if err := r.APIReader.List(ctx, &list, client.InNamespace(ing.Namespace), client.MatchingLabels(commonLabels(ing))); err != nil {
+		return false, err
+	}
+	var names []string
+	for _, cm := range list.Items {
+		if metav1.IsControlledBy(&cm, ing) {
+			names = append(names, cm.Name)
+		}
+	}
+	for _, name := range StaleConfigMaps(names, configMapsUsed(s.pods, s.stss)) {
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ing.Namespace, Name: name}}
+		if err := r.Delete(ctx, cm); err != nil && !apierrors.IsNotFound(err) {
+			return false, fmt.Errorf("deleting the unused ConfigMap %s: %w", name, err)
+		}
+		logf.FromContext(ctx).Info("deleted a ConfigMap no pod uses any more", "name", name)
+	}
+	return false, nil
 }
 
 // StatefulSetsSettled is the one definition of settled children: "" when every

@@ -9,7 +9,9 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -238,4 +240,67 @@ func TestRevertReplacesAPodThatNeverTurnsReady(t *testing.T) {
 	})
 	c.ready("ing-2")
 	p.wantCondition(t, c.ns, c.name, hearthv1.ConditionProgressing, metav1.ConditionFalse, ReasonComplete)
+}
+
+// podConfigMap is the ConfigMap a pod mounts.
+func (c *cluster) podConfigMap(pod string) string {
+	p, ok := c.pods()[pod]
+	if !ok {
+		return ""
+	}
+	for _, v := range p.Spec.Volumes {
+		if v.ConfigMap != nil {
+			return v.ConfigMap.Name
+		}
+	}
+	return ""
+}
+
+// Issue 23 finding 5: one immutable ConfigMap per revision: mid-rollout an old pod still
+// mounts its own config (its container restarts on it), and once no pod uses the old one
+// it is deleted.
+func TestConfigMapPerRevision(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	p := c.p
+	old := c.podConfigMap("ing-0")
+	p.mutate(t, c.ns, c.name, func(i *hearthv1.Ingester) { i.Spec.Log.Level = "debug" })
+	eventually(t, "ing-2 replaced on the new config", func() error {
+		if cm := c.podConfigMap("ing-2"); cm == old || cm == "" {
+			return fmt.Errorf("ing-2 mounts %q", cm)
+		}
+		return nil
+	})
+	cur := c.podConfigMap("ing-2")
+	if got := c.podConfigMap("ing-0"); got != old {
+		t.Fatalf("old pod ing-0 mounts %q, want its own %q", got, old)
+	}
+	for name, debug := range map[string]bool{old: false, cur: true} {
+		cm := &corev1.ConfigMap{}
+		if err := p.c.Get(ctx, types.NamespacedName{Namespace: c.ns, Name: name}, cm); err != nil {
+			t.Fatalf("ConfigMap %s: %v", name, err)
+		}
+		if strings.Contains(cm.Data[ConfigFile], "level: debug") != debug || !ptr.Deref(cm.Immutable, false) {
+			t.Fatalf("ConfigMap %s (immutable %v):\n%s", name, cm.Immutable, cm.Data[ConfigFile])
+		}
+	}
+	c.ready("ing-2")
+	for _, name := range []string{"ing-1", "ing-0"} {
+		eventually(t, name+" on the new config", func() error {
+			if cm := c.podConfigMap(name); cm != cur {
+				return fmt.Errorf("%s mounts %q", name, cm)
+			}
+			return nil
+		})
+		c.ready(name)
+	}
+	eventually(t, "the old ConfigMap deleted once no pod uses it", func() error {
+		err := p.c.Get(ctx, types.NamespacedName{Namespace: c.ns, Name: old}, &corev1.ConfigMap{})
+		if !apierrors.IsNotFound(err) {
+			return fmt.Errorf("%s still there (%v)", old, err)
+		}
+		return nil
+	})
+	if err := p.c.Get(ctx, types.NamespacedName{Namespace: c.ns, Name: cur}, &corev1.ConfigMap{}); err != nil {
+		t.Fatalf("current ConfigMap: %v", err)
+	}
 }

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -113,5 +114,28 @@ func TestRolloutReplacesAnOutdatedPodThatNeverTurnsReady(t *testing.T) {
 	step = NextRollout([]PodInfo{pod("ing-0", 0), pod("ing-1", 1), pod("ing-2", 2, outdated, notReady)}, with(ring, "ghost", StateLeaving), nil)
 	if step.Action != RolloutWait {
 		t.Fatalf("step %+v, want a wait", step)
+	}
+}
+
+// Issue 23 finding 5: the ConfigMap is named by its content; unused ones are stale.
+func TestConfigMapPerRevisionNames(t *testing.T) {
+	ing := fixtures()["minimal"]
+	a, err := RenderConfigMap(ing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ing.Spec.Log.Level = "debug"
+	b, _ := RenderConfigMap(ing)
+	if a.Name == b.Name || !strings.HasPrefix(a.Name, ing.Name+"-config-") || a.Immutable == nil || !*a.Immutable {
+		t.Fatalf("names %s, %s (immutable %v)", a.Name, b.Name, a.Immutable)
+	}
+	if sts := RenderStatefulSet(ing, Zones(ing)[0], b); sts.Spec.Template.Spec.Volumes[0].ConfigMap.Name != b.Name {
+		t.Fatalf("the StatefulSet mounts %s", sts.Spec.Template.Spec.Volumes[0].ConfigMap.Name)
+	}
+	got := StaleConfigMaps([]string{"ing-config", b.Name, a.Name}, map[string]bool{b.Name: true})
+	want := []string{a.Name, "ing-config"}
+	slices.Sort(want)
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("StaleConfigMaps = %v, want %v", got, want)
 	}
 }

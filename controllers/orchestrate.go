@@ -646,3 +646,36 @@ func StalledOutdated(pods []PodInfo, unsettled map[string][]string) (PodInfo, bo
 	sort.Slice(stalled, func(i, j int) bool { return stalled[i].Ordinal > stalled[j].Ordinal })
 	return stalled[0], true
 }
+
+// StaleConfigMaps are the Ingester's per-revision ConfigMaps that no pod and no
+// StatefulSet template uses any more (referenced), in name order: they are deleted. The
+// current one is always referenced by the StatefulSets' templates once applied.
+func StaleConfigMaps(names []string, referenced map[string]bool) []string {
+	var out []string
+	for _, n := range names {
+		if !referenced[n] {
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// configMapsUsed are the ConfigMaps the pods and the StatefulSets' templates mount.
+func configMapsUsed(pods []corev1.Pod, stss map[string]*appsv1.StatefulSet) map[string]bool {
+	used := map[string]bool{}
+	add := func(vs []corev1.Volume) {
+		for _, v := range vs {
+			if v.ConfigMap != nil {
+				used[v.ConfigMap.Name] = true
+			}
+		}
+	}
+	for i := range pods {
+		add(pods[i].Spec.Volumes)
+	}
+	for _, sts := range stss {
+		add(sts.Spec.Template.Spec.Volumes)
+	}
+	return used
+}

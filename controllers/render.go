@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -58,7 +59,17 @@ const (
 // Names of an Ingester's children.
 func clientServiceName(ing *hearthv1.Ingester) string   { return ing.Name }
 func headlessServiceName(ing *hearthv1.Ingester) string { return ing.Name + "-headless" }
-func configMapName(ing *hearthv1.Ingester) string       { return ing.Name + "-config" }
+
+// configMapName is the ConfigMap of one config content: one per revision, immutable,
+// named by its content, so that an old pod's restarting container reads its own config.
+func configMapName(ing *hearthv1.Ingester, data map[string]string) string {
+	keys := slices.Sorted(maps.Keys(data))
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(k + "\x00" + data[k] + "\x00")
+	}
+	return ing.Name + "-config-" + checksum(b.String())[:10]
+}
 func serviceAccountName(ing *hearthv1.Ingester) string  { return ing.Name }
 func pdbName(ing *hearthv1.Ingester) string             { return ing.Name }
 
@@ -314,7 +325,10 @@ func setIf(m map[string]any, k, v string) {
 	}
 }
 
-// RenderConfigMap holds the config file of each zone.
+// RenderConfigMap holds the config file of each zone. It is immutable and named by its
+// content: a config change makes a new one (and a rollout), the pods of older revisions
+// keep theirs until they are replaced (StaleConfigMaps), so a container restart (OOM,
+// crash) of an old pod starts on its own config.
 func RenderConfigMap(ing *hearthv1.Ingester) (*corev1.ConfigMap, error) {
 	data := map[string]string{}
 	for _, z := range Zones(ing) {
@@ -326,8 +340,9 @@ func RenderConfigMap(ing *hearthv1.Ingester) (*corev1.ConfigMap, error) {
 	}
 	return &corev1.ConfigMap{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
-		ObjectMeta: objectMeta(ing, configMapName(ing)),
+		ObjectMeta: objectMeta(ing, configMapName(ing, data)),
 		Data:       data,
+		Immutable:  ptr.To(true),
 	}, nil
 }
 
