@@ -70,8 +70,8 @@ func configMapName(ing *hearthv1.Ingester, data map[string]string) string {
 	}
 	return ing.Name + "-config-" + checksum(b.String())[:10]
 }
-func serviceAccountName(ing *hearthv1.Ingester) string  { return ing.Name }
-func pdbName(ing *hearthv1.Ingester) string             { return ing.Name }
+func serviceAccountName(ing *hearthv1.Ingester) string { return ing.Name }
+func pdbName(ing *hearthv1.Ingester) string            { return ing.Name }
 
 // statefulSetName is the StatefulSet of a zone ("" when zones are not used).
 func statefulSetName(ing *hearthv1.Ingester, zone string) string {
