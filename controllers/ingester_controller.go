@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
 	"strings"
 	"sync"
@@ -90,12 +91,17 @@ type IngesterReconciler struct {
 	markers sync.Map
 }
 
-// +kubebuilder:rbac:groups=hearth.dev,resources=ingesters,verbs=get;list;watch;patch;update
-// +kubebuilder:rbac:groups=hearth.dev,resources=ingesters/status,verbs=get;update;patch
+// RBAC: only the verbs the operator uses. Children are written with server-side apply
+// (patch; create for a first apply), never updated; deleted are only the StatefulSets
+// (recreated after a storage growth), the per-revision ConfigMaps no pod uses, pods
+// (stuck ones, zone rollouts), the NetworkPolicy and PodMonitor when turned off.
+// +kubebuilder:rbac:groups=hearth.dev,resources=ingesters,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=hearth.dev,resources=ingesters/status,verbs=patch
 // +kubebuilder:rbac:groups=hearth.dev,resources=ingesters/finalizers,verbs=update
-// +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=services;configmaps;serviceaccounts,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups="",resources=services;serviceaccounts,verbs=get;list;watch;create;patch
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;delete
 // +kubebuilder:rbac:groups="",resources=pods/eviction,verbs=create
 // +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;patch
@@ -370,12 +376,14 @@ func (r *IngesterReconciler) phaseRing(ctx context.Context, s *reconcileScope) (
 	return false, nil
 }
 
-// phaseHygiene forgets UNHEALTHY ring members without a pod.
+// phaseHygiene forgets UNHEALTHY ring members without a pod and relabels the claims
+// (ClaimOf).
 func (r *IngesterReconciler) phaseHygiene(ctx context.Context, s *reconcileScope) (bool, error) {
-	if !s.ing.Spec.Paused {
-		r.ringHygiene(ctx, s.ing, s.o.ring, s.o.ringVia, s.infos)
+	if s.ing.Spec.Paused {
+		return false, nil
 	}
-	return false, nil
+	r.ringHygiene(ctx, s.ing, s.o.ring, s.o.ringVia, s.infos)
+	return false, r.relabelClaims(ctx, s.ing)
 }
 
 // phaseStorage grows the volumes (then recreates the StatefulSets), or watches them grow.
@@ -678,6 +686,10 @@ func (r *IngesterReconciler) apply(ctx context.Context, ing *hearthv1.Ingester, 
 
 // KeepClaimSizes copies the storage requests of live's claim templates into desired's and
 // reports whether any differed (a storage resize is pending).
+//
+// It also keeps live's claim labels: claim templates are immutable, so a StatefulSet
+// created with the older labels keeps them until it is recreated (its claims are
+// relabelled instead, ClaimRelabel).
 func KeepClaimSizes(desired, live *appsv1.StatefulSet) (pending bool) {
 	for i := range desired.Spec.VolumeClaimTemplates {
 		d := &desired.Spec.VolumeClaimTemplates[i]
@@ -685,6 +697,7 @@ func KeepClaimSizes(desired, live *appsv1.StatefulSet) (pending bool) {
 			if l.Name != d.Name {
 				continue
 			}
+			d.Labels = maps.Clone(l.Labels)
 			want, have := d.Spec.Resources.Requests[corev1.ResourceStorage], l.Spec.Resources.Requests[corev1.ResourceStorage]
 			if want.Cmp(have) != 0 {
 				pending = true

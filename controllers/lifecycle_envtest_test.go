@@ -10,8 +10,10 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -303,4 +305,76 @@ func TestConfigMapPerRevision(t *testing.T) {
 	if err := p.c.Get(ctx, types.NamespacedName{Namespace: c.ns, Name: cur}, &corev1.ConfigMap{}); err != nil {
 		t.Fatalf("current ConfigMap: %v", err)
 	}
+}
+
+// Issue 23 finding 10: with deletionPolicy FlushWithTimeout a deletion whose flushes fail
+// (the bucket is gone) ends after the timeout, with a Warning Event naming the pods.
+func TestDeletionPolicyFlushWithTimeout(t *testing.T) {
+	c := newCluster(t, 2, func(i *hearthv1.Ingester) {
+		i.Spec.ReplicationFactor = 2
+		i.Spec.DeletionPolicy = hearthv1.DeletionFlushWithTimeout
+		i.Spec.DeletionFlushTimeout = "5s"
+	})
+	p := c.p
+	ip := c.ip("ing-1")
+	p.pods.failing("FLUSH "+ip, fmt.Errorf("bucket gone"))
+	t.Cleanup(func() { p.pods.failing("FLUSH "+ip, nil) })
+	if err := p.c.Delete(ctx, p.get(t, c.ns, c.name)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the Ingester gone after the timeout", func() error {
+		err := p.c.Get(ctx, types.NamespacedName{Namespace: c.ns, Name: c.name}, &hearthv1.Ingester{})
+		if !apierrors.IsNotFound(err) {
+			return fmt.Errorf("still there (%v)", err)
+		}
+		return nil
+	})
+	p.wantEventFor(t, c.ns, c.name, ReasonDeletedUnflushed, "ing-1")
+}
+
+// wantEventFor waits for an Event of reason about name whose note contains text.
+func (p *platform) wantEventFor(t *testing.T, ns, name, reason, text string) {
+	t.Helper()
+	eventually(t, "Event "+reason, func() error {
+		var evs eventsv1.EventList
+		if err := p.c.List(ctx, &evs, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.Reason == reason && e.Regarding.Name == name && strings.Contains(e.Note, text) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no %s Event for %s with %q among %d", reason, name, text, len(evs.Items))
+	})
+}
+
+// Issue 23 finding 7: claims made from an older claim template (app.kubernetes.io/instance,
+// Argo CD's tracking label) are relabelled; new claims never carry it.
+func TestClaimsRelabelledForArgoCD(t *testing.T) {
+	c := newCluster(t, 1, func(i *hearthv1.Ingester) { i.Spec.ReplicationFactor = 1 })
+	p := c.p
+	old := &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: "data-ing-7", Labels: SelectorLabels(p.get(t, c.ns, c.name))},
+		Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}}},
+	}
+	if err := p.c.Create(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "every claim without app.kubernetes.io/instance", func() error {
+		var pvcs corev1.PersistentVolumeClaimList
+		if err := p.c.List(ctx, &pvcs, client.InNamespace(c.ns)); err != nil {
+			return err
+		}
+		if len(pvcs.Items) != 2 {
+			return fmt.Errorf("%d claims", len(pvcs.Items))
+		}
+		for _, pvc := range pvcs.Items {
+			if _, ok := pvc.Labels[LabelInstance]; ok || pvc.Labels[LabelClaimInstance] != c.name {
+				return fmt.Errorf("claim %s labels %v", pvc.Name, pvc.Labels)
+			}
+		}
+		return nil
+	})
 }

@@ -7,7 +7,10 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	hearthv1 "github.com/hearth-dev/hearth/api/v1alpha1"
 )
 
 func uid(u string) func(*PodInfo) { return func(p *PodInfo) { p.UID = types.UID(u) } }
@@ -137,5 +140,63 @@ func TestConfigMapPerRevisionNames(t *testing.T) {
 	slices.Sort(want)
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("StaleConfigMaps = %v, want %v", got, want)
+	}
+}
+
+// Issue 23 finding 10: deletionPolicy FlushWithTimeout gives up after its timeout; Flush never.
+func TestDeletionGivesUp(t *testing.T) {
+	for _, tc := range []struct {
+		policy  hearthv1.DeletionPolicy
+		timeout hearthv1.Duration
+		since   time.Duration
+		want    bool
+	}{
+		{"", "", 24 * time.Hour, false},
+		{hearthv1.DeletionFlush, "1s", time.Hour, false},
+		{hearthv1.DeletionFlushWithTimeout, "", 9 * time.Minute, false},
+		{hearthv1.DeletionFlushWithTimeout, "", 10 * time.Minute, true},
+		{hearthv1.DeletionFlushWithTimeout, "30s", 31 * time.Second, true},
+		{hearthv1.DeletionFlushWithTimeout, "30s", 29 * time.Second, false},
+	} {
+		if got := DeletionGivesUp(tc.policy, tc.timeout, tc.since); got != tc.want {
+			t.Errorf("DeletionGivesUp(%q, %q, %v) = %v", tc.policy, tc.timeout, tc.since, got)
+		}
+	}
+}
+
+// Issue 23 finding 7: claims (ownerless) never carry app.kubernetes.io/instance, which
+// Argo CD's label tracking reads as "part of the Application of that name"; the claim
+// templates of existing StatefulSets (immutable) are kept and their claims relabelled.
+func TestClaimsCarryNoArgoTrackingLabel(t *testing.T) {
+	ing := fixtures()["minimal"]
+	sts := RenderStatefulSet(ing, Zones(ing)[0], &corev1.ConfigMap{})
+	l := sts.Spec.VolumeClaimTemplates[0].Labels
+	if _, ok := l[LabelInstance]; ok || l[LabelClaimInstance] != ing.Name {
+		t.Fatalf("claim template labels %v", l)
+	}
+	// The selector (immutable) is unchanged.
+	if sts.Spec.Selector.MatchLabels[LabelInstance] != ing.Name {
+		t.Fatalf("selector %v", sts.Spec.Selector.MatchLabels)
+	}
+	// A StatefulSet created with the older claim labels keeps them (no immutable-field error).
+	live := sts.DeepCopy()
+	live.Spec.VolumeClaimTemplates[0].Labels = SelectorLabels(ing)
+	desired := sts.DeepCopy()
+	KeepClaimSizes(desired, live)
+	if !reflect.DeepEqual(desired.Spec.VolumeClaimTemplates[0].Labels, SelectorLabels(ing)) {
+		t.Fatalf("live claim labels not kept: %v", desired.Spec.VolumeClaimTemplates[0].Labels)
+	}
+	for _, tc := range []struct {
+		l             map[string]string
+		mine, relabel bool
+	}{
+		{SelectorLabels(ing), true, true},
+		{ClaimLabels(ing, ""), true, false},
+		{map[string]string{LabelName: appName, LabelComponent: component, LabelClaimInstance: "other"}, false, false},
+		{map[string]string{LabelInstance: ing.Name}, false, false}, // not a hearth claim
+	} {
+		if mine, relabel := ClaimOf(ing.Name, tc.l); mine != tc.mine || relabel != tc.relabel {
+			t.Errorf("ClaimOf(%v) = %v, %v", tc.l, mine, relabel)
+		}
 	}
 }

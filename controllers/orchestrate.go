@@ -11,6 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/types"
+
+	hearthv1 "github.com/hearth-dev/hearth/api/v1alpha1"
 )
 
 // The orchestration decisions are pure functions of what the reconciler observed (pods,
@@ -678,4 +680,37 @@ func configMapsUsed(pods []corev1.Pod, stss map[string]*appsv1.StatefulSet) map[
 		add(sts.Spec.Template.Spec.Volumes)
 	}
 	return used
+}
+
+// DefaultDeletionFlushTimeout bounds the flushes of a FlushWithTimeout deletion.
+const DefaultDeletionFlushTimeout = 10 * time.Minute
+
+// DeletionGivesUp says whether a deletion stops waiting for the flushes and removes the
+// finalizer anyway: only under FlushWithTimeout, once timeout (default
+// DefaultDeletionFlushTimeout) has passed since the deletion (whether paused or not:
+// the Ingester is gone at most that long after it was deleted).
+func DeletionGivesUp(policy hearthv1.DeletionPolicy, timeout hearthv1.Duration, sinceDeletion time.Duration) bool {
+	if policy != hearthv1.DeletionFlushWithTimeout {
+		return false
+	}
+	d := DefaultDeletionFlushTimeout
+	if timeout != "" {
+		if parsed, err := time.ParseDuration(string(timeout)); err == nil {
+			d = parsed
+		}
+	}
+	return sinceDeletion >= d
+}
+
+// ClaimOf says whether a volume claim with these labels belongs to the Ingester ingName
+// (hearth.dev/instance, or app.kubernetes.io/instance on claims made by StatefulSets
+// created before the claim label changed) and whether it must be relabelled: a claim has
+// no owner, and Argo CD's label tracking would take one carrying app.kubernetes.io/instance
+// for part of an Application of that name (and prune it).
+func ClaimOf(ingName string, l map[string]string) (mine, relabel bool) {
+	if l[LabelName] != appName || l[LabelComponent] != component {
+		return false, false
+	}
+	relabel = l[LabelInstance] == ingName
+	return relabel || l[LabelClaimInstance] == ingName, relabel
 }

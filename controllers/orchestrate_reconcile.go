@@ -43,6 +43,7 @@ const (
 	ReasonVolumesResizing   = "VolumesResizing"
 	ReasonResizeFailed      = "VolumeResizeFailed"
 	ReasonCancelledShutdown = "CancelledPrepareShutdown"
+	ReasonDeletedUnflushed  = "DeletedWithoutFlush"
 )
 
 // orchestration is what one reconcile's orchestration found, for the status.
@@ -207,15 +208,53 @@ func (r *IngesterReconciler) scaleDown(ctx context.Context, s *reconcileScope, s
 
 // boundClaims are the names of the Ingester's Bound claims (their volume may hold data).
 func (r *IngesterReconciler) boundClaims(ctx context.Context, ing *hearthv1.Ingester) (map[string]bool, error) {
-	var pvcs corev1.PersistentVolumeClaimList
-	if err := r.APIReader.List(ctx, &pvcs, client.InNamespace(ing.Namespace), client.MatchingLabels(SelectorLabels(ing))); err != nil {
+	pvcs, err := r.ingesterClaims(ctx, ing)
+	if err != nil {
 		return nil, err
 	}
 	out := map[string]bool{}
-	for _, pvc := range pvcs.Items {
+	for _, pvc := range pvcs {
 		out[pvc.Name] = pvc.Status.Phase == corev1.ClaimBound
 	}
 	return out, nil
+}
+
+// ingesterClaims are the Ingester's volume claims, by either label (ClaimOf), uncached.
+func (r *IngesterReconciler) ingesterClaims(ctx context.Context, ing *hearthv1.Ingester) ([]corev1.PersistentVolumeClaim, error) {
+	var list corev1.PersistentVolumeClaimList
+	if err := r.APIReader.List(ctx, &list, client.InNamespace(ing.Namespace), client.MatchingLabels{LabelName: appName, LabelComponent: component}); err != nil {
+		return nil, err
+	}
+	out := list.Items[:0]
+	for _, pvc := range list.Items {
+		if mine, _ := ClaimOf(ing.Name, pvc.Labels); mine {
+			out = append(out, pvc)
+		}
+	}
+	return out, nil
+}
+
+// relabelClaims moves the Ingester's claims from app.kubernetes.io/instance to
+// hearth.dev/instance (ClaimOf): ownerless objects must not carry Argo CD's tracking label.
+func (r *IngesterReconciler) relabelClaims(ctx context.Context, ing *hearthv1.Ingester) error {
+	pvcs, err := r.ingesterClaims(ctx, ing)
+	if err != nil {
+		return err
+	}
+	for i := range pvcs {
+		pvc := &pvcs[i]
+		if _, relabel := ClaimOf(ing.Name, pvc.Labels); !relabel {
+			continue
+		}
+		before := pvc.DeepCopy()
+		pvc.Labels = maps.Clone(pvc.Labels)
+		delete(pvc.Labels, LabelInstance)
+		pvc.Labels[LabelClaimInstance] = ing.Name
+		if err := r.Patch(ctx, pvc, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("relabelling claim %s: %w", pvc.Name, err)
+		}
+	}
+	return nil
 }
 
 // persistStatus writes the status now (the scale-down's intent) and makes it the base of
@@ -452,12 +491,12 @@ func (r *IngesterReconciler) growStorage(ctx context.Context, ing *hearthv1.Inge
 // whose volumes the storage provider has not grown yet: the growth is done when every
 // claim's status.capacity has the new size, or failed when the provider says it cannot.
 func (r *IngesterReconciler) volumesResizing(ctx context.Context, ing *hearthv1.Ingester, o *orchestration) error {
-	pvcs := &corev1.PersistentVolumeClaimList{}
-	if err := r.APIReader.List(ctx, pvcs, client.InNamespace(ing.Namespace), client.MatchingLabels(SelectorLabels(ing))); err != nil {
+	pvcs, err := r.ingesterClaims(ctx, ing)
+	if err != nil {
 		return err
 	}
 	var claims []ClaimResize
-	for _, pvc := range pvcs.Items {
+	for _, pvc := range pvcs {
 		if !pvc.DeletionTimestamp.IsZero() || pvc.Status.Phase != corev1.ClaimBound {
 			continue
 		}
@@ -502,6 +541,20 @@ func (r *IngesterReconciler) finalize(ctx context.Context, s *reconcileScope) (r
 	s.phase = "flush"
 	orig := s.orig
 	plan := PlanDeletion(ing.Spec.Paused, podInfos(ing, pods, nil))
+	if DeletionGivesUp(ing.Spec.DeletionPolicy, ing.Spec.DeletionFlushTimeout, time.Since(ing.DeletionTimestamp.Time)) {
+		var unflushed []string
+		for _, p := range plan.Flush {
+			if op := r.flushes.get(flushKey(ing, p)); op == nil || !op.done || op.err != nil {
+				unflushed = append(unflushed, p.Name)
+			}
+		}
+		sort.Strings(unflushed)
+		if len(unflushed) > 0 {
+			r.Recorder.Eventf(ing, nil, corev1.EventTypeWarning, ReasonDeletedUnflushed, "Delete",
+				"deletionPolicy FlushWithTimeout: deleting without the flushes of %s (what they held and the bucket has not is lost)", strings.Join(unflushed, ", "))
+		}
+		return reconcile.Result{}, r.removeFinalizer(ctx, s)
+	}
 	progressing := metav1.Condition{Type: hearthv1.ConditionProgressing, Status: metav1.ConditionTrue, ObservedGeneration: ing.Generation}
 	if plan.Wait != "" {
 		progressing.Reason, progressing.Message = ReasonDeletionPaused, plan.Wait
@@ -571,14 +624,20 @@ func (r *IngesterReconciler) finalize(ctx context.Context, s *reconcileScope) (r
 	}
 	r.Recorder.Eventf(ing, nil, corev1.EventTypeNormal, "Flushed", "Delete", "%d ingesters flushed to object storage (%d skipped: not running); removing the finalizer",
 		len(plan.Flush), len(plan.Skipped))
+	return reconcile.Result{}, r.removeFinalizer(ctx, s)
+}
+
+// removeFinalizer lets the Ingester go (the garbage collector removes the children).
+func (r *IngesterReconciler) removeFinalizer(ctx context.Context, s *reconcileScope) error {
+	ing := s.ing
 	s.phase = "finalizer"
 	before := ing.DeepCopy()
 	controllerutil.RemoveFinalizer(ing, Finalizer)
 	if err := r.Patch(ctx, ing, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil && !apierrors.IsNotFound(err) {
-		return reconcile.Result{}, err
+		return err
 	}
 	r.flushes.forget(ing.Namespace + "/" + ing.Name + "/")
-	return reconcile.Result{}, nil
+	return nil
 }
 
 // flushKey names one pod's deletion flush: a recreated pod (new UID) is flushed anew.

@@ -44,6 +44,11 @@ const (
 	LabelComponent = "app.kubernetes.io/component"
 	LabelManagedBy = "app.kubernetes.io/managed-by"
 	LabelZone      = "hearth.dev/zone"
+	// LabelClaimInstance names the Ingester on its volume claims instead of
+	// app.kubernetes.io/instance: claims have no owner, and Argo CD's label tracking takes
+	// an ownerless object with app.kubernetes.io/instance: X for part of the Application X
+	// (OutOfSync "requires pruning"; auto-prune deletes the retained volumes).
+	LabelClaimInstance = "hearth.dev/instance"
 
 	// AnnotationConfigChecksum on the pod template rolls the pods when their config changes.
 	AnnotationConfigChecksum = "hearth.dev/config-checksum"
@@ -102,6 +107,16 @@ func SelectorLabels(ing *hearthv1.Ingester) map[string]string {
 func commonLabels(ing *hearthv1.Ingester) map[string]string {
 	l := SelectorLabels(ing)
 	l[LabelManagedBy] = managedBy
+	return l
+}
+
+// ClaimLabels are on the claim template (so on every claim), for new StatefulSets; the
+// claims of older ones are relabelled (ClaimRelabel).
+func ClaimLabels(ing *hearthv1.Ingester, zone string) map[string]string {
+	l := map[string]string{LabelName: appName, LabelComponent: component, LabelClaimInstance: ing.Name}
+	if zone != "" {
+		l[LabelZone] = zone
+	}
 	return l
 }
 
@@ -463,7 +478,7 @@ func RenderStatefulSet(ing *hearthv1.Ingester, z Zone, cm *corev1.ConfigMap) *ap
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "PersistentVolumeClaim"},
 		ObjectMeta: metav1.ObjectMeta{
 			Name:   DataVolume,
-			Labels: selector,
+			Labels: ClaimLabels(ing, z.Name),
 		},
 		Spec: corev1.PersistentVolumeClaimSpec{
 			AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
