@@ -402,7 +402,7 @@ func (r *IngesterReconciler) phaseStorage(ctx context.Context, s *reconcileScope
 		}
 	}
 	if !o.resizePending && statefulSetsSettled(ing, s.stss, s.held) == "" {
-		if err := r.volumesResizing(ctx, ing, o); err != nil {
+		if err := r.volumesResizing(ctx, ing, s.stss, o); err != nil {
 			return false, err
 		}
 	}
@@ -413,7 +413,7 @@ func (r *IngesterReconciler) phaseStorage(ctx context.Context, s *reconcileScope
 // growth runs.
 func (r *IngesterReconciler) phaseRollout(ctx context.Context, s *reconcileScope) (bool, error) {
 	ing := s.ing
-	if ing.Spec.Paused || s.o.resizePending || statefulSetsSettled(ing, s.stss, s.held) != "" {
+	if !RolloutMayRun(ing.Spec.Paused, s.o.resizePending, s.o.resizeBlocked, statefulSetsSettled(ing, s.stss, s.held)) {
 		return false, nil
 	}
 	replicas, zoneOf := map[string]int32{}, map[string]string{}
@@ -452,6 +452,14 @@ func (r *IngesterReconciler) phaseConfigs(ctx context.Context, s *reconcileScope
 		logf.FromContext(ctx).Info("deleted a ConfigMap no pod uses any more", "name", name)
 	}
 	return false, nil
+}
+
+// RolloutMayRun says whether the rollout phase runs: not paused, the StatefulSets settled
+// (unsettled == ""), and no storage growth in progress — unless the growth is blocked (a
+// class without allowVolumeExpansion): the StatefulSets keep their claim size, and
+// holding every later rollout until an admin changes the class would be a trap.
+func RolloutMayRun(paused, resizePending, resizeBlocked bool, unsettled string) bool {
+	return !paused && unsettled == "" && (!resizePending || resizeBlocked)
 }
 
 // StatefulSetsSettled is the one definition of settled children: "" when every

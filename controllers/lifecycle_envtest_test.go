@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -374,6 +375,26 @@ func TestClaimsRelabelledForArgoCD(t *testing.T) {
 			if _, ok := pvc.Labels[LabelInstance]; ok || pvc.Labels[LabelClaimInstance] != c.name {
 				return fmt.Errorf("claim %s labels %v", pvc.Name, pvc.Labels)
 			}
+		}
+		return nil
+	})
+}
+
+// Issue 23 finding 4: on a class without allowVolumeExpansion a storage growth is
+// Degraded, yet a later rollout still runs (the volumes keep their size).
+func TestRolloutRunsWhileAGrowthIsBlocked(t *testing.T) {
+	p := getPlatform(t)
+	sc := &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{GenerateName: "fixed-"}, Provisioner: "example.com/none"}
+	if err := p.c.Create(ctx, sc); err != nil {
+		t.Fatal(err)
+	}
+	c := newCluster(t, 3, func(i *hearthv1.Ingester) { i.Spec.Storage.StorageClassName = ptr.To(sc.Name) })
+	p.mutate(t, c.ns, c.name, func(i *hearthv1.Ingester) { i.Spec.Storage.Size = resource.MustParse("2Gi") })
+	p.wantCondition(t, c.ns, c.name, hearthv1.ConditionDegraded, metav1.ConditionTrue, ReasonNotExpandable)
+	p.mutate(t, c.ns, c.name, func(i *hearthv1.Ingester) { i.Spec.Image = "hearth:v0.2.0" })
+	eventually(t, "the rollout runs", func() error {
+		if img := c.image("ing-2"); img != "hearth:v0.2.0" {
+			return fmt.Errorf("ing-2 runs %q", img)
 		}
 		return nil
 	})

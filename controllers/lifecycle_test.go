@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/types"
 
 	hearthv1 "github.com/hearth-dev/hearth/api/v1alpha1"
@@ -198,5 +199,20 @@ func TestClaimsCarryNoArgoTrackingLabel(t *testing.T) {
 		if mine, relabel := ClaimOf(ing.Name, tc.l); mine != tc.mine || relabel != tc.relabel {
 			t.Errorf("ClaimOf(%v) = %v, %v", tc.l, mine, relabel)
 		}
+	}
+}
+
+// Issue 23 finding 4: a storage growth that cannot proceed does not hold rollouts, and a
+// claim reattached below the size is grown.
+func TestStorageGrowthIsNoTrap(t *testing.T) {
+	if !RolloutMayRun(false, true, true, "") {
+		t.Error("a blocked growth holds the rollout")
+	}
+	if RolloutMayRun(false, true, false, "") || RolloutMayRun(true, false, false, "") || RolloutMayRun(false, false, false, "unsettled") {
+		t.Error("a rollout during a growth, while paused, or unsettled")
+	}
+	two, one := resource.MustParse("2Gi"), resource.MustParse("1Gi")
+	if !ReattachedClaim(two, one, true) || ReattachedClaim(two, one, false) || ReattachedClaim(two, two, true) {
+		t.Error("ReattachedClaim")
 	}
 }

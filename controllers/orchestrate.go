@@ -714,3 +714,11 @@ func ClaimOf(ingName string, l map[string]string) (mine, relabel bool) {
 	relabel = l[LabelInstance] == ingName
 	return relabel || l[LabelClaimInstance] == ingName, relabel
 }
+
+// ReattachedClaim says whether a claim must grow to want outside a storage growth: it is
+// in use (its ordinal is below its StatefulSet's replicas) and asks for less, as a claim
+// retained by a scale-down before a growth and reattached by a later scale-up does (the
+// growth only expanded the claims in use then).
+func ReattachedClaim(want, requested resource.Quantity, inUse bool) bool {
+	return inUse && requested.Cmp(want) < 0
+}

@@ -56,6 +56,9 @@ type orchestration struct {
 	rollout       *RolloutStep
 	ring          map[string]string // nil when no ingester answered
 	ringVia       string            // the IP of the pod that answered
+	// resizeBlocked: the storage growth cannot proceed (a class without
+	// allowVolumeExpansion); it must not hold every later rollout hostage.
+	resizeBlocked bool
 	// markersPending: a left-over prepare-shutdown marker could not be cancelled yet.
 	markersPending bool
 }
@@ -460,7 +463,8 @@ func (r *IngesterReconciler) growStorage(ctx context.Context, ing *hearthv1.Inge
 	switch {
 	case plan.Blocked != "":
 		// Progressing stays StorageResizePending; Degraded says why.
-		o.problem = &problem{ReasonNotExpandable, plan.Blocked + "; set allowVolumeExpansion: true on the StorageClass (the size cannot shrink back)"}
+		o.problem = &problem{ReasonNotExpandable, plan.Blocked + "; set allowVolumeExpansion: true on the StorageClass (the size cannot shrink back); rollouts go on meanwhile with the volumes' current size"}
+		o.resizeBlocked = true
 		return nil
 	case len(plan.Resize) > 0:
 		for _, name := range plan.Resize {
@@ -487,13 +491,80 @@ func (r *IngesterReconciler) growStorage(ctx context.Context, ing *hearthv1.Inge
 	return nil
 }
 
+// claimInfo describes a claim and its class's expansion (classes caches the lookups).
+func (r *IngesterReconciler) claimInfo(ctx context.Context, pvc *corev1.PersistentVolumeClaim, classes map[string]*storagev1.StorageClass) (ClaimInfo, error) {
+	c := ClaimInfo{Name: pvc.Name, Requested: pvc.Spec.Resources.Requests[corev1.ResourceStorage], StorageClass: ptr.Deref(pvc.Spec.StorageClassName, "")}
+	if c.StorageClass == "" {
+		return c, nil
+	}
+	sc, ok := classes[c.StorageClass]
+	if !ok {
+		sc = &storagev1.StorageClass{}
+		if err := r.APIReader.Get(ctx, types.NamespacedName{Name: c.StorageClass}, sc); err != nil {
+			if !apierrors.IsNotFound(err) {
+				return c, err
+			}
+			sc = nil
+		}
+		classes[c.StorageClass] = sc
+	}
+	c.StorageClassFound = sc != nil
+	c.ExpansionAllowed = sc != nil && ptr.Deref(sc.AllowVolumeExpansion, false)
+	return c, nil
+}
+
 // volumesResizing looks, once the claim templates ask for spec.storage.size, at the claims
 // whose volumes the storage provider has not grown yet: the growth is done when every
 // claim's status.capacity has the new size, or failed when the provider says it cannot.
-func (r *IngesterReconciler) volumesResizing(ctx context.Context, ing *hearthv1.Ingester, o *orchestration) error {
+//
+// Claims in use that ask for less (retained from before a growth and reattached by a
+// scale-up: ReattachedClaims) are grown the same way, or the class that forbids it is
+// Degraded; the status never says Complete over a volume smaller than the spec.
+func (r *IngesterReconciler) volumesResizing(ctx context.Context, ing *hearthv1.Ingester, stss map[string]*appsv1.StatefulSet, o *orchestration) error {
 	pvcs, err := r.ingesterClaims(ctx, ing)
 	if err != nil {
 		return err
+	}
+	want := ing.Spec.Storage.Size
+	inUse := map[string]bool{}
+	for _, sts := range stss {
+		for i := range ptr.Deref(sts.Spec.Replicas, 0) {
+			inUse[fmt.Sprintf("%s-%s-%d", DataVolume, sts.Name, i)] = true
+		}
+	}
+	var small []ClaimInfo
+	byName := map[string]*corev1.PersistentVolumeClaim{}
+	classes := map[string]*storagev1.StorageClass{}
+	for i := range pvcs {
+		pvc := &pvcs[i]
+		if !pvc.DeletionTimestamp.IsZero() || !ReattachedClaim(want, pvc.Spec.Resources.Requests[corev1.ResourceStorage], inUse[pvc.Name]) {
+			continue
+		}
+		c, err := r.claimInfo(ctx, pvc, classes)
+		if err != nil {
+			return err
+		}
+		small, byName[pvc.Name] = append(small, c), pvc
+	}
+	if plan := PlanStorage(want, resource.Quantity{}, small); plan.Blocked != "" {
+		o.resizing = plan.Blocked
+		if o.problem == nil {
+			o.problem = &problem{ReasonNotExpandable, plan.Blocked + " (claims reattached by a scale-up); set allowVolumeExpansion: true on the StorageClass"}
+		}
+		return nil
+	} else if len(plan.Resize) > 0 {
+		for _, name := range plan.Resize {
+			pvc := byName[name]
+			before := pvc.DeepCopy()
+			pvc.Spec.Resources.Requests = pvc.Spec.Resources.Requests.DeepCopy()
+			pvc.Spec.Resources.Requests[corev1.ResourceStorage] = want
+			if err := r.Patch(ctx, pvc, client.MergeFrom(before)); err != nil {
+				return fmt.Errorf("expanding the reattached claim %s: %w", name, err)
+			}
+			r.Recorder.Eventf(ing, pvc, corev1.EventTypeNormal, ReasonResizingStorage, "ExpandVolume", "requested %s for the reattached claim %s", want.String(), name)
+		}
+		o.resizing = fmt.Sprintf("expanding the reattached claims %s to %s", strings.Join(plan.Resize, ", "), want.String())
+		return nil
 	}
 	var claims []ClaimResize
 	for _, pvc := range pvcs {
@@ -510,7 +581,6 @@ func (r *IngesterReconciler) volumesResizing(ctx context.Context, ing *hearthv1.
 		}
 		claims = append(claims, c)
 	}
-	want := ing.Spec.Storage.Size
 	waiting, failed := ResizeProgress(want, claims)
 	if len(waiting) == 0 {
 		return nil
