@@ -235,7 +235,10 @@ func (r *IngesterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		if stop {
 			break
 		}
-		r.reconcileMonitoring(ctx, ing) // never fails the reconcile (render_monitoring.go)
+	}
+	if !ing.Spec.Paused {
+		s.phase = "monitoring"
+		r.reconcileMonitoring(ctx, ing) // once a pass; never fails the reconcile (render_monitoring.go)
 	}
 	s.phase = "report"
 	return ctrl.Result{}, nil

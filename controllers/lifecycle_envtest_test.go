@@ -399,3 +399,22 @@ func TestRolloutRunsWhileAGrowthIsBlocked(t *testing.T) {
 		return nil
 	})
 }
+
+// Issue 23 finding 10: a name and zone whose StatefulSet revision label would exceed 63
+// characters are rejected by the API server.
+func TestLongNamePlusZoneRejected(t *testing.T) {
+	p := getPlatform(t)
+	ns := p.namespace(t)
+	ing := newIngester(ns, strings.Repeat("n", 40))
+	ing.Spec.Replicas = ptr.To[int32](3)
+	ing.Spec.ReplicationFactor = 1
+	ing.Spec.Zones = []hearthv1.ZoneSpec{{Name: strings.Repeat("z", 12)}}
+	err := p.c.Create(ctx, ing)
+	if err == nil || !strings.Contains(err.Error(), "63-character label") {
+		t.Fatalf("created (or another error): %v", err)
+	}
+	ing.Spec.Zones[0].Name = strings.Repeat("z", 11)
+	if err := p.c.Create(ctx, ing); err != nil {
+		t.Fatalf("a name + zone of 51 characters: %v", err)
+	}
+}

@@ -469,6 +469,7 @@ type RingStatus struct {
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 40",message="metadata.name must be at most 40 characters (it prefixes the StatefulSet, Service and pod names)"
+// +kubebuilder:validation:XValidation:rule="!has(self.spec.zones) || self.spec.zones.all(z, size(self.metadata.name) + size(z.name) <= 51)",message="metadata.name and each zone name together must be at most 51 characters: the StatefulSet <name>-<zone> plus its revision hash must fit a 63-character label"
 // +kubebuilder:subresource:status
 // +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas,selectorpath=.status.selector
 // +kubebuilder:resource:shortName=hing,categories=hearth
