@@ -195,7 +195,7 @@ func (r *IngesterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		if err != nil {
 			// A bounded retry, not controller-runtime's backoff (up to ~16 minutes).
 			s.failed = err
-			logf.FromContext(ctx).Error(err, "reconcile failed", "phase", s.phase)
+			logf.FromContext(ctx).Info("reconcile failed; retried", "phase", s.phase, "err", err.Error())
 			return ctrl.Result{RequeueAfter: ErrorBackoff(0, r.resync())}, nil
 		}
 		return res, nil
@@ -212,7 +212,7 @@ func (r *IngesterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		// after a bounded backoff instead of controller-runtime's (which reaches ~16
 		// minutes after a few failures and hides the problem meanwhile).
 		s.failed = err
-		logf.FromContext(ctx).Error(err, "reconcile failed", "phase", s.phase)
+		logf.FromContext(ctx).Info("reconcile failed; retried", "phase", s.phase, "err", err.Error())
 		res, err = ctrl.Result{RequeueAfter: ErrorBackoff(s.failingFor(), r.resync())}, nil
 	}()
 	for _, ph := range []phase{

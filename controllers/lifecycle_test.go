@@ -63,14 +63,17 @@ func TestScaleDownWait(t *testing.T) {
 		{name: "leaving pod not ready but running: prepared", pods: []PodInfo{pod("ing-0", 0), pod("ing-1", 1), pod("ing-2", 2, notReady)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			wait, degraded := ScaleDownWait("ing", 3, 2, tc.pods, tc.bound)
+			wait, degraded := ScaleDownWait("ing", 3, 2, tc.pods, tc.bound, nil)
 			if (tc.want == "") != (wait == "") || !strings.Contains(wait, tc.want) || degraded != tc.degraded {
 				t.Fatalf("ScaleDownWait = %q, %v; want %q, %v", wait, degraded, tc.want, tc.degraded)
 			}
 		})
 	}
-	if wait, _ := ScaleDownWait("ing", 3, 3, []PodInfo{pod("ing-0", 0, outdated)}, nil); wait != "" {
+	if wait, _ := ScaleDownWait("ing", 3, 3, []PodInfo{pod("ing-0", 0, outdated)}, nil, nil); wait != "" {
 		t.Fatalf("no scale-down, yet %q", wait)
+	}
+	if wait, _ := ScaleDownWait("ing", 3, 2, []PodInfo{pod("ing-0", 0), pod("ing-1", 1), pod("ing-2", 2)}, nil, []string{"ing"}); !strings.Contains(wait, "non-updated replicas") {
+		t.Fatalf("a StatefulSet with non-updated replicas: %q", wait)
 	}
 }
 

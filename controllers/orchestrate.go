@@ -563,7 +563,10 @@ func MarkersToCancel(pods []PodInfo, desired map[string]int32, cleared map[types
 //     prepared), stuck (Degraded: it must be fixed to flush), not started or not created
 //     while its claim is Bound (its volume may hold unflushed data). A leaving pod whose
 //     claim never bound never ran: nothing to flush.
-func ScaleDownWait(stsName string, live, desired int32, pods []PodInfo, bound map[string]bool) (wait string, degraded bool) {
+//
+// notUpdated are the StatefulSets whose status counts fewer updated replicas than
+// replicas (rollout-operator's own test; it also holds while the pods' view lags).
+func ScaleDownWait(stsName string, live, desired int32, pods []PodInfo, bound map[string]bool, notUpdated []string) (wait string, degraded bool) {
 	if desired >= live {
 		return "", false
 	}
@@ -580,6 +583,11 @@ func ScaleDownWait(stsName string, live, desired int32, pods []PodInfo, bound ma
 	if len(outdated) > 0 {
 		sort.Strings(outdated)
 		return fmt.Sprintf("a rollout is in progress (%s on an outdated template); the scale-down runs once it is done", strings.Join(outdated, ", ")), false
+	}
+	if len(notUpdated) > 0 {
+		sorted := append([]string{}, notUpdated...)
+		sort.Strings(sorted)
+		return fmt.Sprintf("a rollout is in progress (StatefulSet %s has non-updated replicas); the scale-down runs once it is done", strings.Join(sorted, ", ")), false
 	}
 	var waits, stuck []string
 	for o := desired; o < live; o++ {

@@ -147,13 +147,20 @@ func (r *IngesterReconciler) scaleDown(ctx context.Context, s *reconcileScope, s
 	if err != nil {
 		return false, err
 	}
-	if wait, degraded := ScaleDownWait(sts, live, desired, s.infos, bound); wait != "" {
+	var notUpdated []string
+	for name, st := range s.stss {
+		if st.Status.UpdatedReplicas < st.Status.Replicas {
+			notUpdated = append(notUpdated, name)
+		}
+	}
+	if wait, degraded := ScaleDownWait(sts, live, desired, s.infos, bound, notUpdated); wait != "" {
 		o.scaling = fmt.Sprintf("scale-down of %s from %d to %d waits: %s", sts, live, desired, wait)
 		if degraded && o.problem == nil {
 			o.problem = &problem{ReasonScaleDownWaits, o.scaling}
 		}
 		return false, nil
 	}
+	logf.FromContext(ctx).V(1).Info("scale-down may run", "sts", sts, "live", live, "desired", desired, "pods", len(s.infos), "prepare", names2(plan.Prepare), "skipped", plan.Skipped)
 	intent := false
 	for _, p := range plan.Prepare {
 		if !slices.Contains(sd.Prepared, p.Name) {
