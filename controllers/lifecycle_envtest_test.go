@@ -94,7 +94,7 @@ func TestScaleDownWaitsForTheRollout(t *testing.T) {
 	for _, name := range []string{"ing-3", "ing-2", "ing-1", "ing-0"} {
 		eventually(t, name+" on the new image", func() error {
 			if img := c.image(name); img != "hearth:v0.2.0" {
-				return fmt.Errorf("%s runs %q", name, img)
+				return fmt.Errorf("%s runs %q; Progressing %+v", name, img, condition(p.get(t, c.ns, c.name), hearthv1.ConditionProgressing))
 			}
 			return nil
 		})
