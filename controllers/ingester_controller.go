@@ -6,8 +6,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -84,14 +86,22 @@ type IngesterReconciler struct {
 	FlushTimeout time.Duration
 
 	flushes operations // the deletion flushes running in the background
+	// markers are the pod UIDs whose prepare-shutdown marker was cancelled (one call per
+	// pod incarnation; a new leader calls each running pod once more, harmlessly).
+	markers sync.Map
 }
 
-// +kubebuilder:rbac:groups=hearth.dev,resources=ingesters,verbs=get;list;watch;patch;update
-// +kubebuilder:rbac:groups=hearth.dev,resources=ingesters/status,verbs=get;update;patch
+// RBAC: only the verbs the operator uses. Children are written with server-side apply
+// (patch; create for a first apply), never updated; deleted are only the StatefulSets
+// (recreated after a storage growth), the per-revision ConfigMaps no pod uses, pods
+// (stuck ones, zone rollouts), the NetworkPolicy and PodMonitor when turned off.
+// +kubebuilder:rbac:groups=hearth.dev,resources=ingesters,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=hearth.dev,resources=ingesters/status,verbs=patch
 // +kubebuilder:rbac:groups=hearth.dev,resources=ingesters/finalizers,verbs=update
-// +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=services;configmaps;serviceaccounts,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups="",resources=services;serviceaccounts,verbs=get;list;watch;create;patch
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;delete
 // +kubebuilder:rbac:groups="",resources=pods/eviction,verbs=create
 // +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;patch
@@ -110,8 +120,38 @@ type reconcileScope struct {
 	infos    []PodInfo
 	o        orchestration
 	degraded *problem // the preflight's problem (the orchestration's and the pods' come later)
-	phase    string   // the phase running, or the one that failed
-	result   string
+	// held are the StatefulSets whose shrink waits (ScaleDownWait), at the replicas they
+	// keep meanwhile: they count as settled at that size, so the rollout the scale-down
+	// waits for can run.
+	held   map[string]int32
+	phase  string // the phase running, or the one that failed
+	result string
+	failed error // the error that ended the reconcile (retried after ErrorBackoff)
+}
+
+// failingFor is how long the Degraded condition has said the reconcile fails.
+func (s *reconcileScope) failingFor() time.Duration {
+	c := meta.FindStatusCondition(s.orig.Status.Conditions, hearthv1.ConditionDegraded)
+	if c == nil || c.Status != metav1.ConditionTrue || c.Reason != PhaseFailedReason(s.phase) {
+		return 0
+	}
+	return time.Since(c.LastTransitionTime.Time)
+}
+
+// ErrorBackoff is when a failed reconcile is tried again: as long as it has been failing,
+// between 1s and limit (the resync period). Bounded, so that a fixed cause (a second
+// PodDisruptionBudget removed, the API server back) is noticed within limit.
+func ErrorBackoff(failingFor, limit time.Duration) time.Duration {
+	return min(max(failingFor, time.Second), limit)
+}
+
+// PhaseFailedReason is the Degraded reason of a reconcile that failed in phase:
+// ApplyFailed, RolloutFailed, StorageFailed, ReadFailed...
+func PhaseFailedReason(phase string) string {
+	if phase == "" {
+		return "ReconcileFailed"
+	}
+	return strings.ToUpper(phase[:1]) + phase[1:] + "Failed"
 }
 
 // phase is one named step of a reconcile. A phase that returns an error ends the
@@ -141,7 +181,7 @@ func (r *IngesterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	s := &reconcileScope{ing: ing, orig: ing.DeepCopy(), result: "success"}
 	defer func() {
 		reconcileDuration.WithLabelValues(req.Namespace, req.Name).Observe(time.Since(start).Seconds())
-		if err != nil {
+		if err != nil || s.failed != nil {
 			s.result = "error"
 			reconcileErrorsTotal.WithLabelValues(req.Namespace, req.Name, s.phase).Inc()
 		}
@@ -151,7 +191,14 @@ func (r *IngesterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		// Every pod flushes, then the finalizer goes and the garbage collector removes
 		// the children (they carry owner references).
 		s.result = "deleting"
-		return r.finalize(ctx, s)
+		res, err := r.finalize(ctx, s)
+		if err != nil {
+			// A bounded retry, not controller-runtime's backoff (up to ~16 minutes).
+			s.failed = err
+			logf.FromContext(ctx).Info("reconcile failed; retried", "phase", s.phase, "err", err.Error())
+			return ctrl.Result{RequeueAfter: ErrorBackoff(0, r.resync())}, nil
+		}
+		return res, nil
 	}
 	defer func() {
 		if rerr := r.report(ctx, s, err); rerr != nil && err == nil {
@@ -159,17 +206,26 @@ func (r *IngesterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		}
 		if err == nil {
 			res = ctrl.Result{RequeueAfter: r.requeueAfter(s)}
+			return
 		}
+		// The error is in Degraded (report) and the log; the Ingester is looked at again
+		// after a bounded backoff instead of controller-runtime's (which reaches ~16
+		// minutes after a few failures and hides the problem meanwhile).
+		s.failed = err
+		logf.FromContext(ctx).Info("reconcile failed; retried", "phase", s.phase, "err", err.Error())
+		res, err = ctrl.Result{RequeueAfter: ErrorBackoff(s.failingFor(), r.resync())}, nil
 	}()
 	for _, ph := range []phase{
 		{"finalizer", r.phaseFinalizer},
 		{"preflight", r.phasePreflight},
 		{"read", r.phaseRead},
 		{"apply", r.phaseApply},
+		{"markers", r.phaseMarkers},
 		{"ring", r.phaseRing},
 		{"hygiene", r.phaseHygiene},
 		{"storage", r.phaseStorage},
 		{"rollout", r.phaseRollout},
+		{"configs", r.phaseConfigs},
 	} {
 		s.phase = ph.name
 		stop, err := ph.run(ctx, s)
@@ -179,7 +235,10 @@ func (r *IngesterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		if stop {
 			break
 		}
-		r.reconcileMonitoring(ctx, ing) // never fails the reconcile (render_monitoring.go)
+	}
+	if !ing.Spec.Paused {
+		s.phase = "monitoring"
+		r.reconcileMonitoring(ctx, ing) // once a pass; never fails the reconcile (render_monitoring.go)
 	}
 	s.phase = "report"
 	return ctrl.Result{}, nil
@@ -230,11 +289,19 @@ func (r *IngesterReconciler) phaseApply(ctx context.Context, s *reconcileScope) 
 				o.storage = fmt.Sprintf("waiting for StatefulSet %s to be deleted (orphaning its pods) before recreating it", sts.Name)
 				continue
 			}
+			want, have := ptr.Deref(sts.Spec.Replicas, 1), int32(0)
 			if live != nil {
 				if KeepClaimSizes(sts, live) {
 					o.resizePending = true
 				}
-				want, have := ptr.Deref(sts.Spec.Replicas, 1), ptr.Deref(live.Spec.Replicas, 1)
+				have = ptr.Deref(live.Spec.Replicas, 1)
+			} else {
+				// Missing (recreated after a storage growth, or deleted with
+				// --cascade=orphan): its pods may still run, and a StatefulSet created
+				// smaller would delete the high ordinals unprepared.
+				have = OrphanReplicas(sts.Name, s.infos)
+			}
+			if have > want || live != nil {
 				if r.Pods != nil {
 					may, err := r.scaleDown(ctx, s, sts.Name, have, want)
 					if err != nil {
@@ -242,6 +309,10 @@ func (r *IngesterReconciler) phaseApply(ctx context.Context, s *reconcileScope) 
 					}
 					if !may {
 						sts.Spec.Replicas = ptr.To(have)
+						if s.held == nil {
+							s.held = map[string]int32{}
+						}
+						s.held[sts.Name] = have
 					}
 				}
 			}
@@ -264,18 +335,58 @@ func (r *IngesterReconciler) phaseApply(ctx context.Context, s *reconcileScope) 
 	return false, nil
 }
 
+// phaseMarkers cancels the prepare-shutdown marker of every running pod below the desired
+// count, once per pod incarnation (MarkersToCancel): pods brought back by a scale-up carry
+// the marker their scale-down left on the retained volume.
+func (r *IngesterReconciler) phaseMarkers(ctx context.Context, s *reconcileScope) (bool, error) {
+	if s.ing.Spec.Paused || r.Pods == nil {
+		return false, nil
+	}
+	desired := map[string]int32{}
+	for _, z := range Zones(s.ing) {
+		desired[statefulSetName(s.ing, z.Name)] = z.Replicas
+	}
+	cleared := map[types.UID]bool{}
+	for _, p := range s.infos {
+		if p.Terminating {
+			r.markers.Delete(p.UID) // its incarnation ends: keep the set bounded
+			continue
+		}
+		if _, ok := r.markers.Load(p.UID); ok {
+			cleared[p.UID] = true
+		}
+	}
+	todo := MarkersToCancel(s.infos, desired, cleared)
+	errs := inParallel(todo, func(p PodInfo) error {
+		return callPod(ctx, "cancel_prepare_shutdown", podCallTimeout, func(ctx context.Context) error {
+			return r.Pods.CancelPrepareShutdown(ctx, podHTTPAddr(p.IP))
+		})
+	})
+	for i, p := range todo {
+		if errs[i] != nil {
+			s.o.markersPending = true // tried again soon
+			logf.FromContext(ctx).V(1).Info("cancelling a left-over prepare-shutdown marker", "pod", p.Name, "err", errs[i].Error())
+			continue
+		}
+		r.markers.Store(p.UID, struct{}{})
+	}
+	return false, nil
+}
+
 // phaseRing reads the ring from the first ready pod that answers.
 func (r *IngesterReconciler) phaseRing(ctx context.Context, s *reconcileScope) (bool, error) {
 	s.o.ring, s.o.ringVia = r.ringMembers(ctx, s.pods)
 	return false, nil
 }
 
-// phaseHygiene forgets UNHEALTHY ring members without a pod.
+// phaseHygiene forgets UNHEALTHY ring members without a pod and relabels the claims
+// (ClaimOf).
 func (r *IngesterReconciler) phaseHygiene(ctx context.Context, s *reconcileScope) (bool, error) {
-	if !s.ing.Spec.Paused {
-		r.ringHygiene(ctx, s.ing, s.o.ring, s.o.ringVia, s.infos)
+	if s.ing.Spec.Paused {
+		return false, nil
 	}
-	return false, nil
+	r.ringHygiene(ctx, s.ing, s.o.ring, s.o.ringVia, s.infos)
+	return false, r.relabelClaims(ctx, s.ing)
 }
 
 // phaseStorage grows the volumes (then recreates the StatefulSets), or watches them grow.
@@ -293,8 +404,8 @@ func (r *IngesterReconciler) phaseStorage(ctx context.Context, s *reconcileScope
 			}
 		}
 	}
-	if !o.resizePending && StatefulSetsSettled(ing, s.stss) == "" {
-		if err := r.volumesResizing(ctx, ing, o); err != nil {
+	if !o.resizePending && statefulSetsSettled(ing, s.stss, s.held) == "" {
+		if err := r.volumesResizing(ctx, ing, s.stss, o); err != nil {
 			return false, err
 		}
 	}
@@ -305,7 +416,7 @@ func (r *IngesterReconciler) phaseStorage(ctx context.Context, s *reconcileScope
 // growth runs.
 func (r *IngesterReconciler) phaseRollout(ctx context.Context, s *reconcileScope) (bool, error) {
 	ing := s.ing
-	if ing.Spec.Paused || s.o.resizePending || StatefulSetsSettled(ing, s.stss) != "" {
+	if !RolloutMayRun(ing.Spec.Paused, s.o.resizePending, s.o.resizeBlocked, statefulSetsSettled(ing, s.stss, s.held)) {
 		return false, nil
 	}
 	replicas, zoneOf := map[string]int32{}, map[string]string{}
@@ -319,14 +430,58 @@ func (r *IngesterReconciler) phaseRollout(ctx context.Context, s *reconcileScope
 	return false, err
 }
 
+// phaseConfigs deletes the per-revision ConfigMaps no pod and no StatefulSet uses any more
+// (StaleConfigMaps). Not while paused: the current one may not be applied yet.
+func (r *IngesterReconciler) phaseConfigs(ctx context.Context, s *reconcileScope) (bool, error) {
+	ing := s.ing
+	if ing.Spec.Paused || s.stss == nil || len(s.stss) < len(Zones(ing)) {
+		return false, nil
+	}
+	var list corev1.ConfigMapList
+	if err := r.APIReader.List(ctx, &list, client.InNamespace(ing.Namespace), client.MatchingLabels(commonLabels(ing))); err != nil {
+		return false, err
+	}
+	var names []string
+	for _, cm := range list.Items {
+		if metav1.IsControlledBy(&cm, ing) {
+			names = append(names, cm.Name)
+		}
+	}
+	for _, name := range StaleConfigMaps(names, configMapsUsed(s.pods, s.stss)) {
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ing.Namespace, Name: name}}
+		if err := r.Delete(ctx, cm); err != nil && !apierrors.IsNotFound(err) {
+			return false, fmt.Errorf("deleting the unused ConfigMap %s: %w", name, err)
+		}
+		logf.FromContext(ctx).Info("deleted a ConfigMap no pod uses any more", "name", name)
+	}
+	return false, nil
+}
+
+// RolloutMayRun says whether the rollout phase runs: not paused, the StatefulSets settled
+// (unsettled == ""), and no storage growth in progress — unless the growth is blocked (a
+// class without allowVolumeExpansion): the StatefulSets keep their claim size, and
+// holding every later rollout until an admin changes the class would be a trap.
+func RolloutMayRun(paused, resizePending, resizeBlocked bool, unsettled string) bool {
+	return !paused && unsettled == "" && (!resizePending || resizeBlocked)
+}
+
 // StatefulSetsSettled is the one definition of settled children: "" when every
 // StatefulSet the spec asks for exists, is not being deleted, has observed its latest spec
 // and has the desired replicas; otherwise why not. The rollout waits for it, and
 // Progressing is Applying until it holds.
 func StatefulSetsSettled(ing *hearthv1.Ingester, stss map[string]*appsv1.StatefulSet) string {
+	return statefulSetsSettled(ing, stss, nil)
+}
+
+// statefulSetsSettled is StatefulSetsSettled with the held StatefulSets (a shrink that
+// waits) desired at the size they keep.
+func statefulSetsSettled(ing *hearthv1.Ingester, stss map[string]*appsv1.StatefulSet, held map[string]int32) string {
 	for _, z := range Zones(ing) {
 		name := statefulSetName(ing, z.Name)
 		sts := stss[name]
+		if h, ok := held[name]; ok {
+			z.Replicas = h
+		}
 		switch {
 		case sts == nil:
 			return "StatefulSet " + name + " does not exist yet"
@@ -345,8 +500,9 @@ func StatefulSetsSettled(ing *hearthv1.Ingester, stss map[string]*appsv1.Statefu
 func (r *IngesterReconciler) report(ctx context.Context, s *reconcileScope, failed error) error {
 	ing := s.ing
 	degraded := s.degraded
-	if failed != nil && s.phase == "apply" && degraded == nil {
-		degraded = &problem{reason: ReasonApplyFailed, message: failed.Error()}
+	if failed != nil && degraded == nil {
+		// Whatever phase failed, Degraded says so (not only apply).
+		degraded = &problem{reason: PhaseFailedReason(s.phase), message: fmt.Sprintf("the %s phase failed (retried): %v", s.phase, failed)}
 	}
 	if degraded == nil {
 		degraded = s.o.problem
@@ -374,7 +530,7 @@ func (r *IngesterReconciler) report(ctx context.Context, s *reconcileScope, fail
 func (r *IngesterReconciler) requeueAfter(s *reconcileScope) time.Duration {
 	o := &s.o
 	requeue := r.resync()
-	if o.resizePending || o.resizing != "" || (o.rollout != nil && o.rollout.Action != RolloutDone) || o.scaling != "" {
+	if o.resizePending || o.resizing != "" || o.markersPending || (o.rollout != nil && o.rollout.Action != RolloutDone) || o.scaling != "" {
 		requeue = min(requeue, 2*time.Second)
 	}
 	return requeue
@@ -541,6 +697,10 @@ func (r *IngesterReconciler) apply(ctx context.Context, ing *hearthv1.Ingester, 
 
 // KeepClaimSizes copies the storage requests of live's claim templates into desired's and
 // reports whether any differed (a storage resize is pending).
+//
+// It also keeps live's claim labels: claim templates are immutable, so a StatefulSet
+// created with the older labels keeps them until it is recreated (its claims are
+// relabelled instead, ClaimRelabel).
 func KeepClaimSizes(desired, live *appsv1.StatefulSet) (pending bool) {
 	for i := range desired.Spec.VolumeClaimTemplates {
 		d := &desired.Spec.VolumeClaimTemplates[i]
@@ -548,6 +708,7 @@ func KeepClaimSizes(desired, live *appsv1.StatefulSet) (pending bool) {
 			if l.Name != d.Name {
 				continue
 			}
+			d.Labels = maps.Clone(l.Labels)
 			want, have := d.Spec.Resources.Requests[corev1.ResourceStorage], l.Spec.Resources.Requests[corev1.ResourceStorage]
 			if want.Cmp(have) != 0 {
 				pending = true

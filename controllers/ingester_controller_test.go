@@ -368,13 +368,30 @@ func TestZonesOneStatefulSetPerZone(t *testing.T) {
 			t.Errorf("zone %s: replicas %d labels %v", zone, *sts.Spec.Replicas, sts.Spec.Template.Labels)
 		}
 	}
-	cm := &corev1.ConfigMap{}
-	if err := p.c.Get(ctx, types.NamespacedName{Namespace: ns, Name: "z-config"}, cm); err != nil {
-		t.Fatal(err)
-	}
+	cm := p.configMapOf(t, ns, "z-b")
 	if !strings.Contains(cm.Data["hearth-b.yaml"], "instance_zone: b") {
 		t.Errorf("zone b config:\n%s", cm.Data["hearth-b.yaml"])
 	}
+}
+
+// configMapOf is the ConfigMap a StatefulSet's template mounts (one per revision).
+func (p *platform) configMapOf(t *testing.T, ns, sts string) *corev1.ConfigMap {
+	t.Helper()
+	live := &appsv1.StatefulSet{}
+	if err := p.c.Get(ctx, types.NamespacedName{Namespace: ns, Name: sts}, live); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range live.Spec.Template.Spec.Volumes {
+		if v.ConfigMap != nil {
+			cm := &corev1.ConfigMap{}
+			if err := p.c.Get(ctx, types.NamespacedName{Namespace: ns, Name: v.ConfigMap.Name}, cm); err != nil {
+				t.Fatal(err)
+			}
+			return cm
+		}
+	}
+	t.Fatalf("StatefulSet %s mounts no ConfigMap", sts)
+	return nil
 }
 
 func TestChangesFlowToChildren(t *testing.T) {
@@ -433,10 +450,7 @@ func TestChangesFlowToChildren(t *testing.T) {
 		}
 		return fmt.Errorf("claim template not grown and no storage condition: %+v", got.Status.Conditions)
 	})
-	cm := &corev1.ConfigMap{}
-	if err := p.c.Get(ctx, types.NamespacedName{Namespace: ns, Name: "ing-config"}, cm); err != nil {
-		t.Fatal(err)
-	}
+	cm := p.configMapOf(t, ns, "ing")
 	if !strings.Contains(cm.Data[ConfigFile], "max_block_duration: 30m") {
 		t.Fatalf("config not updated:\n%s", cm.Data[ConfigFile])
 	}

@@ -11,6 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/types"
+
+	hearthv1 "github.com/hearth-dev/hearth/api/v1alpha1"
 )
 
 // The orchestration decisions are pure functions of what the reconciler observed (pods,
@@ -262,6 +264,14 @@ func NextRollout(pods []PodInfo, ring map[string]string, zoneOrder []string) Rol
 
 	zoned := len(zoneOrder) > 0
 	if !zoned {
+		if p, ok := StalledOutdated(pods, unsettled); ok {
+			// A pod that runs an outdated template and never turned Ready (a bad spec,
+			// then reverted) serves nothing: replacing it disrupts nothing, and waiting
+			// for it would wait forever.
+			step.Action, step.Delete, step.InFlight = RolloutDelete, []string{p.Name}, []string{p.Name}
+			step.Message = fmt.Sprintf("replacing %s, outdated and not ready (%d pods outdated); every other pod is healthy", p.Name, len(outdated))
+			return step
+		}
 		if len(unsettled) > 0 {
 			step.Action, step.InFlight = RolloutWait, inFlight()
 			step.Message = fmt.Sprintf("%d pods outdated; waiting for a healthy ring: %s", len(outdated), strings.Join(reasons, ", "))
@@ -358,7 +368,7 @@ func PlanScaleDown(stsName string, live, desired int32, pods []PodInfo, prepared
 		}
 		goes := int32(p.Ordinal) >= desired && int32(p.Ordinal) < live && desired < live
 		switch {
-		case goes && p.IP == "":
+		case goes && p.IP == "": // ScaleDownWait let it through: it never ran
 			plan.Skipped = append(plan.Skipped, p.Name)
 		case goes && !p.Terminating:
 			plan.Prepare = append(plan.Prepare, p)
@@ -519,3 +529,204 @@ func DeletionBackoff(failingFor time.Duration) time.Duration {
 
 // Finalizer on every Ingester: its pods flush and upload before the children go.
 const Finalizer = "hearth.dev/flush"
+
+// MarkersToCancel returns the pods whose prepare-shutdown marker must be removed (DELETE
+// /ingester/prepare-shutdown): every running pod below its StatefulSet's desired count
+// that has not been cleared yet (cleared: by pod UID, so each incarnation is called once).
+// A pod that left in a scale-down (5→3, or parked at 0) keeps its marker on its retained
+// volume; when a scale-up brings it back, its next stop would otherwise be a final one
+// (writes refused, full upload, tokens dropped). rollout-operator cancels the marker on
+// every pod below the desired count for the same reason. desired is by StatefulSet name.
+func MarkersToCancel(pods []PodInfo, desired map[string]int32, cleared map[types.UID]bool) []PodInfo {
+	var out []PodInfo
+	for _, p := range pods {
+		want, ok := desired[p.StatefulSet]
+		if !ok || p.Ordinal < 0 || int32(p.Ordinal) >= want || p.Missing || p.Terminating || !p.Running || p.IP == "" || cleared[p.UID] {
+			continue
+		}
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// ScaleDownWait says why the shrink of StatefulSet stsName from live to desired replicas
+// must wait ("" when it may go on) and whether that is Degraded (the operator cannot fix
+// it). pods are every pod of the Ingester (all StatefulSets); bound are the names of the
+// claims that are Bound (their volume may hold a WAL).
+//
+//   - No scale-down while any pod runs an outdated template: a scale-down during a rollout
+//     would remove the very pod the rollout replaces (rollout-operator refuses a downscale
+//     while any StatefulSet has non-updated replicas). It runs once the rollout is done.
+//   - Every leaving pod (ordinals desired..live-1) must be prepared before the shrink, so
+//     one that cannot be called now makes it wait: terminating (its replacement is
+//     prepared), stuck (Degraded: it must be fixed to flush), not started or not created
+//     while its claim is Bound (its volume may hold unflushed data). A leaving pod whose
+//     claim never bound never ran: nothing to flush.
+//
+// notUpdated are the StatefulSets whose status counts fewer updated replicas than
+// replicas (rollout-operator's own test; it also holds while the pods' view lags).
+func ScaleDownWait(stsName string, live, desired int32, pods []PodInfo, bound map[string]bool, notUpdated []string) (wait string, degraded bool) {
+	if desired >= live {
+		return "", false
+	}
+	var outdated []string
+	have := map[int]PodInfo{}
+	for _, p := range pods {
+		if p.Outdated && !p.Terminating && !p.Missing {
+			outdated = append(outdated, p.Name)
+		}
+		if p.StatefulSet == stsName && p.Ordinal >= 0 && !p.Missing {
+			have[p.Ordinal] = p
+		}
+	}
+	if len(outdated) > 0 {
+		sort.Strings(outdated)
+		return fmt.Sprintf("a rollout is in progress (%s on an outdated template); the scale-down runs once it is done", strings.Join(outdated, ", ")), false
+	}
+	if len(notUpdated) > 0 {
+		sorted := append([]string{}, notUpdated...)
+		sort.Strings(sorted)
+		return fmt.Sprintf("a rollout is in progress (StatefulSet %s has non-updated replicas); the scale-down runs once it is done", strings.Join(sorted, ", ")), false
+	}
+	var waits, stuck []string
+	for o := desired; o < live; o++ {
+		name := fmt.Sprintf("%s-%d", stsName, o)
+		claim := DataVolume + "-" + name
+		p, ok := have[int(o)]
+		switch {
+		case !ok && bound[claim]:
+			waits = append(waits, name+" not created yet (its volume may hold unflushed data)")
+		case !ok:
+		case p.Stuck != "":
+			stuck = append(stuck, fmt.Sprintf("%s cannot start (%s)", name, p.Stuck))
+		case p.Terminating:
+			waits = append(waits, name+" terminating (its replacement is prepared once it runs)")
+		case p.IP == "" && !bound[claim]:
+			// Never ran: nothing to flush (PlanScaleDown skips it).
+		case p.IP == "" || !p.Running:
+			waits = append(waits, name+" not running (its volume may hold unflushed data)")
+		}
+	}
+	if len(stuck) > 0 {
+		return "leaving pods cannot be prepared to flush: " + strings.Join(append(stuck, waits...), ", ") +
+			"; fix them (spec.image, their inputs) so that they can flush before they go", true
+	}
+	if len(waits) > 0 {
+		return "leaving pods cannot be prepared to flush yet: " + strings.Join(waits, ", "), false
+	}
+	return "", false
+}
+
+// OrphanReplicas is the size a missing StatefulSet had, as its pods still running show it
+// (the highest ordinal + 1; 0 without pods): the StatefulSet is recreated at that size and
+// shrunk through the scale-down protocol, never created smaller (its controller would
+// delete the high ordinals without their prepare-shutdown).
+func OrphanReplicas(stsName string, pods []PodInfo) int32 {
+	var n int32
+	for _, p := range pods {
+		if p.StatefulSet == stsName && !p.Missing && p.Ordinal >= 0 && int32(p.Ordinal)+1 > n {
+			n = int32(p.Ordinal) + 1
+		}
+	}
+	return n
+}
+
+// StalledOutdated finds, when the only unsettled pods are outdated pods that run but are
+// not Ready (nothing terminating, missing or unhealthy elsewhere, no ring member without a
+// pod), the highest-ordinal one: the rollout replaces it rather than wait for it.
+// unsettled are the unsettled pod names by zone ("?": ring members without a pod).
+func StalledOutdated(pods []PodInfo, unsettled map[string][]string) (PodInfo, bool) {
+	n := 0
+	for _, names := range unsettled {
+		n += len(names)
+	}
+	if n == 0 || unsettled["?"] != nil {
+		return PodInfo{}, false
+	}
+	var stalled []PodInfo
+	for _, p := range pods {
+		if p.Outdated && !p.Ready && !p.Terminating && !p.Missing {
+			stalled = append(stalled, p)
+		}
+	}
+	if len(stalled) != n {
+		return PodInfo{}, false
+	}
+	sort.Slice(stalled, func(i, j int) bool { return stalled[i].Ordinal > stalled[j].Ordinal })
+	return stalled[0], true
+}
+
+// StaleConfigMaps are the Ingester's per-revision ConfigMaps that no pod and no
+// StatefulSet template uses any more (referenced), in name order: they are deleted. The
+// current one is always referenced by the StatefulSets' templates once applied.
+func StaleConfigMaps(names []string, referenced map[string]bool) []string {
+	var out []string
+	for _, n := range names {
+		if !referenced[n] {
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// configMapsUsed are the ConfigMaps the pods and the StatefulSets' templates mount.
+func configMapsUsed(pods []corev1.Pod, stss map[string]*appsv1.StatefulSet) map[string]bool {
+	used := map[string]bool{}
+	add := func(vs []corev1.Volume) {
+		for _, v := range vs {
+			if v.ConfigMap != nil {
+				used[v.ConfigMap.Name] = true
+			}
+		}
+	}
+	for i := range pods {
+		add(pods[i].Spec.Volumes)
+	}
+	for _, sts := range stss {
+		add(sts.Spec.Template.Spec.Volumes)
+	}
+	return used
+}
+
+// DefaultDeletionFlushTimeout bounds the flushes of a FlushWithTimeout deletion.
+const DefaultDeletionFlushTimeout = 10 * time.Minute
+
+// DeletionGivesUp says whether a deletion stops waiting for the flushes and removes the
+// finalizer anyway: only under FlushWithTimeout, once timeout (default
+// DefaultDeletionFlushTimeout) has passed since the deletion (whether paused or not:
+// the Ingester is gone at most that long after it was deleted).
+func DeletionGivesUp(policy hearthv1.DeletionPolicy, timeout hearthv1.Duration, sinceDeletion time.Duration) bool {
+	if policy != hearthv1.DeletionFlushWithTimeout {
+		return false
+	}
+	d := DefaultDeletionFlushTimeout
+	if timeout != "" {
+		if parsed, err := time.ParseDuration(string(timeout)); err == nil {
+			d = parsed
+		}
+	}
+	return sinceDeletion >= d
+}
+
+// ClaimOf says whether a volume claim with these labels belongs to the Ingester ingName
+// (hearth.dev/instance, or app.kubernetes.io/instance on claims made by StatefulSets
+// created before the claim label changed) and whether it must be relabelled: a claim has
+// no owner, and Argo CD's label tracking would take one carrying app.kubernetes.io/instance
+// for part of an Application of that name (and prune it).
+func ClaimOf(ingName string, l map[string]string) (mine, relabel bool) {
+	if l[LabelName] != appName || l[LabelComponent] != component {
+		return false, false
+	}
+	relabel = l[LabelInstance] == ingName
+	return relabel || l[LabelClaimInstance] == ingName, relabel
+}
+
+// ReattachedClaim says whether a claim must grow to want outside a storage growth: it is
+// in use (its ordinal is below its StatefulSet's replicas) and asks for less, as a claim
+// retained by a scale-down before a growth and reattached by a later scale-up does (the
+// growth only expanded the claims in use then).
+func ReattachedClaim(want, requested resource.Quantity, inUse bool) bool {
+	return inUse && requested.Cmp(want) < 0
+}

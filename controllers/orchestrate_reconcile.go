@@ -31,6 +31,7 @@ import (
 const (
 	ReasonScalingDown       = "ScalingDown"
 	ReasonScaleDownBlocked  = "PrepareShutdownFailed"
+	ReasonScaleDownWaits    = "ScaleDownBlocked"
 	ReasonResizingStorage   = "ResizingStorage"
 	ReasonNotExpandable     = "StorageNotExpandable"
 	ReasonDeleting          = "FlushingBeforeDelete"
@@ -42,6 +43,7 @@ const (
 	ReasonVolumesResizing   = "VolumesResizing"
 	ReasonResizeFailed      = "VolumeResizeFailed"
 	ReasonCancelledShutdown = "CancelledPrepareShutdown"
+	ReasonDeletedUnflushed  = "DeletedWithoutFlush"
 )
 
 // orchestration is what one reconcile's orchestration found, for the status.
@@ -54,6 +56,11 @@ type orchestration struct {
 	rollout       *RolloutStep
 	ring          map[string]string // nil when no ingester answered
 	ringVia       string            // the IP of the pod that answered
+	// resizeBlocked: the storage growth cannot proceed (a class without
+	// allowVolumeExpansion); it must not hold every later rollout hostage.
+	resizeBlocked bool
+	// markersPending: a left-over prepare-shutdown marker could not be cancelled yet.
+	markersPending bool
 }
 
 // liveState reads, uncached (decisions must not act on a stale cache), the Ingester's
@@ -136,6 +143,24 @@ func (r *IngesterReconciler) scaleDown(ctx context.Context, s *reconcileScope, s
 		setScaleDown(ing, sd)
 		return true, nil
 	}
+	bound, err := r.boundClaims(ctx, ing)
+	if err != nil {
+		return false, err
+	}
+	var notUpdated []string
+	for name, st := range s.stss {
+		if st.Status.UpdatedReplicas < st.Status.Replicas {
+			notUpdated = append(notUpdated, name)
+		}
+	}
+	if wait, degraded := ScaleDownWait(sts, live, desired, s.infos, bound, notUpdated); wait != "" {
+		o.scaling = fmt.Sprintf("scale-down of %s from %d to %d waits: %s", sts, live, desired, wait)
+		if degraded && o.problem == nil {
+			o.problem = &problem{ReasonScaleDownWaits, o.scaling}
+		}
+		return false, nil
+	}
+	logf.FromContext(ctx).V(1).Info("scale-down may run", "sts", sts, "live", live, "desired", desired, "pods", len(s.infos), "prepare", names2(plan.Prepare), "skipped", plan.Skipped)
 	intent := false
 	for _, p := range plan.Prepare {
 		if !slices.Contains(sd.Prepared, p.Name) {
@@ -189,6 +214,57 @@ func (r *IngesterReconciler) scaleDown(ctx context.Context, s *reconcileScope, s
 		r.Recorder.Eventf(ing, nil, corev1.EventTypeNormal, ReasonScalingDown, "ScaleDown", "%s", o.scaling)
 	}
 	return true, nil
+}
+
+// boundClaims are the names of the Ingester's Bound claims (their volume may hold data).
+func (r *IngesterReconciler) boundClaims(ctx context.Context, ing *hearthv1.Ingester) (map[string]bool, error) {
+	pvcs, err := r.ingesterClaims(ctx, ing)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, pvc := range pvcs {
+		out[pvc.Name] = pvc.Status.Phase == corev1.ClaimBound
+	}
+	return out, nil
+}
+
+// ingesterClaims are the Ingester's volume claims, by either label (ClaimOf), uncached.
+func (r *IngesterReconciler) ingesterClaims(ctx context.Context, ing *hearthv1.Ingester) ([]corev1.PersistentVolumeClaim, error) {
+	var list corev1.PersistentVolumeClaimList
+	if err := r.APIReader.List(ctx, &list, client.InNamespace(ing.Namespace), client.MatchingLabels{LabelName: appName, LabelComponent: component}); err != nil {
+		return nil, err
+	}
+	out := list.Items[:0]
+	for _, pvc := range list.Items {
+		if mine, _ := ClaimOf(ing.Name, pvc.Labels); mine {
+			out = append(out, pvc)
+		}
+	}
+	return out, nil
+}
+
+// relabelClaims moves the Ingester's claims from app.kubernetes.io/instance to
+// hearth.dev/instance (ClaimOf): ownerless objects must not carry Argo CD's tracking label.
+func (r *IngesterReconciler) relabelClaims(ctx context.Context, ing *hearthv1.Ingester) error {
+	pvcs, err := r.ingesterClaims(ctx, ing)
+	if err != nil {
+		return err
+	}
+	for i := range pvcs {
+		pvc := &pvcs[i]
+		if _, relabel := ClaimOf(ing.Name, pvc.Labels); !relabel {
+			continue
+		}
+		before := pvc.DeepCopy()
+		pvc.Labels = maps.Clone(pvc.Labels)
+		delete(pvc.Labels, LabelInstance)
+		pvc.Labels[LabelClaimInstance] = ing.Name
+		if err := r.Patch(ctx, pvc, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("relabelling claim %s: %w", pvc.Name, err)
+		}
+	}
+	return nil
 }
 
 // persistStatus writes the status now (the scale-down's intent) and makes it the base of
@@ -394,7 +470,8 @@ func (r *IngesterReconciler) growStorage(ctx context.Context, ing *hearthv1.Inge
 	switch {
 	case plan.Blocked != "":
 		// Progressing stays StorageResizePending; Degraded says why.
-		o.problem = &problem{ReasonNotExpandable, plan.Blocked + "; set allowVolumeExpansion: true on the StorageClass (the size cannot shrink back)"}
+		o.problem = &problem{ReasonNotExpandable, plan.Blocked + "; set allowVolumeExpansion: true on the StorageClass (the size cannot shrink back); rollouts go on meanwhile with the volumes' current size"}
+		o.resizeBlocked = true
 		return nil
 	case len(plan.Resize) > 0:
 		for _, name := range plan.Resize {
@@ -421,16 +498,83 @@ func (r *IngesterReconciler) growStorage(ctx context.Context, ing *hearthv1.Inge
 	return nil
 }
 
+// claimInfo describes a claim and its class's expansion (classes caches the lookups).
+func (r *IngesterReconciler) claimInfo(ctx context.Context, pvc *corev1.PersistentVolumeClaim, classes map[string]*storagev1.StorageClass) (ClaimInfo, error) {
+	c := ClaimInfo{Name: pvc.Name, Requested: pvc.Spec.Resources.Requests[corev1.ResourceStorage], StorageClass: ptr.Deref(pvc.Spec.StorageClassName, "")}
+	if c.StorageClass == "" {
+		return c, nil
+	}
+	sc, ok := classes[c.StorageClass]
+	if !ok {
+		sc = &storagev1.StorageClass{}
+		if err := r.APIReader.Get(ctx, types.NamespacedName{Name: c.StorageClass}, sc); err != nil {
+			if !apierrors.IsNotFound(err) {
+				return c, err
+			}
+			sc = nil
+		}
+		classes[c.StorageClass] = sc
+	}
+	c.StorageClassFound = sc != nil
+	c.ExpansionAllowed = sc != nil && ptr.Deref(sc.AllowVolumeExpansion, false)
+	return c, nil
+}
+
 // volumesResizing looks, once the claim templates ask for spec.storage.size, at the claims
 // whose volumes the storage provider has not grown yet: the growth is done when every
 // claim's status.capacity has the new size, or failed when the provider says it cannot.
-func (r *IngesterReconciler) volumesResizing(ctx context.Context, ing *hearthv1.Ingester, o *orchestration) error {
-	pvcs := &corev1.PersistentVolumeClaimList{}
-	if err := r.APIReader.List(ctx, pvcs, client.InNamespace(ing.Namespace), client.MatchingLabels(SelectorLabels(ing))); err != nil {
+//
+// Claims in use that ask for less (retained from before a growth and reattached by a
+// scale-up: ReattachedClaims) are grown the same way, or the class that forbids it is
+// Degraded; the status never says Complete over a volume smaller than the spec.
+func (r *IngesterReconciler) volumesResizing(ctx context.Context, ing *hearthv1.Ingester, stss map[string]*appsv1.StatefulSet, o *orchestration) error {
+	pvcs, err := r.ingesterClaims(ctx, ing)
+	if err != nil {
 		return err
 	}
+	want := ing.Spec.Storage.Size
+	inUse := map[string]bool{}
+	for _, sts := range stss {
+		for i := range ptr.Deref(sts.Spec.Replicas, 0) {
+			inUse[fmt.Sprintf("%s-%s-%d", DataVolume, sts.Name, i)] = true
+		}
+	}
+	var small []ClaimInfo
+	byName := map[string]*corev1.PersistentVolumeClaim{}
+	classes := map[string]*storagev1.StorageClass{}
+	for i := range pvcs {
+		pvc := &pvcs[i]
+		if !pvc.DeletionTimestamp.IsZero() || !ReattachedClaim(want, pvc.Spec.Resources.Requests[corev1.ResourceStorage], inUse[pvc.Name]) {
+			continue
+		}
+		c, err := r.claimInfo(ctx, pvc, classes)
+		if err != nil {
+			return err
+		}
+		small, byName[pvc.Name] = append(small, c), pvc
+	}
+	if plan := PlanStorage(want, resource.Quantity{}, small); plan.Blocked != "" {
+		o.resizing = plan.Blocked
+		if o.problem == nil {
+			o.problem = &problem{ReasonNotExpandable, plan.Blocked + " (claims reattached by a scale-up); set allowVolumeExpansion: true on the StorageClass"}
+		}
+		return nil
+	} else if len(plan.Resize) > 0 {
+		for _, name := range plan.Resize {
+			pvc := byName[name]
+			before := pvc.DeepCopy()
+			pvc.Spec.Resources.Requests = pvc.Spec.Resources.Requests.DeepCopy()
+			pvc.Spec.Resources.Requests[corev1.ResourceStorage] = want
+			if err := r.Patch(ctx, pvc, client.MergeFrom(before)); err != nil {
+				return fmt.Errorf("expanding the reattached claim %s: %w", name, err)
+			}
+			r.Recorder.Eventf(ing, pvc, corev1.EventTypeNormal, ReasonResizingStorage, "ExpandVolume", "requested %s for the reattached claim %s", want.String(), name)
+		}
+		o.resizing = fmt.Sprintf("expanding the reattached claims %s to %s", strings.Join(plan.Resize, ", "), want.String())
+		return nil
+	}
 	var claims []ClaimResize
-	for _, pvc := range pvcs.Items {
+	for _, pvc := range pvcs {
 		if !pvc.DeletionTimestamp.IsZero() || pvc.Status.Phase != corev1.ClaimBound {
 			continue
 		}
@@ -444,7 +588,6 @@ func (r *IngesterReconciler) volumesResizing(ctx context.Context, ing *hearthv1.
 		}
 		claims = append(claims, c)
 	}
-	want := ing.Spec.Storage.Size
 	waiting, failed := ResizeProgress(want, claims)
 	if len(waiting) == 0 {
 		return nil
@@ -475,6 +618,20 @@ func (r *IngesterReconciler) finalize(ctx context.Context, s *reconcileScope) (r
 	s.phase = "flush"
 	orig := s.orig
 	plan := PlanDeletion(ing.Spec.Paused, podInfos(ing, pods, nil))
+	if DeletionGivesUp(ing.Spec.DeletionPolicy, ing.Spec.DeletionFlushTimeout, time.Since(ing.DeletionTimestamp.Time)) {
+		var unflushed []string
+		for _, p := range plan.Flush {
+			if op := r.flushes.get(flushKey(ing, p)); op == nil || !op.done || op.err != nil {
+				unflushed = append(unflushed, p.Name)
+			}
+		}
+		sort.Strings(unflushed)
+		if len(unflushed) > 0 {
+			r.Recorder.Eventf(ing, nil, corev1.EventTypeWarning, ReasonDeletedUnflushed, "Delete",
+				"deletionPolicy FlushWithTimeout: deleting without the flushes of %s (what they held and the bucket has not is lost)", strings.Join(unflushed, ", "))
+		}
+		return reconcile.Result{}, r.removeFinalizer(ctx, s)
+	}
 	progressing := metav1.Condition{Type: hearthv1.ConditionProgressing, Status: metav1.ConditionTrue, ObservedGeneration: ing.Generation}
 	if plan.Wait != "" {
 		progressing.Reason, progressing.Message = ReasonDeletionPaused, plan.Wait
@@ -544,14 +701,20 @@ func (r *IngesterReconciler) finalize(ctx context.Context, s *reconcileScope) (r
 	}
 	r.Recorder.Eventf(ing, nil, corev1.EventTypeNormal, "Flushed", "Delete", "%d ingesters flushed to object storage (%d skipped: not running); removing the finalizer",
 		len(plan.Flush), len(plan.Skipped))
+	return reconcile.Result{}, r.removeFinalizer(ctx, s)
+}
+
+// removeFinalizer lets the Ingester go (the garbage collector removes the children).
+func (r *IngesterReconciler) removeFinalizer(ctx context.Context, s *reconcileScope) error {
+	ing := s.ing
 	s.phase = "finalizer"
 	before := ing.DeepCopy()
 	controllerutil.RemoveFinalizer(ing, Finalizer)
 	if err := r.Patch(ctx, ing, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil && !apierrors.IsNotFound(err) {
-		return reconcile.Result{}, err
+		return err
 	}
 	r.flushes.forget(ing.Namespace + "/" + ing.Name + "/")
-	return reconcile.Result{}, nil
+	return nil
 }
 
 // flushKey names one pod's deletion flush: a recreated pod (new UID) is flushed anew.

@@ -78,8 +78,11 @@ func TestNextRollout(t *testing.T) {
 			with(active("ing-0", "ing-1"), "ing-5", StateUnhealthy), nil, RolloutWait, nil, []string{"ing-5"}, "ring member ing-5 UNHEALTHY"},
 		{"leaving member without a pod blocks", []PodInfo{pod("ing-0", 0, outdated)},
 			with(active("ing-0"), "old-3", StateLeaving), nil, RolloutWait, nil, []string{"old-3"}, "LEAVING"},
-		{"another pod not ready blocks", []PodInfo{pod("ing-0", 0, outdated), pod("ing-1", 1, outdated, notReady)},
+		{"another pod not ready blocks", []PodInfo{pod("ing-0", 0, outdated), pod("ing-1", 1, notReady)},
 			active("ing-0", "ing-1"), nil, RolloutWait, nil, []string{"ing-1"}, ""},
+		// Issue 23 #9: an outdated pod that is not ready is the one replaced.
+		{"outdated pod not ready replaced", []PodInfo{pod("ing-0", 0, outdated), pod("ing-1", 1, outdated, notReady)},
+			active("ing-0", "ing-1"), nil, RolloutDelete, []string{"ing-1"}, []string{"ing-1"}, "outdated and not ready"},
 		{"deleted pod not recreated yet", WithMissing([]PodInfo{pod("ing-0", 0, outdated), pod("ing-1", 1, outdated)}, map[string]int32{"ing": 3}, nil),
 			active("ing-0", "ing-1", "ing-2"), nil, RolloutWait, nil, []string{"ing-2"}, "ing-2 not created yet"},
 		{"ring unknown", []PodInfo{pod("ing-0", 0, outdated)}, nil, nil, RolloutWait, nil, nil, "no ingester answered"},

@@ -38,12 +38,17 @@ type SecurePodTargets struct {
 	APIReader client.Reader // uncached, get only: the TLS Secret
 
 	mu      sync.Mutex
-	clients map[types.NamespacedName]tlsClient
+	clients map[tlsClientKey]tlsClient
+}
+
+type tlsClientKey struct {
+	secret     types.NamespacedName
+	serverName string
 }
 
 type tlsClient struct {
-	resourceVersion, serverName string
-	hc                          *http.Client
+	resourceVersion string
+	hc              *http.Client
 }
 
 // AdminAddr is the internal (admin) address of a pod given by its public address.
@@ -55,32 +60,42 @@ func AdminAddr(addr string) string {
 	return net.JoinHostPort(host, strconv.Itoa(InternalPort))
 }
 
-// Target implements PodTarget: plain HTTP unless the pod's Ingester has spec.tls.
+// Target implements PodTarget: the way the pod serves, from the pod's own spec (PodTLS):
+// plain HTTP unless it mounts a spec.tls Secret.
 func (s *SecurePodTargets) Target(ctx context.Context, addr string) (string, *http.Client, error) {
 	admin := AdminAddr(addr)
-	ing, err := s.ingesterOf(ctx, addr)
+	pod, ing, err := s.podOf(ctx, addr)
 	if err != nil {
 		return "", nil, err
 	}
-	if ing == nil || ing.Spec.TLS == nil {
+	if pod == nil {
 		return "http://" + admin, nil, nil
 	}
-	hc, err := s.client(ctx, ing)
+	fallback := pod.Labels[LabelInstance] + "-headless." + pod.Namespace + ".svc"
+	if ing != nil && ing.Spec.TLS != nil {
+		fallback = TLSServerName(ing)
+	}
+	secret, serverName := PodTLS(pod, fallback)
+	if secret == "" {
+		return "http://" + admin, nil, nil
+	}
+	hc, err := s.client(ctx, types.NamespacedName{Namespace: pod.Namespace, Name: secret}, serverName)
 	if err != nil {
 		return "", nil, err
 	}
 	return "https://" + admin, hc, nil
 }
 
-// ingesterOf finds the Ingester of the managed pod with this IP (nil: none).
-func (s *SecurePodTargets) ingesterOf(ctx context.Context, addr string) (*hearthv1.Ingester, error) {
+// podOf finds the managed pod with this IP and its Ingester (nil, nil: none; the
+// Ingester is nil when it is gone).
+func (s *SecurePodTargets) podOf(ctx context.Context, addr string) (*corev1.Pod, *hearthv1.Ingester, error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		host = addr
 	}
 	var pods corev1.PodList
 	if err := s.Client.List(ctx, &pods, client.MatchingLabelsSelector{Selector: ManagedSelector()}); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for i := range pods.Items {
 		p := &pods.Items[i]
@@ -90,23 +105,27 @@ func (s *SecurePodTargets) ingesterOf(ctx context.Context, addr string) (*hearth
 		ing := &hearthv1.Ingester{}
 		err := s.Client.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: p.Labels[LabelInstance]}, ing)
 		if apierrors.IsNotFound(err) {
-			return nil, nil
+			return p, nil, nil
 		}
-		return ing, err
+		if err != nil {
+			return nil, nil, err
+		}
+		return p, ing, nil
 	}
-	return nil, nil
+	return nil, nil, nil
 }
 
-func (s *SecurePodTargets) client(ctx context.Context, ing *hearthv1.Ingester) (*http.Client, error) {
-	key := types.NamespacedName{Namespace: ing.Namespace, Name: ing.Spec.TLS.SecretName}
+// client is the mutual-TLS client of one Secret and server name, rebuilt when the Secret
+// changes (a renewal).
+func (s *SecurePodTargets) client(ctx context.Context, key types.NamespacedName, name string) (*http.Client, error) {
 	sec := &corev1.Secret{}
 	if err := s.APIReader.Get(ctx, key, sec); err != nil {
-		return nil, fmt.Errorf("reading TLS Secret %s named by spec.tls: %w", key, err)
+		return nil, fmt.Errorf("reading TLS Secret %s the pod mounts: %w", key, err)
 	}
-	name := TLSServerName(ing)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if c, ok := s.clients[key]; ok && c.resourceVersion == sec.ResourceVersion && c.serverName == name {
+	ck := tlsClientKey{key, name}
+	if c, ok := s.clients[ck]; ok && c.resourceVersion == sec.ResourceVersion {
 		return c.hc, nil
 	}
 	cfg, err := ClientTLSConfig(sec, name)
@@ -118,12 +137,12 @@ func (s *SecurePodTargets) client(ctx context.Context, ing *hearthv1.Ingester) (
 	t.TLSClientConfig = cfg
 	hc := &http.Client{Transport: t}
 	if s.clients == nil {
-		s.clients = map[types.NamespacedName]tlsClient{}
+		s.clients = map[tlsClientKey]tlsClient{}
 	}
-	if old, ok := s.clients[key]; ok {
+	if old, ok := s.clients[ck]; ok {
 		old.hc.CloseIdleConnections()
 	}
-	s.clients[key] = tlsClient{resourceVersion: sec.ResourceVersion, serverName: name, hc: hc}
+	s.clients[ck] = tlsClient{resourceVersion: sec.ResourceVersion, hc: hc}
 	return hc, nil
 }
 

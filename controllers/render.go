@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -43,6 +44,11 @@ const (
 	LabelComponent = "app.kubernetes.io/component"
 	LabelManagedBy = "app.kubernetes.io/managed-by"
 	LabelZone      = "hearth.dev/zone"
+	// LabelClaimInstance names the Ingester on its volume claims instead of
+	// app.kubernetes.io/instance: claims have no owner, and Argo CD's label tracking takes
+	// an ownerless object with app.kubernetes.io/instance: X for part of the Application X
+	// (OutOfSync "requires pruning"; auto-prune deletes the retained volumes).
+	LabelClaimInstance = "hearth.dev/instance"
 
 	// AnnotationConfigChecksum on the pod template rolls the pods when their config changes.
 	AnnotationConfigChecksum = "hearth.dev/config-checksum"
@@ -58,9 +64,19 @@ const (
 // Names of an Ingester's children.
 func clientServiceName(ing *hearthv1.Ingester) string   { return ing.Name }
 func headlessServiceName(ing *hearthv1.Ingester) string { return ing.Name + "-headless" }
-func configMapName(ing *hearthv1.Ingester) string       { return ing.Name + "-config" }
-func serviceAccountName(ing *hearthv1.Ingester) string  { return ing.Name }
-func pdbName(ing *hearthv1.Ingester) string             { return ing.Name }
+
+// configMapName is the ConfigMap of one config content: one per revision, immutable,
+// named by its content, so that an old pod's restarting container reads its own config.
+func configMapName(ing *hearthv1.Ingester, data map[string]string) string {
+	keys := slices.Sorted(maps.Keys(data))
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(k + "\x00" + data[k] + "\x00")
+	}
+	return ing.Name + "-config-" + checksum(b.String())[:10]
+}
+func serviceAccountName(ing *hearthv1.Ingester) string { return ing.Name }
+func pdbName(ing *hearthv1.Ingester) string            { return ing.Name }
 
 // statefulSetName is the StatefulSet of a zone ("" when zones are not used).
 func statefulSetName(ing *hearthv1.Ingester, zone string) string {
@@ -91,6 +107,16 @@ func SelectorLabels(ing *hearthv1.Ingester) map[string]string {
 func commonLabels(ing *hearthv1.Ingester) map[string]string {
 	l := SelectorLabels(ing)
 	l[LabelManagedBy] = managedBy
+	return l
+}
+
+// ClaimLabels are on the claim template (so on every claim), for new StatefulSets; the
+// claims of older ones are relabelled (ClaimRelabel).
+func ClaimLabels(ing *hearthv1.Ingester, zone string) map[string]string {
+	l := map[string]string{LabelName: appName, LabelComponent: component, LabelClaimInstance: ing.Name}
+	if zone != "" {
+		l[LabelZone] = zone
+	}
 	return l
 }
 
@@ -314,7 +340,10 @@ func setIf(m map[string]any, k, v string) {
 	}
 }
 
-// RenderConfigMap holds the config file of each zone.
+// RenderConfigMap holds the config file of each zone. It is immutable and named by its
+// content: a config change makes a new one (and a rollout), the pods of older revisions
+// keep theirs until they are replaced (StaleConfigMaps), so a container restart (OOM,
+// crash) of an old pod starts on its own config.
 func RenderConfigMap(ing *hearthv1.Ingester) (*corev1.ConfigMap, error) {
 	data := map[string]string{}
 	for _, z := range Zones(ing) {
@@ -326,8 +355,9 @@ func RenderConfigMap(ing *hearthv1.Ingester) (*corev1.ConfigMap, error) {
 	}
 	return &corev1.ConfigMap{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
-		ObjectMeta: objectMeta(ing, configMapName(ing)),
+		ObjectMeta: objectMeta(ing, configMapName(ing, data)),
 		Data:       data,
+		Immutable:  ptr.To(true),
 	}, nil
 }
 
@@ -448,7 +478,7 @@ func RenderStatefulSet(ing *hearthv1.Ingester, z Zone, cm *corev1.ConfigMap) *ap
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "PersistentVolumeClaim"},
 		ObjectMeta: metav1.ObjectMeta{
 			Name:   DataVolume,
-			Labels: selector,
+			Labels: ClaimLabels(ing, z.Name),
 		},
 		Spec: corev1.PersistentVolumeClaimSpec{
 			AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},

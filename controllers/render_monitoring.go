@@ -16,7 +16,7 @@ import (
 	hearthv1 "github.com/hearth-dev/hearth/api/v1alpha1"
 )
 
-// +kubebuilder:rbac:groups=monitoring.coreos.com,resources=podmonitors,verbs=get;create;update;patch;delete
+// +kubebuilder:rbac:groups=monitoring.coreos.com,resources=podmonitors,verbs=get;create;patch;delete
 
 // Reasons of the Monitoring condition.
 const (

@@ -182,6 +182,12 @@ func secureStatefulSet(ing *hearthv1.Ingester, sts *appsv1.StatefulSet) {
 		}
 	}
 	if ing.Spec.TLS != nil {
+		// The operator calls each pod the way its own revision serves (PodTLS), so it
+		// reads the name its certificate carries from the pod, not from the spec.
+		if sts.Spec.Template.Annotations == nil {
+			sts.Spec.Template.Annotations = map[string]string{}
+		}
+		sts.Spec.Template.Annotations[AnnotationTLSServerName] = TLSServerName(ing)
 		// The whole Secret as a directory (not subPath): the kubelet swaps renewed files
 		// in, and the ingesters re-read them.
 		pod.Volumes = append(pod.Volumes, corev1.Volume{Name: TLSVolume, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
@@ -192,6 +198,32 @@ func secureStatefulSet(ing *hearthv1.Ingester, sts *appsv1.StatefulSet) {
 			DefaultMode: ptr.To[int32](0o440),
 		}}})
 	}
+}
+
+// AnnotationTLSServerName on a pod (template) is the name its internal port's certificate
+// carries, for the operator's calls.
+const AnnotationTLSServerName = "hearth.dev/tls-server-name"
+
+// PodTLS is how a pod serves its internal port, read from the pod itself (its revision),
+// never from the Ingester's current spec: turning spec.tls on or off, or switching to a
+// Secret of another CA, is a rollout during which old and new pods serve differently, and
+// each must be called its own way. secret is the spec.tls Secret the pod mounts ("": the
+// pod serves plain HTTP); serverName is its certificate's name (the pod's annotation;
+// for pods rendered before it, fallback, the Ingester's current name).
+func PodTLS(pod *corev1.Pod, fallback string) (secret, serverName string) {
+	for _, v := range pod.Spec.Volumes {
+		if v.Name == TLSVolume && v.Secret != nil {
+			secret = v.Secret.SecretName
+		}
+	}
+	if secret == "" {
+		return "", ""
+	}
+	serverName = pod.Annotations[AnnotationTLSServerName]
+	if serverName == "" {
+		serverName = fallback
+	}
+	return secret, serverName
 }
 
 // TLSSecretKeys are the keys spec.tls's Secret must hold.

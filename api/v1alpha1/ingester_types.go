@@ -140,6 +140,23 @@ type IngesterSpec struct {
 	// +optional
 	Paused bool `json:"paused,omitempty"`
 
+	// DeletionPolicy is what deleting the Ingester does with what the ingesters hold and
+	// the bucket does not have yet. Flush (default): every running pod flushes to object
+	// storage first, and the deletion waits as long as a flush fails (a bucket that is
+	// gone keeps the Ingester until the finalizer is removed by hand).
+	// FlushWithTimeout: the same, but once deletionFlushTimeout has passed since the
+	// deletion, the Ingester is deleted without the flushes that have not succeeded (their
+	// data is lost; a Warning Event names the pods) — for GitOps, where nobody removes a
+	// finalizer by hand.
+	// +kubebuilder:validation:Enum=Flush;FlushWithTimeout
+	// +optional
+	DeletionPolicy DeletionPolicy `json:"deletionPolicy,omitempty"`
+
+	// DeletionFlushTimeout is how long FlushWithTimeout tries to flush, e.g. 10m
+	// (default 10m).
+	// +optional
+	DeletionFlushTimeout Duration `json:"deletionFlushTimeout,omitempty"`
+
 	// Monitoring renders a Prometheus Operator PodMonitor for the ingester pods.
 	// +optional
 	Monitoring MonitoringSpec `json:"monitoring,omitempty"`
@@ -330,6 +347,15 @@ type LogSpec struct {
 	Format string `json:"format,omitempty"`
 }
 
+// DeletionPolicy is what deleting an Ingester does (see IngesterSpec.DeletionPolicy).
+type DeletionPolicy string
+
+// Deletion policies.
+const (
+	DeletionFlush            DeletionPolicy = "Flush"
+	DeletionFlushWithTimeout DeletionPolicy = "FlushWithTimeout"
+)
+
 // Duration is a Go duration string such as 30s, 5m or 1h30m.
 // +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
 type Duration string
@@ -443,6 +469,7 @@ type RingStatus struct {
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 40",message="metadata.name must be at most 40 characters (it prefixes the StatefulSet, Service and pod names)"
+// +kubebuilder:validation:XValidation:rule="!has(self.spec.zones) || self.spec.zones.all(z, size(self.metadata.name) + size(z.name) <= 51)",message="metadata.name and each zone name together must be at most 51 characters: the StatefulSet <name>-<zone> plus its revision hash must fit a 63-character label"
 // +kubebuilder:subresource:status
 // +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas,selectorpath=.status.selector
 // +kubebuilder:resource:shortName=hing,categories=hearth
@@ -450,6 +477,8 @@ type RingStatus struct {
 // +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyReplicas`
 // +kubebuilder:printcolumn:name="Ring",type=string,JSONPath=`.status.ring.summary`
 // +kubebuilder:printcolumn:name="Available",type=string,JSONPath=`.status.conditions[?(@.type=="Available")].status`,priority=1
+// +kubebuilder:printcolumn:name="Progressing",type=string,JSONPath=`.status.conditions[?(@.type=="Progressing")].reason`
+// +kubebuilder:printcolumn:name="Degraded",type=string,JSONPath=`.status.conditions[?(@.type=="Degraded")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type Ingester struct {
 	metav1.TypeMeta   `json:",inline"`
