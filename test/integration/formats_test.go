@@ -19,6 +19,7 @@ import (
 	querierv1 "github.com/grafana/pyroscope/api/gen/proto/go/querier/v1"
 	"github.com/grafana/pyroscope/api/gen/proto/go/querier/v1/querierv1connect"
 	"github.com/thanos-io/objstore/providers/filesystem"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/hearth-dev/hearth/ingester/ingest"
 	"github.com/hearth-dev/hearth/ingester/ingest/otlp"
@@ -105,6 +106,17 @@ func storedAs(service string, fc formatCase) formatCase {
 func otlpCase(t *testing.T, body []byte) formatCase {
 	req, err := otlp.DecodeProto(body)
 	if err != nil {
+		t.Fatal(err)
+	}
+	// Recent, so the age limit takes it.
+	for _, rp := range req.GetResourceProfiles() {
+		for _, sp := range rp.GetScopeProfiles() {
+			for _, p := range sp.GetProfiles() {
+				p.TimeUnixNano = uint64(time.Now().Add(-5 * time.Second).UnixNano())
+			}
+		}
+	}
+	if body, err = proto.Marshal(req); err != nil {
 		t.Fatal(err)
 	}
 	decoded, err := otlp.Convert(req, time.Now())
