@@ -144,6 +144,7 @@ func (s *server) ingest(query string, body []byte, parts ...[]byte) (int, string
 func (s *server) stacks(ptype, selector string) []string {
 	s.t.Helper()
 	now := time.Now()
+	//lint:ignore SA1019 querier.v1 serves it: Grafana and profilecli call it
 	resp, err := s.q.SelectMergeProfile(context.Background(), connect.NewRequest(&querierv1.SelectMergeProfileRequest{
 		ProfileTypeID: ptype, LabelSelector: selector, Start: now.Add(-time.Hour).UnixMilli(), End: now.Add(time.Hour).UnixMilli()}))
 	if err != nil {

@@ -216,6 +216,7 @@ func merged(t *testing.T, url, service string, types []string) stackTotals {
 	now := time.Now()
 	out := stackTotals{}
 	for _, id := range types {
+		//lint:ignore SA1019 querier.v1 serves it: Grafana and profilecli call it
 		resp, err := c.SelectMergeProfile(context.Background(), connect.NewRequest(&querierv1.SelectMergeProfileRequest{
 			ProfileTypeID: id, LabelSelector: fmt.Sprintf("{service_name=%q}", service),
 			Start: now.Add(-time.Hour).UnixMilli(), End: now.Add(time.Hour).UnixMilli(),

@@ -41,6 +41,7 @@ func ingestBody(t *testing.T, url, query, contentType string, body []byte) (int,
 func mergedStacks(t *testing.T, q querierv1connect.QuerierServiceClient, typeID, selector string) map[string]int64 {
 	t.Helper()
 	now := time.Now()
+	//lint:ignore SA1019 querier.v1 serves it: Grafana and profilecli call it
 	resp, err := q.SelectMergeProfile(context.Background(), connect.NewRequest(&querierv1.SelectMergeProfileRequest{
 		ProfileTypeID: typeID, LabelSelector: selector,
 		Start: now.Add(-time.Hour).UnixMilli(), End: now.Add(time.Minute).UnixMilli(),
