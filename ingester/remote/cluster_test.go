@@ -207,8 +207,12 @@ func TestQuorumFailsWithTwoReplicasDown(t *testing.T) {
 // a query from any node counts it once.
 func TestRouting(t *testing.T) {
 	c := newCluster(t, 5, 3, 0)
-	reqs := pushRequests(testProfiles(t), 0)
-	reqs = append(reqs, pushRequests(testProfiles(t), 1)...)
+	// Enough series (8 without the corpus) that the ring's placement, not
+	// chance, spreads them over more than one replica set.
+	var reqs []*pushv1.PushRequest
+	for round := 0; round < 4; round++ {
+		reqs = append(reqs, pushRequests(testProfiles(t), round)...)
+	}
 	ref, refSrc := reference(t, reqs)
 	want, err := totals(t, refSrc)
 	if err != nil {
