@@ -23,6 +23,7 @@ import (
 	"github.com/hearth-dev/hearth/ingester/ingest"
 	"github.com/hearth-dev/hearth/ingester/model"
 	"github.com/hearth-dev/hearth/ingester/pprofdec"
+	"github.com/hearth-dev/hearth/internal/formatver"
 )
 
 // AdHoc implements adhocprofiles.v1: profiles uploaded to look at them, kept
@@ -47,6 +48,21 @@ type adhocMeta struct {
 	ID         string `json:"id"`
 	Name       string `json:"name"`
 	UploadedAt int64  `json:"uploaded_at"` // ms
+	// Version is the format's (formatver.AdhocProfile); absent means 1.
+	Version int `json:"version,omitempty"`
+}
+
+// decodeAdhocMeta reads an ad hoc profile's meta.json, refusing a version
+// this release does not read.
+func decodeAdhocMeta(obj string, data []byte) (adhocMeta, error) {
+	var m adhocMeta
+	if err := json.Unmarshal(data, &m); err != nil {
+		return m, connect.NewError(connect.CodeDataLoss, fmt.Errorf("ad hoc profile %s: %w", obj, err))
+	}
+	if err := formatver.AdhocProfile.Check(obj, max(m.Version, 1)); err != nil {
+		return m, connect.NewError(connect.CodeFailedPrecondition, err)
+	}
+	return m, nil
 }
 
 func (a *AdHoc) tenant(h interface{ Header() httpHeader }) (string, error) {
@@ -199,15 +215,16 @@ func (a *AdHoc) load(ctx context.Context, tenant, id string) (adhocMeta, *google
 	if _, err := uuid.Parse(id); err != nil {
 		return m, nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("id %q: %w", id, err))
 	}
-	data, err := readObject(ctx, a.Bucket, path.Join(tenant, adhocDir, id, "meta.json"), 64<<10)
+	obj := path.Join(tenant, adhocDir, id, "meta.json")
+	data, err := readObject(ctx, a.Bucket, obj, 64<<10)
 	if err != nil {
 		if a.Bucket.IsObjNotFoundErr(err) {
 			return m, nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("no ad hoc profile %s", id))
 		}
 		return m, nil, bucketError(err)
 	}
-	if err := json.Unmarshal(data, &m); err != nil {
-		return m, nil, connect.NewError(connect.CodeDataLoss, fmt.Errorf("ad hoc profile %s: %w", id, err))
+	if m, err = decodeAdhocMeta(obj, data); err != nil {
+		return m, nil, err
 	}
 	limit := int64(a.MaxProfileSize)
 	if limit <= 0 {
@@ -245,7 +262,7 @@ func (a *AdHoc) Upload(ctx context.Context, req *connect.Request[adhocv1.AdHocPr
 	if err != nil {
 		return nil, connect.NewError(connect.CodeInvalidArgument, err)
 	}
-	meta := adhocMeta{ID: uuid.NewString(), Name: m.Name, UploadedAt: time.Now().UnixMilli()}
+	meta := adhocMeta{ID: uuid.NewString(), Name: m.Name, UploadedAt: time.Now().UnixMilli(), Version: formatver.AdhocProfile.Writes}
 	resp, err := adhocResponse(meta, p, nil, m.MaxNodes)
 	if err != nil {
 		return nil, err
@@ -300,15 +317,19 @@ func (a *AdHoc) List(ctx context.Context, req *connect.Request[adhocv1.AdHocProf
 	}
 	resp := &adhocv1.AdHocProfilesListResponse{Profiles: []*adhocv1.AdHocProfilesProfileMetadata{}}
 	for _, id := range ids {
-		data, err := readObject(ctx, a.Bucket, path.Join(t, adhocDir, id, "meta.json"), 64<<10)
+		obj := path.Join(t, adhocDir, id, "meta.json")
+		data, err := readObject(ctx, a.Bucket, obj, 64<<10)
 		if err != nil {
 			if a.Bucket.IsObjNotFoundErr(err) {
 				continue // being uploaded
 			}
 			return nil, bucketError(err)
 		}
-		var m adhocMeta
-		if json.Unmarshal(data, &m) != nil {
+		m, err := decodeAdhocMeta(obj, data)
+		if connect.CodeOf(err) == connect.CodeFailedPrecondition {
+			return nil, err // a newer release's: never listed as absent
+		}
+		if err != nil {
 			continue
 		}
 		resp.Profiles = append(resp.Profiles, &adhocv1.AdHocProfilesProfileMetadata{Id: m.ID, Name: m.Name, UploadedAt: m.UploadedAt})

@@ -17,6 +17,8 @@ import (
 	settingsv1 "github.com/grafana/pyroscope/api/gen/proto/go/settings/v1"
 	"github.com/grafana/pyroscope/api/gen/proto/go/settings/v1/settingsv1connect"
 	"github.com/thanos-io/objstore"
+
+	"github.com/hearth-dev/hearth/internal/formatver"
 )
 
 // Settings implements settings.v1.SettingsService: a tenant's settings (what
@@ -61,6 +63,26 @@ func readObject(ctx context.Context, b objstore.Bucket, name string, limit int64
 	return data, nil
 }
 
+// storedSetting is a setting as kept in the bucket: the setting and its
+// format's version (formatver.Settings; absent means 1).
+type storedSetting struct {
+	*settingsv1.Setting
+	Version int `json:"version,omitempty"`
+}
+
+// decodeSetting reads a stored setting, refusing a version this release
+// does not read (a newer release's object is neither read nor overwritten).
+func decodeSetting(obj string, data []byte) (*settingsv1.Setting, error) {
+	st := storedSetting{Setting: &settingsv1.Setting{}}
+	if err := json.Unmarshal(data, &st); err != nil {
+		return nil, connect.NewError(connect.CodeDataLoss, fmt.Errorf("setting %s: %w", obj, err))
+	}
+	if err := formatver.Settings.Check(obj, max(st.Version, 1)); err != nil {
+		return nil, connect.NewError(connect.CodeFailedPrecondition, err)
+	}
+	return st.Setting, nil
+}
+
 func bucketError(err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return connect.NewError(connect.CodeDeadlineExceeded, err)
@@ -96,9 +118,9 @@ func (s *Settings) Get(ctx context.Context, req *connect.Request[settingsv1.GetS
 			}
 			return nil, bucketError(err)
 		}
-		st := &settingsv1.Setting{}
-		if err := json.Unmarshal(data, st); err != nil {
-			return nil, connect.NewError(connect.CodeDataLoss, fmt.Errorf("setting %s: %w", n, err))
+		st, err := decodeSetting(n, data)
+		if err != nil {
+			return nil, err
 		}
 		resp.Settings = append(resp.Settings, st)
 	}
@@ -128,14 +150,18 @@ func (s *Settings) Set(ctx context.Context, req *connect.Request[settingsv1.SetS
 	}
 	obj := settingObject(t, st.Name)
 	if data, err := readObject(ctx, s.Bucket, obj, 2*maxSettingValue); err == nil {
-		old := &settingsv1.Setting{}
-		if json.Unmarshal(data, old) == nil && old.ModifiedAt > out.ModifiedAt {
+		old, err := decodeSetting(obj, data)
+		var ce *connect.Error
+		if errors.As(err, &ce) && ce.Code() == connect.CodeFailedPrecondition {
+			return nil, err
+		}
+		if err == nil && old.ModifiedAt > out.ModifiedAt {
 			return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("setting %q was modified at %d, after this update (%d)", st.Name, old.ModifiedAt, out.ModifiedAt))
 		}
 	} else if !s.Bucket.IsObjNotFoundErr(err) {
 		return nil, bucketError(err)
 	}
-	data, err := json.Marshal(out)
+	data, err := json.Marshal(storedSetting{Setting: out, Version: formatver.Settings.Writes})
 	if err != nil {
 		return nil, connect.NewError(connect.CodeInternal, err)
 	}

@@ -37,10 +37,15 @@ var (
 	BlockMeta    = Format{Name: "block_meta", Oldest: 1, Writes: 1}
 	DeletionMark = Format{Name: "deletion_mark", Oldest: 1, Writes: 1}
 	BucketIndex  = Format{Name: "bucket_index", Oldest: 1, Writes: 1}
+	// Settings and AdhocProfile are the querier's objects in the bucket
+	// (<tenant>/settings/*.json, <tenant>/adhoc/<id>/meta.json); a missing
+	// version is 1 (what v0.2.0 and older wrote).
+	Settings     = Format{Name: "settings", Oldest: 1, Writes: 1}
+	AdhocProfile = Format{Name: "adhoc_profile", Oldest: 1, Writes: 1}
 )
 
 // All lists the formats (documentation, the metric's label values).
-var All = []Format{WALSegment, WALRecord, Checkpoint, Tokens, PrepareShutdown, ReplicaProtocol, BlockMeta, DeletionMark, BucketIndex}
+var All = []Format{WALSegment, WALRecord, Checkpoint, Tokens, PrepareShutdown, ReplicaProtocol, BlockMeta, DeletionMark, BucketIndex, Settings, AdhocProfile}
 
 // Reads says whether this release reads version v of f.
 func (f Format) Reads(v int) bool { return v >= f.Oldest && v <= f.Writes }
