@@ -818,6 +818,14 @@ func TestDeleteGarbageCollectsChildren(t *testing.T) {
 		if len(pods.Items) != 3 || len(pvcs.Items) != 3 {
 			return fmt.Errorf("%d pods, %d claims", len(pods.Items), len(pvcs.Items))
 		}
+		// whenDeleted: Delete works through the owner reference the
+		// StatefulSet controller puts on each claim; a claim it has not
+		// adopted yet when the StatefulSet goes is kept (Kubernetes' rule).
+		for _, c := range pvcs.Items {
+			if len(c.OwnerReferences) == 0 {
+				return fmt.Errorf("claim %s not adopted by the StatefulSet yet", c.Name)
+			}
+		}
 		return nil
 	})
 
