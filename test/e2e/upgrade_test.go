@@ -114,13 +114,19 @@ func TestRolloutFromPreviousRelease(t *testing.T) {
 			mixed.Add(1)
 		}
 	})
-	eventually(t, 6*time.Minute, "the rollout to hearth:dev Complete", func() string {
-		if msg := e.settled(ns, name, 3); msg != "" {
-			return msg
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("log of %s:\n%s", newOp.Name, lastBytes(newOp.Log(), 20000))
 		}
+	})
+	eventually(t, 5*time.Minute, "the rollout to hearth:dev Complete", func() string {
 		ing, err := e.dyn.Resource(ingesterGVR).Namespace(ns).Get(context.Background(), name, metav1.GetOptions{})
 		if err != nil {
 			return err.Error()
+		}
+		if msg := e.settled(ns, name, 3); msg != "" {
+			st, _, _ := unstructured.NestedMap(ing.Object, "status")
+			return fmt.Sprintf("%s; status %v", msg, st)
 		}
 		if og, _, _ := unstructured.NestedInt64(ing.Object, "status", "observedGeneration"); og != gen {
 			return fmt.Sprintf("status describes generation %d, want %d", og, gen)
