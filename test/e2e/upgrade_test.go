@@ -35,59 +35,101 @@ func TestRolloutFromPreviousRelease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	prev, err := release.Previous(root)
+	prevBin, err := release.Previous(root)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("previous release %s (%s) at %s, ready in %s", release.PreviousName, release.PreviousCommit[:7], prev, time.Since(testStart).Round(time.Millisecond))
-	prevImage := "hearth:" + release.PreviousName
+	t.Logf("previous release %s (%s) at %s, ready in %s", release.PreviousName, release.PreviousCommit[:7], prevBin, time.Since(testStart).Round(time.Millisecond))
+	prev := side{image: "hearth:" + release.PreviousName, bin: prevBin}
 	e := newScenarioEnv(t, func(o *platform.Options) {
 		o.Operator = false // the previous release's operator comes first, below
-		o.ImageBinaries = map[string]string{prevImage: prev}
+		o.ImageBinaries = map[string]string{prev.image: prev.bin}
 	})
-	cur := e.p.Opts.Hearth
-	oldOp, err := e.p.StartOperator("hearth-operator-"+release.PreviousName, prev)
+	cur := side{image: "hearth:dev", bin: e.p.Opts.Hearth}
+	op, err := e.p.StartOperator("hearth-operator-"+release.PreviousName, prev.bin)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.p.Operator = oldOp
+	e.p.Operator = op
 	const ns, name = "upgrade", "hearth"
-	e.apply(t, ns, name, 3, 3, map[string]any{"image": prevImage})
+	e.apply(t, ns, name, 3, 3, map[string]any{"image": prev.image})
 	pods := podNames(name, 3)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("log of the last operator %s:\n%s", e.p.Operator.Name, lastBytes(e.p.Operator.Log(), 20000))
+		}
+	})
 
 	// Every pod really runs the previous release: its process's executable is that
 	// binary, and `hearth version` of it names the release.
-	for _, pod := range pods {
-		exe, version := e.runs(t, ns, pod)
-		if !sameFile(exe, prev) || !strings.Contains(version, release.PreviousName) {
-			t.Fatalf("%s (image %s) runs %s, %q; want %s, %s", pod, prevImage, exe, version, prev, release.PreviousName)
-		}
-	}
+	e.runAll(t, ns, pods, prev.bin)
 	before := tokens(t, podIP(t, e.p, ns, pods[0]))
 	b := e.startLoadOn(t, ns, name, 0)
 	time.Sleep(3 * time.Second)
-	if len(b.acks.Acks()) == 0 {
+	onPrevious := len(b.acks.Acks())
+	if onPrevious == 0 {
 		t.Fatalf("no push acknowledged by the %s ring", release.PreviousName)
 	}
-	onPrevious := len(b.acks.Acks())
 
 	// The upgrade: the previous operator stops, spec.image moves to this build, this
 	// build's operator starts.
+	e.roll(t, ns, name, pods, "upgrade", prev, cur, "hearth-operator", cur.bin)
+	time.Sleep(2 * time.Second) // a little load on the upgraded ring
+	b.end(t, "upgrade")
+	t.Logf("upgrade: %d acknowledged on %s before the upgrade, %d in all; %d pushes, %d failed %v",
+		onPrevious, release.PreviousName, len(b.acks.Acks()), b.pushes.Load(), b.errors.Load(), b.codes)
+	e.runAll(t, ns, pods, cur.bin)
+	if n := b.errors.Load(); n > 0 {
+		t.Errorf("upgrade: %d pushes failed: %v %v", n, b.codes, b.first)
+	}
+	e.sameTokens(t, "upgrade", ns, pods, before)
+	e.checkAll(t, "after the upgrade", "http://"+podIP(t, e.p, ns, pods[0])+":4040", b)
+
+	// Why the operator and the image move together (docs/upgrading.md): the previous
+	// release refuses the config this operator renders.
+	e.previousRefusesConfig(t, ns, name, prev.bin)
+
+	// The rollback (docs/upgrading.md), the same in reverse: this operator stops,
+	// spec.image goes back to the previous release, its operator starts; the previous
+	// release replays this build's WAL and reads its blocks.
+	b2 := e.startLoadOn(t, ns, name, 0)
+	time.Sleep(2 * time.Second)
+	e.roll(t, ns, name, pods, "rollback", cur, prev, "hearth-operator-"+release.PreviousName+"-again", prev.bin)
+	time.Sleep(2 * time.Second)
+	b2.end(t, "rollback")
+	e.runAll(t, ns, pods, prev.bin)
+	if n := b2.errors.Load(); n > 0 {
+		t.Errorf("rollback: %d pushes failed: %v %v", n, b2.codes, b2.first)
+	}
+	e.sameTokens(t, "rollback", ns, pods, before)
+	e.checkAllOf(t, "after the rollback", "http://"+podIP(t, e.p, ns, pods[0])+":4040", b, b2)
+	t.Logf("test took %s", time.Since(testStart).Round(time.Millisecond))
+}
+
+// side is one release in the test: an image and the binary it runs (its operator's too).
+type side struct{ image, bin string }
+
+// roll swaps the operator for opBin's and spec.image from from's to to's while it is
+// stopped, then waits until the new operator reports the rollout Complete for that
+// generation (every pod on the new image, Ready, ACTIVE). It checks one pod at a time
+// and that old and new members were Ready together at some moment, and logs the figures.
+func (e *scenarioEnv) roll(t *testing.T, ns, name string, pods []string, what string, from, to side, opName, opBin string) {
+	t.Helper()
+	ctx := context.Background()
 	start := time.Now()
-	oldOp.Stop(10 * time.Second)
-	e.patchSpec(t, ns, name, map[string]any{"image": "hearth:dev"})
-	ing, err := e.dyn.Resource(ingesterGVR).Namespace(ns).Get(context.Background(), name, metav1.GetOptions{})
+	e.p.Operator.Stop(10 * time.Second)
+	e.patchSpec(t, ns, name, map[string]any{"image": to.image})
+	ing, err := e.dyn.Resource(ingesterGVR).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	gen := ing.GetGeneration()
-	newOp, err := e.p.StartOperator("hearth-operator", "")
+	op, err := e.p.StartOperator(opName, opBin)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.p.Operator = newOp
+	e.p.Operator = op
 	s := e.sample(ns, name, 3)
-	// Old and new members serving together: a moment when Ready pods run both binaries.
 	var mixed, samples atomic.Int64
 	stopMixed := poll(500*time.Millisecond, func() {
 		ready := map[string]bool{}
@@ -96,16 +138,16 @@ func TestRolloutFromPreviousRelease(t *testing.T) {
 		}
 		var old, neu int
 		for _, pod := range pods {
-			p, err := e.p.Clientset.CoreV1().Pods(ns).Get(context.Background(), pod, metav1.GetOptions{})
+			p, err := e.p.Clientset.CoreV1().Pods(ns).Get(ctx, pod, metav1.GetOptions{})
 			if err != nil || !ready[p.Status.PodIP] {
 				continue
 			}
 			exe, err := e.p.Agent.Executable(ns, pod, "ingester")
 			switch {
 			case err != nil:
-			case sameFile(exe, prev):
+			case sameFile(exe, from.bin):
 				old++
-			case sameFile(exe, cur):
+			case sameFile(exe, to.bin):
 				neu++
 			}
 		}
@@ -114,13 +156,8 @@ func TestRolloutFromPreviousRelease(t *testing.T) {
 			mixed.Add(1)
 		}
 	})
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("log of %s:\n%s", newOp.Name, lastBytes(newOp.Log(), 20000))
-		}
-	})
-	eventually(t, 5*time.Minute, "the rollout to hearth:dev Complete", func() string {
-		ing, err := e.dyn.Resource(ingesterGVR).Namespace(ns).Get(context.Background(), name, metav1.GetOptions{})
+	eventually(t, 5*time.Minute, what+": the rollout to "+to.image+" Complete", func() string {
+		ing, err := e.dyn.Resource(ingesterGVR).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return err.Error()
 		}
@@ -139,43 +176,41 @@ func TestRolloutFromPreviousRelease(t *testing.T) {
 	took := time.Since(start)
 	stopMixed()
 	s.end()
-	time.Sleep(2 * time.Second) // a little load on the upgraded ring
-	b.end(t, "upgrade")
-	t.Logf("rollout %s → hearth:dev through the operator: Complete %s after the operator swap (under load); at most %d pods not Ready and %d in flight at once (%d samples; worst: %s); old and new members Ready together in %d of %d samples",
-		prevImage, took.Round(time.Millisecond), s.maxNotReady.Load(), s.maxInFlight.Load(), s.samples.Load(), s.worst.Load(), mixed.Load(), samples.Load())
-	t.Logf("load: %d acknowledged on %s before the upgrade, %d in all; %d pushes, %d failed %v",
-		onPrevious, release.PreviousName, len(b.acks.Acks()), b.pushes.Load(), b.errors.Load(), b.codes)
-
-	for _, pod := range pods {
-		exe, version := e.runs(t, ns, pod)
-		if !sameFile(exe, cur) || strings.Contains(version, release.PreviousName) {
-			t.Errorf("%s runs %s, %q after the upgrade; want %s", pod, exe, version, cur)
-		}
-	}
+	t.Logf("%s %s → %s through the operator: Complete %s after the operator swap (under load); at most %d pods not Ready and %d in flight at once (%d samples; worst: %s); old and new members Ready together in %d of %d samples",
+		what, from.image, to.image, took.Round(time.Millisecond), s.maxNotReady.Load(), s.maxInFlight.Load(), s.samples.Load(), s.worst.Load(), mixed.Load(), samples.Load())
 	if mixed.Load() == 0 {
-		t.Errorf("no moment with old and new members Ready together in %d samples: not a rolling upgrade", samples.Load())
+		t.Errorf("%s: no moment with old and new members Ready together in %d samples: not a rolling one", what, samples.Load())
 	}
 	if s.maxNotReady.Load() > 1 {
-		t.Errorf("%d pods were not Ready at once during the upgrade: %s", s.maxNotReady.Load(), s.worst.Load())
+		t.Errorf("%s: %d pods were not Ready at once: %s", what, s.maxNotReady.Load(), s.worst.Load())
 	}
 	if s.maxInFlight.Load() > 1 {
-		t.Errorf("status.rollout listed %d pods in flight at once", s.maxInFlight.Load())
+		t.Errorf("%s: status.rollout listed %d pods in flight at once", what, s.maxInFlight.Load())
 	}
-	if n := b.errors.Load(); n > 0 {
-		t.Errorf("%d pushes failed during the upgrade: %v %v", n, b.codes, b.first)
+}
+
+// runAll checks that every pod's ingester process executes bin, and that bin's `hearth
+// version` names the previous release exactly when bin is it.
+func (e *scenarioEnv) runAll(t testing.TB, ns string, pods []string, bin string) {
+	t.Helper()
+	for _, pod := range pods {
+		exe, version := e.runs(t, ns, pod)
+		prev := strings.Contains(version, release.PreviousName)
+		if !sameFile(exe, bin) || prev != strings.Contains(bin, release.PreviousCommit) {
+			t.Errorf("%s runs %s (%q), want %s", pod, exe, version, bin)
+		}
 	}
+}
+
+// sameTokens checks that every pod kept the tokens it had in before.
+func (e *scenarioEnv) sameTokens(t testing.TB, what, ns string, pods []string, before map[string][]uint32) {
+	t.Helper()
 	after := tokens(t, podIP(t, e.p, ns, pods[1]))
 	for _, pod := range pods {
 		if len(before[pod]) == 0 || !slices.Equal(before[pod], after[pod]) {
-			t.Errorf("%s has other tokens after the upgrade (%d before, %d after)", pod, len(before[pod]), len(after[pod]))
+			t.Errorf("%s: %s has other tokens (%d before, %d after)", what, pod, len(before[pod]), len(after[pod]))
 		}
 	}
-	e.checkAll(t, "after the upgrade", "http://"+podIP(t, e.p, ns, pods[0])+":4040", b)
-
-	// Why the operator and the image move together (docs/upgrading.md): the previous
-	// release refuses the config this operator renders.
-	e.previousRefusesConfig(t, ns, name, prev)
-	t.Logf("test took %s", time.Since(testStart).Round(time.Millisecond))
 }
 
 // runs returns the executable of the pod's ingester process and its `version` output.
