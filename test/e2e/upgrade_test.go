@@ -29,6 +29,8 @@ import (
 // must not roll them on the old image); the operator rolls the pods one at a time, old
 // and new members serving together, until the rollout is Complete. Every acknowledged
 // profile is then counted exactly once, no push failed, and each pod kept its tokens.
+// Then the rollback, the same in reverse (the previous operator and image), checked the
+// same way over both loads.
 func TestRolloutFromPreviousRelease(t *testing.T) {
 	testStart := time.Now()
 	root, err := platform.RepoRoot()
@@ -40,7 +42,7 @@ func TestRolloutFromPreviousRelease(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("previous release %s (%s) at %s, ready in %s", release.PreviousName, release.PreviousCommit[:7], prevBin, time.Since(testStart).Round(time.Millisecond))
-	prev := side{image: "hearth:" + release.PreviousName, bin: prevBin}
+	prev := side{image: "hearth:" + release.PreviousName, bin: prevBin, previous: true}
 	e := newScenarioEnv(t, func(o *platform.Options) {
 		o.Operator = false // the previous release's operator comes first, below
 		o.ImageBinaries = map[string]string{prev.image: prev.bin}
@@ -62,7 +64,7 @@ func TestRolloutFromPreviousRelease(t *testing.T) {
 
 	// Every pod really runs the previous release: its process's executable is that
 	// binary, and `hearth version` of it names the release.
-	e.runAll(t, ns, pods, prev.bin)
+	e.runAll(t, ns, pods, prev)
 	before := tokens(t, podIP(t, e.p, ns, pods[0]))
 	b := e.startLoadOn(t, ns, name, 0)
 	time.Sleep(3 * time.Second)
@@ -78,7 +80,7 @@ func TestRolloutFromPreviousRelease(t *testing.T) {
 	b.end(t, "upgrade")
 	t.Logf("upgrade: %d acknowledged on %s before the upgrade, %d in all; %d pushes, %d failed %v",
 		onPrevious, release.PreviousName, len(b.acks.Acks()), b.pushes.Load(), b.errors.Load(), b.codes)
-	e.runAll(t, ns, pods, cur.bin)
+	e.runAll(t, ns, pods, cur)
 	if n := b.errors.Load(); n > 0 {
 		t.Errorf("upgrade: %d pushes failed: %v %v", n, b.codes, b.first)
 	}
@@ -97,7 +99,7 @@ func TestRolloutFromPreviousRelease(t *testing.T) {
 	e.roll(t, ns, name, pods, "rollback", cur, prev, "hearth-operator-"+release.PreviousName+"-again", prev.bin)
 	time.Sleep(2 * time.Second)
 	b2.end(t, "rollback")
-	e.runAll(t, ns, pods, prev.bin)
+	e.runAll(t, ns, pods, prev)
 	if n := b2.errors.Load(); n > 0 {
 		t.Errorf("rollback: %d pushes failed: %v %v", n, b2.codes, b2.first)
 	}
@@ -106,8 +108,12 @@ func TestRolloutFromPreviousRelease(t *testing.T) {
 	t.Logf("test took %s", time.Since(testStart).Round(time.Millisecond))
 }
 
-// side is one release in the test: an image and the binary it runs (its operator's too).
-type side struct{ image, bin string }
+// side is one release in the test: an image, the binary it runs (its operator's too),
+// and whether it is the previous release.
+type side struct {
+	image, bin string
+	previous   bool
+}
 
 // roll swaps the operator for opBin's and spec.image from from's to to's while it is
 // stopped, then waits until the new operator reports the rollout Complete for that
@@ -189,15 +195,14 @@ func (e *scenarioEnv) roll(t *testing.T, ns, name string, pods []string, what st
 	}
 }
 
-// runAll checks that every pod's ingester process executes bin, and that bin's `hearth
-// version` names the previous release exactly when bin is it.
-func (e *scenarioEnv) runAll(t testing.TB, ns string, pods []string, bin string) {
+// runAll checks that every pod's ingester process executes s's binary, and that its
+// `hearth version` names the previous release exactly when s is it.
+func (e *scenarioEnv) runAll(t testing.TB, ns string, pods []string, s side) {
 	t.Helper()
 	for _, pod := range pods {
 		exe, version := e.runs(t, ns, pod)
-		prev := strings.Contains(version, release.PreviousName)
-		if !sameFile(exe, bin) || prev != strings.Contains(bin, release.PreviousCommit) {
-			t.Errorf("%s runs %s (%q), want %s", pod, exe, version, bin)
+		if !sameFile(exe, s.bin) || strings.Contains(version, release.PreviousName) != s.previous {
+			t.Errorf("%s (image %s) runs %s (%q), want %s", pod, s.image, exe, version, s.bin)
 		}
 	}
 }
