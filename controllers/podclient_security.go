@@ -71,6 +71,11 @@ func (s *SecurePodTargets) Target(ctx context.Context, addr string) (string, *ht
 	if pod == nil {
 		return "http://" + admin, nil, nil
 	}
+	if !ServesInternalPort(pod) {
+		// A pod of a revision from before the internal listener (rendered by the v0.1.0
+		// operator): it serves the ring and the admin calls on its public port, plainly.
+		return "http://" + addr, nil, nil
+	}
 	fallback := pod.Labels[LabelInstance] + "-headless." + pod.Namespace + ".svc"
 	if ing != nil && ing.Spec.TLS != nil {
 		fallback = TLSServerName(ing)
@@ -84,6 +89,22 @@ func (s *SecurePodTargets) Target(ctx context.Context, addr string) (string, *ht
 		return "", nil, err
 	}
 	return "https://" + admin, hc, nil
+}
+
+// ServesInternalPort says whether the pod's ingester container declares the internal
+// port, as every pod rendered since the internal listener exists does.
+func ServesInternalPort(pod *corev1.Pod) bool {
+	for _, c := range pod.Spec.Containers {
+		if c.Name != ContainerName {
+			continue
+		}
+		for _, p := range c.Ports {
+			if p.Name == "internal" {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // podOf finds the managed pod with this IP and its Ingester (nil, nil: none; the

@@ -25,6 +25,7 @@ func TestPodTargetFollowsThePodsRevision(t *testing.T) {
 	}
 	pod := func(name, ip, tlsSecret, serverName string) *corev1.Pod {
 		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, Labels: commonLabels(&hearthv1.Ingester{ObjectMeta: metav1.ObjectMeta{Name: "ing"}})},
+			Spec:   corev1.PodSpec{Containers: []corev1.Container{{Name: ContainerName, Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: HTTPPort}, {Name: "internal", ContainerPort: InternalPort}}}}},
 			Status: corev1.PodStatus{PodIP: ip}}
 		if tlsSecret != "" {
 			p.Spec.Volumes = []corev1.Volume{{Name: TLSVolume, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: tlsSecret}}}}
@@ -39,13 +40,17 @@ func TestPodTargetFollowsThePodsRevision(t *testing.T) {
 	ing := &hearthv1.Ingester{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "ing"},
 		Spec: hearthv1.IngesterSpec{TLS: &hearthv1.TLSSpec{SecretName: "new-tls"}}}
 	objs := []corev1.Secret{*secret("old-tls", "old-operator"), *secret("new-tls", "new-operator")}
+	// ing-3 runs a revision the v0.1.0 operator rendered: no internal port (issue 24).
+	v010 := pod("ing-3", "10.0.0.4", "", "")
+	v010.Spec.Containers[0].Ports = v010.Spec.Containers[0].Ports[:1]
 	c := fake.NewClientBuilder().WithScheme(testScheme).WithObjects(ing, &objs[0], &objs[1],
-		pod("ing-0", "10.0.0.1", "old-tls", "old.name"), pod("ing-1", "10.0.0.2", "", ""), pod("ing-2", "10.0.0.3", "new-tls", "")).Build()
+		pod("ing-0", "10.0.0.1", "old-tls", "old.name"), pod("ing-1", "10.0.0.2", "", ""), pod("ing-2", "10.0.0.3", "new-tls", ""), v010).Build()
 	s := &SecurePodTargets{Client: c, APIReader: c}
 	for _, tc := range []struct{ ip, url, cn, serverName string }{
 		{"10.0.0.1", "https://10.0.0.1:4041", "old-operator", "old.name"},
 		{"10.0.0.2", "http://10.0.0.2:4041", "", ""},
 		{"10.0.0.3", "https://10.0.0.3:4041", "new-operator", "ing-headless.ns.svc"},
+		{"10.0.0.4", "http://10.0.0.4:4040", "", ""}, // the public port: no internal one
 		{"10.0.0.9", "http://10.0.0.9:4041", "", ""}, // not a managed pod
 	} {
 		url, hc, err := s.Target(context.Background(), tc.ip+":4040")
@@ -75,6 +80,10 @@ func TestPodTargetFollowsThePodsRevision(t *testing.T) {
 	sts := RenderStatefulSet(ing, Zones(ing)[0], &corev1.ConfigMap{})
 	if got := sts.Spec.Template.Annotations[AnnotationTLSServerName]; got != "custom.name" {
 		t.Fatalf("template annotation %q", got)
+	}
+	// Every pod this operator renders declares the internal port.
+	if !ServesInternalPort(&corev1.Pod{Spec: sts.Spec.Template.Spec}) {
+		t.Fatal("a rendered pod without the internal port")
 	}
 	if sec, name := PodTLS(&corev1.Pod{}, "x"); sec+name != "" {
 		t.Fatalf("PodTLS of a plain pod %q %q", sec, name)

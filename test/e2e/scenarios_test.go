@@ -66,12 +66,13 @@ func TestScenarios(t *testing.T) {
 	t.Run("CrashDuringScaleDown", env.crashDuringScaleDown)
 }
 
-// newScenarioEnv starts a platform whose pods share a filesystem bucket per namespace.
-func newScenarioEnv(t testing.TB) *scenarioEnv {
+// newScenarioEnv starts a platform whose pods share a filesystem bucket per namespace;
+// opts change the platform's options after that.
+func newScenarioEnv(t testing.TB, opts ...func(*platform.Options)) *scenarioEnv {
 	bucketRoot := t.TempDir()
-	p, _ := startPlatform(t, func(o *platform.Options) {
+	p, _ := startPlatform(t, append([]func(*platform.Options){func(o *platform.Options) {
 		o.IngesterArgs = []string{"-storage.filesystem.dir=" + bucketRoot + "/$(POD_NAMESPACE)"}
-	})
+	}}, opts...)...)
 	dyn, err := dynamic.NewForConfig(p.Config)
 	if err != nil {
 		t.Fatal(err)

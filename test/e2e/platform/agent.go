@@ -53,11 +53,63 @@ func HearthImage(binary string) Image {
 	return Image{
 		Binary:     binary,
 		Entrypoint: "/hearth",
-		ExtraArgs: map[string][]string{
-			"ingester": {"-server.http-listen-address=$(POD_IP)", "-server.internal-listen-address=$(POD_IP)"},
-			"prestop":  {"-addr=$(POD_IP):$(PORT_internal)"},
-		},
+		ExtraArgs:  hearthExtraArgs(true, true),
 	}
+}
+
+// HearthImageFor is HearthImage for a hearth binary of any release: the extra arguments
+// follow the flags the binary has (its `ingester -help` and `prestop -help`), so that an
+// earlier release, which had neither an internal listener nor prestop's -addr, runs too.
+func HearthImageFor(binary string) (Image, error) {
+	help := func(sub string) (string, error) {
+		// -help exits 0 or 2 depending on the release; the text is what counts.
+		out, err := exec.Command(binary, sub, "-help").CombinedOutput()
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			return "", fmt.Errorf("%s %s -help: %w", binary, sub, err)
+		}
+		return string(out), nil
+	}
+	ing, err := help("ingester")
+	if err != nil {
+		return Image{}, err
+	}
+	pre, err := help("prestop")
+	if err != nil {
+		return Image{}, err
+	}
+	if !hasFlag(ing, "server.http-listen-address") {
+		return Image{}, fmt.Errorf("%s ingester has no -server.http-listen-address: cannot bind it to a pod IP:\n%s", binary, ing)
+	}
+	img := HearthImage(binary)
+	img.ExtraArgs = hearthExtraArgs(hasFlag(ing, "server.internal-listen-address"), hasFlag(pre, "addr"))
+	return img, nil
+}
+
+// hasFlag says whether a Go flag package usage text lists -name.
+func hasFlag(usage, name string) bool {
+	for _, line := range strings.Split(usage, "\n") {
+		f := strings.Fields(line)
+		if len(f) > 0 && f[0] == "-"+name {
+			return true
+		}
+	}
+	return false
+}
+
+// hearthExtraArgs are HearthImage's extra arguments for a binary with (or without) an
+// internal listener and prestop's -addr: without them (v0.1.0) the ingester serves
+// everything on its HTTP port and prestop takes that port's URL.
+func hearthExtraArgs(internalListener, prestopAddr bool) map[string][]string {
+	ing := []string{"-server.http-listen-address=$(POD_IP)"}
+	if internalListener {
+		ing = append(ing, "-server.internal-listen-address=$(POD_IP)")
+	}
+	pre := []string{"-url=http://$(POD_IP):$(PORT_http)"}
+	if prestopAddr {
+		pre = []string{"-addr=$(POD_IP):$(PORT_internal)"}
+	}
+	return map[string][]string{"ingester": ing, "prestop": pre}
 }
 
 // AgentConfig configures an Agent.
@@ -194,6 +246,29 @@ func (a *Agent) Kill(namespace, name string) error {
 		}
 	}
 	return fmt.Errorf("pod %s/%s is not running on node %s", namespace, name, a.cfg.NodeName)
+}
+
+// Executable is the file the running process of the pod's container executes (its
+// /proc/<pid>/exe), to tell which binary an image really runs. Of several incarnations
+// of the pod name (one terminating), the one with a running process counts.
+func (a *Agent) Executable(namespace, name, container string) (string, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, p := range a.pods {
+		if p.namespace != namespace || p.name != name {
+			continue
+		}
+		for _, c := range p.containers {
+			if c.spec.Name != container || !c.running() {
+				continue
+			}
+			c.mu.Lock()
+			pid := c.cmd.Process.Pid
+			c.mu.Unlock()
+			return os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		}
+	}
+	return "", fmt.Errorf("pod %s/%s has no running container %s on node %s", namespace, name, container, a.cfg.NodeName)
 }
 
 // PodLog is the container's log of every incarnation of the pod name (each a

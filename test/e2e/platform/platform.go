@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -51,8 +52,14 @@ type Options struct {
 	KeepDir bool
 	// Hearth is the hearth binary (default: built from RepoRoot into Dir).
 	Hearth string
-	// Images the agent knows (default DefaultImages), all run with the Hearth binary.
+	// Images the agent knows (default DefaultImages), all run with the Hearth binary
+	// unless ImageBinaries names another.
 	Images []string
+	// ImageBinaries runs an image with another hearth binary (image → binary path), e.g.
+	// "hearth:v0.1.0" with the previous release's build (internal/release). An image named
+	// here is known to the agent even when Images does not list it. Nil: every image runs
+	// Hearth.
+	ImageBinaries map[string]string
 	// StorageClass is the default StorageClass the agent provides volumes for
 	// (default "hearth-local").
 	StorageClass string
@@ -225,11 +232,9 @@ func Start(ctx context.Context, opts Options) (p *Platform, err error) {
 		return p, err
 	}
 
-	images := map[string]Image{}
-	for _, name := range opts.Images {
-		img := HearthImage(p.Opts.Hearth)
-		img.ExtraArgs["ingester"] = append(img.ExtraArgs["ingester"], opts.IngesterArgs...)
-		images[name] = img
+	images, err := agentImages(p.Opts)
+	if err != nil {
+		return p, err
 	}
 	p.Agent, err = NewAgent(AgentConfig{
 		Client:         p.Clientset,
@@ -258,6 +263,31 @@ func Start(ctx context.Context, opts Options) (p *Platform, err error) {
 	}
 	logf("up: KUBECONFIG=%s", p.Kubeconfig)
 	return p, nil
+}
+
+// agentImages are the images the agent runs: every one of Images with Hearth, those of
+// ImageBinaries with their own binary (with the extra arguments its flags call for), each
+// with IngesterArgs.
+func agentImages(o Options) (map[string]Image, error) {
+	images := map[string]Image{}
+	names := slices.Clone(o.Images)
+	for name := range o.ImageBinaries {
+		if !slices.Contains(names, name) {
+			names = append(names, name)
+		}
+	}
+	for _, name := range names {
+		img := HearthImage(o.Hearth)
+		if bin, ok := o.ImageBinaries[name]; ok {
+			var err error
+			if img, err = HearthImageFor(bin); err != nil {
+				return nil, fmt.Errorf("image %s: %w", name, err)
+			}
+		}
+		img.ExtraArgs["ingester"] = append(img.ExtraArgs["ingester"], o.IngesterArgs...)
+		images[name] = img
+	}
+	return images, nil
 }
 
 // StartOperator runs `hearth operator` (the binary bin, "" for Options.Hearth) as the
