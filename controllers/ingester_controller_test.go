@@ -377,21 +377,30 @@ func TestZonesOneStatefulSetPerZone(t *testing.T) {
 // configMapOf is the ConfigMap a StatefulSet's template mounts (one per revision).
 func (p *platform) configMapOf(t *testing.T, ns, sts string) *corev1.ConfigMap {
 	t.Helper()
+	cm, err := p.mountedConfigMap(ns, sts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cm
+}
+
+// mountedConfigMap is the ConfigMap the StatefulSet's pods mount (one per
+// config content).
+func (p *platform) mountedConfigMap(ns, sts string) (*corev1.ConfigMap, error) {
 	live := &appsv1.StatefulSet{}
 	if err := p.c.Get(ctx, types.NamespacedName{Namespace: ns, Name: sts}, live); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	for _, v := range live.Spec.Template.Spec.Volumes {
 		if v.ConfigMap != nil {
 			cm := &corev1.ConfigMap{}
 			if err := p.c.Get(ctx, types.NamespacedName{Namespace: ns, Name: v.ConfigMap.Name}, cm); err != nil {
-				t.Fatal(err)
+				return nil, err
 			}
-			return cm
+			return cm, nil
 		}
 	}
-	t.Fatalf("StatefulSet %s mounts no ConfigMap", sts)
-	return nil
+	return nil, fmt.Errorf("StatefulSet %s mounts no ConfigMap", sts)
 }
 
 func TestChangesFlowToChildren(t *testing.T) {
@@ -450,10 +459,17 @@ func TestChangesFlowToChildren(t *testing.T) {
 		}
 		return fmt.Errorf("claim template not grown and no storage condition: %+v", got.Status.Conditions)
 	})
-	cm := p.configMapOf(t, ns, "ing")
-	if !strings.Contains(cm.Data[ConfigFile], "max_block_duration: 30m") {
-		t.Fatalf("config not updated:\n%s", cm.Data[ConfigFile])
-	}
+	// The storage orchestration may be recreating the StatefulSet meanwhile.
+	eventually(t, "config updated", func() error {
+		cm, err := p.mountedConfigMap(ns, "ing")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(cm.Data[ConfigFile], "max_block_duration: 30m") {
+			return fmt.Errorf("config not updated:\n%s", cm.Data[ConfigFile])
+		}
+		return nil
+	})
 
 	// Removing a field the operator applied removes it from the child (SSA ownership).
 	p.mutate(t, ns, "ing", func(ing *hearthv1.Ingester) { ing.Spec.PodTemplate.Tolerations = nil })
