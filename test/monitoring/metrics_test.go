@@ -463,9 +463,10 @@ func operatorSeries(t *testing.T) series {
 			},
 		}
 	}
-	immutable := true
-	if err := c.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "broken-config"},
-		Immutable: &immutable, Data: map[string]string{"in": "the way"}}); err != nil {
+	// In the way of broken's apply: its headless Service exists with a cluster IP,
+	// which cannot be changed to None.
+	if err := c.Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "broken-headless"},
+		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 4040}}}}); err != nil {
 		t.Fatal(err)
 	}
 	for _, ing := range []*hearthv1.Ingester{
