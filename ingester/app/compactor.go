@@ -33,10 +33,11 @@ func (a *App) initCompactor() (services.Service, error) {
 	c, err := compactor.New(compactor.Options{
 		Config: cfg.Compactor, Bucket: a.Bucket, Dir: filepath.Join(cfg.DataDir, "compactor"),
 		Instance: cfg.Ingester.Ring.InstanceID, Logger: a.Logger, Registerer: a.Registry,
-		Owns: func(key uint32) (bool, error) {
-			owner, err := r.Owner(key)
+		Owns: func(tenant string, key uint32) (bool, error) {
+			owner, err := r.ShardOwner(tenant, cfg.Compactor.TenantShardSize, key)
 			return owner == r.InstanceID(), err
 		},
+		InShard: func(tenant string) (bool, error) { return r.InShard(tenant, cfg.Compactor.TenantShardSize), nil },
 	})
 	if err != nil {
 		return nil, err

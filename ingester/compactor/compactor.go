@@ -57,9 +57,14 @@ const OwnerMarker = block.CompactorMarker
 type Options struct {
 	Config Config
 	Bucket objstore.Bucket
-	// Owns reports whether this instance owns a ring key now (nil: it owns
-	// every key, as a single ingester does). An error skips the key this pass.
-	Owns func(key uint32) (bool, error)
+	// Owns reports whether this instance owns a ring key of the tenant now,
+	// among the tenant's shard (nil: it owns every key, as a single ingester
+	// does). An error skips the key this pass.
+	Owns func(tenant string, key uint32) (bool, error)
+	// InShard reports whether this instance is one of the tenant's shard,
+	// the instances that may own its jobs and upkeep (nil: it is). Outside
+	// it, a pass reads nothing of the tenant. An error skips the tenant.
+	InShard func(tenant string) (bool, error)
 	// Dir is the local work directory (wiped on start).
 	Dir string
 	// Instance names the writer in meta.json and the logs.
@@ -111,6 +116,7 @@ func New(opts Options) (*Compactor, error) {
 	c := &Compactor{opts: opts, cfg: opts.Config, log: opts.Logger.With("component", "compactor"), now: opts.Now,
 		metas: map[ulid.ULID]*block.Meta{}, marks: map[string]map[ulid.ULID]*block.DeletionMark{}}
 	c.m = newMetrics(opts.Registerer)
+	c.opts.Bucket = opsBucket{Bucket: opts.Bucket, ops: c.m.bucketOps}
 	c.Service = services.NewBasicService(c.starting, c.running, nil)
 	return c, nil
 }
@@ -138,13 +144,25 @@ func (c *Compactor) running(ctx context.Context) error {
 	}
 }
 
-func (c *Compactor) owns(key uint32) bool {
+func (c *Compactor) owns(tenant string, key uint32) bool {
 	if c.opts.Owns == nil {
 		return true
 	}
-	ok, err := c.opts.Owns(key)
+	ok, err := c.opts.Owns(tenant, key)
 	if err != nil {
-		c.log.Debug("ring lookup failed; skipping", "err", err)
+		c.log.Debug("ring lookup failed; skipping", "tenant", tenant, "err", err)
+		return false
+	}
+	return ok
+}
+
+func (c *Compactor) inShard(tenant string) bool {
+	if c.opts.InShard == nil {
+		return true
+	}
+	ok, err := c.opts.InShard(tenant)
+	if err != nil {
+		c.log.Debug("ring lookup failed; skipping the tenant", "tenant", tenant, "err", err)
 		return false
 	}
 	return ok
@@ -234,13 +252,14 @@ type tenantState struct {
 	partial    []ulid.ULID // block directories whose meta.json is absent
 	unreadable map[ulid.ULID]error
 	dirs       map[ulid.ULID]bool
+	deleted    map[ulid.ULID]bool // deleted (meta.json gone) by this pass since the listing
 }
 
 // list reads the tenant's blocks and marks. A meta.json that cannot be read
 // (a failed request, or one this build refuses) leaves its block out of the
 // plan and in st.unreadable: never partial, never deleted.
 func (c *Compactor) list(ctx context.Context, tenant string) (*tenantState, error) {
-	st := &tenantState{dirs: map[ulid.ULID]bool{}, unreadable: map[ulid.ULID]error{}}
+	st := &tenantState{dirs: map[ulid.ULID]bool{}, unreadable: map[ulid.ULID]error{}, deleted: map[ulid.ULID]bool{}}
 	var ids []ulid.ULID
 	err := c.opts.Bucket.Iter(ctx, tenant+"/", func(name string) error {
 		if !strings.HasSuffix(name, "/") {
@@ -327,7 +346,10 @@ func (c *Compactor) planConfig(tenant string) PlanConfig {
 }
 
 func (c *Compactor) runTenant(ctx context.Context, tenant string) error {
-	ownTenant := c.owns(TenantToken(tenant))
+	if !c.inShard(tenant) {
+		return nil // not one of the tenant's shard: nothing to read
+	}
+	ownTenant := c.owns(tenant, TenantToken(tenant))
 	if !ownTenant && !c.mayOwnJobs(ctx, tenant) {
 		return nil
 	}
@@ -346,7 +368,7 @@ func (c *Compactor) runTenant(ctx context.Context, tenant string) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if !c.owns(j.Token()) {
+		if !c.owns(tenant, j.Token()) {
 			continue
 		}
 		ran = true
@@ -379,7 +401,7 @@ func (c *Compactor) runTenant(ctx context.Context, tenant string) error {
 		}
 	}
 	if ownTenant || ran {
-		if err := c.writeIndex(ctx, tenant); err != nil {
+		if err := c.writeIndex(ctx, tenant, st); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -410,7 +432,7 @@ func (c *Compactor) mayOwnJobs(ctx context.Context, tenant string) bool {
 		marks[d.ID] = d
 	}
 	for _, j := range PlanTenant(tenant, ix.Blocks, marks, c.now(), c.planConfig(tenant)).Jobs {
-		if c.owns(j.Token()) {
+		if c.owns(tenant, j.Token()) {
 			return true
 		}
 	}
@@ -446,11 +468,12 @@ func (c *Compactor) applyMarks(ctx context.Context, tenant string, marks []Mark,
 
 // deleteBlock deletes meta.json first (the block turns invisible and
 // incomplete), then its other objects, then its mark.
-func (c *Compactor) deleteBlock(ctx context.Context, tenant string, id ulid.ULID) error {
+func (c *Compactor) deleteBlock(ctx context.Context, tenant string, id ulid.ULID, st *tenantState) error {
 	dir := path.Join(tenant, id.String())
 	if err := c.opts.Bucket.Delete(ctx, path.Join(dir, block.MetaFile)); err != nil && !c.opts.Bucket.IsObjNotFoundErr(err) {
 		return err
 	}
+	st.deleted[id] = true
 	c.metaMu.Lock()
 	delete(c.metas, id)
 	c.metaMu.Unlock()
@@ -475,7 +498,7 @@ func (c *Compactor) deleteBlock(ctx context.Context, tenant string, id ulid.ULID
 func (c *Compactor) deleteBlocks(ctx context.Context, tenant string, ids []ulid.ULID, st *tenantState) error {
 	var errs []error
 	for _, id := range ids {
-		if err := c.deleteBlock(ctx, tenant, id); err != nil {
+		if err := c.deleteBlock(ctx, tenant, id, st); err != nil {
 			c.m.failures.WithLabelValues("delete").Inc()
 			errs = append(errs, fmt.Errorf("deleting %s: %w", id, err))
 			continue
@@ -503,7 +526,7 @@ func (c *Compactor) cleanLeftovers(ctx context.Context, tenant string, st *tenan
 		if (st.dirs[id] && !gone[id]) || now.Sub(d.MarkedAt) < c.cfg.DeletionDelay {
 			continue
 		}
-		if err := c.deleteBlock(ctx, tenant, id); err != nil {
+		if err := c.deleteBlock(ctx, tenant, id, st); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -528,7 +551,7 @@ func (c *Compactor) cleanLeftovers(ctx context.Context, tenant string, st *tenan
 				continue
 			}
 		}
-		if err := c.deleteBlock(ctx, tenant, id); err != nil {
+		if err := c.deleteBlock(ctx, tenant, id, st); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -570,22 +593,27 @@ func (c *Compactor) idleSince(ctx context.Context, tenant string, id ulid.ULID) 
 	return newest, nil
 }
 
-// writeIndex lists the tenant and writes its bucket index.
-func (c *Compactor) writeIndex(ctx context.Context, tenant string) error {
-	st, err := c.list(ctx, tenant)
+// writeIndex writes the tenant's bucket index from the pass's listing (the
+// marks it wrote and the blocks it deleted applied): listing again only for
+// the index doubled the owner's listings. A block uploaded since the listing
+// is in the next pass's index.
+func (c *Compactor) writeIndex(ctx context.Context, tenant string, st *tenantState) error {
+	ix := &block.Index{Version: 1, Tenant: tenant, UpdatedAt: c.now().UTC()}
+	for _, m := range st.metas {
+		if !st.deleted[m.ULID] {
+			ix.Blocks = append(ix.Blocks, m)
+		}
+	}
+	slices.SortFunc(ix.Blocks, func(a, b *block.Meta) int { return a.ULID.Compare(b.ULID) })
+	for _, d := range st.marks {
+		if st.dirs[d.ID] && !st.deleted[d.ID] {
+			ix.DeletionMarks = append(ix.DeletionMarks, d)
+		}
+	}
+	slices.SortFunc(ix.DeletionMarks, func(a, b *block.DeletionMark) int { return a.ID.Compare(b.ID) })
+	b, err := block.MarshalIndex(ix)
 	if err == nil {
-		ix := &block.Index{Version: 1, Tenant: tenant, UpdatedAt: c.now().UTC(), Blocks: st.metas}
-		slices.SortFunc(ix.Blocks, func(a, b *block.Meta) int { return a.ULID.Compare(b.ULID) })
-		for _, d := range st.marks {
-			if st.dirs[d.ID] {
-				ix.DeletionMarks = append(ix.DeletionMarks, d)
-			}
-		}
-		slices.SortFunc(ix.DeletionMarks, func(a, b *block.DeletionMark) int { return a.ID.Compare(b.ID) })
-		var b []byte
-		if b, err = block.MarshalIndex(ix); err == nil {
-			err = c.opts.Bucket.Upload(ctx, block.IndexPath(tenant), bytes.NewReader(b))
-		}
+		err = c.opts.Bucket.Upload(ctx, block.IndexPath(tenant), bytes.NewReader(b))
 	}
 	if err != nil {
 		c.m.failures.WithLabelValues("index").Inc()

@@ -34,6 +34,10 @@ type Config struct {
 	// AbandonedUploadGrace: an ingester's partial upload (no meta.json) whose
 	// newest object is older than this is deleted: its ingester never came back.
 	AbandonedUploadGrace time.Duration `yaml:"abandoned_upload_grace"`
+	// TenantShardSize: a tenant's jobs and upkeep go to this many ingesters
+	// (its shard, picked by shuffle sharding); the others read nothing of
+	// the tenant. 0: every ingester.
+	TenantShardSize int `yaml:"tenant_shard_size"`
 }
 
 // PartialGrace is how old (by its ULID) a compactor's block without meta.json
@@ -60,6 +64,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.DurationVar(&c.RetentionPeriod, "compactor.blocks-retention-period", 0, "Delete blocks whose newest profile is older than this (0: keep forever).")
 	f.Var(&c.TenantRetention, "compactor.tenant-retention-periods", "Per-tenant overrides of -compactor.blocks-retention-period: tenant=duration,... (0: keep forever).")
 	f.DurationVar(&c.JobTimeout, "compactor.job-timeout", 30*time.Minute, "Give up a compaction job (download, merge, upload) after this long; it is retried at the next interval. A compactor's upload without meta.json is deleted after twice this (at least 1h).")
+	f.IntVar(&c.TenantShardSize, "compactor.tenant-shard-size", 3, "Compact each tenant on this many ingesters (its shard, picked from the ring by shuffle sharding, as Mimir's compactor tenant shard): its jobs are spread over them, and the other ingesters read nothing of the tenant (no index, listing or marks). 0: every ingester.")
 	f.DurationVar(&c.AbandonedUploadGrace, "compactor.abandoned-upload-grace", 7*24*time.Hour, "Delete an ingester's partial upload (a block directory without meta.json) once nothing was written to it for this long: its ingester never came back to finish it.")
 }
 
@@ -81,6 +86,9 @@ func (c *Config) Validate() error {
 	}
 	if c.FirstLevelWait < 0 || c.DeletionDelay < 0 || c.RetentionPeriod < 0 {
 		return errors.New("compactor: negative wait period, deletion delay or retention")
+	}
+	if c.TenantShardSize < 0 {
+		return errors.New("compactor.tenant-shard-size must not be negative")
 	}
 	if c.JobTimeout <= 0 {
 		c.JobTimeout = 30 * time.Minute

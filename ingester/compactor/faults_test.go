@@ -503,7 +503,7 @@ func TestNonOwnerReadsOnlyTheIndex(t *testing.T) {
 	}
 	lc := &listCount{Bucket: bkt, prefix: "t/"}
 	other, err := New(Options{Config: faultCfg, Bucket: lc, Dir: t.TempDir(), Now: func() time.Time { return now },
-		Owns: func(uint32) (bool, error) { return false, nil }})
+		Owns: func(string, uint32) (bool, error) { return false, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -517,7 +517,7 @@ func TestNonOwnerReadsOnlyTheIndex(t *testing.T) {
 	// tenant and runs it.
 	now = start.Add(2 * time.Hour)
 	tenantOnly, err := New(Options{Config: faultCfg, Bucket: bkt, Dir: t.TempDir(), Now: func() time.Time { return now },
-		Owns: func(key uint32) (bool, error) { return key == TenantToken("t"), nil }})
+		Owns: func(_ string, key uint32) (bool, error) { return key == TenantToken("t"), nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -525,7 +525,7 @@ func TestNonOwnerReadsOnlyTheIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	jobOwner, err := New(Options{Config: faultCfg, Bucket: lc, Dir: t.TempDir(), Now: func() time.Time { return now },
-		Owns: func(key uint32) (bool, error) { return key != TenantToken("t"), nil }})
+		Owns: func(_ string, key uint32) (bool, error) { return key != TenantToken("t"), nil }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ type metrics struct {
 	leftovers   *prometheus.CounterVec
 	unreadable  prometheus.Gauge
 	lastSuccess *prometheus.GaugeVec
+	bucketOps   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -48,13 +49,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Blocks whose meta.json this instance could not read (a failed request, or a meta.json this build refuses) in its last pass; they are kept, left out of compaction and never deleted."}),
 		lastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "last_successful_job_timestamp_seconds",
 			Help: "Unix time of the last successful compaction job of a tenant run by this instance."}, []string{"tenant"}),
+		bucketOps: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "bucket_operations_total",
+			Help: "Object storage requests made by this instance's compactor (listings, reads, writes, deletions), by operation."}, []string{"operation"}),
+	}
+	for _, op := range bucketOps {
+		m.bucketOps.WithLabelValues(op)
 	}
 	for _, w := range []string{"compactor", "ingester"} {
 		m.leftovers.WithLabelValues(w) // on /metrics at 0 from the start
 	}
 	if reg != nil {
 		reg.MustRegister(m.jobs, m.failures, m.duration, m.blocksIn, m.blocksOut, m.bytesIn, m.bytesOut,
-			m.rowsIn, m.rowsOut, m.duplicates, m.marked, m.deleted, m.leftovers, m.unreadable, m.lastSuccess)
+			m.rowsIn, m.rowsOut, m.duplicates, m.marked, m.deleted, m.leftovers, m.unreadable, m.lastSuccess, m.bucketOps)
 	}
 	return m
 }

@@ -133,8 +133,39 @@ var ownerOp = dskitring.NewOp([]dskitring.InstanceState{dskitring.ACTIVE}, func(
 // (a compaction job): the first ACTIVE member with a fresh heartbeat clockwise
 // from the key. Members that see the ring alike agree on it; during a ring
 // change two may briefly both think they own a key.
-func (r *Ring) Owner(key uint32) (string, error) {
-	rs, err := r.client.Get(key, ownerOp, nil, nil, nil)
+func (r *Ring) Owner(key uint32) (string, error) { return ownerIn(r.client, key) }
+
+// ShardOwner is Owner among the tenant's compaction shard (see ShardOf).
+func (r *Ring) ShardOwner(tenant string, size int, key uint32) (string, error) {
+	return ownerIn(ShardOf(r.client, tenant, size), key)
+}
+
+// InShard reports whether this instance is one of the tenant's compaction
+// shard (see ShardOf): outside it, it owns none of the tenant's work.
+func (r *Ring) InShard(tenant string, size int) bool {
+	return ShardOf(r.client, tenant, size).HasInstance(r.InstanceID())
+}
+
+// ShardOf is the tenant's compaction shard: the size members dskit's shuffle
+// sharding picks for the tenant (Mimir's -compactor.compactor-tenant-shard-size),
+// the same on every member that sees the same ring; size <= 0, or at least
+// the ring's size, is the whole ring. Members in any state are picked;
+// ShardOwner walks past those not ACTIVE within the shard.
+func ShardOf(rr dskitring.ReadRing, tenant string, size int) dskitring.ReadRing {
+	if size <= 0 || size >= rr.InstancesCount() {
+		return rr
+	}
+	return rr.ShuffleShard(tenant, size)
+}
+
+// ShardOwnerIn is ShardOwner over any ring (tests and simulations build
+// rings of many members without processes).
+func ShardOwnerIn(rr dskitring.ReadRing, tenant string, size int, key uint32) (string, error) {
+	return ownerIn(ShardOf(rr, tenant, size), key)
+}
+
+func ownerIn(rr dskitring.ReadRing, key uint32) (string, error) {
+	rs, err := rr.Get(key, ownerOp, nil, nil, nil)
 	if err != nil {
 		return "", err
 	}
