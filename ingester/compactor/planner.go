@@ -145,7 +145,7 @@ func PlanTenant(tenant string, metas []*block.Meta, marks map[ulid.ULID]*block.D
 	// replaces it is in this listing (a replacement that cannot be read, or
 	// went away, keeps the block).
 	for id, d := range marks {
-		if m, ok := byID[id]; ok && !d.MarkedAt.After(now.Add(-cfg.DeletionDelay)) && replacementPresent(m, d, metas, sizes[0]) {
+		if m, ok := byID[id]; ok && !d.MarkedAt.After(now.Add(-cfg.DeletionDelay)) && replacementPresent(m, d, byID, metas, sizes[0]) {
 			p.Deletes = append(p.Deletes, id)
 		}
 	}
@@ -165,12 +165,28 @@ func PlanTenant(tenant string, metas []*block.Meta, marks map[ulid.ULID]*block.D
 	}
 
 	crange := func(m *block.Meta) rng { return rng{m.Compaction.RangeStart, m.Compaction.RangeEnd} }
+	// Indexes over the live compacted blocks, so that a plan costs the
+	// blocks plus their sources, not their product (a month of 100
+	// ingesters' hourly blocks is 72,000 blocks; issue 21's simulation):
+	// the blocks listing each source, the blocks of each range, in order.
+	holders := map[ulid.ULID][]*block.Meta{}
+	byRange := map[rng][]int{} // range → positions in compacted
+	var ranges []rng
+	for i, c := range compacted {
+		for _, src := range c.Compaction.Sources {
+			holders[src] = append(holders[src], c)
+		}
+		if byRange[crange(c)] == nil {
+			ranges = append(ranges, crange(c))
+		}
+		byRange[crange(c)] = append(byRange[crange(c)], i)
+	}
 	// coveredBy returns the live compacted blocks covering raw block b in
 	// first-level range r, or nil.
 	coveredBy := func(b *block.Meta, r rng) *block.Meta {
 		var best *block.Meta
-		for _, c := range compacted {
-			if crange(c).contains(r) && c.Compaction.HasSource(b.ULID) {
+		for _, c := range holders[b.ULID] {
+			if crange(c).contains(r) {
 				if best == nil || c.ULID.Compare(best.ULID) > 0 {
 					best = c
 				}
@@ -213,8 +229,17 @@ func PlanTenant(tenant string, metas []*block.Meta, marks map[ulid.ULID]*block.D
 		if retained[b.ULID] {
 			continue
 		}
+		// Candidates: the blocks whose range contains b's, in compacted's order.
+		var within []int
+		for _, r := range ranges {
+			if r.contains(crange(b)) {
+				within = append(within, byRange[r]...)
+			}
+		}
+		slices.Sort(within)
 		var by *block.Meta
-		for _, c := range compacted {
+		for _, i := range within {
+			c := compacted[i]
 			if c == b || retained[c.ULID] || !replaces(c, b) {
 				continue
 			}
@@ -232,31 +257,38 @@ func PlanTenant(tenant string, metas []*block.Meta, marks map[ulid.ULID]*block.D
 	// Jobs. complete(level, r): r's end is Wait in the past.
 	complete := func(r rng) bool { return r.end+int64(cfg.Wait) <= nowNs }
 	// inputs counts the blocks a job for range r would read.
-	counts := map[rng]int{}
-	inputs := func(r rng) int {
-		if n, ok := counts[r]; ok {
-			return n
+	// Ranges are only ever asked aligned to a level's size (and sizes are
+	// multiples of each other), so a block belongs to the range aligned at
+	// its uncovered first-level ranges (raw; ascending, so one check
+	// dedupes) or at its range (compacted), per level: listed once here,
+	// in raw's and compacted's order.
+	rawIn := map[rng][]*block.Meta{}
+	compIn := map[rng][]*block.Meta{}
+	for _, b := range raw {
+		if retained[b.ULID] {
+			continue
 		}
-		n := 0
-		for _, b := range raw {
-			if retained[b.ULID] {
-				continue
-			}
-			for _, u := range uncovered[b.ULID] {
-				if r.contains(u) {
-					n++
-					break
+		for _, size := range sizes {
+			var last rng
+			for i, u := range uncovered[b.ULID] {
+				if R := align(u.start, size); i == 0 || R != last {
+					rawIn[R] = append(rawIn[R], b)
+					last = R
 				}
 			}
 		}
-		for _, c := range compacted {
-			if !replaced[c.ULID] && !retained[c.ULID] && r.contains(crange(c)) {
-				n++
+	}
+	for _, c := range compacted {
+		if replaced[c.ULID] || retained[c.ULID] {
+			continue
+		}
+		for _, size := range sizes {
+			if R := align(c.Compaction.RangeStart, size); R.contains(crange(c)) {
+				compIn[R] = append(compIn[R], c)
 			}
 		}
-		counts[r] = n
-		return n
 	}
+	inputs := func(r rng) int { return len(rawIn[r]) + len(compIn[r]) }
 	// target returns the largest level whose range containing t is complete
 	// and would be merged from at most MaxJobInputs blocks (0: none): after an
 	// outage a day of ingesters' blocks goes straight into its day block,
@@ -292,21 +324,13 @@ func PlanTenant(tenant string, metas []*block.Meta, marks map[ulid.ULID]*block.D
 	for cd := range cands {
 		j := Job{Tenant: tenant, Level: cd.level, Start: cd.r.start, End: cd.r.end}
 		var nraw, ncomp int
-		for _, b := range raw {
-			if retained[b.ULID] {
-				continue
-			}
-			for _, r := range uncovered[b.ULID] {
-				if cd.r.contains(r) {
-					j.Inputs = append(j.Inputs, b.ULID)
-					j.Sources = append(j.Sources, b.ULID)
-					nraw++
-					break
-				}
-			}
+		for _, b := range rawIn[cd.r] {
+			j.Inputs = append(j.Inputs, b.ULID)
+			j.Sources = append(j.Sources, b.ULID)
+			nraw++
 		}
-		for _, c := range compacted {
-			if replaced[c.ULID] || retained[c.ULID] || !cd.r.contains(crange(c)) || c.Compaction.Level > cd.level {
+		for _, c := range compIn[cd.r] {
+			if c.Compaction.Level > cd.level {
 				continue
 			}
 			j.Inputs = append(j.Inputs, c.ULID)
@@ -370,17 +394,13 @@ func subset(ids []ulid.ULID, c *block.Compaction) bool {
 // metas still hold its rows: for an ingester's block, a compacted block
 // listing it as a source for each first-level range it overlaps; for a
 // compacted block, one that replaces it.
-func replacementPresent(m *block.Meta, d *block.DeletionMark, metas []*block.Meta, first int64) bool {
+func replacementPresent(m *block.Meta, d *block.DeletionMark, present map[ulid.ULID]*block.Meta, metas []*block.Meta, first int64) bool {
 	if d.Reason == block.ReasonRetention {
 		return true
 	}
-	present := make(map[ulid.ULID]bool, len(metas))
-	for _, o := range metas {
-		present[o.ULID] = true
-	}
 	all := len(d.ReplacedBy) > 0
 	for _, id := range d.ReplacedBy {
-		all = all && present[id]
+		all = all && present[id] != nil
 	}
 	if all {
 		return true
