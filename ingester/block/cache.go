@@ -5,14 +5,22 @@ import (
 	"context"
 	"sync"
 	"time"
+	"weak"
 
 	"github.com/hearth-dev/hearth/ingester/symdb"
 )
 
 // SymbolCache keeps decoded symbol tables of open blocks within a memory
 // budget, least recently used first out. Concurrent loads of one block's
-// symbols share one read. A table larger than the whole budget is returned
-// to its caller and not kept.
+// symbols share one read.
+//
+// A table larger than the whole budget, or evicted, is not kept, but it is
+// remembered by a weak reference: while a query still holds it, every other
+// query gets that copy instead of downloading it again (an oversized table
+// was downloaded by every query, issue 21). Once no query holds it and the
+// garbage collector reclaimed it, the next query downloads it again. So the
+// memory held is the budget plus the tables queries are using, and a table
+// is downloaded again only after a time in which nobody used it.
 type SymbolCache struct {
 	budget int64
 
@@ -20,6 +28,7 @@ type SymbolCache struct {
 	used    int64
 	lru     *list.List // of *symEntry, most recent first
 	entries map[string]*symEntry
+	weak    map[string]weak.Pointer[symdb.Snapshot] // oversized or evicted tables, while in use
 
 	loads, hits int64
 }
@@ -35,7 +44,7 @@ type symEntry struct {
 
 // NewSymbolCache returns a cache holding at most budget bytes (approximate) of symbols.
 func NewSymbolCache(budget int64) *SymbolCache {
-	return &SymbolCache{budget: budget, lru: list.New(), entries: map[string]*symEntry{}}
+	return &SymbolCache{budget: budget, lru: list.New(), entries: map[string]*symEntry{}, weak: map[string]weak.Pointer[symdb.Snapshot]{}}
 }
 
 // Stats returns how many loads and hits the cache has seen, and the bytes it holds.
@@ -60,6 +69,10 @@ func (c *SymbolCache) get(ctx context.Context, key string, load func(context.Con
 		if e.elem != nil {
 			c.lru.MoveToFront(e.elem)
 		}
+	} else if sn := c.held(key); sn != nil {
+		c.hits++
+		c.mu.Unlock()
+		return sn, nil
 	} else {
 		e = &symEntry{key: key, ready: make(chan struct{})}
 		c.entries[key] = e
@@ -91,7 +104,10 @@ func (c *SymbolCache) load(ctx context.Context, e *symEntry, load func(context.C
 		return // forgotten meanwhile
 	}
 	if err != nil || n > c.budget {
-		delete(c.entries, e.key) // errors are retried by the next query; oversized tables are not kept
+		delete(c.entries, e.key) // errors are retried by the next query
+		if err == nil {
+			c.remember(e.key, sn) // oversized: shared while in use, not kept
+		}
 		return
 	}
 	e.elem = c.lru.PushFront(e)
@@ -100,7 +116,33 @@ func (c *SymbolCache) load(ctx context.Context, e *symEntry, load func(context.C
 		old := c.lru.Remove(c.lru.Back()).(*symEntry)
 		delete(c.entries, old.key)
 		c.used -= old.bytes
+		c.remember(old.key, old.sn)
 	}
+}
+
+// remember keeps a weak reference to a table not kept in the cache. c.mu is held.
+func (c *SymbolCache) remember(key string, sn *symdb.Snapshot) {
+	if len(c.weak) >= 1024 && len(c.weak)%1024 == 0 { // drop the reclaimed ones now and then
+		for k, w := range c.weak {
+			if w.Value() == nil {
+				delete(c.weak, k)
+			}
+		}
+	}
+	c.weak[key] = weak.Make(sn)
+}
+
+// held returns the table of key that a query still holds, or nil. c.mu is held.
+func (c *SymbolCache) held(key string) *symdb.Snapshot {
+	w, ok := c.weak[key]
+	if !ok {
+		return nil
+	}
+	sn := w.Value()
+	if sn == nil {
+		delete(c.weak, key)
+	}
+	return sn
 }
 
 // forget drops a block's symbols (the block went away).
@@ -114,4 +156,5 @@ func (c *SymbolCache) forget(key string) {
 		}
 		delete(c.entries, key)
 	}
+	delete(c.weak, key)
 }
