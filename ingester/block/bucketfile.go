@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 
 	"github.com/parquet-go/parquet-go"
@@ -82,14 +83,22 @@ func (b *bucketFile) fetch(ctx context.Context, off int64, dst []byte) error {
 	})
 }
 
-// pin fetches the byte ranges of the given row groups (ascending).
-func (b *bucketFile) pin(ctx context.Context, f *parquet.File, groups []int) ([]*pinned, error) {
+// pin fetches the byte ranges of the given row groups (ascending): of
+// their columns cols (nil: all).
+func (b *bucketFile) pin(ctx context.Context, f *parquet.File, groups []int, cols []int) ([]*pinned, error) {
 	md := f.Metadata()
 	type rng struct{ lo, hi int64 }
 	var rs []rng
+	gap := int64(mergeGap)
+	if cols != nil {
+		gap = 0 // the gaps are the columns left out: fetching them would defeat the projection
+	}
 	for _, g := range groups {
 		lo, hi := int64(1<<62), int64(0)
-		for _, c := range md.RowGroups[g].Columns {
+		for ci, c := range md.RowGroups[g].Columns {
+			if cols != nil && !slices.Contains(cols, ci) {
+				continue
+			}
 			m := &c.MetaData
 			start := m.DataPageOffset
 			if m.DictionaryPageOffset > 0 && m.DictionaryPageOffset < start {
@@ -101,7 +110,7 @@ func (b *bucketFile) pin(ctx context.Context, f *parquet.File, groups []int) ([]
 		if lo < 0 || hi > b.size || lo >= hi || hi-lo > maxPin {
 			return nil, fmt.Errorf("%w: row group %d spans bytes [%d,%d) of a %d-byte file", ErrCorrupt, g, lo, hi, b.size)
 		}
-		if n := len(rs); n > 0 && lo >= rs[n-1].lo && lo <= rs[n-1].hi+mergeGap && hi-rs[n-1].lo <= maxPin {
+		if n := len(rs); n > 0 && lo >= rs[n-1].lo && lo <= rs[n-1].hi+gap && hi-rs[n-1].lo <= maxPin {
 			rs[n-1].hi = max(rs[n-1].hi, hi)
 			continue
 		}

@@ -281,6 +281,9 @@ func (r *Reader) Select(ctx context.Context, ptype string, match func(model.Labe
 	if len(groups) == 0 {
 		return head.Selection{}, nil
 	}
+	if head.TotalsOnly(ctx) {
+		return r.selectTotals(ctx, f, cands, groups, start, end)
+	}
 	syms, err := r.Symbols(ctx)
 	if err != nil {
 		return head.Selection{}, err
@@ -290,7 +293,7 @@ func (r *Reader) Select(ctx context.Context, ptype string, match func(model.Labe
 		order = append(order, g)
 	}
 	sort.Ints(order)
-	pins, err := r.pf.pin(ctx, f, order)
+	pins, err := r.pf.pin(ctx, f, order, nil)
 	if err != nil {
 		return head.Selection{}, fmt.Errorf("block %s: %w", r.prefix, err)
 	}
@@ -362,4 +365,62 @@ func checkSamples(b []byte, nodes uint32) error {
 		return fmt.Errorf("%w: samples: %v", ErrCorrupt, err)
 	}
 	return nil
+}
+
+// selectTotals is Select for head.TotalsOnly: the rows' series, time, id
+// and total, read from those four column chunks alone (the samples, most of
+// a row group's bytes, and the symbols stay in the bucket). Rows have no
+// samples; the selection has no symbols.
+func (r *Reader) selectTotals(ctx context.Context, f *parquet.File, cands []int, groups map[int][]span, start, end int64) (head.Selection, error) {
+	order := make([]int, 0, len(groups))
+	for g := range groups {
+		order = append(order, g)
+	}
+	sort.Ints(order)
+	pins, err := r.pf.pin(ctx, f, order, totalsColumns)
+	if err != nil {
+		return head.Selection{}, fmt.Errorf("block %s: %w", r.prefix, err)
+	}
+	defer r.pf.unpin(pins)
+	out := map[int][]head.Profile{}
+	rgs := f.RowGroups()
+	buf := make([]totalsRow, 256)
+	for _, g := range order {
+		if err := ctx.Err(); err != nil {
+			return head.Selection{}, err
+		}
+		rd := parquet.NewGenericRowGroupReader[totalsRow](rgs[g])
+		for _, sp := range groups[g] {
+			if err := rd.SeekToRow(sp.lo); err != nil {
+				rd.Close()
+				return head.Selection{}, fmt.Errorf("block %s: %w: row group %d: %v", r.prefix, ErrCorrupt, g, err)
+			}
+			for left := sp.hi - sp.lo; left > 0; {
+				n, err := rd.Read(buf[:min(left, int64(len(buf)))])
+				if n == 0 && err != nil {
+					rd.Close()
+					return head.Selection{}, fmt.Errorf("block %s: %w: row group %d: %v", r.prefix, ErrCorrupt, g, err)
+				}
+				left -= int64(n)
+				for _, row := range buf[:n] {
+					if int(row.Series) != sp.series {
+						rd.Close()
+						return head.Selection{}, fmt.Errorf("block %s: %w: row of series %d where the index puts series %d", r.prefix, ErrCorrupt, row.Series, sp.series)
+					}
+					if row.Time < start || row.Time > end {
+						continue
+					}
+					out[sp.series] = append(out[sp.series], head.Profile{ID: row.ID, TimeNanos: row.Time, Total: row.Total})
+				}
+			}
+		}
+		rd.Close()
+	}
+	var sel head.Selection
+	for _, si := range cands {
+		if rows := out[si]; len(rows) > 0 {
+			sel.Series = append(sel.Series, head.SeriesRows{Labels: r.series[si].Labels, Profiles: rows})
+		}
+	}
+	return sel, nil
 }

@@ -28,6 +28,18 @@ type profileRow struct {
 	Samples []byte   `parquet:"samples"`       // head.EncodeSamples: stack ids delta-coded, values zig-zag, varints
 }
 
+// totalsRow is profileRow without its samples: a reader of it reads four
+// of the five column chunks of a row group (parquet-go projects by schema).
+type totalsRow struct {
+	Series int32    `parquet:"series,delta"`
+	Time   int64    `parquet:"time_ns,delta"`
+	ID     [16]byte `parquet:"id"`
+	Total  int64    `parquet:"total,delta"`
+}
+
+// totalsColumns are the column indexes totalsRow reads.
+var totalsColumns = []int{0, 1, 2, 3}
+
 // WriteOptions say who writes a block and how.
 type WriteOptions struct {
 	Tenant string    // required

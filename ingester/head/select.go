@@ -40,6 +40,22 @@ func WithLazyRows(ctx context.Context) context.Context {
 	return context.WithValue(ctx, lazyRowsKey{}, true)
 }
 
+type totalsOnlyKey struct{}
+
+// WithTotalsOnly marks a query that reads the rows' totals, ids and times
+// but never their samples (SelectSeries without a call site): a source that
+// stores samples apart (a block's parquet column) may leave them, and the
+// symbols, unread. Rows then have no samples and the selection no symbols.
+func WithTotalsOnly(ctx context.Context) context.Context {
+	return context.WithValue(ctx, totalsOnlyKey{}, true)
+}
+
+// TotalsOnly reports whether ctx was marked by WithTotalsOnly.
+func TotalsOnly(ctx context.Context) bool {
+	v, _ := ctx.Value(totalsOnlyKey{}).(bool)
+	return v
+}
+
 // LazyRows reports whether ctx was marked by WithLazyRows.
 func LazyRows(ctx context.Context) bool {
 	v, _ := ctx.Value(lazyRowsKey{}).(bool)

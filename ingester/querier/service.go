@@ -572,7 +572,11 @@ func (s *Service) SelectSeries(ctx context.Context, req *connect.Request[querier
 	if span := (m.End - m.Start) / stepMs; span > 1_000_000 {
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("range/step gives %d points, more than 1000000: use a larger step", span))
 	}
-	q, err := s.prepareMerge(ctx, req, m.ProfileTypeID, m.LabelSelector, m.Start, m.End, nil)
+	sctx := ctx
+	if keep == nil {
+		sctx = head.WithTotalsOnly(ctx) // totals only: blocks skip the samples column and the symbols
+	}
+	q, err := s.prepareMerge(sctx, req, m.ProfileTypeID, m.LabelSelector, m.Start, m.End, nil)
 	if err != nil {
 		return nil, err
 	}
