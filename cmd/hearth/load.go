@@ -28,6 +28,8 @@ func runLoad(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.Protocol, "protocol", "connect", "wire protocol: connect, grpc or grpcweb")
 	fs.BoolVar(&cfg.H2C, "h2c", false, "use HTTP/2 without TLS instead of HTTP/1.1")
 	fs.Int64Var(&cfg.MaxPushes, "max-pushes", 0, "stop after this many pushes (0: no limit)")
+	fs.StringVar(&cfg.Service, "service", "", "service_name of every push (empty: the file name)")
+	check := fs.Bool("check", false, "after the run, query every acknowledged push (by profile id) and fail when one is missing")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -41,10 +43,25 @@ func runLoad(ctx context.Context, args []string) error {
 		return errors.New("-dir is required")
 	}
 	cfg.Out = os.Stdout
+	acks := &load.AckLog{}
+	if *check {
+		cfg.Acked = acks.Record
+	}
 	s, err := load.Run(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	fmt.Print(s.String())
+	if !*check {
+		return nil
+	}
+	r, err := load.Check(ctx, cfg, acks.Acks())
+	if err != nil {
+		return err
+	}
+	fmt.Print(r.String())
+	if r.Missing > 0 || r.Found != float64(r.Acked) {
+		return fmt.Errorf("check: %d of %d acknowledged pushes missing (%.2f found)", r.Missing, r.Acked, r.Found)
+	}
 	return nil
 }

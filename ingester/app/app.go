@@ -27,6 +27,7 @@ import (
 	"github.com/hearth-dev/hearth/ingester/distributor"
 	"github.com/hearth-dev/hearth/ingester/push"
 	"github.com/hearth-dev/hearth/ingester/querier"
+	"github.com/hearth-dev/hearth/ingester/querylimit"
 	"github.com/hearth-dev/hearth/ingester/remote"
 	"github.com/hearth-dev/hearth/ingester/ring"
 	"github.com/hearth-dev/hearth/ingester/shipper"
@@ -111,11 +112,13 @@ func New(cfg *Config, logger *slog.Logger) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.LocalBlocks = &block.BucketSource{Bucket: local, SyncInterval: 10 * time.Second}
+	// Both block sources charge their reads to the query's budget
+	// (max_fetched_bytes_per_query).
+	a.LocalBlocks = &block.BucketSource{Bucket: querylimit.Bucket(local), SyncInterval: 10 * time.Second}
 	// Readers list the bucket well within the compactor's deletion delay, so that
 	// they see a deletion mark (and stop reading its block) long before the
 	// block goes.
-	a.Blocks = &block.BucketSource{Bucket: bkt, SyncInterval: min(30*time.Second, max(cfg.Compactor.DeletionDelay/4, 100*time.Millisecond))}
+	a.Blocks = &block.BucketSource{Bucket: querylimit.Bucket(bkt), SyncInterval: min(30*time.Second, max(cfg.Compactor.DeletionDelay/4, 100*time.Millisecond))}
 	if err := a.initModules(); err != nil {
 		return nil, err
 	}

@@ -213,9 +213,12 @@ func (a *App) initAPI() (services.Service, error) {
 	a.Remote = remote.NewSource(remote.SourceOptions{Ring: lookups, Self: self, Client: peers, Scheme: scheme, Logger: a.Logger, Registerer: a.Registry})
 	a.Push = push.NewHandler(a.Overrides, a.Distributor, cfg.Auth.MultitenancyEnabled, a.Logger, a.Registry)
 	a.Push.Normalize = cfg.Normalize
+	// One limiter for every query entry point (querier.v1 and render): they
+	// share its slots and queue.
 	a.Querier = &querier.Service{
 		Sources:      []querier.Source{a.Store, a.Remote, a.LocalBlocks, a.Blocks},
 		Multitenancy: cfg.Auth.MultitenancyEnabled,
+		Limiter:      querier.NewLimiter(cfg.Querier, a.Overrides, cfg.Auth.MultitenancyEnabled),
 	}
 
 	// Public: the push and query APIs need the store and the ring.
@@ -223,7 +226,7 @@ func (a *App) initAPI() (services.Service, error) {
 	opts := []connect.HandlerOption{connect.WithCodec(vtCodec{}), connect.WithReadMaxBytes(64 << 20)}
 	path, h := pushv1connect.NewPusherServiceHandler(a.Push, opts...)
 	a.mux.Handle(path, whileStarting(ready, il.Wrap(h, true, cfg.Auth.MultitenancyEnabled, connectError), connectError))
-	path, h = querierv1connect.NewQuerierServiceHandler(a.Querier, append(opts, connect.WithInterceptors(remote.SelectorInterceptor(), querier.LimitsInterceptor(cfg.Querier, a.Overrides, cfg.Auth.MultitenancyEnabled)))...)
+	path, h = querierv1connect.NewQuerierServiceHandler(a.Querier, append(opts, connect.WithInterceptors(remote.SelectorInterceptor(), a.Querier.Limiter.Interceptor()))...)
 	a.mux.Handle(path, whileStarting(ready, h, connectError))
 	a.mux.Handle("/ingest", whileStarting(ready, il.Wrap(a.Push, true, cfg.Auth.MultitenancyEnabled, plainError), plainError))
 	otlpHandler := whileStarting(ready, il.Wrap((&otlp.Server{Push: a.Push}).Handler(opts...), true, cfg.Auth.MultitenancyEnabled, connectError), connectError)

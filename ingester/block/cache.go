@@ -7,6 +7,7 @@ import (
 	"time"
 	"weak"
 
+	"github.com/hearth-dev/hearth/ingester/querylimit"
 	"github.com/hearth-dev/hearth/ingester/symdb"
 )
 
@@ -77,7 +78,7 @@ func (c *SymbolCache) get(ctx context.Context, key string, load func(context.Con
 		e = &symEntry{key: key, ready: make(chan struct{})}
 		c.entries[key] = e
 		c.loads++
-		go c.load(context.WithoutCancel(ctx), e, load)
+		go c.load(querylimit.Lenient(context.WithoutCancel(ctx)), e, load) // shared: charged, never refused
 	}
 	c.mu.Unlock()
 	select {

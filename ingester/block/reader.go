@@ -16,6 +16,7 @@ import (
 
 	"github.com/hearth-dev/hearth/ingester/head"
 	"github.com/hearth-dev/hearth/ingester/model"
+	"github.com/hearth-dev/hearth/ingester/querylimit"
 	"github.com/hearth-dev/hearth/ingester/symdb"
 )
 
@@ -121,14 +122,14 @@ func readAll(ctx context.Context, bkt objstore.BucketReader, name string) ([]byt
 }
 
 // readAttempts: a read that failed (an error answer, a body cut off midway)
-// is tried this many times in all; "not found" and a cancelled query are not
-// retried.
+// is tried this many times in all; "not found", a cancelled query and one
+// over its budget (querylimit) are not retried.
 const readAttempts = 3
 
 func withRetries(ctx context.Context, bkt objstore.BucketReader, read func() error) error {
 	var err error
 	for attempt := 1; attempt <= readAttempts; attempt++ {
-		if err = read(); err == nil || ctx.Err() != nil || notFound(bkt, err) {
+		if err = read(); err == nil || ctx.Err() != nil || notFound(bkt, err) || querylimit.IsExceeded(err) {
 			return err
 		}
 		if attempt < readAttempts {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/hearth-dev/hearth/ingester/head"
 	"github.com/hearth-dev/hearth/ingester/model"
+	"github.com/hearth-dev/hearth/ingester/querylimit"
 )
 
 // BucketSource is a querier.Source over the blocks of a bucket laid out as
@@ -451,7 +452,7 @@ func (s *BucketSource) reader(ctx context.Context, m *Meta) (*Reader, error) {
 			old := s.lru.Remove(s.lru.Back()).(*openBlock)
 			delete(s.open, old.id)
 		}
-		go s.openBlock(context.WithoutCancel(ctx), e, m)
+		go s.openBlock(querylimit.Lenient(context.WithoutCancel(ctx)), e, m) // shared: charged, never refused
 	}
 	ob := e.Value.(*openBlock)
 	s.mu.Unlock()

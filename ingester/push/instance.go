@@ -41,8 +41,8 @@ const (
 // RegisterFlags registers -ingester.instance-limits.*.
 func (l *InstanceLimits) RegisterFlags(f *flag.FlagSet) {
 	const p = "ingester.instance-limits."
-	f.IntVar(&l.MaxInflightPushRequests, p+"max-inflight-push-requests", DefaultMaxInflightPushRequests, "Most push requests (pushes, /ingest and replica appends from peers) this ingester handles at once; more are answered 503 before their body is read (0: unlimited).")
-	f.Int64Var(&l.MaxInflightPushRequestsBytes, p+"max-inflight-push-requests-bytes", DefaultMaxInflightPushRequestsBytes, "Most bytes of push request bodies, as received, in flight at once; more are answered 503 before their body is read (0: unlimited).")
+	f.IntVar(&l.MaxInflightPushRequests, p+"max-inflight-push-requests", DefaultMaxInflightPushRequests, "Most push requests (push.v1, /ingest, OTLP) this ingester handles at once, and half of the replica appends from peers it handles at once (a pool of their own); more are answered 503 before their body is read (0: unlimited).")
+	f.Int64Var(&l.MaxInflightPushRequestsBytes, p+"max-inflight-push-requests-bytes", DefaultMaxInflightPushRequestsBytes, "Most bytes of push request bodies, as received, in flight at once (replica appends: twice this, their own pool); more are answered 503 before their body is read (0: unlimited).")
 	f.Float64Var(&l.MaxIngestionRate, p+"max-ingestion-rate", 0, "Most profiles per second this ingester stores (its own and its replicas' share); above, writes are answered 503 (0: unlimited).")
 	f.IntVar(&l.MaxSeries, p+"max-series", 0, "Most active series in this ingester's head, all tenants together; at the limit, writes are answered 503 (0: unlimited).")
 	f.IntVar(&l.MaxTenants, p+"max-tenants", 0, "Most tenants in this ingester's head; at the limit, a new tenant's writes are answered 503 (0: unlimited).")
@@ -78,11 +78,13 @@ type Usage interface {
 // InstanceLimiter enforces InstanceLimits.
 type InstanceLimiter struct {
 	limits        InstanceLimits
-	usage         Usage // nil: max-series and max-tenants are not checked
-	inflight      atomic.Int64
+	usage         Usage        // nil: max-series and max-tenants are not checked
+	inflight      atomic.Int64 // front door: pushes, /ingest, OTLP
 	inflightBytes atomic.Int64
-	rate          rateMeter
-	refused       *prometheus.CounterVec
+	// replica appends from peers: a pool of their own (Wrap says why)
+	replicaInflight, replicaBytes atomic.Int64
+	rate                          rateMeter
+	refused                       *prometheus.CounterVec
 }
 
 // NewInstanceLimiter returns a limiter; usage may be nil, reg too.
@@ -95,8 +97,8 @@ func NewInstanceLimiter(l InstanceLimits, usage Usage, reg prometheus.Registerer
 	}
 	if reg != nil {
 		reg.MustRegister(il.refused,
-			g("hearth_inflight_push_requests", "Push requests and replica appends in flight.", func() float64 { return float64(il.inflight.Load()) }),
-			g("hearth_inflight_push_requests_bytes", "Bytes of push request bodies in flight.", func() float64 { return float64(il.inflightBytes.Load()) }),
+			g("hearth_inflight_push_requests", "Push requests and replica appends in flight.", func() float64 { return float64(il.inflight.Load() + il.replicaInflight.Load()) }),
+			g("hearth_inflight_push_requests_bytes", "Bytes of push request bodies (and replica appends) in flight.", func() float64 { return float64(il.inflightBytes.Load() + il.replicaBytes.Load()) }),
 			g("hearth_ingestion_rate_profiles_per_second", "Profiles stored per second, over the last second.", func() float64 { return il.rate.Rate(time.Now()) }),
 		)
 		for _, lim := range []string{"max-inflight-push-requests", "max-inflight-push-requests-bytes", "max-ingestion-rate", "max-series", "max-tenants"} {
@@ -114,9 +116,21 @@ const drainBytes = 8 << 20
 // Wrap checks the in-flight limits, the ingestion rate, the series and, when
 // the tenant is in the header (tenantHeader), the tenants limit, before h reads
 // the body; a refusal is written by write, in the caller's protocol.
+//
+// A handler with tenantHeader (push.v1, /ingest, OTLP: the front door) is
+// counted in the front-door pool, one without (replica appends from peers) in
+// a pool of its own, twice as large: a push admitted at the front door holds
+// its slot while its replicas are written, so replica appends sharing its
+// pool would be refused by the very pushes waiting for them, and under
+// overload a ring would acknowledge nothing. Twice: what the two peers of an
+// RF 3 ring send at once under their own front-door limits.
 func (il *InstanceLimiter) Wrap(h http.Handler, tenantHeader, multitenancy bool, write func(http.ResponseWriter, *http.Request, *connect.Error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		release, err := il.admit(r.ContentLength)
+		n, b, lim, limBytes, what := &il.inflight, &il.inflightBytes, il.limits.MaxInflightPushRequests, il.limits.MaxInflightPushRequestsBytes, "push requests"
+		if !tenantHeader {
+			n, b, lim, limBytes, what = &il.replicaInflight, &il.replicaBytes, 2*lim, 2*limBytes, "replica appends from its peers"
+		}
+		release, err := il.admitIn(n, b, lim, limBytes, what, r.ContentLength)
 		if err == nil {
 			defer release()
 			t := ""
@@ -132,40 +146,45 @@ func (il *InstanceLimiter) Wrap(h http.Handler, tenantHeader, multitenancy bool,
 			write(w, r, connect.NewError(connect.CodeUnavailable, err))
 			return
 		}
-		if r.ContentLength < 0 && il.limits.MaxInflightPushRequestsBytes > 0 {
-			cb := &countingBody{ReadCloser: r.Body, n: &il.inflightBytes}
+		if r.ContentLength < 0 && limBytes > 0 {
+			cb := &countingBody{ReadCloser: r.Body, n: b}
 			r.Body = cb
-			defer func() { il.inflightBytes.Add(-cb.read.Load()) }()
+			defer func() { b.Add(-cb.read.Load()) }()
 		}
 		h.ServeHTTP(w, r)
 	})
 }
 
-// admit takes a request in flight; size is its body's length (-1: unknown:
-// refused only when the bytes in flight are already at the limit, then
-// counted as read).
+// admit takes a front-door request in flight; size is its body's length (-1:
+// unknown: refused only when the bytes in flight are already at the limit,
+// then counted as read).
 func (il *InstanceLimiter) admit(size int64) (release func(), err error) {
-	n := il.inflight.Add(1)
-	if lim := il.limits.MaxInflightPushRequests; lim > 0 && n > int64(lim) {
-		il.inflight.Add(-1)
-		return nil, il.refuse("max-inflight-push-requests", fmt.Sprintf("this ingester already handles %d push requests, its limit", lim))
+	return il.admitIn(&il.inflight, &il.inflightBytes, il.limits.MaxInflightPushRequests, il.limits.MaxInflightPushRequestsBytes, "push requests", size)
+}
+
+// admitIn is admit in the pool of counters inflight and inflightBytes.
+func (il *InstanceLimiter) admitIn(inflight, inflightBytes *atomic.Int64, maxN int, maxBytes int64, what string, size int64) (release func(), err error) {
+	n := inflight.Add(1)
+	if maxN > 0 && n > int64(maxN) {
+		inflight.Add(-1)
+		return nil, il.refuse("max-inflight-push-requests", fmt.Sprintf("this ingester already handles %d %s, its limit", maxN, what))
 	}
 	reserved := max(size, 0)
-	b := il.inflightBytes.Add(reserved)
+	b := inflightBytes.Add(reserved)
 	// One request alone always passes: its size is the body limits' business.
-	if lim := il.limits.MaxInflightPushRequestsBytes; lim > 0 && b > lim && b != reserved {
-		il.inflightBytes.Add(-reserved)
-		il.inflight.Add(-1)
-		return nil, il.refuse("max-inflight-push-requests-bytes", fmt.Sprintf("this ingester already has %d bytes of push requests in flight, its limit is %d", b-reserved, lim))
+	if maxBytes > 0 && b > maxBytes && b != reserved {
+		inflightBytes.Add(-reserved)
+		inflight.Add(-1)
+		return nil, il.refuse("max-inflight-push-requests-bytes", fmt.Sprintf("this ingester already has %d bytes of %s in flight, its limit is %d", b-reserved, what, maxBytes))
 	}
 	if lim := il.limits.MaxIngestionRate; lim > 0 {
 		if rate := il.rate.Rate(time.Now()); rate > lim {
-			il.inflightBytes.Add(-reserved)
-			il.inflight.Add(-1)
+			inflightBytes.Add(-reserved)
+			inflight.Add(-1)
 			return nil, il.refuse("max-ingestion-rate", fmt.Sprintf("this ingester stores %.0f profiles/s, above its limit of %.0f", rate, lim))
 		}
 	}
-	return func() { il.inflightBytes.Add(-reserved); il.inflight.Add(-1) }, nil
+	return func() { inflightBytes.Add(-reserved); inflight.Add(-1) }, nil
 }
 
 // checkUsage checks the series limit, and with a tenant the tenants limit.

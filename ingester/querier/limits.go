@@ -5,11 +5,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/hearth-dev/hearth/ingester/querylimit"
 	"github.com/hearth-dev/hearth/ingester/tenant"
 	"github.com/hearth-dev/hearth/ingester/validation"
 )
@@ -36,48 +38,86 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// LimitsInterceptor applies, before a querier.v1 handler runs, the tenant's
-// query limits (validation.Limits: max_query_lookback moves the start up,
+// Limiter applies, before a query runs, the tenant's query limits
+// (validation.Limits: max_query_lookback moves the start up,
 // max_query_length refuses a longer range, max_flamegraph_nodes_* default and
-// bound max_nodes) and the ingester's concurrency, queue and timeout.
-func LimitsInterceptor(cfg Config, limits validation.TenantLimits, multitenancy bool) connect.Interceptor {
-	var slots, queue chan struct{}
+// bound max_nodes, max_fetched_*_per_query become the query's budget) and the
+// ingester's concurrency, queue and timeout. Every query entry point goes
+// through one Limiter: querier.v1 (Interceptor) and the plain-HTTP render
+// endpoints (Run with the querier.v1 request they stand for), so they share
+// the slots and the queue.
+type Limiter struct {
+	cfg          Config
+	limits       validation.TenantLimits
+	multitenancy bool
+	slots, queue chan struct{}
+}
+
+// NewLimiter returns the ingester's query limiter.
+func NewLimiter(cfg Config, limits validation.TenantLimits, multitenancy bool) *Limiter {
+	l := &Limiter{cfg: cfg, limits: limits, multitenancy: multitenancy}
 	if cfg.MaxConcurrent > 0 {
-		slots, queue = make(chan struct{}, cfg.MaxConcurrent), make(chan struct{}, cfg.MaxConcurrent+cfg.MaxQueued)
+		l.slots, l.queue = make(chan struct{}, cfg.MaxConcurrent), make(chan struct{}, cfg.MaxConcurrent+cfg.MaxQueued)
 	}
+	return l
+}
+
+// Run applies the limits to req (adjusting it in place) and runs fn with the
+// query's context (timeout, budget) in a slot. A request without a valid
+// tenant runs fn unlimited: the handler answers the bad tenant. A nil
+// Limiter runs fn as is.
+func (l *Limiter) Run(ctx context.Context, h http.Header, req protoreflect.Message, fn func(context.Context) error) error {
+	if l == nil {
+		return fn(ctx)
+	}
+	t, err := tenant.FromHeader(h, l.multitenancy)
+	if err != nil {
+		return fn(ctx)
+	}
+	lim := l.limits.For(t)
+	if req != nil {
+		if err := ApplyQueryLimits(req, lim, time.Now()); err != nil {
+			return err
+		}
+	}
+	ctx = querylimit.With(ctx, querylimit.New(int64(lim.MaxFetchedBytesPerQuery), int64(lim.MaxFetchedSeriesPerQuery)))
+	if l.cfg.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, l.cfg.Timeout)
+		defer cancel()
+	}
+	if l.slots != nil {
+		select {
+		case l.queue <- struct{}{}:
+			defer func() { <-l.queue }()
+		default:
+			return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("this ingester runs %d queries and %d more wait (querier.max-concurrent, querier.max-queued): retry later", l.cfg.MaxConcurrent, l.cfg.MaxQueued))
+		}
+		select {
+		case l.slots <- struct{}{}:
+			defer func() { <-l.slots }()
+		case <-ctx.Done():
+			return connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("waited for a query slot until the query timeout (querier.timeout): %w", ctx.Err()))
+		}
+	}
+	return fn(ctx)
+}
+
+// Interceptor applies the limiter to every querier.v1 call.
+func (l *Limiter) Interceptor() connect.Interceptor {
 	return connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
 		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			t, err := tenant.FromHeader(req.Header(), multitenancy)
-			if err != nil {
-				return next(ctx, req) // the handler answers a bad tenant
+			var m protoreflect.Message
+			if pm, ok := req.Any().(interface{ ProtoReflect() protoreflect.Message }); ok {
+				m = pm.ProtoReflect()
 			}
-			m, ok := req.Any().(interface{ ProtoReflect() protoreflect.Message })
-			if !ok {
-				return next(ctx, req)
-			}
-			if err := ApplyQueryLimits(m.ProtoReflect(), limits.For(t), time.Now()); err != nil {
-				return nil, err
-			}
-			if cfg.Timeout > 0 {
-				var cancel context.CancelFunc
-				ctx, cancel = context.WithTimeout(ctx, cfg.Timeout)
-				defer cancel()
-			}
-			if slots != nil {
-				select {
-				case queue <- struct{}{}:
-					defer func() { <-queue }()
-				default:
-					return nil, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("this ingester runs %d queries and %d more wait (querier.max-concurrent, querier.max-queued): retry later", cfg.MaxConcurrent, cfg.MaxQueued))
-				}
-				select {
-				case slots <- struct{}{}:
-					defer func() { <-slots }()
-				case <-ctx.Done():
-					return nil, connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("waited for a query slot until the query timeout (querier.timeout): %w", ctx.Err()))
-				}
-			}
-			return next(ctx, req)
+			var resp connect.AnyResponse
+			err := l.Run(ctx, req.Header(), m, func(ctx context.Context) error {
+				var err error
+				resp, err = next(ctx, req)
+				return err
+			})
+			return resp, err
 		}
 	})
 }

@@ -57,7 +57,7 @@ func TestApplyQueryLimits(t *testing.T) {
 
 func TestLimitsInterceptorQueue(t *testing.T) {
 	// One slot, no queue: while one query runs, the next is refused.
-	ic := LimitsInterceptor(Config{MaxConcurrent: 1, MaxQueued: 0}, *queryLimits(), false)
+	ic := NewLimiter(Config{MaxConcurrent: 1, MaxQueued: 0}, *queryLimits(), false).Interceptor()
 	release, entered := make(chan struct{}), make(chan struct{}, 2)
 	call := ic.WrapUnary(func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 		entered <- struct{}{}

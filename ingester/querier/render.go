@@ -1,6 +1,7 @@
 package querier
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 
 	"connectrpc.com/connect"
 	querierv1 "github.com/grafana/pyroscope/api/gen/proto/go/querier/v1"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/hearth-dev/hearth/ingester/model"
 )
@@ -300,6 +302,8 @@ func httpError(w http.ResponseWriter, err error) {
 			code = http.StatusNotImplemented
 		case connect.CodeUnavailable:
 			code = http.StatusServiceUnavailable
+		case connect.CodeDeadlineExceeded:
+			code = http.StatusGatewayTimeout // as Pyroscope maps it
 		}
 		http.Error(w, ce.Message(), code)
 		return
@@ -333,47 +337,71 @@ func (s *Service) Render(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	maxNodesReq := renderMaxNodes(qv)
-	ctx := WithSelectors(r.Context(), rq.selector)
-	q, err := s.prepare(ctx, httpRequest{r}, rq.ptype, rq.selector, start, end, nil)
-	if err != nil {
-		httpError(w, err)
-		return
+	dot := qv.Get("format") == "dot"
+	// The query limits see the querier.v1 request this one stands for: a
+	// DOT graph is drawn from the merged pprof (SelectMergeProfile, whose
+	// max_nodes the flame graph limits leave alone), the JSON from the
+	// merged stacks (SelectMergeStacktraces).
+	var req interface{ ProtoReflect() protoreflect.Message }
+	flame := &querierv1.SelectMergeStacktracesRequest{ProfileTypeID: rq.ptype, LabelSelector: rq.selector, Start: start, End: end, MaxNodes: maxNodesReq}
+	pprofReq := &querierv1.SelectMergeProfileRequest{ProfileTypeID: rq.ptype, LabelSelector: rq.selector, Start: start, End: end}
+	req = flame
+	if dot {
+		req = pprofReq
 	}
-	if qv.Get("format") == "dot" {
-		if maxNodesReq != nil && *maxNodesReq < 0 {
-			maxNodesReq = nil // Pyroscope draws its default node count then
+	var body []byte
+	err = s.Limiter.Run(r.Context(), r.Header, req.ProtoReflect(), func(ctx context.Context) error {
+		if dot {
+			start, end = pprofReq.Start, pprofReq.End
+		} else {
+			start, end, maxNodesReq = flame.Start, flame.End, flame.MaxNodes
 		}
-		maxNodes, err := maxNodesOf(maxNodesReq, DefaultDotNodes)
+		q, err := s.prepare(WithSelectors(ctx, rq.selector), httpRequest{r}, rq.ptype, rq.selector, start, end, nil)
 		if err != nil {
-			httpError(w, err)
-			return
+			return err
 		}
-		p, err := q.mergeProfile(nil, 0)
+		if dot {
+			if maxNodesReq != nil && *maxNodesReq < 0 {
+				maxNodesReq = nil // Pyroscope draws its default node count then
+			}
+			maxNodes, err := maxNodesOf(maxNodesReq, DefaultDotNodes)
+			if err != nil {
+				return err
+			}
+			p, err := q.mergeProfile(nil, 0)
+			if err != nil {
+				return err
+			}
+			body = []byte(Dot(p, maxNodes))
+			return nil
+		}
+		maxNodes, err := maxNodesOf(maxNodesReq, DefaultMaxNodes)
 		if err != nil {
-			httpError(w, err)
-			return
+			return err
 		}
-		w.Header().Set("Content-Type", "text/vnd.graphviz")
-		_, _ = w.Write([]byte(Dot(p, maxNodes)))
-		return
-	}
-	maxNodes, err := maxNodesOf(maxNodesReq, DefaultMaxNodes)
-	if err != nil {
-		httpError(w, err)
-		return
-	}
-	t, err := q.nameTree(nil)
-	if err != nil {
-		httpError(w, err)
-		return
-	}
-	fg := t.flameGraph(maxNodes)
-	writeJSON(w, &FlamebearerProfile{
-		Version:     1,
-		Flamebearer: Flamebearer{Names: fg.Names, Levels: levels(fg.Levels), NumTicks: fg.Total, MaxSelf: fg.MaxSelf},
-		Metadata:    flamebearerMetadata(q.ptype, "single"),
-		Timeline:    q.timeline(start, end),
+		t, err := q.nameTree(nil)
+		if err != nil {
+			return err
+		}
+		fg := t.flameGraph(maxNodes)
+		body, err = json.Marshal(&FlamebearerProfile{
+			Version:     1,
+			Flamebearer: Flamebearer{Names: fg.Names, Levels: levels(fg.Levels), NumTicks: fg.Total, MaxSelf: fg.MaxSelf},
+			Metadata:    flamebearerMetadata(q.ptype, "single"),
+			Timeline:    q.timeline(start, end),
+		})
+		return err
 	})
+	if err != nil {
+		httpError(w, err)
+		return
+	}
+	if dot {
+		w.Header().Set("Content-Type", "text/vnd.graphviz")
+	} else {
+		w.Header().Set("Content-Type", "application/json")
+	}
+	_, _ = w.Write(body)
 }
 
 // RenderDiff serves GET /pyroscope/render-diff?leftQuery=&leftFrom=&leftUntil=&rightQuery=&rightFrom=&rightUntil=&max-nodes=.
@@ -406,37 +434,45 @@ func (s *Service) RenderDiff(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, err)
 		return
 	}
-	fg, err := s.diff(r.Context(), httpRequest{r}, l, rr)
-	if err != nil {
-		httpError(w, err)
-		return
-	}
-	pt, _ := model.ParseProfileType(l.ProfileTypeID)
-	tl := func(m *querierv1.SelectMergeStacktracesRequest) (*FlamebearerTimeline, error) {
-		q, err := s.prepare(WithSelectors(r.Context(), m.LabelSelector), httpRequest{r}, m.ProfileTypeID, m.LabelSelector, m.Start, m.End, nil)
+	// The limits see it as the querier.v1 Diff it stands for (both sides' ranges, max_nodes).
+	var out *FlamebearerProfile
+	dr := &querierv1.DiffRequest{Left: l, Right: rr}
+	err = s.Limiter.Run(r.Context(), r.Header, dr.ProtoReflect(), func(ctx context.Context) error {
+		fg, err := s.diff(ctx, httpRequest{r}, l, rr)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		return q.timeline(m.Start, m.End), nil
-	}
-	ltl, err := tl(l)
-	if err != nil {
-		httpError(w, err)
-		return
-	}
-	rtl, err := tl(rr)
-	if err != nil {
-		httpError(w, err)
-		return
-	}
-	writeJSON(w, &FlamebearerProfile{
-		Version:       1,
-		Flamebearer:   Flamebearer{Names: fg.Names, Levels: levels(fg.Levels), NumTicks: fg.Total, MaxSelf: fg.MaxSelf},
-		Metadata:      flamebearerMetadata(pt, "double"),
-		LeftTicks:     fg.LeftTicks,
-		RightTicks:    fg.RightTicks,
-		Timeline:      ltl,
-		LeftTimeline:  ltl,
-		RightTimeline: rtl,
+		pt, _ := model.ParseProfileType(l.ProfileTypeID)
+		tl := func(m *querierv1.SelectMergeStacktracesRequest) (*FlamebearerTimeline, error) {
+			q, err := s.prepare(WithSelectors(ctx, m.LabelSelector), httpRequest{r}, m.ProfileTypeID, m.LabelSelector, m.Start, m.End, nil)
+			if err != nil {
+				return nil, err
+			}
+			return q.timeline(m.Start, m.End), nil
+		}
+		ltl, err := tl(l)
+		if err != nil {
+			return err
+		}
+		rtl, err := tl(rr)
+		if err != nil {
+			return err
+		}
+		out = &FlamebearerProfile{
+			Version:       1,
+			Flamebearer:   Flamebearer{Names: fg.Names, Levels: levels(fg.Levels), NumTicks: fg.Total, MaxSelf: fg.MaxSelf},
+			Metadata:      flamebearerMetadata(pt, "double"),
+			LeftTicks:     fg.LeftTicks,
+			RightTicks:    fg.RightTicks,
+			Timeline:      ltl,
+			LeftTimeline:  ltl,
+			RightTimeline: rtl,
+		}
+		return nil
 	})
+	if err != nil {
+		httpError(w, err)
+		return
+	}
+	writeJSON(w, out)
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/hearth-dev/hearth/ingester/head"
 	"github.com/hearth-dev/hearth/ingester/model"
+	"github.com/hearth-dev/hearth/ingester/querylimit"
 	"github.com/hearth-dev/hearth/ingester/selector"
 	"github.com/hearth-dev/hearth/ingester/tenant"
 )
@@ -69,6 +70,9 @@ type Service struct {
 	querierv1connect.UnimplementedQuerierServiceHandler
 	Sources      []Source
 	Multitenancy bool
+	// Limiter is the query limits the plain-HTTP endpoints (render) apply
+	// themselves; querier.v1 applies them with Limiter.Interceptor (nil: none).
+	Limiter *Limiter
 }
 
 var _ querierv1connect.QuerierServiceHandler = (*Service)(nil)
@@ -89,7 +93,10 @@ func timeRange(startMs, endMs int64) (int64, int64, error) {
 	if endMs <= 0 {
 		endMs = time.Now().UnixMilli()
 	}
-	if startMs > endMs {
+	// start = end+1 is the empty range ApplyQueryLimits makes of a query
+	// entirely before max_query_lookback: it answers nothing.
+	empty := startMs == endMs+1
+	if startMs > endMs && !empty {
 		return 0, 0, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("start %d is after end %d", startMs, endMs))
 	}
 	const maxMs = math.MaxInt64 / int64(time.Millisecond)
@@ -103,6 +110,9 @@ func timeRange(startMs, endMs int64) (int64, int64, error) {
 		return ms * int64(time.Millisecond)
 	}
 	end := clamp(endMs)
+	if empty {
+		return clamp(startMs), clamp(startMs) - 1, nil
+	}
 	if end <= math.MaxInt64-int64(time.Millisecond) {
 		end += int64(time.Millisecond) - 1 // the whole last millisecond
 	}
@@ -152,23 +162,47 @@ func matcher(selectors ...string) (func(model.Labels) bool, error) {
 
 func (s *Service) selectAll(ctx context.Context, t, ptype string, match func(model.Labels) bool, start, end int64) ([]head.Selection, error) {
 	var out []head.Selection
+	budget := querylimit.From(ctx)
 	for _, src := range s.Sources {
 		sel, err := src.Select(ctx, t, ptype, match, start, end)
 		if err != nil {
-			return nil, connect.NewError(connect.CodeUnavailable, err)
+			return nil, sourceError(err)
 		}
 		out = append(out, sel...)
+		if budget != nil {
+			for _, sl := range sel {
+				for i := range sl.Series {
+					if err := budget.AddSeries(sl.Series[i].Labels.Hash()); err != nil {
+						return nil, sourceError(err)
+					}
+				}
+			}
+			if err := budget.Check(); err != nil {
+				return nil, sourceError(err)
+			}
+		}
 	}
 	return out, nil
+}
+
+// sourceError: a query over its budget is refused like Pyroscope refuses a
+// query over its limits (InvalidArgument, 400); any other failure to read a
+// source is Unavailable.
+func sourceError(err error) error {
+	if querylimit.IsExceeded(err) {
+		return connect.NewError(connect.CodeInvalidArgument, err)
+	}
+	return connect.NewError(connect.CodeUnavailable, err)
 }
 
 func (s *Service) seriesLabels(ctx context.Context, t string, match func(model.Labels) bool, start, end int64) ([]model.Labels, error) {
 	var out []model.Labels
 	seen := map[uint64]struct{}{}
+	budget := querylimit.From(ctx)
 	for _, src := range s.Sources {
 		ls, err := src.SeriesLabels(ctx, t, match, start, end)
 		if err != nil {
-			return nil, connect.NewError(connect.CodeUnavailable, err)
+			return nil, sourceError(err)
 		}
 		for _, l := range ls {
 			h := l.Hash()
@@ -177,6 +211,11 @@ func (s *Service) seriesLabels(ctx context.Context, t string, match func(model.L
 			}
 			seen[h] = struct{}{}
 			out = append(out, l)
+			if budget != nil {
+				if err := budget.AddSeries(h); err != nil {
+					return nil, sourceError(err)
+				}
+			}
 		}
 	}
 	return out, nil

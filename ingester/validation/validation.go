@@ -33,6 +33,10 @@ type Limits struct {
 	MaxQueryLookback          time.Duration `yaml:"max_query_lookback"`
 	MaxFlameGraphNodesDefault int           `yaml:"max_flamegraph_nodes_default"`
 	MaxFlameGraphNodesMax     int           `yaml:"max_flamegraph_nodes_max"`
+	// Per-query caps (Mimir's names): bytes read from block files and
+	// distinct series touched.
+	MaxFetchedBytesPerQuery  int `yaml:"max_fetched_bytes_per_query"`
+	MaxFetchedSeriesPerQuery int `yaml:"max_fetched_series_per_query"`
 
 	// RetentionPeriod is the tenant's block retention in the bucket (0:
 	// forever). Its default is -compactor.blocks-retention-period.
@@ -57,6 +61,8 @@ func (l *Limits) RegisterFlags(f *flag.FlagSet) {
 	f.DurationVar(&l.MaxQueryLookback, "querier.max-query-lookback", 7*24*time.Hour, "How far back a query may read: an earlier start is moved up to it, a query entirely before it answers nothing (0: unlimited).")
 	f.IntVar(&l.MaxFlameGraphNodesDefault, "querier.max-flamegraph-nodes-default", 8<<10, "Flame graph nodes when a query asks for none (max_nodes 0) (0: unlimited).")
 	f.IntVar(&l.MaxFlameGraphNodesMax, "querier.max-flamegraph-nodes-max", 1<<20, "Most flame graph nodes a query may ask for (0: unlimited).")
+	f.IntVar(&l.MaxFetchedBytesPerQuery, "querier.max-fetched-bytes-per-query", 512<<20, "Most bytes one query may read from block files (the bucket's and this ingester's); more is refused with 400 naming the limit (0: unlimited).")
+	f.IntVar(&l.MaxFetchedSeriesPerQuery, "querier.max-fetched-series-per-query", 100000, "Most distinct series one query may touch; more is refused with 400 naming the limit (0: unlimited).")
 }
 
 // Reason names a kind of violation (a metric label).

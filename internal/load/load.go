@@ -27,6 +27,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -56,6 +57,7 @@ type Config struct {
 	MaxPushes int64
 	Series    int    // number of distinct instance label values; default 10
 	Tenant    string // X-Scope-OrgID; empty = header not sent
+	Service   string // service_name of every push; empty = from the file name
 	Protocol  string // "connect" (default), "grpc" or "grpcweb"
 	H2C       bool   // use HTTP/2 without TLS (h2c) instead of HTTP/1.1 for http:// URLs
 
@@ -107,8 +109,9 @@ type Summary struct {
 	Abandoned      int64             // pushes cut short by the end of the run: the server may or may not have stored them
 	Profiles       int64             // pushes acknowledged
 	Errors         int64             // pushes failed
-	ErrorsByCode   map[string]int64  // connect code (e.g. invalid_argument) -> count
+	ErrorsByCode   map[string]int64  // connect code (e.g. invalid_argument) of an answer, or "transport" (no answer: reset, refused, timed out) -> count
 	FirstErrors    map[string]string // connect code -> the first error message seen with it
+	ErrorKinds     map[string]int64  // error message with its numbers elided -> count (the kinds of refusals)
 	Bytes          int64             // compressed request payload bytes of acknowledged pushes
 	Elapsed        time.Duration
 	ProfilesPerSec float64
@@ -135,9 +138,16 @@ func (s Summary) String() string {
 				fmt.Fprintf(&b, "first %s error: %s\n", c, msg)
 			}
 		}
+		kinds := slices.SortedFunc(maps.Keys(s.ErrorKinds), func(a, b string) int { return int(s.ErrorKinds[b] - s.ErrorKinds[a]) })
+		for _, k := range kinds[:min(len(kinds), 5)] {
+			fmt.Fprintf(&b, "error kind (%d): %s\n", s.ErrorKinds[k], k)
+		}
 	}
 	return b.String()
 }
+
+// digits elides the numbers of an error message (ErrorKinds).
+var digits = regexp.MustCompile(`[0-9]+`)
 
 // file is one prepared corpus file.
 type file struct {
@@ -145,6 +155,10 @@ type file struct {
 	service string
 	metric  string
 	gz      []byte // gzip member of the profile without time_nanos
+	// ptype is the profile type of its first sample type, perProfile its
+	// total in one profile (what Check expects of every acknowledged push).
+	ptype      string
+	perProfile int64
 }
 
 // Prepare reads and prepares every regular file of dir; undecodable files
@@ -180,12 +194,26 @@ func prepare(dir string, warn io.Writer) ([]*file, []string, error) {
 			skipped = append(skipped, e.Name())
 			continue
 		}
-		files = append(files, &file{
+		f := &file{
 			name:    e.Name(),
 			service: ServiceName(e.Name()),
 			metric:  ingest.ProfileName(p),
 			gz:      gzipBytes(raw),
-		})
+		}
+		st, pt := p.SampleType[0], p.GetPeriodType()
+		str := func(i int64) string {
+			if i >= 0 && i < int64(len(p.StringTable)) {
+				return p.StringTable[i]
+			}
+			return ""
+		}
+		f.ptype = f.metric + ":" + str(st.Type) + ":" + str(st.Unit) + ":" + str(pt.GetType()) + ":" + str(pt.GetUnit())
+		for _, sm := range p.Sample {
+			if len(sm.Value) > 0 {
+				f.perProfile += sm.Value[0]
+			}
+		}
+		files = append(files, f)
 	}
 	return files, skipped, nil
 }
@@ -298,6 +326,7 @@ type stats struct {
 	mu                                         sync.Mutex
 	codes                                      map[string]int64
 	first                                      map[string]string
+	kinds                                      map[string]int64
 	lat                                        []time.Duration
 }
 
@@ -327,7 +356,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 
-	st := &stats{codes: map[string]int64{}, first: map[string]string{}}
+	st := &stats{codes: map[string]int64{}, first: map[string]string{}, kinds: map[string]int64{}}
 	var seq atomic.Int64
 	// next reserves the next push number, or returns false when done.
 	next := func() (int64, bool) {
@@ -391,7 +420,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	s := Summary{
 		Files: len(files), Skipped: skipped,
 		Pushes: st.pushes.Load(), Abandoned: st.abandoned.Load(), Profiles: st.profiles.Load(), Errors: st.errors.Load(),
-		ErrorsByCode: st.codes, FirstErrors: st.first, Bytes: st.bytes.Load(), Elapsed: elapsed,
+		ErrorsByCode: st.codes, FirstErrors: st.first, ErrorKinds: st.kinds, Bytes: st.bytes.Load(), Elapsed: elapsed,
 	}
 	if sec := elapsed.Seconds(); sec > 0 {
 		s.ProfilesPerSec = float64(s.Profiles) / sec
@@ -414,7 +443,7 @@ func push(ctx context.Context, client pushv1connect.PusherServiceClient, cfg *Co
 	labels := []*typesv1.LabelPair{
 		{Name: "__name__", Value: f.metric},
 		{Name: "instance", Value: fmt.Sprintf("i-%d", n%int64(cfg.Series))},
-		{Name: "service_name", Value: f.service},
+		{Name: "service_name", Value: cfg.service(f)},
 	}
 	id := uuid.NewString()
 	req := connect.NewRequest(&pushv1.PushRequest{Series: []*pushv1.RawProfileSeries{{
@@ -438,8 +467,16 @@ func push(ctx context.Context, client pushv1connect.PusherServiceClient, cfg *Co
 		if ce := new(connect.Error); errors.As(err, &ce) {
 			code = ce.Code().String()
 		}
+		if !connect.IsWireError(err) {
+			// No answer from the server (a reset, a refused connection, a
+			// timeout): told apart from an answered 503 (unavailable).
+			code = "transport"
+		}
 		st.mu.Lock()
 		st.codes[code]++
+		if len(st.kinds) < 100 {
+			st.kinds[digits.ReplaceAllString(err.Error(), "N")]++
+		}
 		if _, seen := st.first[code]; !seen {
 			st.first[code] = err.Error()
 		}
@@ -452,6 +489,13 @@ func push(ctx context.Context, client pushv1connect.PusherServiceClient, cfg *Co
 		cfg.Acked(Ack{ID: id, Labels: labels, TimeNanos: ts, File: f.name})
 	}
 	return d
+}
+
+func (c *Config) service(f *file) string {
+	if c.Service != "" {
+		return c.Service
+	}
+	return f.service
 }
 
 // pace puts a token into tokens rate times per second until ctx is done.
