@@ -34,6 +34,11 @@ type Config struct {
 	// AbandonedUploadGrace: an ingester's partial upload (no meta.json) whose
 	// newest object is older than this is deleted: its ingester never came back.
 	AbandonedUploadGrace time.Duration `yaml:"abandoned_upload_grace"`
+	// TenantCleanupDelay: a tenant deletion is finished (its mark gets its
+	// finished time and the tenant may push again) only once nothing but the
+	// mark is left and this long has passed since the request, so that every
+	// ingester dropped the tenant and no upload of it is still on its way.
+	TenantCleanupDelay time.Duration `yaml:"tenant_cleanup_delay"`
 }
 
 // PartialGrace is how old (by its ULID) a compactor's block without meta.json
@@ -60,6 +65,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.DurationVar(&c.RetentionPeriod, "compactor.blocks-retention-period", 0, "Delete blocks whose newest profile is older than this (0: keep forever).")
 	f.Var(&c.TenantRetention, "compactor.tenant-retention-periods", "Per-tenant overrides of -compactor.blocks-retention-period: tenant=duration,... (0: keep forever).")
 	f.DurationVar(&c.JobTimeout, "compactor.job-timeout", 30*time.Minute, "Give up a compaction job (download, merge, upload) after this long; it is retried at the next interval. A compactor's upload without meta.json is deleted after twice this (at least 1h).")
+	f.DurationVar(&c.TenantCleanupDelay, "compactor.tenant-cleanup-delay", 6*time.Hour, "A tenant deletion (POST /compactor/delete_tenant) finishes once nothing of the tenant is left in the bucket and this long has passed since the request: until then its pushes are refused and anything of it that still arrives (a late upload) is deleted. Keep it above the longest an ingester may be down.")
 	f.DurationVar(&c.AbandonedUploadGrace, "compactor.abandoned-upload-grace", 7*24*time.Hour, "Delete an ingester's partial upload (a block directory without meta.json) once nothing was written to it for this long: its ingester never came back to finish it.")
 }
 
@@ -79,8 +85,8 @@ func (c *Config) Validate() error {
 	if c.CompactionInterval <= 0 {
 		return errors.New("compactor.compaction-interval must be positive")
 	}
-	if c.FirstLevelWait < 0 || c.DeletionDelay < 0 || c.RetentionPeriod < 0 {
-		return errors.New("compactor: negative wait period, deletion delay or retention")
+	if c.FirstLevelWait < 0 || c.DeletionDelay < 0 || c.RetentionPeriod < 0 || c.TenantCleanupDelay < 0 {
+		return errors.New("compactor: negative wait period, deletion delay, retention or tenant cleanup delay")
 	}
 	if c.JobTimeout <= 0 {
 		c.JobTimeout = 30 * time.Minute

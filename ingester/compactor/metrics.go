@@ -18,6 +18,10 @@ type metrics struct {
 	leftovers   *prometheus.CounterVec
 	unreadable  prometheus.Gauge
 	lastSuccess *prometheus.GaugeVec
+	// Tenant deletion (tenantdelete.go).
+	tenantsDeleted     prometheus.Counter
+	tenantObjects      prometheus.Counter
+	deletionInProgress prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -49,12 +53,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		lastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "last_successful_job_timestamp_seconds",
 			Help: "Unix time of the last successful compaction job of a tenant run by this instance."}, []string{"tenant"}),
 	}
+	m.tenantsDeleted = c("tenants_deleted_total", "Tenant deletions finished by this instance (POST /compactor/delete_tenant): nothing of the tenant is left but its mark.")
+	m.tenantObjects = c("tenant_deletion_objects_deleted_total", "Objects of tenants being deleted that this instance deleted (blocks' files, settings, ad hoc profiles, marks, bucket indexes).")
+	m.deletionInProgress = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "tenant_deletion_in_progress",
+		Help: "Tenants owned by this instance whose deletion is in progress (their mark has no finished time yet), as of its last pass."})
 	for _, w := range []string{"compactor", "ingester"} {
 		m.leftovers.WithLabelValues(w) // on /metrics at 0 from the start
 	}
 	if reg != nil {
 		reg.MustRegister(m.jobs, m.failures, m.duration, m.blocksIn, m.blocksOut, m.bytesIn, m.bytesOut,
-			m.rowsIn, m.rowsOut, m.duplicates, m.marked, m.deleted, m.leftovers, m.unreadable, m.lastSuccess)
+			m.rowsIn, m.rowsOut, m.duplicates, m.marked, m.deleted, m.leftovers, m.unreadable, m.lastSuccess,
+			m.tenantsDeleted, m.tenantObjects, m.deletionInProgress)
 	}
 	return m
 }

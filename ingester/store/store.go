@@ -561,6 +561,21 @@ func (s *Store) heads() []*head.Head {
 	return out
 }
 
+// Tenants lists the tenants of the active and frozen heads.
+func (s *Store) Tenants() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, h := range s.heads() {
+		for _, t := range h.Tenants() {
+			if !seen[t] {
+				seen[t] = true
+				out = append(out, t)
+			}
+		}
+	}
+	return out
+}
+
 // Head is the active head.
 func (s *Store) Head() *head.Head {
 	s.mu.RLock()
