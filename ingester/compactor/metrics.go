@@ -33,7 +33,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "jobs_total",
 			Help: "Compaction jobs run by this instance, by result (success, failure)."}, []string{"result"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "failures_total",
-			Help: "Compactor failures by stage (pass, job, mark, delete, cleanup, index); each is retried at the next interval."}, []string{"stage"}),
+			Help: "Compactor failures by stage (pass, job, mark, delete, cleanup, index, tenant_deletion); each is retried at the next interval."}, []string{"stage"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "job_duration_seconds",
 			Help: "Time a compaction job took (download, merge, upload).", Buckets: prometheus.ExponentialBuckets(0.05, 4, 10)}),
 		blocksIn:   c("blocks_in_total", "Blocks read by successful compaction jobs."),

@@ -189,6 +189,7 @@ func (c *Compactor) deleteTenant(ctx context.Context, tenant string, mark *block
 		return fmt.Errorf("finishing the deletion of tenant %q: %w", tenant, err)
 	}
 	c.m.tenantsDeleted.Inc()
+	c.deleting.Add(-1) // counted in progress at the start of this pass
 	c.log.Info("tenant deletion finished: nothing of the tenant is left but its mark", "tenant", tenant, "requested_at", mark.RequestedAt)
 	return nil
 }
