@@ -24,7 +24,7 @@ import (
 	"github.com/hearth-dev/hearth/ingester/transport"
 )
 
-// Tenant deletion (Mimir's API, docs/operations.md "Deleting a tenant"):
+// Tenant deletion (Mimir's API, docs/production.md "Deleting a tenant"):
 //
 //   - POST /compactor/delete_tenant (internal port, tenant in X-Scope-OrgID)
 //     writes <tenant>/markers/tenant-deletion-mark.json, drops the tenant
