@@ -106,13 +106,13 @@ type Store struct {
 	active      *head.Head
 	activeSince atomic.Int64 // unix nanos of the first append to the active head, 0: empty
 	frozen      []*frozenHead
-	closed      bool          // no more writes, no more cuts: the WAL is closed
-	noWrites    bool          // no more writes; cuts still work (a final stop's flush)
-	opened      bool          // the WAL is replayed and open
+	closed      bool            // no more writes, no more cuts: the WAL is closed
+	noWrites    bool            // no more writes; cuts still work (a final stop's flush)
+	opened      bool            // the WAL is replayed and open
 	deleting    map[string]bool // tenants being deleted: their writes are refused (DropTenant)
-	replayFrom  atomic.Uint64 // first WAL segment not covered by local blocks
-	appending   atomic.Int64  // Appends in flight
-	lastAppend  atomic.Int64  // unix nanos at which the last Append returned
+	replayFrom  atomic.Uint64   // first WAL segment not covered by local blocks
+	appending   atomic.Int64    // Appends in flight
+	lastAppend  atomic.Int64    // unix nanos at which the last Append returned
 
 	cutMu  sync.Mutex // one cut at a time
 	cutsMu sync.Mutex

@@ -343,4 +343,3 @@ func TestTenantDeletion(t *testing.T) {
 	}
 	t.Logf("objects deleted by the restarted compactors: %.0f (of %d)", deleted, len(names))
 }
-
