@@ -184,6 +184,10 @@ func (d *tenantDeletions) check(ctx context.Context) {
 // every interval.
 func (d *tenantDeletions) service() services.Service {
 	return services.NewBasicService(func(ctx context.Context) error {
+		// Bounded: a bucket that does not answer delays the start by at
+		// most this, and the running loop checks again.
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
 		d.check(ctx)
 		return nil
 	}, func(ctx context.Context) error {
