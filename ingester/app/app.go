@@ -58,7 +58,8 @@ type App struct {
 	Compactor   *compactor.Compactor  // nil when -compactor.enabled=false
 	Overrides   *validation.Overrides // each tenant's effective limits (runtimeconfig.go)
 
-	uploads uploadClock // when local blocks reached the bucket
+	uploads   uploadClock      // when local blocks reached the bucket
+	deletions *tenantDeletions // tenants being deleted (tenantdeletion.go)
 
 	blocksDir   string
 	mux         *http.ServeMux // the public server's routes; modules add theirs in init

@@ -69,7 +69,8 @@ func (a *App) modules() []module {
 		{Ring, a.initRing, []string{Server, InternalServer, Store}},
 		{API, a.initAPI, []string{Server, InternalServer, Store, Shipper, Ring, RuntimeConfig}},
 		{Compact, a.initCompactor, []string{Server, Ring, RuntimeConfig}},
-		{Ingester, a.initIngester, []string{Server, InternalServer, RuntimeConfig, Store, Shipper, Ring, API, Compact}},
+		{TenantDeletion, a.initTenantDeletion, []string{InternalServer, Store, Shipper, Ring, API}},
+		{Ingester, a.initIngester, []string{Server, InternalServer, RuntimeConfig, Store, Shipper, Ring, API, Compact, TenantDeletion}},
 	}
 }
 
@@ -206,17 +207,19 @@ func (a *App) initAPI() (services.Service, error) {
 	// Instance limits: checked before a push's or a replica append's body is
 	// read (Wrap), and on every local append, a peer's included (Appender).
 	il := push.NewInstanceLimiter(cfg.Ingester.InstanceLimits, a.Store, a.Registry)
-	local := il.Appender(a.Store)
+	// Tenants being deleted: writes refused, queries answer nothing (tenantdeletion.go).
+	a.deletions = newTenantDeletions(a, a.Blocks.SyncInterval)
+	local := storeRefusal{il.Appender(a.Store)}
 	a.Distributor = distributor.New(distributor.Options{
 		Ring: lookups, Self: self, Local: local, Client: peers, Scheme: scheme, Logger: a.Logger, Registerer: a.Registry,
 	})
 	a.Remote = remote.NewSource(remote.SourceOptions{Ring: lookups, Self: self, Client: peers, Scheme: scheme, Logger: a.Logger, Registerer: a.Registry})
-	a.Push = push.NewHandler(a.Overrides, a.Distributor, cfg.Auth.MultitenancyEnabled, a.Logger, a.Registry)
+	a.Push = push.NewHandler(a.Overrides, frontDoor{a.deletions, a.Distributor}, cfg.Auth.MultitenancyEnabled, a.Logger, a.Registry)
 	a.Push.Normalize = cfg.Normalize
 	// One limiter for every query entry point (querier.v1 and render): they
 	// share its slots and queue.
 	a.Querier = &querier.Service{
-		Sources:      []querier.Source{a.Store, a.Remote, a.LocalBlocks, a.Blocks},
+		Sources:      a.deletions.hide(a.Store, a.Remote, a.LocalBlocks, a.Blocks),
 		Multitenancy: cfg.Auth.MultitenancyEnabled,
 		Limiter:      querier.NewLimiter(cfg.Querier, a.Overrides, cfg.Auth.MultitenancyEnabled),
 	}
@@ -233,7 +236,12 @@ func (a *App) initAPI() (services.Service, error) {
 	a.mux.Handle(otlp.ExportProcedure, otlpHandler)
 	a.mux.Handle(otlp.HTTPPath, otlpHandler)
 	// What Grafana calls beside querier.v1 (settings, ad hoc profiles, render).
-	querier.RegisterHTTP(func(path string, h http.Handler) { a.mux.Handle(path, whileStarting(ready, h, connectError)) },
+	querier.RegisterHTTP(func(path string, h http.Handler) {
+		if path != querier.RenderPath && path != querier.RenderDiffPath { // render reads the hidden sources
+			h = a.deletions.refuseWhileDeleting(h, cfg.Auth.MultitenancyEnabled)
+		}
+		a.mux.Handle(path, whileStarting(ready, h, connectError))
+	},
 		querier.Deps{Service: a.Querier, Bucket: a.Bucket, MaxProfileSize: cfg.Limits.MaxProfileSizeBytes, Options: opts})
 	a.internalMux.HandleFunc("/ingester/shutdown", a.shutdownHandler)
 

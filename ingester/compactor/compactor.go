@@ -85,6 +85,7 @@ type Compactor struct {
 	now  func() time.Time
 
 	unreadable atomic.Int64 // blocks with an unreadable meta.json seen this pass
+	deleting   atomic.Int64 // owned tenants being deleted, seen this pass
 
 	metaMu sync.Mutex
 	metas  map[ulid.ULID]*block.Meta                    // meta.json is immutable: cached by ULID
@@ -173,7 +174,11 @@ func (c *Compactor) inShard(tenant string) bool {
 func (c *Compactor) RunOnce(ctx context.Context) error {
 	start := c.now()
 	c.unreadable.Store(0)
-	defer func() { c.m.unreadable.Set(float64(c.unreadable.Load())) }()
+	c.deleting.Store(0)
+	defer func() {
+		c.m.unreadable.Set(float64(c.unreadable.Load()))
+		c.m.deletionInProgress.Set(float64(c.deleting.Load()))
+	}()
 	tenants, err := c.tenants(ctx)
 	if err == nil {
 		c.forgetTenantsBut(tenants)
@@ -352,6 +357,19 @@ func (c *Compactor) runTenant(ctx context.Context, tenant string) error {
 	ownTenant := c.owns(tenant, TenantToken(tenant))
 	if !ownTenant && !c.mayOwnJobs(ctx, tenant) {
 		return nil
+	}
+	// A tenant being deleted has no jobs, marks or index: its owner deletes
+	// it. A mark that cannot be read leaves the tenant alone this pass.
+	mark, err := block.ReadTenantDeletionMark(ctx, c.opts.Bucket, tenant)
+	if err != nil {
+		return err
+	}
+	if mark.Deleting() {
+		if !ownTenant {
+			return nil
+		}
+		c.deleting.Add(1)
+		return c.deleteTenant(ctx, tenant, mark)
 	}
 	st, err := c.list(ctx, tenant)
 	if err != nil {

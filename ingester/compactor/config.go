@@ -38,6 +38,11 @@ type Config struct {
 	// (its shard, picked by shuffle sharding); the others read nothing of
 	// the tenant. 0: every ingester.
 	TenantShardSize int `yaml:"tenant_shard_size"`
+	// TenantCleanupDelay: a tenant deletion is finished (its mark gets its
+	// finished time and the tenant may push again) only once nothing but the
+	// mark is left and this long has passed since the request, so that every
+	// ingester dropped the tenant and no upload of it is still on its way.
+	TenantCleanupDelay time.Duration `yaml:"tenant_cleanup_delay"`
 }
 
 // PartialGrace is how old (by its ULID) a compactor's block without meta.json
@@ -65,6 +70,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.Var(&c.TenantRetention, "compactor.tenant-retention-periods", "Per-tenant overrides of -compactor.blocks-retention-period: tenant=duration,... (0: keep forever).")
 	f.DurationVar(&c.JobTimeout, "compactor.job-timeout", 30*time.Minute, "Give up a compaction job (download, merge, upload) after this long; it is retried at the next interval. A compactor's upload without meta.json is deleted after twice this (at least 1h).")
 	f.IntVar(&c.TenantShardSize, "compactor.tenant-shard-size", 3, "Compact each tenant on this many ingesters (its shard, picked from the ring by shuffle sharding, as Mimir's compactor tenant shard): its jobs are spread over them, and the other ingesters read nothing of the tenant (no index, listing or marks). 0: every ingester.")
+	f.DurationVar(&c.TenantCleanupDelay, "compactor.tenant-cleanup-delay", 6*time.Hour, "A tenant deletion (POST /compactor/delete_tenant) finishes once nothing of the tenant is left in the bucket and this long has passed since the request: until then its pushes are refused and anything of it that still arrives (a late upload) is deleted. Keep it above the longest an ingester may be down.")
 	f.DurationVar(&c.AbandonedUploadGrace, "compactor.abandoned-upload-grace", 7*24*time.Hour, "Delete an ingester's partial upload (a block directory without meta.json) once nothing was written to it for this long: its ingester never came back to finish it.")
 }
 
@@ -84,8 +90,8 @@ func (c *Config) Validate() error {
 	if c.CompactionInterval <= 0 {
 		return errors.New("compactor.compaction-interval must be positive")
 	}
-	if c.FirstLevelWait < 0 || c.DeletionDelay < 0 || c.RetentionPeriod < 0 {
-		return errors.New("compactor: negative wait period, deletion delay or retention")
+	if c.FirstLevelWait < 0 || c.DeletionDelay < 0 || c.RetentionPeriod < 0 || c.TenantCleanupDelay < 0 {
+		return errors.New("compactor: negative wait period, deletion delay, retention or tenant cleanup delay")
 	}
 	if c.TenantShardSize < 0 {
 		return errors.New("compactor.tenant-shard-size must not be negative")

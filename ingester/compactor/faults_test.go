@@ -419,7 +419,9 @@ type markReads struct {
 }
 
 func (m *markReads) Get(ctx context.Context, name string) (io.ReadCloser, error) {
-	if strings.Contains(name, "/"+block.MarkersDir+"/") {
+	// Block marks only: the tenant deletion mark is read every pass (it
+	// changes: the compactor gives it its finished time).
+	if strings.Contains(name, "/"+block.MarkersDir+"/") && !strings.HasSuffix(name, block.TenantDeletionMarkObject) {
 		m.n.Add(1)
 	}
 	return m.Bucket.Get(ctx, name)

@@ -19,6 +19,10 @@ type metrics struct {
 	unreadable  prometheus.Gauge
 	lastSuccess *prometheus.GaugeVec
 	bucketOps   *prometheus.CounterVec
+	// Tenant deletion (tenantdelete.go).
+	tenantsDeleted     prometheus.Counter
+	tenantObjects      prometheus.Counter
+	deletionInProgress prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -30,7 +34,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "jobs_total",
 			Help: "Compaction jobs run by this instance, by result (success, failure)."}, []string{"result"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "failures_total",
-			Help: "Compactor failures by stage (pass, job, mark, delete, cleanup, index); each is retried at the next interval."}, []string{"stage"}),
+			Help: "Compactor failures by stage (pass, job, mark, delete, cleanup, index, tenant_deletion); each is retried at the next interval."}, []string{"stage"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "job_duration_seconds",
 			Help: "Time a compaction job took (download, merge, upload).", Buckets: prometheus.ExponentialBuckets(0.05, 4, 10)}),
 		blocksIn:   c("blocks_in_total", "Blocks read by successful compaction jobs."),
@@ -55,12 +59,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, op := range bucketOps {
 		m.bucketOps.WithLabelValues(op)
 	}
+	m.tenantsDeleted = c("tenants_deleted_total", "Tenant deletions finished by this instance (POST /compactor/delete_tenant): nothing of the tenant is left but its mark.")
+	m.tenantObjects = c("tenant_deletion_objects_deleted_total", "Objects of tenants being deleted that this instance deleted (blocks' files, settings, ad hoc profiles, marks, bucket indexes).")
+	m.deletionInProgress = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "tenant_deletion_in_progress",
+		Help: "Tenants owned by this instance whose deletion is in progress (their mark has no finished time yet), as of its last pass."})
 	for _, w := range []string{"compactor", "ingester"} {
 		m.leftovers.WithLabelValues(w) // on /metrics at 0 from the start
 	}
 	if reg != nil {
 		reg.MustRegister(m.jobs, m.failures, m.duration, m.blocksIn, m.blocksOut, m.bytesIn, m.bytesOut,
-			m.rowsIn, m.rowsOut, m.duplicates, m.marked, m.deleted, m.leftovers, m.unreadable, m.lastSuccess, m.bucketOps)
+			m.rowsIn, m.rowsOut, m.duplicates, m.marked, m.deleted, m.leftovers, m.unreadable, m.lastSuccess, m.bucketOps,
+			m.tenantsDeleted, m.tenantObjects, m.deletionInProgress)
 	}
 	return m
 }

@@ -147,6 +147,16 @@ func (h *Head) Tenant(name string) *Tenant {
 	return h.tenants[name]
 }
 
+// Drop forgets everything the head holds of a tenant (a tenant deletion).
+// The caller excludes concurrent commits (the store's write lock).
+func (h *Head) Drop(name string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, ok := h.tenants[name]
+	delete(h.tenants, name)
+	return ok
+}
+
 // Tenants lists the tenants with data, sorted.
 func (h *Head) Tenants() []string {
 	h.mu.RLock()

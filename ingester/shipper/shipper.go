@@ -224,6 +224,70 @@ func (s *Shipper) add(tenant string, id ulid.ULID, dir string, size int64) bool 
 	return true
 }
 
+// DropTenant deletes a deleted tenant's local blocks, uploaded or not, and
+// forgets its queued uploads (one in flight may still land: the tenant's
+// compactor deletes it). It returns the ids of the blocks that were not
+// uploaded, which the store stops waiting for.
+func (s *Shipper) DropTenant(tenant string) ([]string, error) {
+	if tenant == "" || strings.ContainsAny(tenant, "/\\") || tenant == "." || tenant == ".." {
+		return nil, fmt.Errorf("shipper: invalid tenant %q", tenant)
+	}
+	s.mu.Lock()
+	var ids []string
+	kept := s.queue[:0]
+	for _, it := range s.queue {
+		if it.tenant != tenant {
+			kept = append(kept, it)
+			continue
+		}
+		ids = append(ids, it.id.String())
+		delete(s.byDir, it.dir)
+		s.pendingBytes -= it.bytes
+	}
+	clear(s.queue[len(kept):])
+	s.queue = kept
+	close(s.changed)
+	s.changed = make(chan struct{})
+	s.mu.Unlock()
+	// Not queued yet (the periodic scan finds them) and not uploaded.
+	tdir := filepath.Join(s.opts.Dir, tenant)
+	entries, err := os.ReadDir(tdir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return ids, nil
+	}
+	if err != nil {
+		return ids, err
+	}
+	var errs []error
+	for _, e := range entries {
+		id, perr := ulid.ParseStrict(e.Name())
+		if perr != nil || !e.IsDir() {
+			continue
+		}
+		dir := filepath.Join(tdir, e.Name())
+		if _, up := readMarker(dir); !up && !slices.Contains(ids, id.String()) {
+			ids = append(ids, id.String())
+		}
+		// Renamed first, as retention does: a crash leaves a directory the
+		// next scan deletes, never a block it would upload.
+		gone := dir + deletingSuffix
+		if err := os.Rename(dir, gone); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := os.RemoveAll(gone); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := os.RemoveAll(tdir); err != nil {
+		errs = append(errs, err)
+	}
+	if len(ids) > 0 {
+		s.log.Info("local blocks of a deleted tenant dropped", "tenant", tenant, "not_uploaded", len(ids))
+	}
+	return ids, errors.Join(errs...)
+}
+
 func (s *Shipper) kick() {
 	select {
 	case s.wake <- struct{}{}:
@@ -503,6 +567,9 @@ func (s *Shipper) uploadLoop(ctx context.Context) {
 func (s *Shipper) finish(it *item, uploaded bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.byDir[it.dir] != it {
+		return // dropped meanwhile (DropTenant)
+	}
 	s.queue = slices.DeleteFunc(s.queue, func(x *item) bool { return x == it })
 	delete(s.byDir, it.dir)
 	s.pendingBytes -= it.bytes

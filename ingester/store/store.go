@@ -106,12 +106,13 @@ type Store struct {
 	active      *head.Head
 	activeSince atomic.Int64 // unix nanos of the first append to the active head, 0: empty
 	frozen      []*frozenHead
-	closed      bool          // no more writes, no more cuts: the WAL is closed
-	noWrites    bool          // no more writes; cuts still work (a final stop's flush)
-	opened      bool          // the WAL is replayed and open
-	replayFrom  atomic.Uint64 // first WAL segment not covered by local blocks
-	appending   atomic.Int64  // Appends in flight
-	lastAppend  atomic.Int64  // unix nanos at which the last Append returned
+	closed      bool            // no more writes, no more cuts: the WAL is closed
+	noWrites    bool            // no more writes; cuts still work (a final stop's flush)
+	opened      bool            // the WAL is replayed and open
+	deleting    map[string]bool // tenants being deleted: their writes are refused (DropTenant)
+	replayFrom  atomic.Uint64   // first WAL segment not covered by local blocks
+	appending   atomic.Int64    // Appends in flight
+	lastAppend  atomic.Int64    // unix nanos at which the last Append returned
 
 	cutMu  sync.Mutex // one cut at a time
 	cutsMu sync.Mutex
@@ -490,6 +491,9 @@ func (s *Store) Append(ctx context.Context, tenant string, ps []push.Profile) er
 	if s.closed || s.noWrites {
 		return unavailable(ErrClosed)
 	}
+	if s.deleting[tenant] {
+		return &TenantDeletedError{Tenant: tenant}
+	}
 	// The head append runs while the WAL record is written and fsynced (it costs
 	// about as much as the fsync wait); the push is acknowledged only when both
 	// are done. If the WAL fails, the head may keep profiles that were not
@@ -557,6 +561,21 @@ func (s *Store) heads() []*head.Head {
 	return out
 }
 
+// Tenants lists the tenants of the active and frozen heads.
+func (s *Store) Tenants() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, h := range s.heads() {
+		for _, t := range h.Tenants() {
+			if !seen[t] {
+				seen[t] = true
+				out = append(out, t)
+			}
+		}
+	}
+	return out
+}
+
 // Head is the active head.
 func (s *Store) Head() *head.Head {
 	s.mu.RLock()
@@ -594,6 +613,13 @@ func (s *Store) Cut(ctx context.Context, reason string) error {
 	s.cutMu.Lock()
 	defer s.cutMu.Unlock()
 	s.mu.Lock()
+	return s.cutLocked(ctx, reason, false)
+}
+
+// cutLocked is Cut with cutMu and mu held (mu is released). rotate rotates
+// the WAL even when the active head is empty, so that the checkpoint moves
+// past every record written so far (DropTenant).
+func (s *Store) cutLocked(ctx context.Context, reason string, rotate bool) error {
 	if !s.opened {
 		s.mu.Unlock()
 		return ErrStarting
@@ -602,7 +628,7 @@ func (s *Store) Cut(ctx context.Context, reason string) error {
 		s.mu.Unlock()
 		return ErrClosed
 	}
-	if !s.active.Empty() {
+	if rotate || !s.active.Empty() {
 		end, err := s.wal.Rotate(ctx)
 		if err != nil {
 			s.mu.Unlock()
@@ -701,6 +727,12 @@ func (s *Store) Uploaded(tenant, id string) {
 	for _, c := range s.cuts {
 		delete(c.pending, id)
 	}
+	s.truncateUploadedLocked()
+}
+
+// truncateUploadedLocked deletes the WAL segments whose every block is
+// uploaded (or dropped); cutsMu is held.
+func (s *Store) truncateUploadedLocked() {
 	var upTo *wal.Pos
 	for len(s.cuts) > 0 && len(s.cuts[0].pending) == 0 {
 		upTo = &s.cuts[0].end
@@ -710,6 +742,76 @@ func (s *Store) Uploaded(tenant, id string) {
 		if _, err := s.wal.Truncate(*upTo); err != nil {
 			s.log.Warn("wal truncate", "err", err)
 		}
+	}
+}
+
+// TenantDeletedError refuses a write of a tenant that is being deleted.
+type TenantDeletedError struct{ Tenant string }
+
+func (e *TenantDeletedError) Error() string {
+	return fmt.Sprintf("tenant %q is being deleted (POST /compactor/delete_tenant): its writes are refused until the deletion finishes", e.Tenant)
+}
+
+// DropTenant forgets what the store holds of a tenant being deleted: its
+// writes are refused from now on (until Undelete), its rows are dropped from
+// every head, and a cut moves the WAL checkpoint past every record written
+// so far, so that a restart never replays the tenant's records (the other
+// tenants' rows are in the cut's blocks; the segments go once those are
+// uploaded). The tenant's local blocks are the shipper's to delete; the
+// caller reports them with BlocksDropped.
+func (s *Store) DropTenant(ctx context.Context, tenant string) error {
+	s.cutMu.Lock() // no cut is writing a frozen head's blocks meanwhile
+	defer s.cutMu.Unlock()
+	s.mu.Lock()
+	if s.deleting == nil {
+		s.deleting = map[string]bool{}
+	}
+	s.deleting[tenant] = true
+	dropped := s.active.Drop(tenant)
+	for _, f := range s.frozen {
+		dropped = f.h.Drop(tenant) || dropped
+		delete(f.done, tenant) // its block, if written, is dropped by the caller
+	}
+	s.hm.Forget(tenant)
+	if !s.opened {
+		s.mu.Unlock()
+		return nil // replay comes later: the caller drops again once started
+	}
+	// The cut writes the other tenants' rows into blocks and the checkpoint
+	// after the rotation: the records before it are not replayed.
+	if err := s.cutLocked(ctx, "tenant_deletion", true); err != nil {
+		return fmt.Errorf("cutting the head after dropping tenant %q: %w", tenant, err)
+	}
+	s.log.Info("tenant dropped from the head and the write-ahead log", "tenant", tenant, "had_rows", dropped)
+	return nil
+}
+
+// Undelete accepts the tenant's writes again (its deletion finished: a new life).
+func (s *Store) Undelete(tenant string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.deleting, tenant)
+}
+
+// Deleting reports whether the tenant's writes are refused (DropTenant).
+func (s *Store) Deleting(tenant string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.deleting[tenant]
+}
+
+// BlocksDropped records that local blocks will never be uploaded (their
+// tenant was deleted): the WAL segments waiting for them can go.
+func (s *Store) BlocksDropped(ids []string) {
+	s.cutsMu.Lock()
+	defer s.cutsMu.Unlock()
+	for _, c := range s.cuts {
+		for _, id := range ids {
+			delete(c.pending, id)
+		}
+	}
+	if s.uploadsKnown {
+		s.truncateUploadedLocked()
 	}
 }
 

@@ -42,10 +42,13 @@ var (
 	// version is 1 (what v0.2.0 and older wrote).
 	Settings     = Format{Name: "settings", Oldest: 1, Writes: 1}
 	AdhocProfile = Format{Name: "adhoc_profile", Oldest: 1, Writes: 1}
+	// TenantDeletionMark is <tenant>/markers/tenant-deletion-mark.json
+	// (POST /compactor/delete_tenant), new in v0.2.0.
+	TenantDeletionMark = Format{Name: "tenant_deletion_mark", Oldest: 1, Writes: 1}
 )
 
 // All lists the formats (documentation, the metric's label values).
-var All = []Format{WALSegment, WALRecord, Checkpoint, Tokens, PrepareShutdown, ReplicaProtocol, BlockMeta, DeletionMark, BucketIndex, Settings, AdhocProfile}
+var All = []Format{WALSegment, WALRecord, Checkpoint, Tokens, PrepareShutdown, ReplicaProtocol, BlockMeta, DeletionMark, BucketIndex, Settings, AdhocProfile, TenantDeletionMark}
 
 // Reads says whether this release reads version v of f.
 func (f Format) Reads(v int) bool { return v >= f.Oldest && v <= f.Writes }
