@@ -32,7 +32,7 @@ type front struct {
 	ln        net.Listener
 	innerTLS  *tls.Config // the loopback hop's client config when the transport serves TLS
 	serverTLS *tls.Config // terminates TLS when the transport serves plain
-	inner     func() int  // the transport's port (valid once memberlist runs)
+	innerPort int         // the transport's port on loopback
 	logger    log.Logger
 
 	wg     sync.WaitGroup
@@ -57,6 +57,15 @@ func newFront(cfg MemberlistConfig, logger *slog.Logger, klog log.Logger) (*fron
 		// The hop to our own transport on loopback: nothing to verify.
 		f.innerTLS.InsecureSkipVerify = true
 	}
+	// A free loopback port for the transport: bound and released here, bound again
+	// by the transport when memberlist starts (a start that loses it to another
+	// process fails, and the pod restarts).
+	probe, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("ring: memberlist: a loopback port for the transport: %w", err)
+	}
+	f.innerPort = probe.Addr().(*net.TCPAddr).Port
+	_ = probe.Close()
 	addr := net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.BindPort))
 	if f.ln, err = net.Listen("tcp", addr); err != nil {
 		return nil, fmt.Errorf("ring: memberlist: listen on %s: %w", addr, err)
@@ -114,7 +123,7 @@ func (f *front) relay(c net.Conn) {
 	_ = c.SetReadDeadline(time.Time{})
 	var in net.Conn = &bufConn{Conn: c, r: br}
 	isTLS := sniff.IsTLS(first[0])
-	innerAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(f.inner()))
+	innerAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(f.innerPort))
 	var out net.Conn
 	switch {
 	case isTLS && f.innerTLS == nil: // terminate here

@@ -123,10 +123,11 @@ func New(cfg Config, httpPort int, dataDir string, logger *slog.Logger, reg prom
 			return nil, err
 		}
 		r.front = f
-		// The transport behind the front: loopback, a free port, TLS exactly when
-		// it dials TLS.
+		// The transport behind the front: loopback, a free port (dskit's KV does
+		// not tell the one its transport bound, only the advertised one), TLS
+		// exactly when it dials TLS.
 		kvCfg.TCPTransport.BindAddrs = []string{"127.0.0.1"}
-		kvCfg.TCPTransport.BindPort = 0
+		kvCfg.TCPTransport.BindPort = f.innerPort
 		kvCfg.TCPTransport.TLSEnabled = !cfg.Memberlist.TLSDialPlain
 	}
 	kvCfg.Codecs = []codec.Codec{dskitring.GetCodec()}
@@ -239,7 +240,6 @@ func (r *Ring) starting(ctx context.Context) error {
 		return fmt.Errorf("ring: starting memberlist: %w", err)
 	}
 	if r.front != nil {
-		r.front.inner = r.kv.GetListeningPort
 		r.front.serve()
 	}
 	if err := startService(ctx, r.client); err != nil {
