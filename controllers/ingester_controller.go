@@ -276,7 +276,9 @@ func (r *IngesterReconciler) phaseApply(ctx context.Context, s *reconcileScope) 
 		return false, nil
 	}
 	prunePrepared(ing, s.infos)
-	objs, err := Render(ing)
+	// Turning spec.tls on or off goes through the switch step (tls_switch.go).
+	step := tlsStepOf(ing, s.pods)
+	objs, err := Render(withTLSStep(ing, step))
 	if err != nil {
 		return false, err
 	}

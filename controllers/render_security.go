@@ -137,9 +137,14 @@ func securityConfig(ing *hearthv1.Ingester, cfg map[string]any) {
 	}
 	cert, key, ca := TLSDir+"/"+TLSCertKey, TLSDir+"/"+TLSKeyKey, TLSDir+"/"+TLSCAKey
 	name := TLSServerName(ing)
-	server["internal_tls"] = map[string]any{
+	switching := tlsSwitching(ing) // tls_switch.go
+	internalTLS := map[string]any{
 		"cert_path": cert, "key_path": key, "client_ca_path": ca, "client_auth": ClientAuthRequireAndVerify,
 	}
+	if switching {
+		internalTLS["accept_plain"] = true
+	}
+	server["internal_tls"] = internalTLS
 	if ing.Spec.TLS.Public {
 		server["http_tls"] = map[string]any{"cert_path": cert, "key_path": key}
 	}
@@ -148,15 +153,26 @@ func securityConfig(ing *hearthv1.Ingester, cfg map[string]any) {
 		ingester = map[string]any{}
 		cfg["ingester"] = ingester
 	}
-	ingester["client"] = map[string]any{
+	client := map[string]any{
 		"tls_enabled": true, "tls_cert_path": cert, "tls_key_path": key, "tls_ca_path": ca, "tls_server_name": name,
 	}
+	if switching {
+		client["tls_plain_fallback"] = true
+	}
+	ingester["client"] = client
 	ml, _ := cfg["memberlist"].(map[string]any)
 	if ml == nil {
 		ml = map[string]any{}
 		cfg["memberlist"] = ml
 	}
 	ml["tls_enabled"] = true
+	// Plain gossip is accepted with TLS always: dskit's TLS transport authenticates no
+	// dialer, so it opens nothing, and switch-step pods (which dial plain, to reach
+	// plain pods) reach TLS pods of either revision.
+	ml["tls_accept_plain"] = true
+	if switching {
+		ml["tls_dial_plain"] = true
+	}
 	ml["tls_cert_path"], ml["tls_key_path"], ml["tls_ca_path"], ml["tls_server_name"] = cert, key, ca, name
 }
 
@@ -188,6 +204,9 @@ func secureStatefulSet(ing *hearthv1.Ingester, sts *appsv1.StatefulSet) {
 			sts.Spec.Template.Annotations = map[string]string{}
 		}
 		sts.Spec.Template.Annotations[AnnotationTLSServerName] = TLSServerName(ing)
+		if tlsSwitching(ing) {
+			sts.Spec.Template.Annotations[AnnotationTLSSwitch] = tlsSwitchValue
+		}
 		// The whole Secret as a directory (not subPath): the kubelet swaps renewed files
 		// in, and the ingesters re-read them.
 		pod.Volumes = append(pod.Volumes, corev1.Volume{Name: TLSVolume, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{

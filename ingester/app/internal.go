@@ -30,7 +30,7 @@ func (a *App) initInternalServer() (services.Service, error) {
 	a.internalMux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	a.internalMux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	addr := net.JoinHostPort(cfg.InternalListenAddress, strconv.Itoa(cfg.InternalListenPort))
-	s, err := newHTTPServer(InternalServer, addr, transport.Versioned(a.internalMux), a.Logger, tlsCfg)
+	s, err := newHTTPServer(InternalServer, addr, transport.Versioned(a.internalMux), a.Logger, tlsCfg, cfg.InternalTLS.AcceptPlain)
 	if err != nil {
 		return nil, err
 	}

@@ -119,7 +119,7 @@ func (a *App) initServer() (services.Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := newHTTPServer("server", addr, instrument(a.Registry, a.mux), a.Logger, tlsCfg)
+	s, err := newHTTPServer("server", addr, instrument(a.Registry, a.mux), a.Logger, tlsCfg, cfg.HTTPTLS.AcceptPlain)
 	if err != nil {
 		return nil, err
 	}

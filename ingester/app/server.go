@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/grafana/dskit/services"
+
+	"github.com/hearth-dev/hearth/internal/sniff"
 )
 
 // httpServer is an HTTP listener as a dskit service. Its port is bound when
@@ -29,7 +31,7 @@ type httpServer struct {
 	drainErr  error
 }
 
-func newHTTPServer(name, addr string, h http.Handler, logger *slog.Logger, tlsCfg *tls.Config) (*httpServer, error) {
+func newHTTPServer(name, addr string, h http.Handler, logger *slog.Logger, tlsCfg *tls.Config, acceptPlain bool) (*httpServer, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", addr, err)
@@ -40,7 +42,12 @@ func newHTTPServer(name, addr string, h http.Handler, logger *slog.Logger, tlsCf
 	if tlsCfg != nil {
 		// TLS (certificates re-read as they change: tlsreload); HTTP/2 by ALPN.
 		protocols.SetHTTP2(true)
-		l = tls.NewListener(l, tlsCfg)
+		if acceptPlain {
+			// Both on one port while TLS is switched on or off (docs/security.md).
+			l = sniff.Listen(l, tlsCfg, nil)
+		} else {
+			l = tls.NewListener(l, tlsCfg)
+		}
 	}
 	s := &httpServer{
 		name:     name,

@@ -57,8 +57,16 @@ type MemberlistConfig struct {
 	// TLSEnabled gossips over dskit's TLS transport with TLS (the
 	// -memberlist.tls-* flags): the certificate is presented both ways and
 	// the peer's verified against the CA.
-	TLSEnabled bool               `yaml:"tls_enabled"`
-	TLS        dstls.ClientConfig `yaml:",inline"`
+	TLSEnabled bool `yaml:"tls_enabled"`
+	// TLSAcceptPlain serves plain gossip next to TLS on the memberlist port
+	// (front.go). dskit's TLS transport does not authenticate the connecting
+	// side, so this gives no one access they lacked; it lets peers that dial
+	// plain (TLSDialPlain, or TLS off) in during the switch.
+	TLSAcceptPlain bool `yaml:"tls_accept_plain"`
+	// TLSDialPlain dials peers over plain TCP while serving TLS too (needs
+	// TLSAcceptPlain): the middle step of turning TLS on or off.
+	TLSDialPlain bool               `yaml:"tls_dial_plain"`
+	TLS          dstls.ClientConfig `yaml:",inline"`
 }
 
 // StringList is a repeatable flag; in YAML a plain list of strings.
@@ -108,6 +116,8 @@ func (m *MemberlistConfig) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&m.AdvertiseAddr, "memberlist.advertise-addr", "127.0.0.1", "Memberlist address advertised to peers (the pod IP).")
 	f.IntVar(&m.AdvertisePort, "memberlist.advertise-port", 0, "Memberlist port advertised to peers (0: the bind port).")
 	f.BoolVar(&m.TLSEnabled, "memberlist.tls-enabled", false, "Gossip over TLS (dskit's memberlist TLS transport), with -memberlist.tls-cert-path, -key-path, -ca-path and -server-name.")
+	f.BoolVar(&m.TLSAcceptPlain, "memberlist.tls-accept-plain", false, "With -memberlist.tls-enabled: accept plain-TCP gossip connections on the memberlist port too (dskit's TLS transport does not authenticate the dialing side, so this opens nothing new); peers that dial plain reach this one while TLS is turned on or off.")
+	f.BoolVar(&m.TLSDialPlain, "memberlist.tls-dial-plain", false, "With -memberlist.tls-enabled and -memberlist.tls-accept-plain: dial peers over plain TCP while serving both; the middle step of turning TLS on or off.")
 	m.TLS.RegisterFlagsWithPrefix("memberlist", f)
 }
 
@@ -159,6 +169,11 @@ func (c *Config) Validate() error {
 		} else if err := tlsreload.ValidateOptions(m.TLS); err != nil {
 			errs = append(errs, fmt.Errorf("memberlist TLS: %w", err))
 		}
+	} else if m.TLSAcceptPlain || m.TLSDialPlain {
+		errs = append(errs, errors.New("memberlist.tls-accept-plain and memberlist.tls-dial-plain need memberlist.tls-enabled"))
+	}
+	if m.TLSDialPlain && !m.TLSAcceptPlain {
+		errs = append(errs, errors.New("memberlist.tls-dial-plain needs memberlist.tls-accept-plain (peers dialling TLS must still get in)"))
 	}
 	return errors.Join(errs...)
 }

@@ -44,6 +44,8 @@ func TestFlagsAndDefaults(t *testing.T) {
 		"memberlist.advertise-addr":            "127.0.0.1",
 		"memberlist.advertise-port":            "0",
 		"memberlist.tls-enabled":               "false",
+		"memberlist.tls-accept-plain":          "false",
+		"memberlist.tls-dial-plain":            "false",
 		"memberlist.tls-cert-path":             "",
 		"memberlist.tls-key-path":              "",
 		"memberlist.tls-ca-path":               "",

@@ -59,6 +59,7 @@ type Ring struct {
 	client     *dskitring.Ring
 	lifecycler *dskitring.BasicLifecycler
 	marker     *PrepareShutdown
+	front      *front // -memberlist.tls-accept-plain
 
 	watcher *services.FailureWatcher
 
@@ -116,6 +117,19 @@ func New(cfg Config, httpPort int, dataDir string, logger *slog.Logger, reg prom
 	}
 	kvCfg.TCPTransport.TLSEnabled = cfg.Memberlist.TLSEnabled
 	kvCfg.TCPTransport.TLS = cfg.Memberlist.TLS
+	if cfg.Memberlist.TLSAcceptPlain {
+		f, err := newFront(cfg.Memberlist, logger, klog)
+		if err != nil {
+			return nil, err
+		}
+		r.front = f
+		// The transport behind the front: loopback, a free port (dskit's KV does
+		// not tell the one its transport bound, only the advertised one), TLS
+		// exactly when it dials TLS.
+		kvCfg.TCPTransport.BindAddrs = []string{"127.0.0.1"}
+		kvCfg.TCPTransport.BindPort = f.innerPort
+		kvCfg.TCPTransport.TLSEnabled = !cfg.Memberlist.TLSDialPlain
+	}
 	kvCfg.Codecs = []codec.Codec{dskitring.GetCodec()}
 	if tuneMemberlist != nil {
 		tuneMemberlist(&kvCfg)
@@ -220,7 +234,13 @@ func (r *Ring) starting(ctx context.Context) error {
 		return err
 	}
 	if err := startService(ctx, r.kv); err != nil {
+		if r.front != nil {
+			r.front.close()
+		}
 		return fmt.Errorf("ring: starting memberlist: %w", err)
+	}
+	if r.front != nil {
+		r.front.serve()
 	}
 	if err := startService(ctx, r.client); err != nil {
 		r.stopServices()
@@ -300,6 +320,9 @@ func (r *Ring) stopServices() error {
 		if err := services.StopAndAwaitTerminated(context.Background(), s); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if r.front != nil {
+		r.front.close()
 	}
 	return errors.Join(errs...)
 }

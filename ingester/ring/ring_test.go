@@ -56,6 +56,7 @@ type node struct {
 	rf       int
 	zoneAw   bool
 	minReady time.Duration // 0: testMinReady
+	ml       func(*MemberlistConfig)
 	r        *Ring
 }
 
@@ -82,6 +83,9 @@ func (n *node) config() Config {
 	}
 	c.Memberlist.BindPort = n.mlPort
 	c.Memberlist.JoinMembers = append(StringList(nil), n.join...)
+	if n.ml != nil {
+		n.ml(&c.Memberlist)
+	}
 	return c
 }
 

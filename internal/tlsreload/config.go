@@ -3,6 +3,7 @@ package tlsreload
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -34,6 +35,9 @@ type ServerConfig struct {
 	// RequireAnyClientCert, VerifyClientCertIfGiven, RequireAndVerifyClientCert;
 	// empty: RequireAndVerifyClientCert with a client CA, else NoClientCert.
 	ClientAuth string `yaml:"client_auth"`
+	// AcceptPlain also serves plain TCP on the TLS port (told apart by the first
+	// byte: internal/sniff): only for the rollout that turns TLS on or off.
+	AcceptPlain bool `yaml:"accept_plain"`
 }
 
 // RegisterFlagsWithPrefix registers -<prefix>-tls-cert-path, -key-path,
@@ -43,6 +47,7 @@ func (c *ServerConfig) RegisterFlagsWithPrefix(prefix string, f *flag.FlagSet, w
 	f.StringVar(&c.CertPath, prefix+"-tls-cert-path", "", "TLS certificate (PEM) of the "+what+"; set with the key to serve TLS. Re-read when the file changes.")
 	f.StringVar(&c.KeyPath, prefix+"-tls-key-path", "", "TLS private key (PEM) of the "+what+". Re-read when the file changes.")
 	f.StringVar(&c.ClientCAPath, prefix+"-tls-client-ca-path", "", "CA bundle (PEM) that client certificates of the "+what+" must chain to. Re-read when the file changes.")
+	f.BoolVar(&c.AcceptPlain, prefix+"-tls-accept-plain", false, "Serve plain (unencrypted, unauthenticated) connections on the "+what+" too, next to TLS, told apart by their first byte. Only for the rollout that turns TLS on or off; needs "+prefix+"-tls-cert-path.")
 	f.StringVar(&c.ClientAuth, prefix+"-tls-client-auth", "", "Client authentication of the "+what+": NoClientCert, RequestClientCert, RequireAnyClientCert, VerifyClientCertIfGiven, RequireAndVerifyClientCert (empty: RequireAndVerifyClientCert when a client CA is set, else NoClientCert).")
 }
 
@@ -52,8 +57,8 @@ func (c ServerConfig) Enabled() bool { return c.CertPath != "" || c.KeyPath != "
 // Validate checks the combination of paths and the mode.
 func (c ServerConfig) Validate(prefix string) error {
 	if !c.Enabled() {
-		if c.ClientCAPath != "" || c.ClientAuth != "" {
-			return fmt.Errorf("%s-tls-client-ca-path and -client-auth need %s-tls-cert-path and -key-path", prefix, prefix)
+		if c.ClientCAPath != "" || c.ClientAuth != "" || c.AcceptPlain {
+			return fmt.Errorf("%s-tls-client-ca-path, -client-auth and -accept-plain need %s-tls-cert-path and -key-path", prefix, prefix)
 		}
 		return nil
 	}
@@ -124,7 +129,11 @@ func (c ServerConfig) TLSConfig(logger *slog.Logger, nextProtos ...string) (*tls
 // keys as Mimir's -ingester.client.tls-*) and whether to use it. Unlike
 // dskit's GetTLSConfig, the CA bundle is re-read when it changes too.
 type ClientConfig struct {
-	Enabled            bool `yaml:"tls_enabled"`
+	Enabled bool `yaml:"tls_enabled"`
+	// PlainFallback dials a peer again over plain TCP when it answers the TLS
+	// handshake with something that is not TLS (a peer still serving plain
+	// HTTP): only for the rollout that turns TLS on or off (docs/security.md).
+	PlainFallback      bool `yaml:"tls_plain_fallback"`
 	dstls.ClientConfig `yaml:",inline"`
 }
 
@@ -133,12 +142,16 @@ type ClientConfig struct {
 // -insecure-skip-verify, -cipher-suites and -min-version.
 func (c *ClientConfig) RegisterFlagsWithPrefix(prefix string, f *flag.FlagSet) {
 	f.BoolVar(&c.Enabled, prefix+".tls-enabled", false, "Use TLS for "+prefix+" connections (with the client certificate below, when the server asks for one).")
+	f.BoolVar(&c.PlainFallback, prefix+".tls-plain-fallback", false, "With "+prefix+".tls-enabled: when a peer answers the TLS handshake with plain text (it does not serve TLS yet, or any more), send the request over plain TCP. Only for the rollout that turns TLS on or off: it lets a network attacker downgrade the connection.")
 	c.ClientConfig.RegisterFlagsWithPrefix(prefix, f)
 }
 
 // Validate checks the paths and the dskit options.
 func (c ClientConfig) Validate(prefix string) error {
 	if !c.Enabled {
+		if c.PlainFallback {
+			return fmt.Errorf("%s.tls-plain-fallback needs %s.tls-enabled", prefix, prefix)
+		}
 		return nil
 	}
 	if (c.CertPath == "") != (c.KeyPath == "") {
@@ -164,6 +177,7 @@ type Client struct {
 	skip       bool
 	reloader   *Reloader
 	hasCA      bool
+	fallback   bool
 }
 
 // NewClient builds a Client; nil when TLS is off.
@@ -185,6 +199,7 @@ func (c ClientConfig) NewClient(logger *slog.Logger) (*Client, error) {
 		skip:       c.InsecureSkipVerify,
 		reloader:   r,
 		hasCA:      c.CAPath != "",
+		fallback:   c.PlainFallback,
 	}, nil
 }
 
@@ -229,9 +244,21 @@ func (c *Client) DialTLSContext(ctx context.Context, network, addr string) (net.
 	conn := tls.Client(raw, cfg)
 	if err := conn.HandshakeContext(ctx); err != nil {
 		_ = raw.Close()
+		if c.fallback && NotTLS(err) {
+			// The peer serves plain HTTP (an old or new revision during the switch).
+			return d.DialContext(ctx, network, addr)
+		}
 		return nil, err
 	}
 	return conn, nil
+}
+
+// NotTLS reports whether a handshake failed because the server's answer was not TLS
+// (a plain HTTP server answers a ClientHello with "400 Bad Request"), as opposed to
+// a TLS server refusing the certificate, which never falls back.
+func NotTLS(err error) bool {
+	var rh tls.RecordHeaderError
+	return errors.As(err, &rh)
 }
 
 // Scheme is "https" for a TLS client, "http" for nil.

@@ -8,10 +8,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hearth-dev/hearth/internal/testutil"
 )
@@ -224,5 +226,58 @@ func TestValidate(t *testing.T) {
 		if fs.Lookup(name) == nil {
 			t.Errorf("flag -%s is not registered", name)
 		}
+	}
+}
+
+// TestPlainFallback: with -tls-plain-fallback the client reaches a plain HTTP server
+// (it answers the ClientHello in plain text) over plain TCP, and only then: without
+// the option it fails, and a TLS server that refuses the client's certificate is
+// never retried in plain text.
+func TestPlainFallback(t *testing.T) {
+	ca := testutil.NewCA(t, "fallback-ca")
+	f := testutil.WriteTLSDir(t, filepath.Join(t.TempDir(), "tls"), ca.Issue(t, "peer", []string{"peer"}), ca.PEM)
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "plain") }))
+	defer plain.Close()
+	other := testutil.NewCA(t, "other-ca")
+	of := testutil.WriteTLSDir(t, filepath.Join(t.TempDir(), "other"), other.Issue(t, "peer", []string{"peer"}), other.PEM)
+	strictCfg, err := ServerConfig{CertPath: of.Cert, KeyPath: of.Key, ClientCAPath: of.CA}.TLSConfig(nil, "http/1.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	strict := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "tls") }))
+	strict.TLS = strictCfg
+	strict.StartTLS()
+	defer strict.Close()
+
+	client := func(fallback bool) *http.Client {
+		cc := ClientConfig{Enabled: true, PlainFallback: fallback}
+		cc.CertPath, cc.KeyPath, cc.CAPath, cc.ServerName = f.Cert, f.Key, f.CA, "peer"
+		c, err := cc.NewClient(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &http.Client{Timeout: 10 * time.Second, Transport: c.Transport(nil)}
+	}
+	get := func(c *http.Client, addr string) (string, error) {
+		resp, err := c.Get("https://" + addr + "/")
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return string(b), err
+	}
+	plainAddr := strings.TrimPrefix(plain.URL, "http://")
+	if got, err := get(client(true), plainAddr); err != nil || got != "plain" {
+		t.Fatalf("fallback to a plain peer: %q %v", got, err)
+	}
+	if got, err := get(client(false), plainAddr); err == nil {
+		t.Fatalf("without fallback a plain peer answered %q", got)
+	}
+	if got, err := get(client(true), strings.TrimPrefix(strict.URL, "https://")); err == nil {
+		t.Fatalf("a TLS peer of another CA answered %q: the refused handshake fell back", got)
+	}
+	if err := (ClientConfig{PlainFallback: true}).Validate("x"); err == nil {
+		t.Fatal("tls-plain-fallback without tls-enabled validated")
 	}
 }
