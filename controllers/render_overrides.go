@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -43,7 +44,10 @@ func overridesConfigMapName(ing *hearthv1.Ingester) string { return ing.Name + "
 // InvalidOverridesError is a spec.overrides the ingesters would refuse.
 type InvalidOverridesError struct{ Err error }
 
-func (e *InvalidOverridesError) Error() string { return "spec.overrides: " + e.Err.Error() }
+// Error is one line (YAML errors span several), for a condition message and an Event.
+func (e *InvalidOverridesError) Error() string {
+	return "spec.overrides: " + strings.Join(strings.Fields(e.Err.Error()), " ")
+}
 func (e *InvalidOverridesError) Unwrap() error { return e.Err }
 
 // OverridesYAML renders spec.overrides as the ingester's runtime config file (YAML
