@@ -120,6 +120,9 @@ type reconcileScope struct {
 	infos    []PodInfo
 	o        orchestration
 	degraded *problem // the preflight's problem (the orchestration's and the pods' come later)
+	// overrides is an invalid spec.overrides (the least urgent problem: the ingesters
+	// run on, with the last valid overrides).
+	overrides *problem
 	// held are the StatefulSets whose shrink waits (ScaleDownWait), at the replicas they
 	// keep meanwhile: they count as settled at that size, so the rollout the scale-down
 	// waits for can run.
@@ -219,6 +222,7 @@ func (r *IngesterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		{"finalizer", r.phaseFinalizer},
 		{"preflight", r.phasePreflight},
 		{"read", r.phaseRead},
+		{"overrides", r.phaseOverrides},
 		{"apply", r.phaseApply},
 		{"markers", r.phaseMarkers},
 		{"ring", r.phaseRing},
@@ -514,6 +518,9 @@ func (r *IngesterReconciler) report(ctx context.Context, s *reconcileScope, fail
 			degraded = podProblem(s.pods)
 		}
 		r.observe(ing, s.stss, &s.o)
+	}
+	if degraded == nil {
+		degraded = s.overrides
 	}
 	r.setDegraded(ing, s.orig, degraded)
 	if failed == nil {

@@ -177,7 +177,8 @@ func objectMeta(ing *hearthv1.Ingester, name string) metav1.ObjectMeta {
 }
 
 // Render returns every child of an Ingester, in apply order. It is a pure function of
-// the Ingester: no API reads, no clock.
+// the Ingester: no API reads, no clock. The overrides ConfigMap is not among them: an
+// invalid spec.overrides keeps the last valid one (RenderOverridesConfigMap, phaseOverrides).
 func Render(ing *hearthv1.Ingester) ([]client.Object, error) {
 	cm, err := RenderConfigMap(ing)
 	if err != nil {
@@ -398,6 +399,8 @@ func RenderStatefulSet(ing *hearthv1.Ingester, z Zone, cm *corev1.ConfigMap) *ap
 		"-ingester.ring.instance-addr=$(POD_IP)",
 		"-memberlist.advertise-addr=$(POD_IP)",
 		"-memberlist.bind-addr=$(POD_IP)",
+		// spec.overrides, reloaded while running (render_overrides.go).
+		"-runtime-config.file=" + OverridesDir + "/" + OverridesFile,
 	}
 
 	env := []corev1.EnvVar{
@@ -412,6 +415,8 @@ func RenderStatefulSet(ing *hearthv1.Ingester, z Zone, cm *corev1.ConfigMap) *ap
 		{Name: DataVolume, MountPath: DataDir},
 		{Name: ConfigVolume, MountPath: ConfigDir, ReadOnly: true},
 	}
+	ovVolume, ovMount := overridesVolume(ing)
+	mounts = append(mounts, ovMount)
 	var credVolume []corev1.Volume
 	if cs := s.ObjectStorage.CredentialsSecret; cs != nil {
 		switch s.ObjectStorage.Backend {
@@ -544,7 +549,7 @@ func RenderStatefulSet(ing *hearthv1.Ingester, z Zone, cm *corev1.ConfigMap) *ap
 							Items:                []corev1.KeyToPath{{Key: configKey(z.Name), Path: ConfigFile}},
 							DefaultMode:          ptr.To[int32](0o444),
 						}},
-					}}, credVolume...),
+					}}, append([]corev1.Volume{ovVolume}, credVolume...)...),
 				},
 			},
 			VolumeClaimTemplates: []corev1.PersistentVolumeClaim{pvc},

@@ -169,6 +169,51 @@ type IngesterSpec struct {
 	// NetworkPolicy restricts who reaches the ingester pods; on by default.
 	// +optional
 	NetworkPolicy NetworkPolicySpec `json:"networkPolicy,omitempty"`
+
+	// Overrides are per-tenant limits, by tenant id: each tenant's keys are the ingester's
+	// runtime config keys (docs/configuration.md, "Per-tenant limits and runtime overrides"), e.g.
+	// {"team-a": {"max_series_per_tenant": 500000, "ingestion_rate_mb": 8}}; a key a tenant
+	// leaves out keeps the default. They are rendered into the ConfigMap <name>-overrides,
+	// which the ingesters reload while running: an edit restarts no pod. The operator
+	// validates them as the ingester does (unknown keys, negative values, invalid tenant
+	// ids); an invalid edit is not rendered (the last valid overrides stay in effect) and
+	// the Ingester is Degraded with reason InvalidOverrides until it is fixed.
+	// +optional
+	Overrides map[string]TenantOverrides `json:"overrides,omitempty"`
+}
+
+// TenantOverrides is one tenant's limits, kept as the JSON object the user wrote.
+//
+// Why not one typed field per limit: the ingester's strict decoder (the one the operator
+// validates with) is the single definition of the keys. A typed schema would repeat every
+// limit here, and an API server whose CRD is older than the operator would silently prune
+// a key it does not know (a GitOps tool then shows a diff forever). Kept as written, an
+// object diffs cleanly against what the user committed, a new limit needs no CRD change,
+// and an unknown or misspelt key is refused by name in the Degraded condition.
+//
+// +kubebuilder:validation:Type=object
+// +kubebuilder:pruning:PreserveUnknownFields
+type TenantOverrides struct {
+	// Raw is the JSON object.
+	Raw []byte `json:"-"`
+}
+
+// MarshalJSON writes the object as it was read (an empty one when unset).
+func (t TenantOverrides) MarshalJSON() ([]byte, error) {
+	if len(t.Raw) == 0 {
+		return []byte("{}"), nil
+	}
+	return t.Raw, nil
+}
+
+// UnmarshalJSON keeps the object as it is; "null" is an empty object.
+func (t *TenantOverrides) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		t.Raw = nil
+		return nil
+	}
+	t.Raw = append(t.Raw[:0], b...)
+	return nil
 }
 
 // ZoneSpec is one availability zone.

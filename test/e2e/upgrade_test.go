@@ -252,7 +252,7 @@ func (e *scenarioEnv) previousRefusesConfig(t testing.TB, ns, name, prev string)
 	}
 	cmName := ""
 	for _, v := range sts.Spec.Template.Spec.Volumes {
-		if v.ConfigMap != nil {
+		if v.ConfigMap != nil && v.Name == "config" { // not the overrides volume
 			cmName = v.ConfigMap.Name
 		}
 	}

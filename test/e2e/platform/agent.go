@@ -129,8 +129,12 @@ type AgentConfig struct {
 	IPPrefix      string
 	SyncInterval  time.Duration // pod and claim polling (default 250ms)
 	ProbeInterval time.Duration // readiness probing (default 1s, whatever the probe says)
-	BackoffBase   time.Duration // first crash-loop delay (default 1s), doubling
-	BackoffMax    time.Duration // (default 20s)
+	// VolumeRefreshInterval is how often the ConfigMap and Secret volumes of running pods
+	// are compared with their source and rewritten when it changed, as the kubelet's
+	// periodic sync does (default 1s; a kubelet takes up to about a minute).
+	VolumeRefreshInterval time.Duration
+	BackoffBase           time.Duration // first crash-loop delay (default 1s), doubling
+	BackoffMax            time.Duration // (default 20s)
 }
 
 // Agent plays the kubelet for one Node: it registers the Node and keeps it Ready, gives
@@ -176,6 +180,9 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	}
 	if cfg.ProbeInterval <= 0 {
 		cfg.ProbeInterval = time.Second
+	}
+	if cfg.VolumeRefreshInterval <= 0 {
+		cfg.VolumeRefreshInterval = time.Second
 	}
 	if cfg.BackoffBase <= 0 {
 		cfg.BackoffBase = time.Second
@@ -672,8 +679,12 @@ type agentPod struct {
 	goneCh        chan struct{}
 	goneOnce      sync.Once
 
-	containers  []*agentContainer
-	mounts      map[string]string // volume name → host directory
+	containers []*agentContainer
+	mounts     map[string]string // volume name → host directory
+	// versions are the resourceVersions of the ConfigMaps and Secrets last written into
+	// the volumes (by volume name); lastRefresh is when they were last compared.
+	versions    map[string]string
+	lastRefresh time.Time
 	volumesErr  string
 	ipErr       string
 	conds       map[corev1.PodConditionType]corev1.PodCondition
@@ -783,6 +794,7 @@ func (a *Agent) runPod(p *agentPod) {
 		case <-tick.C:
 		}
 		a.step(p, time.Since(lastProbe) >= a.cfg.ProbeInterval)
+		a.refreshVolumes(p)
 		if time.Since(lastProbe) >= a.cfg.ProbeInterval {
 			lastProbe = time.Now()
 		}
@@ -961,84 +973,6 @@ func (a *Agent) prepareVolumes(p *agentPod) (map[string]string, error) {
 		mounts[v.Name] = dir
 	}
 	return mounts, nil
-}
-
-// writeFiles writes the ConfigMap and Secret volumes, rewriting mount paths and cluster
-// DNS names in them (see Agent).
-func (a *Agent) writeFiles(p *agentPod, rw *rewriter) error {
-	pod := a.currentPod(p)
-	ctx, cancel := context.WithTimeout(a.ctx, 10*time.Second)
-	defer cancel()
-	for _, v := range pod.Spec.Volumes {
-		var data map[string][]byte
-		var items []corev1.KeyToPath
-		mode := int32(0o644)
-		switch {
-		case v.ConfigMap != nil:
-			cm, err := a.cfg.Client.CoreV1().ConfigMaps(pod.Namespace).Get(ctx, v.ConfigMap.Name, metav1.GetOptions{})
-			if err != nil {
-				if v.ConfigMap.Optional != nil && *v.ConfigMap.Optional {
-					continue
-				}
-				return fmt.Errorf("configmap %s: %v", v.ConfigMap.Name, err)
-			}
-			data = map[string][]byte{}
-			for k, s := range cm.Data {
-				data[k] = []byte(s)
-			}
-			for k, b := range cm.BinaryData {
-				data[k] = b
-			}
-			items = v.ConfigMap.Items
-			if v.ConfigMap.DefaultMode != nil {
-				mode = *v.ConfigMap.DefaultMode
-			}
-		case v.Secret != nil:
-			s, err := a.cfg.Client.CoreV1().Secrets(pod.Namespace).Get(ctx, v.Secret.SecretName, metav1.GetOptions{})
-			if err != nil {
-				if v.Secret.Optional != nil && *v.Secret.Optional {
-					continue
-				}
-				return fmt.Errorf("secret %s: %v", v.Secret.SecretName, err)
-			}
-			data = s.Data
-			items = v.Secret.Items
-			if v.Secret.DefaultMode != nil {
-				mode = *v.Secret.DefaultMode
-			}
-		default:
-			continue
-		}
-		if len(items) == 0 {
-			for k := range data {
-				items = append(items, corev1.KeyToPath{Key: k, Path: k})
-			}
-		}
-		dir := p.mounts[v.Name]
-		_ = os.RemoveAll(dir)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return err
-		}
-		for _, it := range items {
-			b, ok := data[it.Key]
-			if !ok {
-				return fmt.Errorf("volume %s: key %s missing", v.Name, it.Key)
-			}
-			m := mode
-			if it.Mode != nil {
-				m = *it.Mode
-			}
-			path := filepath.Join(dir, filepath.Clean("/"+it.Path))
-			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-				return err
-			}
-			if err := os.WriteFile(path, rw.file(it.Path, b), os.FileMode(m)|0o200); err != nil {
-				return err
-			}
-			_ = os.Chmod(path, os.FileMode(m))
-		}
-	}
-	return nil
 }
 
 // podEnv builds a container's environment ($(VAR) expansion, downward API, ConfigMap and
