@@ -40,7 +40,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = body
 	}
 	req, err := ingest.ParseRequest(r, ingest.Limits{MaxBodyBytes: maxBody, MaxDecompressedBytes: lim.MaxProfileSizeBytes}, h.Now())
-	rec.Received(body.N())
+	rec.Received(receivedBytes(body, r))
 	if err != nil {
 		h.refuseUnparsed(rec, r, err, maxBody)
 		http.Error(w, err.Error(), parseStatus(err, r, h.Now()))
@@ -112,7 +112,11 @@ func (h *Handler) refuseUnparsed(rec *usage.Request, r *http.Request, err error,
 	case errors.Is(err, pprofdec.ErrTooLarge):
 		reason = validation.ProfileTooLarge
 	}
-	if req, perr := ingest.ParseParams(r.URL.Query(), h.Now()); perr == nil {
+	q := r.URL.Query()
+	if uf != nil {
+		q.Del("format") // the name's labels still tell the usage group
+	}
+	if req, perr := ingest.ParseParams(q, h.Now()); perr == nil {
 		if req.Format != "" && req.Format != ingest.FormatPprof {
 			rec.SetFormat(string(req.Format))
 		}
@@ -122,6 +126,16 @@ func (h *Handler) refuseUnparsed(rec *usage.Request, r *http.Request, err error,
 	}
 	rec.End(string(reason), h.Now())
 	h.Logger.Debug("push rejected", "tenant", rec.Tenant(), "reason", reason, "err", err)
+}
+
+// receivedBytes is what a request was received with: the bytes read from
+// its body, or its Content-Length when it was refused before the body was
+// read.
+func receivedBytes(body *usage.Body, r *http.Request) int {
+	if n := body.N(); n > 0 || r.ContentLength <= 0 {
+		return n
+	}
+	return int(r.ContentLength)
 }
 
 // finishIngestPprof decodes and completes a pprof profile sent to /ingest

@@ -109,7 +109,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	counted := usage.CountBody(r.Body)
 	r.Body = counted
 	refuse := func(msg string, status int, reason validation.Reason) {
-		s.Push.Refused(r.Header, UsageType, counted.N(), reason)
+		n := counted.N()
+		if n == 0 && r.ContentLength > 0 { // refused before the body was read
+			n = int(r.ContentLength)
+		}
+		s.Push.Refused(r.Header, UsageType, n, reason)
 		http.Error(w, msg, status)
 	}
 	isJSON, ok := bodyEncoding(r.Header.Get("Content-Type"))
