@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -106,7 +107,9 @@ overrides:
 	}
 	reg := prometheus.NewRegistry()
 	store := &storeAll{}
-	h := push.NewHandler(validation.NewOverrides(d, func() *validation.RuntimeConfig { return rc }), store, true, nil, reg)
+	var current atomic.Pointer[validation.RuntimeConfig] // swapped as a reload does
+	current.Store(rc)
+	h := push.NewHandler(validation.NewOverrides(d, current.Load), store, true, nil, reg)
 	mux := http.NewServeMux()
 	path, ph := pushv1connect.NewPusherServiceHandler(h)
 	mux.Handle(path, ph)
@@ -259,6 +262,19 @@ overrides:
 	}
 	if got := sum(t, reg, "hearth_received_profiles_total", map[string]string{"tenant": ""}); got != 0 {
 		t.Errorf("%v profiles counted without a tenant", got)
+	}
+
+	// A reload's new groups count the next request (the handler asks per request).
+	rc2, err := validation.LoadRuntimeConfig(strings.NewReader("overrides:\n  team:\n    distributor_usage_groups:\n      everything: '{}'\n"), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	current.Store(rc2)
+	if err := pushV1("team", "checkout", good); err != nil {
+		t.Fatal(err)
+	}
+	if got := sum(t, reg, "hearth_usage_group_received_decompressed_total", map[string]string{"tenant": "team", "usage_group": "everything"}); got != float64(len(good)) {
+		t.Errorf("after the reload, group everything received %v, want %d", got, len(good))
 	}
 
 	// The tenants go quiet: their series are deleted.
