@@ -24,10 +24,10 @@ import (
 	"github.com/hearth-dev/hearth/ingester/validation"
 )
 
-type storeAll struct{ n int }
+type storeAll struct{ n atomic.Int64 }
 
 func (s *storeAll) Append(_ context.Context, _ string, ps []push.Profile) error {
-	s.n += len(ps)
+	s.n.Add(int64(len(ps)))
 	return nil
 }
 
@@ -207,8 +207,8 @@ overrides:
 	if code := post("", HTTPPath, "text/plain", garbage); code != http.StatusUnauthorized {
 		t.Fatalf("OTLP without a tenant: %d", code)
 	}
-	if store.n != 5 { // the OTLP request carries three
-		t.Fatalf("%d profiles stored, want 5", store.n)
+	if n := store.n.Load(); n != 5 { // the OTLP request carries three
+		t.Fatalf("%d profiles stored, want 5", n)
 	}
 
 	team := map[string]string{"tenant": "team"}
