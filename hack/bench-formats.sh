@@ -16,7 +16,7 @@
 #
 # Per measurement: the server's CPU time (utime+stime from /proc/<pid>/stat)
 # before and after the load, its VmHWM after it, and the profiles it counted
-# (Hearth: hearth_received_profiles_total; Pyroscope:
+# (Hearth: hearth_received_profiles_total less hearth_discarded_profiles_total; Pyroscope:
 # pyroscope_distributor_received_samples_count less
 # pyroscope_discarded_samples_total). ROUNDS rounds, the servers' order
 # alternating from one round to the next; a summary with ranges at the end.
@@ -95,7 +95,7 @@ start_pyroscope() {
   pprof_url=$url/debug/pprof/profile
 }
 # profiles_<server>: the profiles the server counted as stored so far.
-profiles_hearth() { curl -fsS "$url/metrics" | awk '/^hearth_received_profiles_total/{s+=$2} END{printf "%d", s}'; }
+profiles_hearth() { curl -fsS "$url/metrics" | awk '/^hearth_received_profiles_total/{s+=$2} /^hearth_discarded_profiles_total/{s-=$2} END{printf "%d", s}'; }
 profiles_pyroscope() {
   curl -fsS "$url/metrics" | awk '/^pyroscope_distributor_received_samples_count/{s+=$2}
     /^pyroscope_discarded_samples_total/{s-=$2} END{printf "%d", s}'

@@ -36,7 +36,7 @@ hz=$(getconf CLK_TCK)
 cpu=$(python3 -c "print(round(($utime+$stime)/$hz,1))")
 rss=$(awk '/VmHWM/{print $2/1024 " MiB"}' /proc/$ing/status)
 metrics=$(curl -fsS "http://127.0.0.1:$port/metrics")
-pushes=$(awk '/^hearth_received_profiles_total/{s+=$2} END{print s}' <<<"$metrics")
+pushes=$(awk '/^hearth_received_profiles_total/{s+=$2} /^hearth_discarded_profiles_total/{s-=$2} END{print s}' <<<"$metrics")
 headb=$(awk '/^hearth_head_bytes/{s+=$2} END{print s+0}' <<<"$metrics")
 series=$(awk '/^hearth_head_series/{s+=$2} END{print s+0}' <<<"$metrics")
 # HEAP_PROFILE=file: the server's heap profile (in use and allocated) at the end of the load.

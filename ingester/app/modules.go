@@ -28,6 +28,7 @@ import (
 	"github.com/hearth-dev/hearth/ingester/shipper"
 	"github.com/hearth-dev/hearth/ingester/store"
 	"github.com/hearth-dev/hearth/ingester/transport"
+	"github.com/hearth-dev/hearth/ingester/usage"
 	"github.com/hearth-dev/hearth/internal/kitlog"
 )
 
@@ -250,7 +251,8 @@ func (a *App) initAPI() (services.Service, error) {
 	sel := whileStarting(a.Store, remote.NewSelectHandler(peerSource{a}, remote.HandlerOptions{Logger: a.Logger}), replicaError)
 	a.internalMux.Handle(remote.SelectPath, sel)
 	a.internalMux.Handle(remote.SeriesLabelsPath, sel)
-	return nil, nil
+	// The usage metrics of tenants that stopped pushing go after a while.
+	return a.Push.Usage.CleanupService(usage.CleanupInterval, usage.DefaultInactiveTimeout), nil
 }
 
 // initIngester is the ingester as a whole: it runs once every module runs

@@ -13,6 +13,7 @@ import (
 	"github.com/hearth-dev/hearth/ingester/normalize"
 	"github.com/hearth-dev/hearth/ingester/pprofdec"
 	"github.com/hearth-dev/hearth/ingester/tenant"
+	"github.com/hearth-dev/hearth/ingester/usage"
 	"github.com/hearth-dev/hearth/ingester/validation"
 )
 
@@ -29,29 +30,26 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	lim := h.Limits.For(t)
+	rec := h.Usage.Begin(t, lim.DistributorUsageGroups)
 	maxBody := lim.MaxProfileSizeBytes
 	if maxBody > 0 {
 		maxBody += 1 << 20 // multipart framing and the sample type config
 	}
+	body := usage.CountBody(r.Body)
+	if r.Body != nil {
+		r.Body = body
+	}
 	req, err := ingest.ParseRequest(r, ingest.Limits{MaxBodyBytes: maxBody, MaxDecompressedBytes: lim.MaxProfileSizeBytes}, h.Now())
+	rec.Received(receivedBytes(body, r))
 	if err != nil {
-		reason := string(validation.InvalidProfile)
-		var uf *ingest.UnsupportedFormatError
-		if errors.As(err, &uf) {
-			reason = string(validation.UnsupportedFormat)
-		}
-		h.metrics.discarded.WithLabelValues(t, reason).Inc()
+		h.refuseUnparsed(rec, r, err, maxBody)
 		http.Error(w, err.Error(), parseStatus(err, r, h.Now()))
 		return
 	}
-	sent := make([]model.Label, 0, len(req.Labels))
-	for _, l := range req.Labels {
-		sent = append(sent, model.Label{Name: l.Name, Value: l.Value})
+	if req.Format != ingest.FormatPprof {
+		rec.SetFormat(string(req.Format)) // one body, maybe many profiles
 	}
-	labels, err := normalize.IngestLabels(req.AppName, sent, req.SpyName)
-	if err == nil && isTextFormat(req.Format) {
-		labels = normalize.TextLabels(labels, req.AppName, model.Labels(sent).Has(model.LabelServiceName))
-	}
+	labels, err := ingestLabels(req)
 	var fallback int64
 	if !req.From.IsZero() {
 		fallback = req.From.UnixNano()
@@ -61,16 +59,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		err = &validation.Error{Reason: validation.InvalidLabelName, Msg: err.Error()}
 	case req.Profiles != nil:
-		profiles, err = h.finishDecoded(lim, labels, req.Profiles, fallback)
+		items, raws := h.addDecoded(rec, labels, req.Profiles)
+		profiles, err = h.finishDecoded(lim, items, raws, req.Profiles, fallback)
 	default:
 		var p Profile
-		p, err = h.finishIngestPprof(lim, labels, req)
+		p, err = h.finishIngestPprof(lim, rec.Add(labels, body.N()), req)
 		profiles = []Profile{p}
 	}
 	if err == nil {
-		err = h.store(r.Context(), t, lim, profiles, int(r.ContentLength))
+		err = h.store(r.Context(), rec, lim, profiles, body.N())
 	} else {
-		err = h.reject(t, max(len(req.Profiles), 1), err)
+		err = h.reject(rec, err)
 	}
 	if err != nil {
 		var ce *connect.Error
@@ -84,11 +83,67 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
+// ingestLabels are the series labels of an /ingest request's name and
+// parameters.
+func ingestLabels(req *ingest.Request) (model.Labels, error) {
+	sent := make([]model.Label, 0, len(req.Labels))
+	for _, l := range req.Labels {
+		sent = append(sent, model.Label{Name: l.Name, Value: l.Value})
+	}
+	labels, err := normalize.IngestLabels(req.AppName, sent, req.SpyName)
+	if err == nil && isTextFormat(req.Format) {
+		labels = normalize.TextLabels(labels, req.AppName, model.Labels(sent).Has(model.LabelServiceName))
+	}
+	return labels, err
+}
+
+// refuseUnparsed counts an /ingest request whose body did not parse, under
+// its name's labels when the parameters parse (usage groups), with the
+// reason: the body or decompressed size limit, the format, or a malformed
+// profile.
+func (h *Handler) refuseUnparsed(rec *usage.Request, r *http.Request, err error, maxBody int) {
+	reason := validation.InvalidProfile
+	var uf *ingest.UnsupportedFormatError
+	switch {
+	case errors.As(err, &uf):
+		reason = validation.UnsupportedFormat
+	case maxBody > 0 && rec.ReceivedBytes() > maxBody:
+		reason = validation.BodyTooLarge
+	case errors.Is(err, pprofdec.ErrTooLarge):
+		reason = validation.ProfileTooLarge
+	}
+	q := r.URL.Query()
+	if uf != nil {
+		q.Del("format") // the name's labels still tell the usage group
+	}
+	if req, perr := ingest.ParseParams(q, h.Now()); perr == nil {
+		if req.Format != "" && req.Format != ingest.FormatPprof {
+			rec.SetFormat(string(req.Format))
+		}
+		if labels, lerr := ingestLabels(req); lerr == nil {
+			rec.Add(labels, rec.ReceivedBytes())
+		}
+	}
+	rec.End(string(reason), h.Now())
+	h.Logger.Debug("push rejected", "tenant", rec.Tenant(), "reason", reason, "err", err)
+}
+
+// receivedBytes is what a request was received with: the bytes read from
+// its body, or its Content-Length when it was refused before the body was
+// read.
+func receivedBytes(body *usage.Body, r *http.Request) int {
+	if n := body.N(); n > 0 || r.ContentLength <= 0 {
+		return n
+	}
+	return int(r.ContentLength)
+}
+
 // finishIngestPprof decodes and completes a pprof profile sent to /ingest
 // with what Pyroscope does there before its distributor: the time of older
 // agents, the scripting spies' function names, the .NET agent's repairs,
 // the profile name from the sample types.
-func (h *Handler) finishIngestPprof(lim *validation.Limits, labels model.Labels, req *ingest.Request) (Profile, error) {
+func (h *Handler) finishIngestPprof(lim *validation.Limits, it *usage.Item, req *ingest.Request) (Profile, error) {
+	it.Size = len(req.Profile) // gunzipped by ParseRequest
 	prof, err := pprofdec.DecodePprof(req.Profile, lim.MaxProfileSizeBytes)
 	if err != nil {
 		return Profile{}, &validation.Error{Reason: validation.InvalidProfile, Msg: "cannot decode the pprof profile: " + err.Error()}
@@ -110,12 +165,12 @@ func (h *Handler) finishIngestPprof(lim *validation.Limits, labels model.Labels,
 	if req.SampleTypeConfig != nil {
 		display = func(t string) (string, bool) { c, ok := req.SampleTypeConfig[t]; return c.DisplayName, ok }
 	}
-	labels = labels.Clone().Set(model.LabelProfileName, normalize.IngestProfileName(prof, display))
+	it.Labels = it.Labels.Clone().Set(model.LabelProfileName, normalize.IngestProfileName(prof, display))
 	raw := req.Profile
 	if changed {
 		raw = nil
 	}
-	return h.finish(lim, labels, prof, raw, "", 0)
+	return h.finish(lim, it, prof, raw, "", 0)
 }
 
 // isTextFormat reports the formats Pyroscope's older agents send as text
@@ -156,11 +211,13 @@ func ingestStatus(code connect.Code, f ingest.Format) int {
 	return st
 }
 
-// finishDecoded validates the profiles a format converter produced: each
-// gets the request's labels over its own, and its marshalled form for the
-// write-ahead log (which replays pprof).
-func (h *Handler) finishDecoded(lim *validation.Limits, reqLabels model.Labels, decoded []ingest.Decoded, fallback int64) ([]Profile, error) {
-	out := make([]Profile, 0, len(decoded))
+// addDecoded adds the profiles a format converter produced to the request's
+// usage count, each with the request's labels over its own and its size
+// marshalled; raws are the marshalled forms, for the write-ahead log (which
+// replays pprof). A profile that does not marshal gets a nil raw: finish
+// marshals it again and returns the error.
+func (h *Handler) addDecoded(rec *usage.Request, reqLabels model.Labels, decoded []ingest.Decoded) ([]*usage.Item, [][]byte) {
+	items, raws := make([]*usage.Item, len(decoded)), make([][]byte, len(decoded))
 	for i, d := range decoded {
 		labels := reqLabels.Clone()
 		for _, l := range d.Labels {
@@ -168,11 +225,20 @@ func (h *Handler) finishDecoded(lim *validation.Limits, reqLabels model.Labels, 
 				labels = labels.Set(l.Name, l.Value)
 			}
 		}
-		raw, err := d.Profile.MarshalVT()
-		if err != nil {
-			return nil, err
+		items[i] = rec.Add(labels, 0)
+		if raw, err := d.Profile.MarshalVT(); err == nil {
+			raws[i], items[i].Size = raw, len(raw)
 		}
-		p, err := h.finish(lim, labels, d.Profile, raw, "", fallback)
+	}
+	return items, raws
+}
+
+// finishDecoded validates the profiles a format converter produced (their
+// items and raws from addDecoded).
+func (h *Handler) finishDecoded(lim *validation.Limits, items []*usage.Item, raws [][]byte, decoded []ingest.Decoded, fallback int64) ([]Profile, error) {
+	out := make([]Profile, 0, len(decoded))
+	for i, d := range decoded {
+		p, err := h.finish(lim, items[i], d.Profile, raws[i], "", fallback)
 		if err != nil {
 			if len(decoded) > 1 {
 				err = fmt.Errorf("profile %d of %d: %w", i+1, len(decoded), err)

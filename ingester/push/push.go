@@ -30,6 +30,7 @@ import (
 	"github.com/hearth-dev/hearth/ingester/pprofdec"
 	"github.com/hearth-dev/hearth/ingester/symdb"
 	"github.com/hearth-dev/hearth/ingester/tenant"
+	"github.com/hearth-dev/hearth/ingester/usage"
 	"github.com/hearth-dev/hearth/ingester/validation"
 )
 
@@ -58,38 +59,21 @@ type Handler struct {
 	Now          func() time.Time
 	// Normalize selects Pyroscope's rewrites (default: all of Pyroscope's).
 	Normalize normalize.Config
+	// Usage counts every request's profiles and bytes, received and
+	// discarded, per tenant and usage group.
+	Usage *usage.Metrics
 
-	metrics  *metrics
 	limiters sync.Map // tenant → *rate.Limiter
 }
 
 var _ pushv1connect.PusherServiceHandler = (*Handler)(nil)
 
-type metrics struct {
-	profiles, bytes *prometheus.CounterVec
-	discarded       *prometheus.CounterVec
-}
-
 // NewHandler returns a handler whose metrics are registered with reg (may be nil).
 func NewHandler(lim validation.TenantLimits, app Appender, multitenancy bool, logger *slog.Logger, reg prometheus.Registerer) *Handler {
-	m := &metrics{
-		profiles: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "hearth_received_profiles_total", Help: "Profiles accepted, per tenant.",
-		}, []string{"tenant"}),
-		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "hearth_received_compressed_bytes_total", Help: "Bytes of accepted profiles as received, per tenant.",
-		}, []string{"tenant"}),
-		discarded: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "hearth_discarded_profiles_total", Help: "Profiles rejected, per tenant and reason.",
-		}, []string{"tenant", "reason"}),
-	}
-	if reg != nil {
-		reg.MustRegister(m.profiles, m.bytes, m.discarded)
-	}
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &Handler{Limits: lim, Appender: app, Multitenancy: multitenancy, Logger: logger, Now: time.Now, Normalize: normalize.Default(), metrics: m}
+	return &Handler{Limits: lim, Appender: app, Multitenancy: multitenancy, Logger: logger, Now: time.Now, Normalize: normalize.Default(), Usage: usage.NewMetrics(reg)}
 }
 
 // Push implements push.v1.PusherService.
@@ -99,44 +83,63 @@ func (h *Handler) Push(ctx context.Context, req *connect.Request[pushv1.PushRequ
 		return nil, TenantError(err)
 	}
 	lim := h.Limits.For(t)
-	var profiles []Profile
+	rec := h.Usage.Begin(t, lim.DistributorUsageGroups)
+	// Every profile is in the usage count before the first is decoded: a
+	// refusal discards them all.
+	var items []*usage.Item
 	var size int
-	for si, s := range req.Msg.Series {
+	for _, s := range req.Msg.Series {
 		labels := model.FromProto(s.Labels).Sort()
-		for pi, raw := range s.Samples {
+		for _, raw := range s.Samples {
 			size += len(raw.RawProfile)
-			p, err := h.decode(lim, labels, raw.RawProfile, raw.ID, 0)
+			items = append(items, rec.Add(labels, len(raw.RawProfile)))
+		}
+	}
+	rec.Received(size)
+	var profiles []Profile
+	for si, s := range req.Msg.Series {
+		for pi, raw := range s.Samples {
+			p, err := h.decode(lim, items[len(profiles)], raw.RawProfile, raw.ID, 0)
 			if err != nil {
-				return nil, h.reject(t, len(req.Msg.Series), fmt.Errorf("series %d profile %d: %w", si, pi, err))
+				return nil, h.reject(rec, fmt.Errorf("series %d profile %d: %w", si, pi, err))
 			}
 			profiles = append(profiles, p)
 		}
 	}
-	if err := h.store(ctx, t, lim, profiles, size); err != nil {
+	if err := h.store(ctx, rec, lim, profiles, size); err != nil {
 		return nil, err
 	}
 	return connect.NewResponse(&pushv1.PushResponse{}), nil
 }
 
-// decode turns one raw profile into a validated Profile. fallbackNanos is the
-// time to use when the profile has none (the /ingest from parameter), 0: now.
-func (h *Handler) decode(lim *validation.Limits, labels model.Labels, raw []byte, id string, fallbackNanos int64) (Profile, error) {
+// decode turns one raw profile, whose series labels are it's, into a
+// validated Profile. fallbackNanos is the time to use when the profile has
+// none (the /ingest from parameter), 0: now.
+func (h *Handler) decode(lim *validation.Limits, it *usage.Item, raw []byte, id string, fallbackNanos int64) (Profile, error) {
 	p, err := pprofdec.DecodePprof(raw, lim.MaxProfileSizeBytes)
 	if err != nil {
 		var se *pprofdec.SizeError
 		if errors.As(err, &se) {
+			it.Size = lim.MaxProfileSizeBytes // at least (Pyroscope counts the limit)
 			return Profile{}, &validation.Error{Reason: validation.ProfileTooLarge, Msg: err.Error() + " (limits.max-profile-size-bytes)"}
 		}
 		return Profile{}, &validation.Error{Reason: validation.InvalidProfile, Msg: "cannot decode the profile: " + err.Error()}
 	}
-	return h.finish(lim, labels, p, raw, id, fallbackNanos)
+	if pprofdec.IsGzip(raw) {
+		it.Size = p.SizeVT()
+	} else {
+		it.Size = len(raw)
+	}
+	return h.finish(lim, it, p, raw, id, fallbackNanos)
 }
 
-// finish completes and validates a decoded profile against the tenant's
-// limits. raw is the profile as received, for the write-ahead log; nil, or a
-// profile the normalizations changed, is marshalled again.
-func (h *Handler) finish(lim *validation.Limits, labels model.Labels, p *googlev1.Profile, raw []byte, id string, fallbackNanos int64) (Profile, error) {
-	labels = labels.Clone()
+// finish completes and validates a decoded profile, whose series labels so
+// far are it's, against the tenant's limits; it gets the series labels
+// (usage groups match them). raw is the profile as received, for the
+// write-ahead log; nil, or a profile the normalizations changed, is
+// marshalled again.
+func (h *Handler) finish(lim *validation.Limits, it *usage.Item, p *googlev1.Profile, raw []byte, id string, fallbackNanos int64) (Profile, error) {
+	labels := it.Labels.Clone()
 	if labels.Get(model.LabelServiceName) == "" {
 		labels = labels.Set(model.LabelServiceName, model.UnknownService)
 	}
@@ -145,6 +148,7 @@ func (h *Handler) finish(lim *validation.Limits, labels model.Labels, p *googlev
 	}
 	labels = labels.Delete(model.LabelSpanID)
 	labels.Sort()
+	it.Labels = labels
 	labels, changed, err := h.pyroscopeRewrites(labels, p)
 	if err != nil {
 		return Profile{}, err
@@ -212,31 +216,34 @@ func (h *Handler) allow(t string, lim *validation.Limits, n int) bool {
 	return tl.l.AllowN(now, n)
 }
 
-// store applies the rate limit and appends.
-func (h *Handler) store(ctx context.Context, t string, lim *validation.Limits, profiles []Profile, size int) error {
+// store applies the rate limit and appends, and ends the request's usage
+// count either way.
+func (h *Handler) store(ctx context.Context, rec *usage.Request, lim *validation.Limits, profiles []Profile, size int) error {
 	if len(profiles) == 0 {
+		rec.End("", h.Now())
 		return nil
 	}
+	t := rec.Tenant()
 	if !h.allow(t, lim, size) {
-		h.metrics.discarded.WithLabelValues(t, string(validation.RateLimited)).Add(float64(len(profiles)))
-		return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("tenant %q is over its ingestion rate of %.1f MB/s (limits.ingestion-rate-mb): retry later", t, lim.IngestionRateMB))
+		return h.reject(rec, &validation.Error{Reason: validation.RateLimited,
+			Msg: fmt.Sprintf("tenant %q is over its ingestion rate of %.1f MB/s (limits.ingestion-rate-mb): retry later", t, lim.IngestionRateMB)})
 	}
 	if err := h.Appender.Append(ctx, t, profiles); err != nil {
-		return h.reject(t, len(profiles), err)
+		return h.reject(rec, err)
 	}
-	h.metrics.profiles.WithLabelValues(t).Add(float64(len(profiles)))
-	h.metrics.bytes.WithLabelValues(t).Add(float64(size))
+	rec.End("", h.Now())
 	return nil
 }
 
-// reject maps an error to a connect error, counting it.
-func (h *Handler) reject(t string, n int, err error) error {
+// reject maps an error to a connect error, counting the request's profiles
+// as discarded for the error's reason.
+func (h *Handler) reject(rec *usage.Request, err error) error {
 	code, reason := Classify(err)
-	h.metrics.discarded.WithLabelValues(t, reason).Add(float64(max(n, 1)))
+	rec.End(reason, h.Now())
 	if code == connect.CodeInternal || code == connect.CodeUnavailable {
-		h.Logger.Error("push failed", "tenant", t, "err", err)
+		h.Logger.Error("push failed", "tenant", rec.Tenant(), "err", err)
 	} else {
-		h.Logger.Debug("push rejected", "tenant", t, "reason", reason, "err", err)
+		h.Logger.Debug("push rejected", "tenant", rec.Tenant(), "reason", reason, "err", err)
 	}
 	return connect.NewError(code, err)
 }

@@ -41,6 +41,11 @@ type Limits struct {
 	// RetentionPeriod is the tenant's block retention in the bucket (0:
 	// forever). Its default is -compactor.blocks-retention-period.
 	RetentionPeriod time.Duration `yaml:"compactor_blocks_retention_period"`
+
+	// DistributorUsageGroups names parts of the tenant's data by series
+	// selector, for the usage metrics (Pyroscope's distributor_usage_groups;
+	// YAML only: the config file's limits or the runtime overrides).
+	DistributorUsageGroups *UsageGroups `yaml:"distributor_usage_groups,omitempty"`
 }
 
 // RegisterFlags registers the limits' flags with their defaults.
@@ -65,27 +70,31 @@ func (l *Limits) RegisterFlags(f *flag.FlagSet) {
 	f.IntVar(&l.MaxFetchedSeriesPerQuery, "querier.max-fetched-series-per-query", 100000, "Most distinct series one query may touch; more is refused with 400 naming the limit (0: unlimited).")
 }
 
-// Reason names a kind of violation (a metric label).
+// Reason names a kind of violation: the reason label of the discarded
+// metrics. Where Pyroscope has the same refusal, the value is Pyroscope's,
+// so its dashboards and alerts read Hearth's metrics.
 type Reason string
 
 const (
-	ProfileTooLarge    Reason = "profile_too_large"
-	TooManyLabels      Reason = "max_label_names_per_series"
-	LabelNameTooLong   Reason = "label_name_too_long"
-	LabelValueTooLong  Reason = "label_value_too_long"
-	InvalidLabelName   Reason = "invalid_label_name"
-	InvalidLabelValue  Reason = "invalid_label_value"
-	DuplicateLabel     Reason = "duplicate_label_names"
-	TooManySamples     Reason = "too_many_samples"
-	StackTooDeep       Reason = "stack_too_deep"
-	SymbolTooLong      Reason = "symbol_too_long"
-	TooOld             Reason = "too_old"
-	TooNew             Reason = "too_new"
-	InvalidProfile     Reason = "invalid_profile"
-	SeriesLimit        Reason = "series_limit"
-	RateLimited        Reason = "rate_limited"
-	UnsupportedFormat  Reason = "unsupported_format"
-	MissingServiceName Reason = "missing_service_name"
+	ProfileTooLarge   Reason = "profile_size_limit"
+	BodyTooLarge      Reason = "body_size_limit_exceeded"
+	TooManyLabels     Reason = "max_label_names_per_series"
+	LabelNameTooLong  Reason = "label_name_too_long"
+	LabelValueTooLong Reason = "label_value_too_long"
+	InvalidLabelName  Reason = "invalid_labels"
+	InvalidLabelValue Reason = "invalid_labels"
+	DuplicateLabel    Reason = "duplicate_label_names"
+	TooManySamples    Reason = "samples_limit"
+	TooOld            Reason = "not_in_ingestion_window"
+	TooNew            Reason = "not_in_ingestion_window"
+	InvalidProfile    Reason = "malformed_profile"
+	SeriesLimit       Reason = "series_limit"
+	RateLimited       Reason = "rate_limited"
+	// Hearth's own: Pyroscope truncates deep stacks and long symbols, and
+	// has no format to refuse.
+	StackTooDeep      Reason = "stack_too_deep"
+	SymbolTooLong     Reason = "symbol_too_long"
+	UnsupportedFormat Reason = "unsupported_format"
 )
 
 // Error is a limit violation: a client error, never stored.

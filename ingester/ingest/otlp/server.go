@@ -18,6 +18,8 @@ import (
 	"github.com/hearth-dev/hearth/ingester/ingest"
 	"github.com/hearth-dev/hearth/ingester/push"
 	"github.com/hearth-dev/hearth/ingester/tenant"
+	"github.com/hearth-dev/hearth/ingester/usage"
+	"github.com/hearth-dev/hearth/ingester/validation"
 )
 
 // ExportProcedure is the gRPC method OTLP exporters call (the OpenTelemetry
@@ -72,9 +74,13 @@ func (s *Server) export(ctx context.Context, req *connect.Request[collectorv1.Ex
 	return connect.NewResponse(&collectorv1.ExportProfilesServiceResponse{}), nil
 }
 
+// UsageType is the type label of OTLP requests' bytes in the usage metrics
+// (Pyroscope's).
+const UsageType = "otel"
+
 // push converts a request and hands its profiles to the front door.
 func (s *Server) push(ctx context.Context, hdr http.Header, size int, req *collectorv1.ExportProfilesServiceRequest) error {
-	return s.Push.PushConverted(ctx, hdr, size, func() ([]ingest.Decoded, error) {
+	return s.Push.PushConverted(ctx, hdr, UsageType, size, func() ([]ingest.Decoded, error) {
 		ds, err := Convert(req, s.Push.Now())
 		if err != nil {
 			return nil, fmt.Errorf("failed to convert otel profile: %w", err)
@@ -95,19 +101,36 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "use POST", http.StatusMethodNotAllowed)
 		return
 	}
-	isJSON, ok := bodyEncoding(r.Header.Get("Content-Type"))
-	if !ok {
-		http.Error(w, fmt.Sprintf("unsupported Content-Type %q: send %s or %s", r.Header.Get("Content-Type"), contentProtobuf, contentJSON), http.StatusUnsupportedMediaType)
-		return
-	}
 	// The tenant before the body, as every push path answers a missing one.
 	if _, err := tenant.FromHeader(r.Header, s.Push.Multitenancy); err != nil {
 		http.Error(w, err.Error(), push.HTTPStatus(push.TenantError(err).Code()))
 		return
 	}
+	counted := usage.CountBody(r.Body)
+	r.Body = counted
+	refuse := func(msg string, status int, reason validation.Reason) {
+		n := counted.N()
+		if n == 0 && r.ContentLength > 0 { // refused before the body was read
+			n = int(r.ContentLength)
+		}
+		s.Push.Refused(r.Header, UsageType, n, reason)
+		http.Error(w, msg, status)
+	}
+	isJSON, ok := bodyEncoding(r.Header.Get("Content-Type"))
+	if !ok {
+		refuse(fmt.Sprintf("unsupported Content-Type %q: send %s or %s", r.Header.Get("Content-Type"), contentProtobuf, contentJSON), http.StatusUnsupportedMediaType, validation.UnsupportedFormat)
+		return
+	}
 	body, status, err := s.readBody(w, r)
 	if err != nil {
-		http.Error(w, err.Error(), status)
+		reason := validation.InvalidProfile
+		switch status {
+		case http.StatusRequestEntityTooLarge:
+			reason = validation.BodyTooLarge
+		case http.StatusUnsupportedMediaType:
+			reason = validation.UnsupportedFormat
+		}
+		refuse(err.Error(), status, reason)
 		return
 	}
 	decode := DecodeProto
@@ -116,10 +139,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	req, err := decode(body)
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
+		refuse(err.Error(), http.StatusBadRequest, validation.InvalidProfile)
 		return
 	}
-	if err := s.push(r.Context(), r.Header, len(body), req); err != nil {
+	if err := s.push(r.Context(), r.Header, counted.N(), req); err != nil {
 		code := connect.CodeInternal
 		var ce *connect.Error
 		if errors.As(err, &ce) {
