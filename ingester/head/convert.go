@@ -72,6 +72,9 @@ func profileTypes(name string, p *googlev1.Profile) ([]model.ProfileType, error)
 			return nil, fmt.Errorf("period unit: %w", err)
 		}
 	}
+	// Copies: the types become series labels, which outlive the profile's
+	// strings (they share the memory of its decoding arena).
+	periodType, periodUnit = strings.Clone(periodType), strings.Clone(periodUnit)
 	out := make([]model.ProfileType, len(p.SampleType))
 	for i, st := range p.SampleType {
 		t := model.ProfileType{Name: name, PeriodType: periodType, PeriodUnit: periodUnit}
@@ -81,6 +84,7 @@ func profileTypes(name string, p *googlev1.Profile) ([]model.ProfileType, error)
 		if t.SampleUnit, err = str(st.Unit); err != nil {
 			return nil, fmt.Errorf("sample type %d unit: %w", i, err)
 		}
+		t.SampleType, t.SampleUnit = strings.Clone(t.SampleType), strings.Clone(t.SampleUnit)
 		out[i] = t
 	}
 	return out, nil
@@ -184,7 +188,9 @@ func Prepare(base model.Labels, p *googlev1.Profile) (*Prepared, error) {
 			groupIdx[key] = gi
 			n := len(p.Sample) / (len(pp.groups) + 1)
 			pp.groups = append(pp.groups, prepGroup{stacks: make([]int32, 0, n), vals: make([]int64, 0, n*nt)})
-			groupLabels = append(groupLabels, extra)
+			// The group's labels become series labels: copies, not the
+			// profile's strings (see profileTypes).
+			groupLabels = append(groupLabels, extra.CopyStrings())
 		}
 		g := &pp.groups[gi]
 		stack, err := keyed.AddStack(s.LocationId)

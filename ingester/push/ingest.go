@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -64,7 +65,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		profiles, err = h.finishDecoded(lim, labels, req.Profiles, fallback)
 	default:
 		var p Profile
-		p, err = h.finishIngestPprof(lim, labels, req)
+		var a *pprofdec.Arena
+		p, a, err = h.finishIngestPprof(lim, labels, req)
+		defer a.Release() // after the store: the profile dies with the request
 		profiles = []Profile{p}
 	}
 	if err == nil {
@@ -88,10 +91,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // with what Pyroscope does there before its distributor: the time of older
 // agents, the scripting spies' function names, the .NET agent's repairs,
 // the profile name from the sample types.
-func (h *Handler) finishIngestPprof(lim *validation.Limits, labels model.Labels, req *ingest.Request) (Profile, error) {
-	prof, err := pprofdec.DecodePprof(req.Profile, lim.MaxProfileSizeBytes)
+// The profile is decoded into a pooled arena, which the caller releases once
+// it is stored (also after an error).
+func (h *Handler) finishIngestPprof(lim *validation.Limits, labels model.Labels, req *ingest.Request) (Profile, *pprofdec.Arena, error) {
+	prof, a, err := pprofdec.Decode(req.Profile, lim.MaxProfileSizeBytes)
 	if err != nil {
-		return Profile{}, &validation.Error{Reason: validation.InvalidProfile, Msg: "cannot decode the pprof profile: " + err.Error()}
+		return Profile{}, a, &validation.Error{Reason: validation.InvalidProfile, Msg: "cannot decode the pprof profile: " + err.Error()}
 	}
 	from := req.From
 	if from.IsZero() {
@@ -110,12 +115,14 @@ func (h *Handler) finishIngestPprof(lim *validation.Limits, labels model.Labels,
 	if req.SampleTypeConfig != nil {
 		display = func(t string) (string, bool) { c, ok := req.SampleTypeConfig[t]; return c.DisplayName, ok }
 	}
-	labels = labels.Clone().Set(model.LabelProfileName, normalize.IngestProfileName(prof, display))
+	// A copy: the name may be one of the profile's strings (see finish).
+	labels = labels.Clone().Set(model.LabelProfileName, strings.Clone(normalize.IngestProfileName(prof, display)))
 	raw := req.Profile
 	if changed {
 		raw = nil
 	}
-	return h.finish(lim, labels, prof, raw, "", 0)
+	p, err := h.finish(lim, labels, prof, raw, "", 0)
+	return p, a, err
 }
 
 // isTextFormat reports the formats Pyroscope's older agents send as text

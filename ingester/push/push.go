@@ -101,11 +101,20 @@ func (h *Handler) Push(ctx context.Context, req *connect.Request[pushv1.PushRequ
 	lim := h.Limits.For(t)
 	var profiles []Profile
 	var size int
+	// The profiles die with the push: their arenas go back to the pool once
+	// the appender returned (it awaits every write that reads them).
+	var arenas []*pprofdec.Arena
+	defer func() {
+		for _, a := range arenas {
+			a.Release()
+		}
+	}()
 	for si, s := range req.Msg.Series {
 		labels := model.FromProto(s.Labels).Sort()
 		for pi, raw := range s.Samples {
 			size += len(raw.RawProfile)
-			p, err := h.decode(lim, labels, raw.RawProfile, raw.ID, 0)
+			p, a, err := h.decode(lim, labels, raw.RawProfile, raw.ID, 0)
+			arenas = append(arenas, a)
 			if err != nil {
 				return nil, h.reject(t, len(req.Msg.Series), fmt.Errorf("series %d profile %d: %w", si, pi, err))
 			}
@@ -118,18 +127,21 @@ func (h *Handler) Push(ctx context.Context, req *connect.Request[pushv1.PushRequ
 	return connect.NewResponse(&pushv1.PushResponse{}), nil
 }
 
-// decode turns one raw profile into a validated Profile. fallbackNanos is the
-// time to use when the profile has none (the /ingest from parameter), 0: now.
-func (h *Handler) decode(lim *validation.Limits, labels model.Labels, raw []byte, id string, fallbackNanos int64) (Profile, error) {
-	p, err := pprofdec.DecodePprof(raw, lim.MaxProfileSizeBytes)
+// decode turns one raw profile into a validated Profile, decoded into a
+// pooled arena that the caller releases once the profile is stored (also
+// after an error). fallbackNanos is the time to use when the profile has
+// none (the /ingest from parameter), 0: now.
+func (h *Handler) decode(lim *validation.Limits, labels model.Labels, raw []byte, id string, fallbackNanos int64) (Profile, *pprofdec.Arena, error) {
+	p, a, err := pprofdec.Decode(raw, lim.MaxProfileSizeBytes)
 	if err != nil {
 		var se *pprofdec.SizeError
 		if errors.As(err, &se) {
-			return Profile{}, &validation.Error{Reason: validation.ProfileTooLarge, Msg: err.Error() + " (limits.max-profile-size-bytes)"}
+			return Profile{}, a, &validation.Error{Reason: validation.ProfileTooLarge, Msg: err.Error() + " (limits.max-profile-size-bytes)"}
 		}
-		return Profile{}, &validation.Error{Reason: validation.InvalidProfile, Msg: "cannot decode the profile: " + err.Error()}
+		return Profile{}, a, &validation.Error{Reason: validation.InvalidProfile, Msg: "cannot decode the profile: " + err.Error()}
 	}
-	return h.finish(lim, labels, p, raw, id, fallbackNanos)
+	pr, err := h.finish(lim, labels, p, raw, id, fallbackNanos)
+	return pr, a, err
 }
 
 // finish completes and validates a decoded profile against the tenant's
@@ -141,7 +153,9 @@ func (h *Handler) finish(lim *validation.Limits, labels model.Labels, p *googlev
 		labels = labels.Set(model.LabelServiceName, model.UnknownService)
 	}
 	if labels.Get(model.LabelProfileName) == "" {
-		labels = labels.Set(model.LabelProfileName, ingest.ProfileName(p))
+		// A copy: the name may be one of the profile's strings, which die
+		// with the push (pprofdec.Arena), and the labels outlive it.
+		labels = labels.Set(model.LabelProfileName, strings.Clone(ingest.ProfileName(p)))
 	}
 	labels = labels.Delete(model.LabelSpanID)
 	labels.Sort()
