@@ -110,12 +110,21 @@ func (h *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	lim := h.limits(tn)
 	ps := make([]push.Profile, len(entries))
+	// The decoded profiles die with the request: their arenas go back to the
+	// pool once the store's Append returned.
+	var arenas []*pprofdec.Arena
+	defer func() {
+		for _, a := range arenas {
+			a.Release()
+		}
+	}()
 	for i, e := range entries {
 		if err := checkLabels(&lim, e.Labels); err != nil {
 			transport.WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("profile %d: %w", i, err)))
 			return
 		}
-		p, err := pprofdec.DecodePprof(e.Raw, lim.MaxProfileSizeBytes)
+		p, a, err := pprofdec.Decode(e.Raw, lim.MaxProfileSizeBytes)
+		arenas = append(arenas, a)
 		if err != nil {
 			transport.WriteError(w, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("profile %d: %w", i, err)))
 			return

@@ -72,6 +72,9 @@ func profileTypes(name string, p *googlev1.Profile) ([]model.ProfileType, error)
 			return nil, fmt.Errorf("period unit: %w", err)
 		}
 	}
+	// Copies: the types become series labels, which outlive the profile's
+	// strings (they share the memory of its decoding arena).
+	periodType, periodUnit = strings.Clone(periodType), strings.Clone(periodUnit)
 	out := make([]model.ProfileType, len(p.SampleType))
 	for i, st := range p.SampleType {
 		t := model.ProfileType{Name: name, PeriodType: periodType, PeriodUnit: periodUnit}
@@ -81,6 +84,7 @@ func profileTypes(name string, p *googlev1.Profile) ([]model.ProfileType, error)
 		if t.SampleUnit, err = str(st.Unit); err != nil {
 			return nil, fmt.Errorf("sample type %d unit: %w", i, err)
 		}
+		t.SampleType, t.SampleUnit = strings.Clone(t.SampleType), strings.Clone(t.SampleUnit)
 		out[i] = t
 	}
 	return out, nil
@@ -141,12 +145,13 @@ func Prepare(base model.Labels, p *googlev1.Profile) (*Prepared, error) {
 	// stacks once they have tenant ids.
 	groupIdx := map[string]int32{}
 	var groupLabels []model.Labels
-	var keyBuf strings.Builder
+	var keyBuf []byte
+	var extraBuf model.Labels
 	for si, s := range p.Sample {
 		if len(s.Value) != nt {
 			return nil, &symdb.ErrInvalid{Reason: fmt.Sprintf("sample %d has %d values, the profile has %d sample types", si, len(s.Value), nt)}
 		}
-		var extra model.Labels
+		extra := extraBuf[:0]
 		span, hasSpan := uint64(0), false
 		for _, l := range s.Label {
 			if l.Str == 0 || l.Key <= 0 || l.Key >= int64(len(p.StringTable)) || l.Str >= int64(len(p.StringTable)) || l.Str < 0 {
@@ -164,27 +169,28 @@ func Prepare(base model.Labels, p *googlev1.Profile) (*Prepared, error) {
 			}
 			extra = extra.Set(k, p.StringTable[l.Str])
 		}
-		key := ""
+		keyBuf = keyBuf[:0]
 		if len(extra) > 0 {
 			if len(extra) > 1 {
 				extra.Sort()
 			}
-			keyBuf.Reset()
 			for _, l := range extra {
-				keyBuf.WriteString(l.Name)
-				keyBuf.WriteByte(0)
-				keyBuf.WriteString(l.Value)
-				keyBuf.WriteByte(0)
+				keyBuf = append(keyBuf, l.Name...)
+				keyBuf = append(keyBuf, 0)
+				keyBuf = append(keyBuf, l.Value...)
+				keyBuf = append(keyBuf, 0)
 			}
-			key = keyBuf.String()
 		}
-		gi, ok := groupIdx[key]
+		extraBuf = extra                   // reused by the next sample: a group keeps a copy
+		gi, ok := groupIdx[string(keyBuf)] // no allocation for the lookup
 		if !ok {
 			gi = int32(len(pp.groups))
-			groupIdx[key] = gi
+			groupIdx[string(keyBuf)] = gi
 			n := len(p.Sample) / (len(pp.groups) + 1)
 			pp.groups = append(pp.groups, prepGroup{stacks: make([]int32, 0, n), vals: make([]int64, 0, n*nt)})
-			groupLabels = append(groupLabels, extra)
+			// The group's labels become series labels: copies, not the
+			// profile's strings (see profileTypes).
+			groupLabels = append(groupLabels, extra.CopyStrings())
 		}
 		g := &pp.groups[gi]
 		stack, err := keyed.AddStack(s.LocationId)

@@ -101,6 +101,32 @@ func (ls Labels) Delete(name string) Labels {
 // Clone copies ls.
 func (ls Labels) Clone() Labels { return append(Labels(nil), ls...) }
 
+// CopyStrings is a Clone whose names and values are copies too, in one
+// allocation: for labels made from strings whose memory is reused later (a
+// decoded profile's, see pprofdec.Arena).
+func (ls Labels) CopyStrings() Labels {
+	if len(ls) == 0 {
+		return nil
+	}
+	n := 0
+	for _, l := range ls {
+		n += len(l.Name) + len(l.Value)
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for _, l := range ls {
+		b.WriteString(l.Name)
+		b.WriteString(l.Value)
+	}
+	all := b.String()
+	out := make(Labels, len(ls))
+	for i, l := range ls {
+		out[i].Name, all = all[:len(l.Name)], all[len(l.Name):]
+		out[i].Value, all = all[:len(l.Value)], all[len(l.Value):]
+	}
+	return out
+}
+
 var sep = []byte{0xff}
 
 // Hash is a stable fingerprint of a sorted label set.

@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
+	"unsafe"
 
 	googlev1 "github.com/grafana/pyroscope/api/gen/proto/go/google/v1"
 	"github.com/klauspost/compress/gzip"
@@ -101,42 +103,213 @@ func gunzipTo(dst *bytes.Buffer, b []byte, maxDecompressed int) error {
 }
 
 // DecodePprof decodes a pprof profile, gzip-compressed or not, refusing to
-// decompress more than maxDecompressed bytes (<= 0: no limit).
+// decompress more than maxDecompressed bytes (<= 0: no limit). The profile
+// is the caller's for good (its memory is not pooled); Decode is the pooled
+// form for the write path.
 func DecodePprof(b []byte, maxDecompressed int) (*googlev1.Profile, error) {
+	a := new(Arena)
+	return a.Decode(b, maxDecompressed)
+}
+
+// Arena is the memory of one decoded profile: the profile, its messages,
+// repeated fields and strings (which point into the decompressed bytes it
+// keeps). The write path decodes every pushed profile into a pooled arena
+// (Decode) and releases it when the push is done: a profile dies with its
+// push, and reusing its memory takes most of the write path's allocation
+// (and the collector's work) away.
+//
+// The contract: after Release, nothing may read the profile or anything it
+// holds, strings included. Whatever outlives the push (series labels, the
+// head's interned symbols, the WAL record) must be copied from it; the
+// head and the record encoder do (SetReleaseMode lets tests prove it).
+type Arena struct {
+	p        googlev1.Profile
+	buf      bytes.Buffer // the decompressed profile: the strings point into it
+	pooled   bool
+	released bool
+
+	sampleTypes []googlev1.ValueType
+	periodType  googlev1.ValueType
+	samples     []googlev1.Sample
+	mappings    []googlev1.Mapping
+	locations   []googlev1.Location
+	functions   []googlev1.Function
+
+	sampleTypePtrs []*googlev1.ValueType
+	samplePtrs     []*googlev1.Sample
+	mappingPtrs    []*googlev1.Mapping
+	locationPtrs   []*googlev1.Location
+	functionPtrs   []*googlev1.Function
+	strs           []string
+
+	// Shared arrays the samples and locations are cut from (take); their
+	// length is what the current profile uses.
+	u64      []uint64
+	i64      []int64
+	lbl      []googlev1.Label
+	lblPtrs  []*googlev1.Label
+	lines    []googlev1.Line
+	linePtrs []*googlev1.Line
+}
+
+var arenaPool = sync.Pool{New: func() any { return &Arena{pooled: true} }}
+
+// MaxPooledBytes bounds the memory an arena may keep when it goes back to
+// the pool: one that decoded a very large profile is dropped instead, so
+// the pool holds about (concurrent pushes) × (a typical profile's arena).
+const MaxPooledBytes = 8 << 20
+
+// Decode decodes a pprof profile (as DecodePprof) into an arena from the
+// pool. The profile and everything it holds are valid until a.Release(),
+// which the caller must call once nothing reads them any more (also after
+// an error: a is never nil).
+func Decode(b []byte, maxDecompressed int) (*googlev1.Profile, *Arena, error) {
+	var a *Arena
+	if ReleaseMode(mode.Load()) == ReleaseNever {
+		a = new(Arena)
+	} else {
+		a = arenaPool.Get().(*Arena)
+		a.released = false
+	}
+	p, err := a.Decode(b, maxDecompressed)
+	return p, a, err
+}
+
+// Decode decodes b into a (which must be new or released). Most callers
+// want the package's Decode or DecodePprof.
+func (a *Arena) Decode(b []byte, maxDecompressed int) (*googlev1.Profile, error) {
 	if len(b) == 0 {
 		return nil, errors.New("empty profile")
 	}
+	a.buf.Reset()
 	if !IsGzip(b) {
 		if maxDecompressed > 0 && len(b) > maxDecompressed {
 			return nil, &SizeError{Limit: maxDecompressed, Size: len(b)}
 		}
-		return unmarshalProfile(b)
-	}
-	buf := bufPool.Get().(*bytes.Buffer)
-	buf.Reset()
-	defer func() {
-		if buf.Cap() <= 64<<20 {
-			bufPool.Put(buf)
-		}
-	}()
-	if err := gunzipTo(buf, b, maxDecompressed); err != nil {
+		// A copy: the strings must not point into the caller's bytes.
+		a.buf.Write(b)
+	} else if err := gunzipTo(&a.buf, b, maxDecompressed); err != nil {
 		return nil, err
 	}
-	// Decoding copies strings and byte slices out of its input, so the
-	// pooled buffer can be reused afterwards.
-	return unmarshalProfile(buf.Bytes())
-}
-
-// unmarshalProfile decodes with unmarshal, else (a malformed or unusual
-// encoding) with UnmarshalVT, whose error it returns.
-func unmarshalProfile(b []byte) (*googlev1.Profile, error) {
-	p := new(googlev1.Profile)
-	if unmarshal(p, b) == nil {
-		return p, nil
+	a.p = googlev1.Profile{}
+	if a.decode() == nil {
+		return &a.p, nil
 	}
-	p = new(googlev1.Profile)
-	if err := p.UnmarshalVT(b); err != nil {
+	// A malformed or unusual encoding: UnmarshalVT, whose error it returns
+	// (its profile allocates its own memory).
+	p := new(googlev1.Profile)
+	if err := p.UnmarshalVT(a.buf.Bytes()); err != nil {
 		return nil, fmt.Errorf("invalid pprof protobuf: %w", err)
 	}
 	return p, nil
+}
+
+// Release hands the arena back to the pool (if it came from there): the
+// profile it decoded must not be read any more. Release of nil does nothing.
+func (a *Arena) Release() {
+	if a == nil || !a.pooled {
+		return
+	}
+	if a.released {
+		panic("pprofdec: arena released twice")
+	}
+	a.released = true
+	poisoned := ReleaseMode(mode.Load()) == ReleasePoison
+	if poisoned {
+		a.poison()
+	}
+	// Drop the pointers to the messages, which normalize's repairs may
+	// have replaced with their own, and the profile.
+	clear(a.samplePtrs)
+	clear(a.locationPtrs)
+	clear(a.mappingPtrs)
+	clear(a.functionPtrs)
+	clear(a.sampleTypePtrs)
+	if !poisoned {
+		clear(a.strs[:cap(a.strs)])
+	}
+	a.p = googlev1.Profile{}
+	a.u64, a.i64, a.lbl, a.lblPtrs = a.u64[:0], a.i64[:0], a.lbl[:0], a.lblPtrs[:0]
+	a.lines, a.linePtrs = a.lines[:0], a.linePtrs[:0]
+	if a.footprint() > MaxPooledBytes {
+		return
+	}
+	arenaPool.Put(a)
+}
+
+// footprint is about the bytes the arena's arrays hold.
+func (a *Arena) footprint() int {
+	n := a.buf.Cap()
+	n += cap(a.sampleTypes) * int(unsafe.Sizeof(googlev1.ValueType{}))
+	n += cap(a.samples) * int(unsafe.Sizeof(googlev1.Sample{}))
+	n += cap(a.mappings) * int(unsafe.Sizeof(googlev1.Mapping{}))
+	n += cap(a.locations) * int(unsafe.Sizeof(googlev1.Location{}))
+	n += cap(a.functions) * int(unsafe.Sizeof(googlev1.Function{}))
+	n += 8 * (cap(a.sampleTypePtrs) + cap(a.samplePtrs) + cap(a.mappingPtrs) + cap(a.locationPtrs) + cap(a.functionPtrs))
+	n += 16 * cap(a.strs)
+	n += 8 * (cap(a.u64) + cap(a.i64) + cap(a.lblPtrs) + cap(a.linePtrs))
+	n += cap(a.lbl) * int(unsafe.Sizeof(googlev1.Label{}))
+	n += cap(a.lines) * int(unsafe.Sizeof(googlev1.Line{}))
+	return n
+}
+
+// ReleaseMode says what Release does: for tests that prove nothing keeps a
+// reference into a released profile.
+type ReleaseMode int32
+
+const (
+	// ReleaseReuse (the default) hands the arena back to the pool.
+	ReleaseReuse ReleaseMode = iota
+	// ReleasePoison first overwrites what the released profile holds (its
+	// bytes and strings, ids, values, labels, lines), so that a reference
+	// kept past the push reads garbage, then hands the arena to the pool.
+	ReleasePoison
+	// ReleaseNever decodes every profile into memory of its own, never
+	// reused: the reference a test compares the others with.
+	ReleaseNever
+)
+
+var mode atomic.Int32
+
+// SetReleaseMode sets the release mode of the arenas Decode hands out from
+// now on (tests).
+func SetReleaseMode(m ReleaseMode) { mode.Store(int32(m)) }
+
+func (a *Arena) poison() {
+	b := a.buf.Bytes()
+	for i := range b {
+		b[i] = 0xA5
+	}
+	fill(a.u64, 0xDEAD_BEEF_DEAD_BEEF)
+	fill(a.i64, -0x5A5A_5A5A)
+	for i := range a.samples {
+		a.samples[i].LocationId, a.samples[i].Value = a.samples[i].LocationId[:0], nil
+	}
+	for i := range a.locations {
+		a.locations[i].Id, a.locations[i].MappingId, a.locations[i].Address = 1<<60+uint64(i), 1<<60, 0xBAD
+	}
+	for i := range a.mappings {
+		a.mappings[i] = googlev1.Mapping{Id: 1 << 60, Filename: -1, BuildId: -1}
+	}
+	for i := range a.functions {
+		a.functions[i] = googlev1.Function{Id: 1 << 60, Name: -1, SystemName: -1, Filename: -1}
+	}
+	for i := range a.lbl {
+		a.lbl[i] = googlev1.Label{Key: -1, Str: -1, Num: -1}
+	}
+	for i := range a.lines {
+		a.lines[i] = googlev1.Line{FunctionId: 1 << 60, Line: -1}
+	}
+	for i := range a.sampleTypes {
+		a.sampleTypes[i] = googlev1.ValueType{Type: -1, Unit: -1}
+	}
+	for i := range a.strs[:cap(a.strs)] {
+		a.strs[:cap(a.strs)][i] = "\x00released\x00"
+	}
+}
+
+func fill[T any](s []T, v T) {
+	for i := range s {
+		s[i] = v
+	}
 }

@@ -2,33 +2,36 @@ package pprofdec
 
 import (
 	"errors"
+	"unsafe"
 
 	googlev1 "github.com/grafana/pyroscope/api/gen/proto/go/google/v1"
 )
 
-// unmarshal decodes a pprof Profile as UnmarshalVT does, with fewer
-// allocations: the samples, locations, functions and mappings are each one
-// array, and the samples' location ids and values are cut from shared
-// arrays. Samples dominate a profile and the collector's work is per object,
-// so this roughly halves the allocations of decoding. Unknown fields are
-// skipped (UnmarshalVT keeps them; nothing here reads them). On any error the
-// caller decodes again with UnmarshalVT, which has the canonical errors.
-func unmarshal(p *googlev1.Profile, b []byte) error {
+// decode decodes a.buf's bytes as a pprof Profile into a.p, as UnmarshalVT
+// does, with few allocations: the samples, locations, functions and mappings
+// are each one array, the samples' location ids, values and labels and the
+// locations' lines are cut from shared arrays, and the strings point into
+// a.buf. All of it is the arena's, reused by the next profile it decodes
+// once released (Arena.Release). Unknown fields are skipped (UnmarshalVT
+// keeps them; nothing here reads them). On any error the caller decodes
+// again with UnmarshalVT, which has the canonical errors.
+func (a *Arena) decode() error {
+	b := a.buf.Bytes()
 	// Pass 1: count the repeated messages.
-	var nSample, nMapping, nLocation, nFunction, nString, sampleBytes, locationBytes int
+	var nSampleType, nSample, nMapping, nLocation, nFunction, nString int
 	err := fields(b, func(num int, wire int, _ uint64, sub []byte) error {
 		if wire != 2 {
 			return nil
 		}
 		switch num {
+		case 1:
+			nSampleType++
 		case 2:
 			nSample++
-			sampleBytes += len(sub)
 		case 3:
 			nMapping++
 		case 4:
 			nLocation++
-			locationBytes += len(sub)
 		case 5:
 			nFunction++
 		case 6:
@@ -39,29 +42,34 @@ func unmarshal(p *googlev1.Profile, b []byte) error {
 	if err != nil {
 		return err
 	}
-	samples := make([]googlev1.Sample, nSample)
-	mappings := make([]googlev1.Mapping, nMapping)
-	locations := make([]googlev1.Location, nLocation)
-	functions := make([]googlev1.Function, nFunction)
-	p.Sample = make([]*googlev1.Sample, 0, nSample)
-	p.Mapping = make([]*googlev1.Mapping, 0, nMapping)
-	p.Location = make([]*googlev1.Location, 0, nLocation)
-	p.Function = make([]*googlev1.Function, 0, nFunction)
-	p.StringTable = make([]string, 0, nString)
-	// Each id, value or label takes at least a byte of the samples: the
-	// arrays are never larger than that (small profiles get small arrays).
-	ar := arena{u64Left: sampleBytes, i64Left: sampleBytes, lblLeft: sampleBytes / 2, lineLeft: locationBytes / 2}
+	p := &a.p
+	sampleTypes := zeroed(&a.sampleTypes, nSampleType)
+	samples := zeroed(&a.samples, nSample)
+	mappings := zeroed(&a.mappings, nMapping)
+	locations := zeroed(&a.locations, nLocation)
+	functions := zeroed(&a.functions, nFunction)
+	// The capacities are the counts: a consumer that appends (normalize's
+	// repairs) gets its own array instead of writing into the arena's.
+	p.SampleType = ptrs(&a.sampleTypePtrs, nSampleType)
+	p.Sample = ptrs(&a.samplePtrs, nSample)
+	p.Mapping = ptrs(&a.mappingPtrs, nMapping)
+	p.Location = ptrs(&a.locationPtrs, nLocation)
+	p.Function = ptrs(&a.functionPtrs, nFunction)
+	if cap(a.strs) < nString {
+		a.strs = make([]string, 0, nString)
+	}
+	p.StringTable = a.strs[:0:nString]
 	return fields(b, func(num int, wire int, v uint64, sub []byte) error {
 		switch {
 		case num == 1 && wire == 2:
-			vt := new(googlev1.ValueType)
+			vt := &sampleTypes[len(p.SampleType)]
 			if err := vt.UnmarshalVT(sub); err != nil {
 				return err
 			}
 			p.SampleType = append(p.SampleType, vt)
 		case num == 2 && wire == 2:
 			s := &samples[len(p.Sample)]
-			if err := ar.sample(s, sub); err != nil {
+			if err := a.sample(s, sub); err != nil {
 				return err
 			}
 			p.Sample = append(p.Sample, s)
@@ -73,7 +81,7 @@ func unmarshal(p *googlev1.Profile, b []byte) error {
 			p.Mapping = append(p.Mapping, m)
 		case num == 4 && wire == 2:
 			l := &locations[len(p.Location)]
-			if err := ar.location(l, sub); err != nil {
+			if err := a.location(l, sub); err != nil {
 				return err
 			}
 			p.Location = append(p.Location, l)
@@ -84,7 +92,9 @@ func unmarshal(p *googlev1.Profile, b []byte) error {
 			}
 			p.Function = append(p.Function, f)
 		case num == 6 && wire == 2:
-			p.StringTable = append(p.StringTable, string(sub))
+			// The string shares a.buf's bytes: nothing writes them until
+			// the arena is released.
+			p.StringTable = append(p.StringTable, unsafe.String(unsafe.SliceData(sub), len(sub)))
 		case num == 7 && wire == 0:
 			p.DropFrames = int64(v)
 		case num == 8 && wire == 0:
@@ -95,7 +105,8 @@ func unmarshal(p *googlev1.Profile, b []byte) error {
 			p.DurationNanos = int64(v)
 		case num == 11 && wire == 2:
 			if p.PeriodType == nil {
-				p.PeriodType = new(googlev1.ValueType)
+				a.periodType = googlev1.ValueType{}
+				p.PeriodType = &a.periodType
 			}
 			if err := p.PeriodType.UnmarshalVT(sub); err != nil {
 				return err
@@ -115,6 +126,26 @@ func unmarshal(p *googlev1.Profile, b []byte) error {
 	})
 }
 
+// zeroed sets *s to n zero values, reusing its array when it is large enough.
+func zeroed[T any](s *[]T, n int) []T {
+	if cap(*s) < n {
+		*s = make([]T, n)
+	} else {
+		*s = (*s)[:n]
+		clear(*s)
+	}
+	return *s
+}
+
+// ptrs returns an empty slice with room for n pointers, reusing *s's array.
+func ptrs[T any](s *[]*T, n int) []*T {
+	if cap(*s) < n {
+		*s = make([]*T, 0, n)
+	}
+	*s = (*s)[:n] // what Release clears
+	return (*s)[:0:n]
+}
+
 var (
 	errWireType  = errors.New("pprof: unexpected wire type")
 	errTruncated = errors.New("pprof: truncated")
@@ -122,19 +153,8 @@ var (
 	errGroup     = errors.New("pprof: groups are not supported")
 )
 
-// arena hands out the samples' location ids, values and labels from shared arrays.
-type arena struct {
-	u64      []uint64
-	i64      []int64
-	lbl      []googlev1.Label
-	lines    []googlev1.Line
-	linePtrs []*googlev1.Line
-	// Upper bounds of what the profile still needs.
-	u64Left, i64Left, lblLeft, lineLeft int
-}
-
 // location decodes a Location, its lines cut from shared arrays.
-func (a *arena) location(l *googlev1.Location, b []byte) error {
+func (a *Arena) location(l *googlev1.Location, b []byte) error {
 	nLines := 0
 	for c := b; len(c) > 0; {
 		tag, n := varint(c)
@@ -203,21 +223,15 @@ func (a *arena) location(l *googlev1.Location, b []byte) error {
 	return nil
 }
 
-// lineSlots returns n lines and an empty slice with room for n pointers,
-// cut from shared arrays.
-func (a *arena) lineSlots(n int) ([]googlev1.Line, []*googlev1.Line) {
-	if n > len(a.lines) {
-		c := max(n, min(arenaChunk/4, a.lineLeft))
-		a.lineLeft -= c
-		a.lines = make([]googlev1.Line, c)
-		a.linePtrs = make([]*googlev1.Line, c)
-	}
-	lines, ptrs := a.lines[:n:n], a.linePtrs[:0:n]
-	a.lines, a.linePtrs = a.lines[n:], a.linePtrs[n:]
-	return lines, ptrs
+// lineSlots returns n zeroed lines and an empty slice with room for n
+// pointers, cut from shared arrays.
+func (a *Arena) lineSlots(n int) ([]googlev1.Line, []*googlev1.Line) {
+	lines := take(&a.lines, n)
+	clear(lines)
+	return lines, take(&a.linePtrs, n)[:0]
 }
 
-func (a *arena) sample(s *googlev1.Sample, b []byte) error {
+func (a *Arena) sample(s *googlev1.Sample, b []byte) error {
 	for len(b) > 0 {
 		tag, n := varint(b)
 		if n <= 0 {
@@ -265,13 +279,27 @@ func (a *arena) sample(s *googlev1.Sample, b []byte) error {
 			}
 			sub := b[n : n+int(l)]
 			b = b[n+int(l):]
-			if len(a.lbl) == 0 {
-				n := max(1, min(256, a.lblLeft))
-				a.lblLeft -= n
-				a.lbl = make([]googlev1.Label, n)
+			if s.Label == nil {
+				// Room for this sample's labels: count them in the rest.
+				n := 1
+				for c := b; len(c) > 0; {
+					tag, m := varint(c)
+					if m <= 0 {
+						return errTruncated
+					}
+					if tag == 3<<3|2 {
+						n++
+					}
+					rest, err := skip(c[m:], tag)
+					if err != nil {
+						return err
+					}
+					c = rest
+				}
+				s.Label = take(&a.lblPtrs, n)[:0]
 			}
-			lb := &a.lbl[0]
-			a.lbl = a.lbl[1:]
+			lb := &take(&a.lbl, 1)[0]
+			*lb = googlev1.Label{}
 			if err := lb.UnmarshalVT(sub); err != nil {
 				return err
 			}
@@ -341,30 +369,27 @@ func skip(b []byte, tag uint64) ([]byte, error) {
 	return nil, errGroup
 }
 
-const arenaChunk = 4096 // 32 KiB: the largest small-object size class
+// arenaChunk is the smallest shared array (elements) an arena allocates.
+const arenaChunk = 1024
+
+// take cuts the next n elements from the shared array *s (its length is
+// what is taken). When they do not fit, a larger array replaces it: the
+// slices already cut keep the old one, and the arena keeps the new one for
+// the profiles it decodes next.
+func take[T any](s *[]T, n int) []T {
+	l := len(*s)
+	if n > cap(*s)-l {
+		*s = make([]T, 0, max(n, 2*cap(*s), arenaChunk))
+		l = 0
+	}
+	*s = (*s)[:l+n]
+	return (*s)[l : l+n : l+n]
+}
 
 // uints returns an empty slice with room for n, cut from a shared array.
-func (a *arena) uints(n int) []uint64 {
-	if n > cap(a.u64)-len(a.u64) {
-		c := max(n, min(arenaChunk, a.u64Left))
-		a.u64Left -= c
-		a.u64 = make([]uint64, 0, c)
-	}
-	s := a.u64[len(a.u64) : len(a.u64) : len(a.u64)+n]
-	a.u64 = a.u64[:len(a.u64)+n]
-	return s
-}
+func (a *Arena) uints(n int) []uint64 { return take(&a.u64, n)[:0] }
 
-func (a *arena) ints(n int) []int64 {
-	if n > cap(a.i64)-len(a.i64) {
-		c := max(n, min(arenaChunk, a.i64Left))
-		a.i64Left -= c
-		a.i64 = make([]int64, 0, c)
-	}
-	s := a.i64[len(a.i64) : len(a.i64) : len(a.i64)+n]
-	a.i64 = a.i64[:len(a.i64)+n]
-	return s
-}
+func (a *Arena) ints(n int) []int64 { return take(&a.i64, n)[:0] }
 
 // count is the number of varints in a packed field.
 func count(b []byte) int {

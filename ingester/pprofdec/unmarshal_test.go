@@ -13,8 +13,8 @@ func sameAsVT(t *testing.T, name string, b []byte) {
 	t.Helper()
 	want := new(googlev1.Profile)
 	wantErr := want.UnmarshalVT(b)
-	got := new(googlev1.Profile)
-	if err := unmarshal(got, b); err != nil {
+	got, err := unmarshal(b)
+	if err != nil {
 		return // DecodePprof falls back to UnmarshalVT
 	}
 	if wantErr != nil {
@@ -27,14 +27,25 @@ func sameAsVT(t *testing.T, name string, b []byte) {
 	}
 	if !got.EqualVT(want) {
 		// want may carry unknown fields: compare field by field through a round trip.
-		stripped := new(googlev1.Profile)
-		if err := unmarshal(stripped, clean); err != nil || !stripped.EqualVT(got) {
+		stripped, err := unmarshal(clean)
+		if err != nil || !stripped.EqualVT(got) {
 			t.Fatalf("%s: unmarshal and UnmarshalVT decode differently", name)
 		}
 		if got.SizeVT() > len(clean) {
 			t.Fatalf("%s: unmarshal decoded more than UnmarshalVT", name)
 		}
 	}
+}
+
+// unmarshal decodes b with the arena decoder alone (no fallback), into a
+// fresh arena.
+func unmarshal(b []byte) (*googlev1.Profile, error) {
+	a := new(Arena)
+	a.buf.Write(b)
+	if err := a.decode(); err != nil {
+		return nil, err
+	}
+	return &a.p, nil
 }
 
 func TestUnmarshalMatchesVT(t *testing.T) {
@@ -59,8 +70,7 @@ func TestUnmarshalMatchesVT(t *testing.T) {
 			continue
 		}
 		sameAsVT(t, f.name, data)
-		var p googlev1.Profile
-		if err := unmarshal(&p, data); err != nil && new(googlev1.Profile).UnmarshalVT(data) == nil {
+		if _, err := unmarshal(data); err != nil && new(googlev1.Profile).UnmarshalVT(data) == nil {
 			t.Logf("%s: left to UnmarshalVT: %v", f.name, err)
 		}
 	}

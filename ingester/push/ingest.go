@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -63,7 +64,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		profiles, err = h.finishDecoded(lim, items, raws, req.Profiles, fallback)
 	default:
 		var p Profile
-		p, err = h.finishIngestPprof(lim, rec.Add(labels, body.N()), req)
+		var a *pprofdec.Arena
+		p, a, err = h.finishIngestPprof(lim, rec.Add(labels, body.N()), req)
+		defer a.Release() // after the store: the profile dies with the request
 		profiles = []Profile{p}
 	}
 	if err == nil {
@@ -142,11 +145,13 @@ func receivedBytes(body *usage.Body, r *http.Request) int {
 // with what Pyroscope does there before its distributor: the time of older
 // agents, the scripting spies' function names, the .NET agent's repairs,
 // the profile name from the sample types.
-func (h *Handler) finishIngestPprof(lim *validation.Limits, it *usage.Item, req *ingest.Request) (Profile, error) {
+// The profile is decoded into a pooled arena, which the caller releases once
+// it is stored (also after an error).
+func (h *Handler) finishIngestPprof(lim *validation.Limits, it *usage.Item, req *ingest.Request) (Profile, *pprofdec.Arena, error) {
 	it.Size = len(req.Profile) // gunzipped by ParseRequest
-	prof, err := pprofdec.DecodePprof(req.Profile, lim.MaxProfileSizeBytes)
+	prof, a, err := pprofdec.Decode(req.Profile, lim.MaxProfileSizeBytes)
 	if err != nil {
-		return Profile{}, &validation.Error{Reason: validation.InvalidProfile, Msg: "cannot decode the pprof profile: " + err.Error()}
+		return Profile{}, a, &validation.Error{Reason: validation.InvalidProfile, Msg: "cannot decode the pprof profile: " + err.Error()}
 	}
 	from := req.From
 	if from.IsZero() {
@@ -165,12 +170,14 @@ func (h *Handler) finishIngestPprof(lim *validation.Limits, it *usage.Item, req 
 	if req.SampleTypeConfig != nil {
 		display = func(t string) (string, bool) { c, ok := req.SampleTypeConfig[t]; return c.DisplayName, ok }
 	}
-	it.Labels = it.Labels.Clone().Set(model.LabelProfileName, normalize.IngestProfileName(prof, display))
+	// A copy: the name may be one of the profile's strings (see finish).
+	it.Labels = it.Labels.Clone().Set(model.LabelProfileName, strings.Clone(normalize.IngestProfileName(prof, display)))
 	raw := req.Profile
 	if changed {
 		raw = nil
 	}
-	return h.finish(lim, it, prof, raw, "", 0)
+	p, err := h.finish(lim, it, prof, raw, "", 0)
+	return p, a, err
 }
 
 // isTextFormat reports the formats Pyroscope's older agents send as text

@@ -88,6 +88,14 @@ func (h *Handler) Push(ctx context.Context, req *connect.Request[pushv1.PushRequ
 	// refusal discards them all.
 	var items []*usage.Item
 	var size int
+	// The profiles die with the push: their arenas go back to the pool once
+	// the appender returned (it awaits every write that reads them).
+	var arenas []*pprofdec.Arena
+	defer func() {
+		for _, a := range arenas {
+			a.Release()
+		}
+	}()
 	for _, s := range req.Msg.Series {
 		labels := model.FromProto(s.Labels).Sort()
 		for _, raw := range s.Samples {
@@ -99,7 +107,8 @@ func (h *Handler) Push(ctx context.Context, req *connect.Request[pushv1.PushRequ
 	var profiles []Profile
 	for si, s := range req.Msg.Series {
 		for pi, raw := range s.Samples {
-			p, err := h.decode(lim, items[len(profiles)], raw.RawProfile, raw.ID, 0)
+			p, a, err := h.decode(lim, items[len(profiles)], raw.RawProfile, raw.ID, 0)
+			arenas = append(arenas, a)
 			if err != nil {
 				return nil, h.reject(rec, fmt.Errorf("series %d profile %d: %w", si, pi, err))
 			}
@@ -113,24 +122,26 @@ func (h *Handler) Push(ctx context.Context, req *connect.Request[pushv1.PushRequ
 }
 
 // decode turns one raw profile, whose series labels are it's, into a
-// validated Profile. fallbackNanos is the time to use when the profile has
-// none (the /ingest from parameter), 0: now.
-func (h *Handler) decode(lim *validation.Limits, it *usage.Item, raw []byte, id string, fallbackNanos int64) (Profile, error) {
-	p, err := pprofdec.DecodePprof(raw, lim.MaxProfileSizeBytes)
+// validated Profile, decoded into a pooled arena that the caller releases
+// once the profile is stored (also after an error). fallbackNanos is the time
+// to use when the profile has none (the /ingest from parameter), 0: now.
+func (h *Handler) decode(lim *validation.Limits, it *usage.Item, raw []byte, id string, fallbackNanos int64) (Profile, *pprofdec.Arena, error) {
+	p, a, err := pprofdec.Decode(raw, lim.MaxProfileSizeBytes)
 	if err != nil {
 		var se *pprofdec.SizeError
 		if errors.As(err, &se) {
 			it.Size = lim.MaxProfileSizeBytes // at least (Pyroscope counts the limit)
-			return Profile{}, &validation.Error{Reason: validation.ProfileTooLarge, Msg: err.Error() + " (limits.max-profile-size-bytes)"}
+			return Profile{}, a, &validation.Error{Reason: validation.ProfileTooLarge, Msg: err.Error() + " (limits.max-profile-size-bytes)"}
 		}
-		return Profile{}, &validation.Error{Reason: validation.InvalidProfile, Msg: "cannot decode the profile: " + err.Error()}
+		return Profile{}, a, &validation.Error{Reason: validation.InvalidProfile, Msg: "cannot decode the profile: " + err.Error()}
 	}
 	if pprofdec.IsGzip(raw) {
 		it.Size = p.SizeVT()
 	} else {
 		it.Size = len(raw)
 	}
-	return h.finish(lim, it, p, raw, id, fallbackNanos)
+	pr, err := h.finish(lim, it, p, raw, id, fallbackNanos)
+	return pr, a, err
 }
 
 // finish completes and validates a decoded profile, whose series labels so
@@ -144,7 +155,9 @@ func (h *Handler) finish(lim *validation.Limits, it *usage.Item, p *googlev1.Pro
 		labels = labels.Set(model.LabelServiceName, model.UnknownService)
 	}
 	if labels.Get(model.LabelProfileName) == "" {
-		labels = labels.Set(model.LabelProfileName, ingest.ProfileName(p))
+		// A copy: the name may be one of the profile's strings, which die
+		// with the push (pprofdec.Arena), and the labels outlive it.
+		labels = labels.Set(model.LabelProfileName, strings.Clone(ingest.ProfileName(p)))
 	}
 	labels = labels.Delete(model.LabelSpanID)
 	labels.Sort()

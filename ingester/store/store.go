@@ -252,11 +252,13 @@ func (s *Store) replay(checkpoint uint64, m *wal.Metrics) error {
 	var refused atomic.Pointer[error]
 	apply := func(d *decodedRecord) {
 		if errors.Is(d.err, formatver.ErrUnsupported) {
+			d.release()
 			err := fmt.Errorf("wal segment %s: %w", filepath.Join(s.opts.walDir(), fmt.Sprintf("%08d.wal", d.pos.Segment)), d.err)
 			refused.CompareAndSwap(nil, &err)
 			return
 		}
 		n, b := s.apply(d)
+		d.release()
 		profiles += n
 		bad += b
 	}
@@ -367,7 +369,16 @@ type decodedEntry struct {
 	id        head.ProfileID
 	timeNanos int64
 	prep      *head.Prepared
-	err       error // the profile does not decode, or is refused by head.Prepare
+	arena     *pprofdec.Arena // the decoded profile's: released once committed
+	err       error           // the profile does not decode, or is refused by head.Prepare
+}
+
+// release hands the record's decoding arenas back to the pool.
+func (d *decodedRecord) release() {
+	for i := range d.entries {
+		d.entries[i].arena.Release()
+		d.entries[i].arena = nil
+	}
 }
 
 // decodeRecord decodes one WAL record and its profiles and prepares them for
@@ -386,7 +397,7 @@ func (s *Store) decodeRecord(pos wal.Pos, payload []byte) *decodedRecord {
 		de := &d.entries[i]
 		de.id, de.timeNanos = e.ID, e.TimeNanos
 		var p *googlev1.Profile
-		if p, de.err = pprofdec.DecodePprof(e.Raw, s.replayProfileSize(tenant)); de.err == nil {
+		if p, de.arena, de.err = pprofdec.Decode(e.Raw, s.replayProfileSize(tenant)); de.err == nil {
 			push.SanitizeStrings(p)
 			de.prep, de.err = head.Prepare(e.Labels, p)
 		}

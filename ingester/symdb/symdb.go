@@ -10,6 +10,7 @@ package symdb
 import (
 	"encoding/binary"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/cespare/xxhash/v2"
@@ -275,6 +276,9 @@ func (s *Symbols) internString(str string) uint32 {
 	if id, ok := s.stringIDs[str]; ok {
 		return id
 	}
+	// A copy: the profile's strings share the memory of its decoding
+	// arena, which the next push reuses.
+	str = strings.Clone(str)
 	id := uint32(len(s.strings))
 	s.strings = append(s.strings, str)
 	s.stringIDs[str] = id
