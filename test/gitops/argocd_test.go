@@ -239,7 +239,6 @@ func (p *platform) waitEstablished(ctx context.Context, name string) error {
 			conds, _, _ := unstructured.NestedSlice(crd.Object, "status", "conditions")
 			for _, c := range conds {
 				if m, ok := c.(map[string]any); ok && m["type"] == "Established" && m["status"] == "True" {
-					p.c.RESTMapper().(interface{ Reset() }).Reset()
 					return nil
 				}
 			}

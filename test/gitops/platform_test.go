@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
@@ -52,7 +53,7 @@ type platform struct {
 	kcm  *exec.Cmd
 
 	mu  sync.Mutex
-	ips map[string]string // pod IP → namespace (the fake ring answers for that namespace)
+	ips map[string]types.NamespacedName // pod IP → its Ingester (the fake ring answers for it)
 	n   int
 }
 
@@ -72,7 +73,7 @@ func startPlatform(t *testing.T) *platform {
 	t.Helper()
 	logf.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapLevel())))
 	dir := assets(t)
-	p := &platform{ips: map[string]string{}}
+	p := &platform{ips: map[string]types.NamespacedName{}}
 	p.env = &envtest.Environment{BinaryAssetsDirectory: dir, Scheme: scheme}
 	cfg, err := p.env.Start()
 	if err != nil {
@@ -160,7 +161,7 @@ func (p *platform) kubelet(t *testing.T, ns string) {
 					p.mu.Lock()
 					p.n++
 					ip := net.IPv4(127, 10, byte(p.n/256), byte(p.n%256)).String()
-					p.ips[ip] = ns
+					p.ips[ip] = types.NamespacedName{Namespace: ns, Name: pod.Labels[controllers.LabelInstance]}
 					p.mu.Unlock()
 					now := metav1.Now()
 					pod.Status.Phase = corev1.PodRunning
@@ -179,7 +180,7 @@ func (p *platform) kubelet(t *testing.T, ns string) {
 	}()
 }
 
-// ring answers GET /ring for a pod the kubelet started: every pod of its namespace ACTIVE.
+// ring answers GET /ring for a pod the kubelet started: every pod of its Ingester ACTIVE.
 type ring struct{ p *platform }
 
 func (r ring) Ring(ctx context.Context, addr string) (map[string]string, error) {
@@ -188,13 +189,13 @@ func (r ring) Ring(ctx context.Context, addr string) (map[string]string, error) 
 		return nil, err
 	}
 	r.p.mu.Lock()
-	ns, ok := r.p.ips[host]
+	ing, ok := r.p.ips[host]
 	r.p.mu.Unlock()
 	if !ok {
 		return nil, fmt.Errorf("connection refused")
 	}
 	var pods corev1.PodList
-	if err := r.p.c.List(ctx, &pods, client.InNamespace(ns)); err != nil {
+	if err := r.p.c.List(ctx, &pods, client.InNamespace(ing.Namespace), client.MatchingLabels{controllers.LabelInstance: ing.Name}); err != nil {
 		return nil, err
 	}
 	m := map[string]string{}
