@@ -233,7 +233,7 @@ func (p *platform) sync(ctx context.Context, a app) error {
 
 func (p *platform) waitEstablished(ctx context.Context, name string) error {
 	gvr := schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
-	for i := 0; i < 300; i++ {
+	for i := 0; i < 1200; i++ { // 2 minutes: a deadline for a hung system
 		crd, err := p.dyn.Resource(gvr).Get(ctx, name, metav1.GetOptions{})
 		if err == nil {
 			conds, _, _ := unstructured.NestedSlice(crd.Object, "status", "conditions")
