@@ -14,7 +14,7 @@ STATICCHECK_VERSION ?= v0.8.2
 # Cached outside the work tree and reused by every clone.
 STATICCHECK := $(HOME)/.cache/hearth/tools/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 
-.PHONY: all build test test-go test-chart demo k8s-bins versitygw generate manifests verify-generated vet staticcheck fmt image test-image monitoring test-monitoring bench fuzz
+.PHONY: all build test test-go test-chart test-gitops demo k8s-bins versitygw generate manifests verify-generated vet staticcheck fmt image test-image monitoring test-monitoring bench fuzz
 
 all: build
 
@@ -28,7 +28,7 @@ test: k8s-bins versitygw verify-generated vet staticcheck test-go
 # Packages that start control planes or clusters of processes run one at a
 # time: on 2 cores two API servers starting together can miss envtest's start timeout.
 HEAVY_PKGS := ./controllers/... ./test/...
-test-go: test-chart test-image test-monitoring
+test-go: test-chart test-image test-monitoring test-gitops
 	go test -count=1 -timeout 30m $$(go list ./... | grep -v -e /controllers -e /test/)
 	KUBEBUILDER_ASSETS=$(abspath bin/k8s/$(K8S_VERSION)) go test -p 1 -count=1 -timeout 30m $(HEAVY_PKGS)
 
@@ -36,6 +36,12 @@ test-go: test-chart test-image test-monitoring
 ## Helm's dependencies stay out of go.mod).
 test-chart:
 	cd charts/hearth/test && go vet ./... && go test -count=1 ./...
+
+## test-gitops: syncs the chart and the samples as Argo CD does against envtest with the
+## operator reconciling: no drift (gitops-engine's server-side diff), the Lua health through
+## a rollout, nothing Argo CD would prune (its own module: gitops-engine's dependencies).
+test-gitops: k8s-bins
+	cd test/gitops && go vet ./... && KUBEBUILDER_ASSETS=$(abspath bin/k8s/$(K8S_VERSION)) go test -count=1 -timeout 15m ./...
 
 ## test-image: builds the image twice (same digest), validates it, and runs the binary from
 ## its layer (hack/image is its own module, so go-containerregistry stays out of go.mod).
@@ -60,10 +66,10 @@ vet:
 	go vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
-## staticcheck: the pinned staticcheck on the module and the tool modules (chart test, image, monitoring).
+## staticcheck: the pinned staticcheck on the module and the tool modules (chart test, image, monitoring, gitops).
 staticcheck: $(STATICCHECK)
 	$(STATICCHECK) ./...
-	for m in charts/hearth/test hack/image hack/monitoring; do (cd $$m && $(STATICCHECK) ./...) || exit 1; done
+	for m in charts/hearth/test hack/image hack/monitoring test/gitops; do (cd $$m && $(STATICCHECK) ./...) || exit 1; done
 
 $(STATICCHECK):
 	GOBIN=$(dir $(STATICCHECK)) go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)

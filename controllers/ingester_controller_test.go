@@ -32,18 +32,27 @@ import (
 	hearthv1 "github.com/hearth-dev/hearth/api/v1alpha1"
 )
 
-// eventually polls f until it returns nil, failing with f's last error after timeout.
-// The bound is generous: it is a deadline for a hung system, not a performance claim.
+// eventuallyBound is how long eventually polls. It is a deadline for a hung system, not
+// a performance claim, and it must outlast the PodDisruptionBudget's DeletionTimeout
+// (2 minutes): envtest deletes an evicted pod at once (it is on no node, so no grace
+// period) and the StatefulSet controller recreates it under the same name; when the
+// disruption controller syncs only after the recreation, it never sees the pod go and
+// counts the new pod as still disrupted (status.disruptedPods is keyed by name) until
+// that timeout, so the next eviction of a rollout is refused (429) for up to 2 minutes.
+const eventuallyBound = 3 * time.Minute
+
+// eventually polls f until it returns nil, failing with f's last error after
+// eventuallyBound.
 func eventually(t *testing.T, what string, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
+	deadline := time.Now().Add(eventuallyBound)
 	for {
 		err := f()
 		if err == nil {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: still not true after 90s: %v%s", what, err, kcmProblem())
+			t.Fatalf("%s: still not true after %v: %v%s", what, eventuallyBound, err, kcmProblem())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -290,7 +290,7 @@ func TestConfigMapPerRevision(t *testing.T) {
 	for _, name := range []string{"ing-1", "ing-0"} {
 		eventually(t, name+" on the new config", func() error {
 			if cm := c.podConfigMap(name); cm != cur {
-				return fmt.Errorf("%s mounts %q", name, cm)
+				return fmt.Errorf("%s mounts %q; status.rollout %+v", name, cm, p.get(t, c.ns, c.name).Status.Rollout)
 			}
 			return nil
 		})

@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -396,5 +397,41 @@ func (p *platform) namespace(t *testing.T) string {
 	if err := p.c.Create(context.Background(), ns); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { p.retire(t, ns.Name) })
 	return ns.Name
+}
+
+// retire removes a finished test's Ingesters (finalizer dropped: their fake pods need no
+// flush). Without it every Ingester of every earlier test stays reconciled each Resync
+// for the rest of the package, and that load (uncached reads, status writes on one
+// shared API server) made the later tests' waits run out under a loaded machine.
+func (p *platform) retire(t *testing.T, ns string) {
+	var list hearthv1.IngesterList
+	if err := p.c.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
+		t.Logf("retiring the Ingesters of %s: %v", ns, err)
+		return
+	}
+	for i := range list.Items {
+		ing := &list.Items[i]
+		if err := p.c.Delete(context.Background(), ing); err != nil && !apierrors.IsNotFound(err) {
+			t.Logf("retiring %s/%s: %v", ns, ing.Name, err)
+			continue
+		}
+		// The finalizer may be re-read by the operator meanwhile: retry on conflicts.
+		for try := 0; try < 10; try++ {
+			cur := &hearthv1.Ingester{}
+			err := p.c.Get(context.Background(), client.ObjectKeyFromObject(ing), cur)
+			if apierrors.IsNotFound(err) {
+				break
+			}
+			if err == nil {
+				cur.Finalizers = nil
+				err = p.c.Update(context.Background(), cur)
+			}
+			if err == nil || apierrors.IsNotFound(err) {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
 }
