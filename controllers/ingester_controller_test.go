@@ -331,8 +331,8 @@ func TestCreateRendersEveryChild(t *testing.T) {
 				created[e.Related.Kind+"/"+e.Related.Name] = true
 			}
 		}
-		if len(created) != 7 {
-			return fmt.Errorf("Created events for %v, want one per child (7, the NetworkPolicy included)", created)
+		if len(created) != 8 {
+			return fmt.Errorf("Created events for %v, want one per child (8, the NetworkPolicy and the overrides ConfigMap included)", created)
 		}
 		return nil
 	})
