@@ -289,11 +289,7 @@ func (r *Reader) Select(ctx context.Context, ptype string, match func(model.Labe
 	if err != nil {
 		return head.Selection{}, err
 	}
-	order := make([]int, 0, len(groups))
-	for g := range groups {
-		order = append(order, g)
-	}
-	sort.Ints(order)
+	order := sortedGroups(groups)
 	pins, err := r.pf.pin(ctx, f, order, nil)
 	if err != nil {
 		return head.Selection{}, fmt.Errorf("block %s: %w", r.prefix, err)
@@ -373,11 +369,7 @@ func checkSamples(b []byte, nodes uint32) error {
 // a row group's bytes, and the symbols stay in the bucket). Rows have no
 // samples; the selection has no symbols.
 func (r *Reader) selectTotals(ctx context.Context, f *parquet.File, cands []int, groups map[int][]span, start, end int64) (head.Selection, error) {
-	order := make([]int, 0, len(groups))
-	for g := range groups {
-		order = append(order, g)
-	}
-	sort.Ints(order)
+	order := sortedGroups(groups)
 	pins, err := r.pf.pin(ctx, f, order, totalsColumns)
 	if err != nil {
 		return head.Selection{}, fmt.Errorf("block %s: %w", r.prefix, err)
@@ -424,4 +416,14 @@ func (r *Reader) selectTotals(ctx context.Context, f *parquet.File, cands []int,
 		}
 	}
 	return sel, nil
+}
+
+// sortedGroups is the row groups of a selection in file order.
+func sortedGroups(groups map[int][]span) []int {
+	order := make([]int, 0, len(groups))
+	for g := range groups {
+		order = append(order, g)
+	}
+	sort.Ints(order)
+	return order
 }
