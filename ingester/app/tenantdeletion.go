@@ -51,6 +51,7 @@ type tenantDeletions struct {
 	interval time.Duration // how stale a tenant's state may be
 	mu       sync.Mutex
 	known    map[string]*deletionState
+	reading  map[string]bool // tenants whose mark a background read is fetching
 }
 
 type deletionState struct {
@@ -60,7 +61,7 @@ type deletionState struct {
 }
 
 func newTenantDeletions(a *App, interval time.Duration) *tenantDeletions {
-	return &tenantDeletions{a: a, interval: interval, known: map[string]*deletionState{}}
+	return &tenantDeletions{a: a, interval: interval, known: map[string]*deletionState{}, reading: map[string]bool{}}
 }
 
 // deleting reports whether tenant is being deleted, reading its mark when
@@ -80,6 +81,30 @@ func (d *tenantDeletions) deleting(ctx context.Context, t string) bool {
 		return st != nil && st.mark.Deleting()
 	}
 	return m.Deleting()
+}
+
+// deletingNow is deleting for the write path, which never waits for the
+// bucket (pushes go on through a bucket outage): it answers from what this
+// ingester knows and, when that is stale, reads the mark in the background.
+// A tenant never seen since the start is let through until that read lands
+// (milliseconds); what it wrote meanwhile is dropped with the rest when the
+// mark is applied.
+func (d *tenantDeletions) deletingNow(t string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st := d.known[t]
+	if (st == nil || time.Since(st.checked) >= d.interval) && !d.reading[t] {
+		d.reading[t] = true
+		go func() {
+			if _, err := d.refresh(context.Background(), t); err != nil {
+				d.a.Logger.Warn("reading a tenant deletion mark", "tenant", t, "err", err)
+			}
+			d.mu.Lock()
+			delete(d.reading, t)
+			d.mu.Unlock()
+		}()
+	}
+	return st != nil && st.mark.Deleting()
 }
 
 // refresh reads tenant's mark and applies it.
@@ -110,10 +135,9 @@ func (d *tenantDeletions) apply(ctx context.Context, t string, m *block.TenantDe
 	}
 	st.mark, st.checked = m, time.Now()
 	if !m.Deleting() {
+		// Remembered with no mark too: the next read is an interval away,
+		// not at the next push.
 		st.dropped = false
-		if m == nil {
-			delete(d.known, t) // nothing to remember
-		}
 		d.mu.Unlock()
 		d.a.Store.Undelete(t)
 		return nil
@@ -216,7 +240,7 @@ type frontDoor struct {
 }
 
 func (f frontDoor) Append(ctx context.Context, t string, ps []push.Profile) error {
-	if f.d.deleting(ctx, t) {
+	if f.d.deletingNow(t) {
 		return errDeleting(t)
 	}
 	return f.next.Append(ctx, t, ps)
@@ -255,10 +279,45 @@ func (h hiding) SeriesLabels(ctx context.Context, t string, match func(model.Lab
 	return h.src.SeriesLabels(ctx, t, match, start, end)
 }
 
+// The sources' optional answers from metadata (querier.TimeSpanner for
+// GetProfileStats, BlockStats for AnalyzeQuery) are hidden the same way and
+// kept: without them the querier would read every row or skip the blocks.
+type blockStatser interface {
+	BlockStats(ctx context.Context, tenant string) ([]model.BlockStats, error)
+}
+
+type hidingSpan struct{ hiding }
+
+func (h hidingSpan) TimeSpan(ctx context.Context, t string) (oldest, newest int64, ok bool, err error) {
+	if h.d.deleting(ctx, t) {
+		return 0, 0, false, nil
+	}
+	return h.src.(querier.TimeSpanner).TimeSpan(ctx, t)
+}
+
+type hidingBlocks struct{ hidingSpan }
+
+func (h hidingBlocks) BlockStats(ctx context.Context, t string) ([]model.BlockStats, error) {
+	if h.d.deleting(ctx, t) {
+		return nil, nil
+	}
+	return h.src.(blockStatser).BlockStats(ctx, t)
+}
+
 func (d *tenantDeletions) hide(srcs ...querier.Source) []querier.Source {
 	out := make([]querier.Source, len(srcs))
 	for i, s := range srcs {
-		out[i] = hiding{d, s}
+		h := hiding{d, s}
+		_, span := s.(querier.TimeSpanner)
+		_, stats := s.(blockStatser)
+		switch {
+		case span && stats:
+			out[i] = hidingBlocks{hidingSpan{h}}
+		case span:
+			out[i] = hidingSpan{h}
+		default: // (no source has block stats without a time span)
+			out[i] = h
+		}
 	}
 	return out
 }
