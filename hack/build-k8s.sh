@@ -15,6 +15,9 @@ out=$root/bin/k8s/$K8S_VERSION
 bins=(kube-apiserver kube-controller-manager kube-scheduler etcd)
 
 mkdir -p "$cache" "$out"
+# One build at a time per cache (concurrent test runs, worktrees): a second run waits for
+# the first and then finds the binaries built.
+if command -v flock >/dev/null; then exec 9>"$cache/.lock"; flock 9; fi
 missing=()
 for b in "${bins[@]}"; do [ -x "$cache/$b" ] || missing+=("$b"); done
 
