@@ -109,6 +109,12 @@ func (h *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	lim := h.limits(tn)
+	release, err := push.EnterDecode(r.Context())
+	if err != nil {
+		transport.WriteError(w, connect.NewError(connect.CodeCanceled, err))
+		return
+	}
+	defer release()
 	ps := make([]push.Profile, len(entries))
 	// The decoded profiles die with the request: their arenas go back to the
 	// pool once the store's Append returned.

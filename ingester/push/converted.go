@@ -30,6 +30,11 @@ func (h *Handler) PushConverted(ctx context.Context, hdr http.Header, format str
 	rec := h.Usage.Begin(t, lim.DistributorUsageGroups)
 	rec.SetFormat(format)
 	rec.Received(size)
+	release, err := EnterDecode(ctx)
+	if err != nil {
+		return h.reject(rec, err)
+	}
+	defer release()
 	decoded, err := convert()
 	if err != nil {
 		var ce *connect.Error

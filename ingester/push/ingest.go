@@ -1,8 +1,10 @@
 package push
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -40,6 +42,28 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Body != nil {
 		r.Body = body
 	}
+	// The body is read before the decode slot is taken (a slow client never
+	// holds one); ParseRequest then reads it from memory, limits included.
+	if r.Body != nil {
+		var limited io.Reader = r.Body
+		if maxBody > 0 {
+			limited = io.LimitReader(r.Body, int64(maxBody)+1)
+		}
+		raw, err := io.ReadAll(limited)
+		var rest io.Reader = bytes.NewReader(raw)
+		if err != nil { // ParseRequest answers it, as it would have
+			rest = io.MultiReader(rest, errReader{err})
+		}
+		r.Body = io.NopCloser(rest)
+	}
+	release, err := EnterDecode(r.Context())
+	if err != nil {
+		rec.Received(receivedBytes(body, r))
+		err = h.reject(rec, err)
+		http.Error(w, err.Error(), HTTPStatus(connect.CodeOf(err)))
+		return
+	}
+	defer release()
 	req, err := ingest.ParseRequest(r, ingest.Limits{MaxBodyBytes: maxBody, MaxDecompressedBytes: lim.MaxProfileSizeBytes}, h.Now())
 	rec.Received(receivedBytes(body, r))
 	if err != nil {
@@ -282,3 +306,8 @@ func HTTPStatus(c connect.Code) int {
 	}
 	return http.StatusInternalServerError
 }
+
+// errReader fails every read with its error.
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }

@@ -27,6 +27,9 @@ type InstanceLimits struct {
 	MaxIngestionRate             float64 `yaml:"max_ingestion_rate"`
 	MaxSeries                    int     `yaml:"max_series"`
 	MaxTenants                   int     `yaml:"max_tenants"`
+	// MaxConcurrentDecodes bounds the requests decoding at once, per pool
+	// (DecodeGate); 0: twice GOMAXPROCS.
+	MaxConcurrentDecodes int `yaml:"max_concurrent_decodes"`
 }
 
 // Default instance limits, sized so that pushes of large profiles from many
@@ -46,11 +49,12 @@ func (l *InstanceLimits) RegisterFlags(f *flag.FlagSet) {
 	f.Float64Var(&l.MaxIngestionRate, p+"max-ingestion-rate", 0, "Most profiles per second this ingester stores (its own and its replicas' share); above, writes are answered 503 (0: unlimited).")
 	f.IntVar(&l.MaxSeries, p+"max-series", 0, "Most active series in this ingester's head, all tenants together; at the limit, writes are answered 503 (0: unlimited).")
 	f.IntVar(&l.MaxTenants, p+"max-tenants", 0, "Most tenants in this ingester's head; at the limit, a new tenant's writes are answered 503 (0: unlimited).")
+	f.IntVar(&l.MaxConcurrentDecodes, p+"max-concurrent-decodes", 0, "Most push requests that decode and store their profiles at once, once their bodies are read (replica appends from peers: as many again, their own pool); the others admitted wait for a slot. It bounds the memory of pushes in flight (0: twice the number of cores Go uses).")
 }
 
 // Validate refuses negative limits.
 func (l *InstanceLimits) Validate() error {
-	if l.MaxInflightPushRequests < 0 || l.MaxInflightPushRequestsBytes < 0 || l.MaxIngestionRate < 0 || l.MaxSeries < 0 || l.MaxTenants < 0 {
+	if l.MaxInflightPushRequests < 0 || l.MaxInflightPushRequestsBytes < 0 || l.MaxIngestionRate < 0 || l.MaxSeries < 0 || l.MaxTenants < 0 || l.MaxConcurrentDecodes < 0 {
 		return errors.New("ingester.instance-limits: a limit is negative")
 	}
 	return nil
@@ -85,13 +89,15 @@ type InstanceLimiter struct {
 	replicaInflight, replicaBytes atomic.Int64
 	rate                          rateMeter
 	refused                       *prometheus.CounterVec
+	// decoding bounds the admitted requests that decode at once, per pool
+	decoding, replicaDecoding *DecodeGate
 }
 
 // NewInstanceLimiter returns a limiter; usage may be nil, reg too.
 func NewInstanceLimiter(l InstanceLimits, usage Usage, reg prometheus.Registerer) *InstanceLimiter {
 	il := &InstanceLimiter{limits: l, usage: usage, refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "hearth_instance_limits_refused_total", Help: "Writes refused (503) by an instance limit, per limit.",
-	}, []string{"limit"})}
+	}, []string{"limit"}), decoding: NewDecodeGate(l.MaxConcurrentDecodes), replicaDecoding: NewDecodeGate(l.MaxConcurrentDecodes)}
 	g := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
@@ -99,6 +105,7 @@ func NewInstanceLimiter(l InstanceLimits, usage Usage, reg prometheus.Registerer
 		reg.MustRegister(il.refused,
 			g("hearth_inflight_push_requests", "Push requests and replica appends in flight.", func() float64 { return float64(il.inflight.Load() + il.replicaInflight.Load()) }),
 			g("hearth_inflight_push_requests_bytes", "Bytes of push request bodies (and replica appends) in flight.", func() float64 { return float64(il.inflightBytes.Load() + il.replicaBytes.Load()) }),
+			g("hearth_push_decoding_requests", "Push requests and replica appends decoding and storing their profiles (at most ingester.instance-limits.max-concurrent-decodes each).", func() float64 { return float64(il.decoding.InUse() + il.replicaDecoding.InUse()) }),
 			g("hearth_ingestion_rate_profiles_per_second", "Profiles stored per second, over the last second.", func() float64 { return il.rate.Rate(time.Now()) }),
 		)
 		for _, lim := range []string{"max-inflight-push-requests", "max-inflight-push-requests-bytes", "max-ingestion-rate", "max-series", "max-tenants"} {
@@ -126,9 +133,9 @@ const drainBytes = 8 << 20
 // RF 3 ring send at once under their own front-door limits.
 func (il *InstanceLimiter) Wrap(h http.Handler, tenantHeader, multitenancy bool, write func(http.ResponseWriter, *http.Request, *connect.Error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n, b, lim, limBytes, what := &il.inflight, &il.inflightBytes, il.limits.MaxInflightPushRequests, il.limits.MaxInflightPushRequestsBytes, "push requests"
+		n, b, lim, limBytes, what, gate := &il.inflight, &il.inflightBytes, il.limits.MaxInflightPushRequests, il.limits.MaxInflightPushRequestsBytes, "push requests", il.decoding
 		if !tenantHeader {
-			n, b, lim, limBytes, what = &il.replicaInflight, &il.replicaBytes, 2*lim, 2*limBytes, "replica appends from its peers"
+			n, b, lim, limBytes, what, gate = &il.replicaInflight, &il.replicaBytes, 2*lim, 2*limBytes, "replica appends from its peers", il.replicaDecoding
 		}
 		release, err := il.admitIn(n, b, lim, limBytes, what, r.ContentLength)
 		if err == nil {
@@ -151,7 +158,7 @@ func (il *InstanceLimiter) Wrap(h http.Handler, tenantHeader, multitenancy bool,
 			r.Body = cb
 			defer func() { b.Add(-cb.read.Load()) }()
 		}
-		h.ServeHTTP(w, r)
+		h.ServeHTTP(w, r.WithContext(WithDecodeGate(r.Context(), gate)))
 	})
 }
 

@@ -88,14 +88,6 @@ func (h *Handler) Push(ctx context.Context, req *connect.Request[pushv1.PushRequ
 	// refusal discards them all.
 	var items []*usage.Item
 	var size int
-	// The profiles die with the push: their arenas go back to the pool once
-	// the appender returned (it awaits every write that reads them).
-	var arenas []*pprofdec.Arena
-	defer func() {
-		for _, a := range arenas {
-			a.Release()
-		}
-	}()
 	for _, s := range req.Msg.Series {
 		labels := model.FromProto(s.Labels).Sort()
 		for _, raw := range s.Samples {
@@ -104,6 +96,19 @@ func (h *Handler) Push(ctx context.Context, req *connect.Request[pushv1.PushRequ
 		}
 	}
 	rec.Received(size)
+	release, err := EnterDecode(ctx)
+	if err != nil {
+		return nil, h.reject(rec, err)
+	}
+	defer release()
+	// The profiles die with the push: their arenas go back to the pool once
+	// the appender returned (it awaits every write that reads them).
+	var arenas []*pprofdec.Arena
+	defer func() {
+		for _, a := range arenas {
+			a.Release()
+		}
+	}()
 	var profiles []Profile
 	for si, s := range req.Msg.Series {
 		for pi, raw := range s.Samples {
