@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -138,3 +139,70 @@ func TestInstanceLimitsSeriesTenantsAndRate(t *testing.T) {
 type AppenderFunc func(context.Context, string, []Profile) error
 
 func (f AppenderFunc) Append(ctx context.Context, t string, ps []Profile) error { return f(ctx, t, ps) }
+
+// TestDecodeGate: admitted requests beyond max-concurrent-decodes wait for a
+// slot (they are not refused), at most that many decode at once, and the
+// replica pool has slots of its own, so a replica append enters while the
+// front door's are all held by pushes (which wait for their replicas).
+func TestDecodeGate(t *testing.T) {
+	const slots, requests = 2, 6
+	il := NewInstanceLimiter(InstanceLimits{MaxInflightPushRequests: 16, MaxConcurrentDecodes: slots}, nil, nil)
+	var inside, most atomic.Int32
+	entered, release := make(chan struct{}, requests+1), make(chan struct{})
+	decoder := func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		done, err := EnterDecode(r.Context())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		defer done()
+		n := inside.Add(1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		entered <- struct{}{}
+		<-release
+		inside.Add(-1)
+	}
+	front := httptest.NewServer(il.Wrap(http.HandlerFunc(decoder), true, false, plain))
+	defer front.Close()
+	replica := httptest.NewServer(il.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		done, err := EnterDecode(r.Context())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		done()
+	}), false, false, plain))
+	defer replica.Close()
+
+	codes := make(chan int, requests)
+	for i := 0; i < requests; i++ {
+		go func() { code, _ := post(t, front.URL, "", []byte("profile")); codes <- code }()
+	}
+	for i := 0; i < slots; i++ {
+		select {
+		case <-entered:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("only %d requests decode, want %d", i, slots)
+		}
+	}
+	// Every slot of the front door is held: a replica append still passes.
+	if code, body := post(t, replica.URL, "", []byte("replica")); code != http.StatusOK {
+		t.Fatalf("replica append while the front door's slots are held: %d %s", code, body)
+	}
+	select {
+	case <-entered:
+		t.Fatalf("a request decodes beyond the %d slots", slots)
+	default:
+	}
+	close(release)
+	for i := 0; i < requests; i++ {
+		if code := <-codes; code != http.StatusOK {
+			t.Fatalf("a request waiting for a slot was answered %d, want it to wait and pass", code)
+		}
+	}
+	if m := most.Load(); m != slots {
+		t.Fatalf("at most %d requests decoded at once, want %d", m, slots)
+	}
+}
