@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -12,9 +14,9 @@ import (
 
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
 )
 
 // TestHPA is issue 23's autoscaling through the scale subresource: a
@@ -48,13 +50,22 @@ func TestHPA(t *testing.T) {
 		t.Fatalf("the scale subresource's selector %q selects %v, want the Ingester's pods %v", selector, got, podNames(name, 3))
 	}
 
-	const metric = "hearth_pushes_per_second"
-	m := startCustomMetricsAPI(t, e, metric)
-	m.set(300) // 100 a pod over 3 pods: on target
-	hpa := &autoscalingv2.HorizontalPodAutoscaler{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec:       hpaSpec(name, metric),
+	// The sample autoscaler, as shipped, but for its stabilization windows.
+	hpa := sampleHPA(t, e.p.Opts.RepoRoot)
+	hpa.Namespace = ns
+	if ref := hpa.Spec.ScaleTargetRef; ref.Kind != "Ingester" || ref.Name != name || *hpa.Spec.MinReplicas != 3 || hpa.Spec.MaxReplicas != 5 {
+		t.Fatalf("the sample autoscaler targets %+v with %d to %d replicas, the test wants Ingester %s, 3 to 5", ref, *hpa.Spec.MinReplicas, hpa.Spec.MaxReplicas, name)
 	}
+	metric := hpa.Spec.Metrics[0].Pods.Metric.Name
+	target := hpa.Spec.Metrics[0].Pods.Target.AverageValue.AsApproximateFloat64() // a pod
+	zero := int32(0)
+	hpa.Spec.Behavior = &autoscalingv2.HorizontalPodAutoscalerBehavior{
+		ScaleUp:   &autoscalingv2.HPAScalingRules{StabilizationWindowSeconds: &zero},
+		ScaleDown: &autoscalingv2.HPAScalingRules{StabilizationWindowSeconds: &zero},
+	}
+	m := startCustomMetricsAPI(t, e, metric)
+	wantThree, wantFive := 3*target, 5*target // totals over the pods: on target at 3 and 5
+	m.set(wantThree)
 	if _, err := e.p.Clientset.AutoscalingV2().HorizontalPodAutoscalers(ns).Create(ctx, hpa, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -77,27 +88,27 @@ func TestHPA(t *testing.T) {
 		t.Fatalf("on target, the HPA changed spec.replicas to %d", r)
 	}
 
-	// Up: 500 over 3 pods is 167 a pod, 5 pods are wanted.
+	// Up: 5 targets' worth over 3 pods: 5 pods are wanted.
 	start := time.Now()
-	m.set(500)
+	m.set(wantFive)
 	e.waitReplicas(t, ns, name, 5)
 	e.waitSettled(t, ns, name, 5, 3*time.Minute)
 	t.Logf("hpa: metric raised; 3→5 by the HPA in %s", time.Since(start).Round(time.Millisecond))
 	time.Sleep(2 * time.Second) // load on all five
 
-	// Down: 300 over 5 pods is 60 a pod, 3 pods are wanted; the leaving pods flush first.
+	// Down: 3 targets' worth over 5 pods: 3 pods are wanted; the leaving pods flush first.
 	leaving := podNames(name, 5)[3:]
 	prepared := e.watchPrepared(ns, name)
 	blocksBefore := blocksBySource(t, e.bucket(ns))
 	start = time.Now()
-	m.set(300)
+	m.set(wantThree)
 	e.waitReplicas(t, ns, name, 3)
 	e.waitSettled(t, ns, name, 3, 4*time.Minute)
 	t.Logf("hpa: metric lowered; 5→3 by the HPA in %s", time.Since(start).Round(time.Millisecond))
 	e.checkFlushed(t, "hpa scale-down", ns, name, start, leaving, prepared(), blocksBefore)
 
 	// Up again, then a rollout and the metric lowered at once: the scale-down waits.
-	m.set(500)
+	m.set(wantFive)
 	e.waitReplicas(t, ns, name, 5)
 	e.waitSettled(t, ns, name, 5, 3*time.Minute)
 	time.Sleep(2 * time.Second)
@@ -107,7 +118,7 @@ func TestHPA(t *testing.T) {
 	start = time.Now()
 	e.patchSpec(t, ns, name, map[string]any{"log": map[string]any{"level": "debug"}})
 	eventually(t, time.Minute, "the rollout started", func() string { return notRollingOut(e, ns, name) })
-	m.set(300)
+	m.set(wantThree)
 	e.waitReplicas(t, ns, name, 3)
 	eventually(t, time.Minute, "the HPA's scale-down waits for the rollout", func() string {
 		if msg := progressing(e, ns, name); !strings.Contains(msg, "rollout is in progress") {
@@ -134,27 +145,21 @@ func TestHPA(t *testing.T) {
 // controller) calls the API server as.
 const platformAdmin = "hearth-e2e-admin"
 
-// hpaSpec is the autoscaler the docs show (config/samples), on the test's metric: 3 to 5
-// replicas at 100 a pod, scaling at once both ways (the default scale-down window is 5
-// minutes).
-func hpaSpec(name, metric string) autoscalingv2.HorizontalPodAutoscalerSpec {
-	three, zero := int32(3), int32(0)
-	return autoscalingv2.HorizontalPodAutoscalerSpec{
-		ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "hearth.dev/v1alpha1", Kind: "Ingester", Name: name},
-		MinReplicas:    &three,
-		MaxReplicas:    5,
-		Metrics: []autoscalingv2.MetricSpec{{
-			Type: autoscalingv2.PodsMetricSourceType,
-			Pods: &autoscalingv2.PodsMetricSource{
-				Metric: autoscalingv2.MetricIdentifier{Name: metric},
-				Target: autoscalingv2.MetricTarget{Type: autoscalingv2.AverageValueMetricType, AverageValue: resource.NewQuantity(100, resource.DecimalSI)},
-			},
-		}},
-		Behavior: &autoscalingv2.HorizontalPodAutoscalerBehavior{
-			ScaleUp:   &autoscalingv2.HPAScalingRules{StabilizationWindowSeconds: &zero},
-			ScaleDown: &autoscalingv2.HPAScalingRules{StabilizationWindowSeconds: &zero},
-		},
+// sampleHPA reads the shipped sample autoscaler (config/samples).
+func sampleHPA(t testing.TB, repoRoot string) *autoscalingv2.HorizontalPodAutoscaler {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(repoRoot, "config", "samples", "autoscaling_v2_horizontalpodautoscaler.yaml"))
+	if err != nil {
+		t.Fatal(err)
 	}
+	hpa := &autoscalingv2.HorizontalPodAutoscaler{}
+	if err := yaml.UnmarshalStrict(b, hpa); err != nil {
+		t.Fatal(err)
+	}
+	if len(hpa.Spec.Metrics) != 1 || hpa.Spec.Metrics[0].Pods == nil || hpa.Spec.Metrics[0].Pods.Target.AverageValue == nil || hpa.Spec.MinReplicas == nil {
+		t.Fatalf("the sample autoscaler is not one pods metric with an average value target and minReplicas: %+v", hpa.Spec)
+	}
+	return hpa
 }
 
 func hpaConditions(h *autoscalingv2.HorizontalPodAutoscaler) string {
