@@ -4,6 +4,11 @@
 // container as a local process on its own loopback address (see Agent), and optionally
 // `hearth operator` as a process. Everything listens on 127.0.0.0/8 only.
 //
+// The API server's aggregation layer is set up as kubeadm does it (a front-proxy CA and
+// client certificate, FrontProxyCA), and the controller manager runs the
+// HorizontalPodAutoscaler controller: a test can serve a metrics API (an APIService) from
+// its own process and autoscale an Ingester through its scale subresource.
+//
 // It is test infrastructure: it never reads ../shared and the product never imports it.
 package platform
 
@@ -87,6 +92,10 @@ type Platform struct {
 	Agent      *Agent
 	// Operator is the operator process Start ran (Options.Operator), nil otherwise.
 	Operator *Proc
+	// FrontProxyCA is the PEM CA of the client certificate (common name
+	// FrontProxyClientName) the API server presents to aggregated API servers: one
+	// verifies it before trusting the caller's identity in the X-Remote-* headers.
+	FrontProxyCA []byte
 
 	env  *envtest.Environment
 	mu   sync.Mutex
@@ -184,6 +193,15 @@ func Start(ctx context.Context, opts Options) (p *Platform, err error) {
 		CRDDirectoryPaths:     []string{filepath.Join(opts.RepoRoot, "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 	}
+	fp, err := newFrontProxy(filepath.Join(p.Dir, "front-proxy"))
+	if err != nil {
+		return p, err
+	}
+	p.FrontProxyCA = fp.caPEM
+	apiserverArgs := p.env.ControlPlane.GetAPIServer().Configure()
+	for k, v := range fp.apiserverArguments {
+		apiserverArgs.Set(k, v)
+	}
 	if p.Config, err = p.env.Start(); err != nil {
 		return p, fmt.Errorf("envtest: %w", err)
 	}
@@ -210,8 +228,9 @@ func Start(ctx context.Context, opts Options) (p *Platform, err error) {
 		"--kubeconfig="+p.Kubeconfig,
 		"--leader-elect=false",
 		"--secure-port=0",
-		"--controllers=statefulset-controller,persistentvolume-binder-controller,garbage-collector-controller,node-lifecycle-controller,persistentvolumeclaim-protection-controller,disruption-controller",
+		"--controllers=statefulset-controller,persistentvolume-binder-controller,garbage-collector-controller,node-lifecycle-controller,persistentvolumeclaim-protection-controller,disruption-controller,horizontal-pod-autoscaler-controller",
 		"--node-monitor-period=2s",
+		"--horizontal-pod-autoscaler-sync-period=2s", // default 15s: a test's metric change acts within seconds
 		"--concurrent-gc-syncs=5",
 		"-v=1",
 	); err != nil {
