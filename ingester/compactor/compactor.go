@@ -86,6 +86,8 @@ type Compactor struct {
 
 	unreadable atomic.Int64 // blocks with an unreadable meta.json seen this pass
 	deleting   atomic.Int64 // owned tenants being deleted, seen this pass
+	// oldestDeletion is the Unix time of the earliest request among them (0: none)
+	oldestDeletion atomic.Int64
 
 	metaMu sync.Mutex
 	metas  map[ulid.ULID]*block.Meta                    // meta.json is immutable: cached by ULID
@@ -175,9 +177,11 @@ func (c *Compactor) RunOnce(ctx context.Context) error {
 	start := c.now()
 	c.unreadable.Store(0)
 	c.deleting.Store(0)
+	c.oldestDeletion.Store(0)
 	defer func() {
 		c.m.unreadable.Set(float64(c.unreadable.Load()))
 		c.m.deletionInProgress.Set(float64(c.deleting.Load()))
+		c.m.oldestDeletion.Set(float64(c.oldestDeletion.Load()))
 	}()
 	tenants, err := c.tenants(ctx)
 	if err == nil {
@@ -368,8 +372,16 @@ func (c *Compactor) runTenant(ctx context.Context, tenant string) error {
 		if !ownTenant {
 			return nil
 		}
-		c.deleting.Add(1)
-		return c.deleteTenant(ctx, tenant, mark)
+		finished, err := c.deleteTenant(ctx, tenant, mark)
+		if !finished {
+			c.deleting.Add(1)
+			for at, old := mark.RequestedAt.Unix(), c.oldestDeletion.Load(); old == 0 || at < old; old = c.oldestDeletion.Load() {
+				if c.oldestDeletion.CompareAndSwap(old, at) {
+					break
+				}
+			}
+		}
+		return err
 	}
 	st, err := c.list(ctx, tenant)
 	if err != nil {

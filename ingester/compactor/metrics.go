@@ -23,6 +23,7 @@ type metrics struct {
 	tenantsDeleted     prometheus.Counter
 	tenantObjects      prometheus.Counter
 	deletionInProgress prometheus.Gauge
+	oldestDeletion     prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -63,13 +64,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.tenantObjects = c("tenant_deletion_objects_deleted_total", "Objects of tenants being deleted that this instance deleted (blocks' files, settings, ad hoc profiles, marks, bucket indexes).")
 	m.deletionInProgress = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "tenant_deletion_in_progress",
 		Help: "Tenants owned by this instance whose deletion is in progress (their mark has no finished time yet), as of its last pass."})
+	m.oldestDeletion = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "tenant_deletion_oldest_request_timestamp_seconds",
+		Help: "Unix time of the earliest request among the tenant deletions in progress this instance owns, as of its last pass (0: none); HearthTenantDeletionStuck alerts on its age."})
 	for _, w := range []string{"compactor", "ingester"} {
 		m.leftovers.WithLabelValues(w) // on /metrics at 0 from the start
 	}
 	if reg != nil {
 		reg.MustRegister(m.jobs, m.failures, m.duration, m.blocksIn, m.blocksOut, m.bytesIn, m.bytesOut,
 			m.rowsIn, m.rowsOut, m.duplicates, m.marked, m.deleted, m.leftovers, m.unreadable, m.lastSuccess, m.bucketOps,
-			m.tenantsDeleted, m.tenantObjects, m.deletionInProgress)
+			m.tenantsDeleted, m.tenantObjects, m.deletionInProgress, m.oldestDeletion)
 	}
 	return m
 }

@@ -152,23 +152,23 @@ func ListTenant(ctx context.Context, bkt objstore.BucketReader, tenant string) (
 }
 
 // deleteTenant is one pass of a tenant's deletion (this instance owns it).
-func (c *Compactor) deleteTenant(ctx context.Context, tenant string, mark *block.TenantDeletionMark) error {
+func (c *Compactor) deleteTenant(ctx context.Context, tenant string, mark *block.TenantDeletionMark) (finished bool, err error) {
 	c.stage(tenant, "tenant deletion")
 	defer c.stage("", "")
 	names, err := ListTenant(ctx, c.opts.Bucket, tenant)
 	if err != nil {
 		c.m.failures.WithLabelValues("tenant_deletion").Inc()
-		return err
+		return false, err
 	}
 	c.forgetTenant(tenant)
 	todo := DeletionOrder(tenant, names)
 	for _, n := range todo {
 		if err := ctx.Err(); err != nil {
-			return err
+			return false, err
 		}
 		if err := c.opts.Bucket.Delete(ctx, n); err != nil && !c.opts.Bucket.IsObjNotFoundErr(err) {
 			c.m.failures.WithLabelValues("tenant_deletion").Inc()
-			return fmt.Errorf("deleting %s of a deleted tenant: %w", n, err)
+			return false, fmt.Errorf("deleting %s of a deleted tenant: %w", n, err)
 		}
 		c.m.tenantObjects.Inc()
 	}
@@ -176,22 +176,21 @@ func (c *Compactor) deleteTenant(ctx context.Context, tenant string, mark *block
 		left := CountLeft(tenant, names)
 		c.log.Info("tenant deletion: objects deleted", "tenant", tenant, "objects", len(todo), "blocks", left.Blocks,
 			"settings", left.Settings, "adhoc_profiles", left.AdhocProfiles, "requested_at", mark.RequestedAt)
-		return nil // finished by a later pass, once a listing shows nothing left
+		return false, nil // finished by a later pass, once a listing shows nothing left
 	}
 	now := c.now().UTC()
 	if now.Sub(mark.RequestedAt) < c.cfg.TenantCleanupDelay {
-		return nil
+		return false, nil
 	}
 	done := *mark
 	done.FinishedAt = &now
 	if err := block.WriteTenantDeletionMark(ctx, c.opts.Bucket, &done); err != nil {
 		c.m.failures.WithLabelValues("tenant_deletion").Inc()
-		return fmt.Errorf("finishing the deletion of tenant %q: %w", tenant, err)
+		return false, fmt.Errorf("finishing the deletion of tenant %q: %w", tenant, err)
 	}
 	c.m.tenantsDeleted.Inc()
-	c.deleting.Add(-1) // counted in progress at the start of this pass
 	c.log.Info("tenant deletion finished: nothing of the tenant is left but its mark", "tenant", tenant, "requested_at", mark.RequestedAt)
-	return nil
+	return true, nil
 }
 
 // forgetTenant drops the caches of a tenant being deleted.

@@ -135,6 +135,9 @@ func TestTenantDeletion(t *testing.T) {
 	if g := gauge(t, reg, "hearth_compactor_tenant_deletion_in_progress"); g != 1 {
 		t.Fatalf("in progress %v, want 1", g)
 	}
+	if g := gauge(t, reg, "hearth_compactor_tenant_deletion_oldest_request_timestamp_seconds"); g != float64(now.Unix()) {
+		t.Fatalf("oldest deletion request %v, want %d", g, now.Unix())
+	}
 	keptAfter, _ := ListTenant(ctx, fs, "kept")
 	if len(keptAfter) == 0 || CountLeft("kept", keptAfter).Blocks == 0 || CountLeft("kept", keptAfter).Settings != 1 || CountLeft("kept", keptAfter).AdhocProfiles != 1 {
 		t.Fatalf("the other tenant changed: before %q, after %q", keptBefore, keptAfter)
@@ -160,6 +163,9 @@ func TestTenantDeletion(t *testing.T) {
 	}
 	if g := gauge(t, reg, "hearth_compactor_tenant_deletion_in_progress"); g != 0 {
 		t.Fatalf("in progress %v, want 0", g)
+	}
+	if g := gauge(t, reg, "hearth_compactor_tenant_deletion_oldest_request_timestamp_seconds"); g != 0 {
+		t.Fatalf("oldest deletion request %v once finished, want 0", g)
 	}
 	// A new life: a new block of the tenant is kept and indexed.
 	h := head.New(head.Options{})
