@@ -17,8 +17,9 @@ bin=${HEARTH_BIN:-bin/hearth}
 [ -n "${HEARTH_BIN:-}" ] || go build -o bin/hearth ./cmd/hearth
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 iport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+mlport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$bin" ingester -server.http-listen-address=127.0.0.1 -server.http-listen-port="$port" \
-  -server.internal-listen-address=127.0.0.1 -server.internal-listen-port="$iport" \
+  -server.internal-listen-address=127.0.0.1 -server.internal-listen-port="$iport" -memberlist.bind-port="$mlport" \
   -data-dir="$work/data" -log.level=warn "$@" >"$work/ingester.log" 2>&1 &
 ing=$!
 for i in $(seq 1 300); do curl -fsS "http://127.0.0.1:$port/ready" >/dev/null 2>&1 && break; sleep 0.1; done
