@@ -470,6 +470,10 @@ func (r *IngesterReconciler) growStorage(ctx context.Context, ing *hearthv1.Inge
 			if err := r.Patch(ctx, pvc, client.MergeFrom(before)); err != nil {
 				o.problem = &problem{ReasonNotExpandable, fmt.Sprintf("expanding %s to %s: %v", name, want.String(), err)}
 				o.storage = o.problem.message
+				// Refused (the class does not allow expansion, seen by the API server's
+				// admission when the operator cannot read classes): blocked like a class
+				// known not to allow it, so rollouts go on.
+				o.resizeBlocked = apierrors.IsForbidden(err)
 				return nil
 			}
 			r.Recorder.Eventf(ing, pvc, corev1.EventTypeNormal, ReasonResizingStorage, "ExpandVolume", "requested %s for %s", want.String(), name)
@@ -511,7 +515,7 @@ type classExpansion struct{ found, allowed bool }
 // namespace-scoped install may not grant reading them (the chart's
 // rbac.readStorageClasses): without the permission the class counts as found and
 // expandable, so the claim's resize is requested and the API server's admission refuses
-// it when the class does not allow expansion (Degraded NotExpandable with its message).
+// it when the class does not allow expansion (Degraded StorageNotExpandable with its message).
 func (r *IngesterReconciler) storageClassExpansion(ctx context.Context, name string) (classExpansion, error) {
 	sc := &storagev1.StorageClass{}
 	err := r.APIReader.Get(ctx, types.NamespacedName{Name: name}, sc)

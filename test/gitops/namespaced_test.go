@@ -44,7 +44,9 @@ import (
 // child the operator makes (s3 credentials Secret, StorageClass, PodMonitor,
 // NetworkPolicy) is reconciled, status written, and rolls to a new image (evictions); no
 // request is forbidden (operator and client logs, Warning Events); the Ingester in a
-// third namespace is left alone.
+// third namespace is left alone. Then a storage growth on a class without expansion,
+// which the second operator cannot read, is Degraded with the API server's refusal, and
+// a rollout still runs.
 func TestNamespaceScopedInstall(t *testing.T) {
 	ctx := context.Background()
 	p := startPlatform(t)
@@ -65,6 +67,9 @@ func TestNamespaceScopedInstall(t *testing.T) {
 	}
 	if err := p.c.Create(ctx, &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: "standard"}, Provisioner: "example.com/none",
 		AllowVolumeExpansion: ptr.To(true)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.c.Create(ctx, &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: "fixed"}, Provisioner: "example.com/none"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := p.apply(ctx, podMonitorCRD(), false); err != nil {
@@ -112,10 +117,12 @@ func TestNamespaceScopedInstall(t *testing.T) {
 		}
 	}
 
+	// team-b's class does not allow volume expansion (below).
+	class := map[string]string{"team-a": "standard", "team-b": "fixed", "other": "standard"}
 	for _, ns := range []string{"team-a", "team-b", "other"} {
 		ing := &hearthv1.Ingester{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "hearth"}, Spec: hearthv1.IngesterSpec{
 			Image:         "hearth:dev",
-			Storage:       hearthv1.StorageSpec{Size: resource.MustParse("1Gi"), StorageClassName: ptr.To("standard")},
+			Storage:       hearthv1.StorageSpec{Size: resource.MustParse("1Gi"), StorageClassName: ptr.To(class[ns])},
 			ObjectStorage: hearthv1.ObjectStorageSpec{Backend: hearthv1.BackendS3, Bucket: "b", Endpoint: "127.0.0.1:9", Insecure: true, CredentialsSecret: &hearthv1.CredentialsSecretRef{Name: "s3"}},
 			Monitoring:    hearthv1.MonitoringSpec{Enabled: true},
 		}}
@@ -193,6 +200,72 @@ func TestNamespaceScopedInstall(t *testing.T) {
 			t.Errorf("forbidden in the logs: %s", line)
 		}
 	}
+
+	// A storage growth where the operator cannot read the class (team-b's "fixed", which
+	// does not allow expansion): it asks for the resize, the API server's admission
+	// refuses it, and the Ingester is Degraded NotExpandable with that reason. (The test
+	// binds the claims: the admission looks at bound claims only.)
+	var pvcs corev1.PersistentVolumeClaimList
+	if err := p.c.List(ctx, &pvcs, client.InNamespace("team-b")); err != nil {
+		t.Fatal(err)
+	}
+	if len(pvcs.Items) != 3 {
+		t.Fatalf("team-b has %d claims, want 3", len(pvcs.Items))
+	}
+	for i := range pvcs.Items {
+		pvc := &pvcs.Items[i]
+		pvc.Status.Phase = corev1.ClaimBound
+		pvc.Status.Capacity = corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}
+		if err := p.c.Status().Update(ctx, pvc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ing := &hearthv1.Ingester{}
+	if err := p.c.Get(ctx, client.ObjectKey{Namespace: "team-b", Name: "hearth"}, ing); err != nil {
+		t.Fatal(err)
+	}
+	before := ing.DeepCopy()
+	ing.Spec.Storage.Size = resource.MustParse("2Gi")
+	if err := p.c.Patch(ctx, ing, client.MergeFrom(before)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "team-b: the growth Degraded with the API server's reason", func() error {
+		ing := &hearthv1.Ingester{}
+		if err := p.c.Get(ctx, client.ObjectKey{Namespace: "team-b", Name: "hearth"}, ing); err != nil {
+			return err
+		}
+		c := meta.FindStatusCondition(ing.Status.Conditions, hearthv1.ConditionDegraded)
+		if c == nil || c.Status != metav1.ConditionTrue || c.Reason != controllers.ReasonNotExpandable ||
+			!strings.Contains(c.Message, "the storageclass that provisions the pvc must support resize") {
+			return fmt.Errorf("Degraded: %+v", c)
+		}
+		t.Logf("team-b: Degraded %s: %s", c.Reason, c.Message)
+		return nil
+	})
+	// The refused growth is no trap: a rollout still runs.
+	if err := p.c.Get(ctx, client.ObjectKey{Namespace: "team-b", Name: "hearth"}, ing); err != nil {
+		t.Fatal(err)
+	}
+	before = ing.DeepCopy()
+	ing.Spec.Image = "hearth:third"
+	if err := p.c.Patch(ctx, ing, client.MergeFrom(before)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "team-b: a rollout while the growth is refused", func() error {
+		var pods corev1.PodList
+		if err := p.c.List(ctx, &pods, client.InNamespace("team-b"), client.MatchingLabels{controllers.LabelInstance: "hearth"}); err != nil {
+			return err
+		}
+		for _, pod := range pods.Items {
+			if pod.Spec.Containers[0].Image != "hearth:third" {
+				return fmt.Errorf("%s runs %s", pod.Name, pod.Spec.Containers[0].Image)
+			}
+		}
+		if len(pods.Items) != 3 {
+			return fmt.Errorf("%d pods", len(pods.Items))
+		}
+		return nil
+	})
 }
 
 // waitComplete waits until the Ingester ns/hearth is Available, not Progressing
