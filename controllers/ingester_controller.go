@@ -635,6 +635,10 @@ func (r *IngesterReconciler) preflight(ctx context.Context, ing *hearthv1.Ingest
 		case apierrors.IsNotFound(err):
 			return &problem{ReasonStorageClass, fmt.Sprintf(
 				"StorageClass %q named by spec.storage.storageClassName does not exist: the ingesters' volumes cannot be provisioned; create it (the class cannot be changed on an existing Ingester)", sc)}
+		case apierrors.IsForbidden(err):
+			// A namespace-scoped install may not read StorageClasses (cluster-scoped):
+			// the check is skipped, and a missing class shows as pending claims.
+			logf.FromContext(ctx).V(1).Info("cannot read the StorageClass (no RBAC for it): not checked", "storageClass", sc, "err", err.Error())
 		case err != nil:
 			return &problem{ReasonStorageClass, fmt.Sprintf("reading StorageClass %q: %v", sc, err)}
 		}

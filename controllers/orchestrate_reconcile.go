@@ -436,7 +436,7 @@ func (r *IngesterReconciler) growStorage(ctx context.Context, ing *hearthv1.Inge
 	want := ing.Spec.Storage.Size
 	var claims []ClaimInfo
 	pvcs := map[string]*corev1.PersistentVolumeClaim{}
-	classes := map[string]*storagev1.StorageClass{}
+	classes := map[string]classExpansion{}
 	for i := range ptr.Deref(sts.Spec.Replicas, 0) {
 		pvc := &corev1.PersistentVolumeClaim{}
 		name := fmt.Sprintf("%s-%s-%d", DataVolume, sts.Name, i)
@@ -448,21 +448,9 @@ func (r *IngesterReconciler) growStorage(ctx context.Context, ing *hearthv1.Inge
 			return err
 		}
 		pvcs[name] = pvc
-		c := ClaimInfo{Name: name, Requested: pvc.Spec.Resources.Requests[corev1.ResourceStorage], StorageClass: ptr.Deref(pvc.Spec.StorageClassName, "")}
-		if c.StorageClass != "" {
-			sc, ok := classes[c.StorageClass]
-			if !ok {
-				sc = &storagev1.StorageClass{}
-				if err := r.APIReader.Get(ctx, types.NamespacedName{Name: c.StorageClass}, sc); err != nil {
-					if !apierrors.IsNotFound(err) {
-						return err
-					}
-					sc = nil
-				}
-				classes[c.StorageClass] = sc
-			}
-			c.StorageClassFound = sc != nil
-			c.ExpansionAllowed = sc != nil && ptr.Deref(sc.AllowVolumeExpansion, false)
+		c, err := r.claimInfo(ctx, pvc, classes)
+		if err != nil {
+			return err
 		}
 		claims = append(claims, c)
 	}
@@ -482,6 +470,10 @@ func (r *IngesterReconciler) growStorage(ctx context.Context, ing *hearthv1.Inge
 			if err := r.Patch(ctx, pvc, client.MergeFrom(before)); err != nil {
 				o.problem = &problem{ReasonNotExpandable, fmt.Sprintf("expanding %s to %s: %v", name, want.String(), err)}
 				o.storage = o.problem.message
+				// Refused (the class does not allow expansion, seen by the API server's
+				// admission when the operator cannot read classes): blocked like a class
+				// known not to allow it, so rollouts go on.
+				o.resizeBlocked = apierrors.IsForbidden(err)
 				return nil
 			}
 			r.Recorder.Eventf(ing, pvc, corev1.EventTypeNormal, ReasonResizingStorage, "ExpandVolume", "requested %s for %s", want.String(), name)
@@ -499,25 +491,44 @@ func (r *IngesterReconciler) growStorage(ctx context.Context, ing *hearthv1.Inge
 }
 
 // claimInfo describes a claim and its class's expansion (classes caches the lookups).
-func (r *IngesterReconciler) claimInfo(ctx context.Context, pvc *corev1.PersistentVolumeClaim, classes map[string]*storagev1.StorageClass) (ClaimInfo, error) {
+func (r *IngesterReconciler) claimInfo(ctx context.Context, pvc *corev1.PersistentVolumeClaim, classes map[string]classExpansion) (ClaimInfo, error) {
 	c := ClaimInfo{Name: pvc.Name, Requested: pvc.Spec.Resources.Requests[corev1.ResourceStorage], StorageClass: ptr.Deref(pvc.Spec.StorageClassName, "")}
 	if c.StorageClass == "" {
 		return c, nil
 	}
-	sc, ok := classes[c.StorageClass]
+	e, ok := classes[c.StorageClass]
 	if !ok {
-		sc = &storagev1.StorageClass{}
-		if err := r.APIReader.Get(ctx, types.NamespacedName{Name: c.StorageClass}, sc); err != nil {
-			if !apierrors.IsNotFound(err) {
-				return c, err
-			}
-			sc = nil
+		var err error
+		if e, err = r.storageClassExpansion(ctx, c.StorageClass); err != nil {
+			return c, err
 		}
-		classes[c.StorageClass] = sc
+		classes[c.StorageClass] = e
 	}
-	c.StorageClassFound = sc != nil
-	c.ExpansionAllowed = sc != nil && ptr.Deref(sc.AllowVolumeExpansion, false)
+	c.StorageClassFound, c.ExpansionAllowed = e.found, e.allowed
 	return c, nil
+}
+
+// classExpansion is what the operator knows of a StorageClass's volume expansion.
+type classExpansion struct{ found, allowed bool }
+
+// storageClassExpansion reads a StorageClass. StorageClasses are cluster-scoped, and a
+// namespace-scoped install may not grant reading them (the chart's
+// rbac.readStorageClasses): without the permission the class counts as found and
+// expandable, so the claim's resize is requested and the API server's admission refuses
+// it when the class does not allow expansion (Degraded StorageNotExpandable with its message).
+func (r *IngesterReconciler) storageClassExpansion(ctx context.Context, name string) (classExpansion, error) {
+	sc := &storagev1.StorageClass{}
+	err := r.APIReader.Get(ctx, types.NamespacedName{Name: name}, sc)
+	switch {
+	case err == nil:
+		return classExpansion{found: true, allowed: ptr.Deref(sc.AllowVolumeExpansion, false)}, nil
+	case apierrors.IsNotFound(err):
+		return classExpansion{}, nil
+	case apierrors.IsForbidden(err):
+		logf.FromContext(ctx).V(1).Info("cannot read the StorageClass (no RBAC for it): the API server decides on expansion", "storageClass", name, "err", err.Error())
+		return classExpansion{found: true, allowed: true}, nil
+	}
+	return classExpansion{}, err
 }
 
 // volumesResizing looks, once the claim templates ask for spec.storage.size, at the claims
@@ -541,7 +552,7 @@ func (r *IngesterReconciler) volumesResizing(ctx context.Context, ing *hearthv1.
 	}
 	var small []ClaimInfo
 	byName := map[string]*corev1.PersistentVolumeClaim{}
-	classes := map[string]*storagev1.StorageClass{}
+	classes := map[string]classExpansion{}
 	for i := range pvcs {
 		pvc := &pvcs[i]
 		if !pvc.DeletionTimestamp.IsZero() || !ReattachedClaim(want, pvc.Spec.Resources.Requests[corev1.ResourceStorage], inUse[pvc.Name]) {
@@ -566,7 +577,15 @@ func (r *IngesterReconciler) volumesResizing(ctx context.Context, ing *hearthv1.
 			pvc.Spec.Resources.Requests = pvc.Spec.Resources.Requests.DeepCopy()
 			pvc.Spec.Resources.Requests[corev1.ResourceStorage] = want
 			if err := r.Patch(ctx, pvc, client.MergeFrom(before)); err != nil {
-				return fmt.Errorf("expanding the reattached claim %s: %w", name, err)
+				if !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) {
+					return fmt.Errorf("expanding the reattached claim %s: %w", name, err)
+				}
+				// Refused (the class does not allow expansion): Degraded says why.
+				o.resizing = fmt.Sprintf("expanding the reattached claim %s to %s: %v", name, want.String(), err)
+				if o.problem == nil {
+					o.problem = &problem{ReasonNotExpandable, o.resizing}
+				}
+				return nil
 			}
 			r.Recorder.Eventf(ing, pvc, corev1.EventTypeNormal, ReasonResizingStorage, "ExpandVolume", "requested %s for the reattached claim %s", want.String(), name)
 		}

@@ -16,7 +16,9 @@ import (
 	hearthv1 "github.com/hearth-dev/hearth/api/v1alpha1"
 )
 
-// +kubebuilder:rbac:groups=monitoring.coreos.com,resources=podmonitors,verbs=get;create;patch;delete
+// The PodMonitor is server-side applied (patch, and create for a first apply) and
+// deleted when turned off; it is never read.
+// +kubebuilder:rbac:groups=monitoring.coreos.com,resources=podmonitors,verbs=create;patch;delete
 
 // Reasons of the Monitoring condition.
 const (

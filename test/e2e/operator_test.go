@@ -33,7 +33,8 @@ import (
 // TestOperatorUnderFailure runs issue 15's scenarios on one platform, one after another:
 // the operator SIGKILLed at random moments during a rollout, a 5→2 scale-down and a
 // deletion; an upgrade of the operator binary that must restart no pod; evictions through
-// the Eviction API during a rollout; two operators with leader election, the leader
+// the Eviction API during a rollout; an old pod's process SIGKILLed mid-rollout (it
+// restarts on its own revision's config); two operators with leader election, the leader
 // killed mid-rollout; and ten Ingesters in three namespaces, one of them deleted while
 // its bucket hangs. A checked load runs throughout each: every acknowledged profile is
 // stored exactly once.
@@ -46,6 +47,7 @@ func TestOperatorUnderFailure(t *testing.T) {
 	t.Run("CrashDuringScaleDownAndDeletion", env.operatorCrashDuringScaleDownAndDeletion)
 	t.Run("Upgrade", env.operatorUpgrade)
 	t.Run("EvictionsDuringRollout", env.evictionsDuringRollout)
+	t.Run("PodKilledDuringRollout", env.podKilledDuringRollout)
 	t.Run("LeaderFailover", env.leaderFailover)
 	t.Run("Fleet", env.fleet)
 }

@@ -56,11 +56,16 @@ type app struct {
 // renderChart renders charts/hearth with its default values, CRDs included (Argo CD
 // applies a chart's crds/ directory), as `helm template` would for release "hearth".
 func renderChart(namespace string) ([]*unstructured.Unstructured, error) {
+	return renderChartWith("hearth", namespace, nil)
+}
+
+// renderChartWith is renderChart for a release name and values.
+func renderChartWith(release, namespace string, values map[string]any) ([]*unstructured.Unstructured, error) {
 	chrt, err := loader.Load(filepath.Join(repoRoot, "charts", "hearth"))
 	if err != nil {
 		return nil, err
 	}
-	vals, err := chartutil.ToRenderValues(chrt, nil, chartutil.ReleaseOptions{Name: "hearth", Namespace: namespace, IsInstall: true},
+	vals, err := chartutil.ToRenderValues(chrt, values, chartutil.ReleaseOptions{Name: release, Namespace: namespace, IsInstall: true},
 		&chartutil.Capabilities{KubeVersion: chartutil.KubeVersion{Version: "v1.37.2", Major: "1", Minor: "37"}, APIVersions: chartutil.DefaultVersionSet})
 	if err != nil {
 		return nil, err

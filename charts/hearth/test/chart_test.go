@@ -48,6 +48,7 @@ func TestLint(t *testing.T) {
 		nil,
 		{"rbac": map[string]any{"secretNamespaces": []any{"profiling"}, "secretNames": []any{"hearth-s3"}}, "metrics": map[string]any{"enabled": false}},
 		{"monitoring": monitoringOn},
+		{"watchNamespace": "team-a", "rbac": map[string]any{"readStorageClasses": false}},
 	} {
 		l := lint.AllWithKubeVersion(chartDir, values, "hearth-system", &chartutil.KubeVersion{Version: "v1.37.2", Major: "1", Minor: "37"})
 		for _, m := range l.Messages {
@@ -361,5 +362,64 @@ func TestRenderMonitoring(t *testing.T) {
 		if !found {
 			t.Errorf("no ConfigMap holds %s", filepath.Base(d))
 		}
+	}
+}
+
+// A namespace-scoped install (watchNamespace): every namespaced rule of the generated role
+// is a Role in the watched namespace, bound to the operator's ServiceAccount; the only
+// cluster-wide grant is get on StorageClasses, and none at all without
+// rbac.readStorageClasses.
+func TestRenderNamespaceScoped(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(repoRoot, "config", "rbac", "role.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var generated object
+	if err := yaml.Unmarshal(b, &generated); err != nil {
+		t.Fatal(err)
+	}
+	clusterScoped := func(res string) bool { return res == "storageclasses" }
+	namespaced := func(res string) bool { return !clusterScoped(res) }
+
+	objs, _ := render(t, map[string]any{"watchNamespace": "team-a"})
+	var role *object
+	for i, r := range objs["Role"] {
+		if r.Metadata["name"] == "hearth-operator" {
+			role = &objs["Role"][i]
+		}
+	}
+	if role == nil || role.Metadata["namespace"] != "team-a" {
+		t.Fatalf("no Role hearth-operator in team-a: %v", objs["Role"])
+	}
+	if want, got := grants(generated.Rules, clusterScoped), grants(role.Rules, nil); strings.Join(want, "\n") != strings.Join(got, "\n") {
+		t.Errorf("the Role differs from config/rbac/role.yaml's namespaced rules:\nRole:      %v\ngenerated: %v", got, want)
+	}
+	bound := false
+	for _, rb := range objs["RoleBinding"] {
+		if rb.Metadata["name"] == "hearth-operator" {
+			bound = rb.Metadata["namespace"] == "team-a" && rb.RoleRef["kind"] == "Role" && rb.RoleRef["name"] == "hearth-operator"
+		}
+	}
+	if !bound {
+		t.Errorf("no RoleBinding of the Role in team-a: %v", objs["RoleBinding"])
+	}
+	if len(objs["ClusterRole"]) != 1 {
+		t.Fatalf("%d ClusterRoles, want 1", len(objs["ClusterRole"]))
+	}
+	if want, got := grants(generated.Rules, namespaced), grants(objs["ClusterRole"][0].Rules, nil); strings.Join(want, "\n") != strings.Join(got, "\n") || len(got) != 1 {
+		t.Errorf("the ClusterRole grants %v, want only %v", got, want)
+	}
+	if args := fmt.Sprint(objs["Deployment"][0].Spec["template"].(map[string]any)["spec"].(map[string]any)["containers"].([]any)[0].(map[string]any)["args"]); !strings.Contains(args, "-watch-namespace=team-a") {
+		t.Errorf("args %s lack -watch-namespace=team-a", args)
+	}
+
+	none, _ := render(t, map[string]any{"watchNamespace": "team-a", "rbac": map[string]any{"readStorageClasses": false}})
+	if len(none["ClusterRole"])+len(none["ClusterRoleBinding"]) != 0 {
+		t.Errorf("rbac.readStorageClasses false still renders %v %v", none["ClusterRole"], none["ClusterRoleBinding"])
+	}
+	// Cluster-wide, it only drops the StorageClass rule.
+	all, _ := render(t, map[string]any{"rbac": map[string]any{"readStorageClasses": false}})
+	if want, got := grants(generated.Rules, clusterScoped), grants(all["ClusterRole"][0].Rules, nil); strings.Join(want, "\n") != strings.Join(got, "\n") {
+		t.Errorf("cluster-wide without StorageClasses: %v, want %v", got, want)
 	}
 }

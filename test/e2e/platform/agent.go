@@ -133,7 +133,7 @@ type AgentConfig struct {
 	// are compared with their source and rewritten when it changed, as the kubelet's
 	// periodic sync does (default 1s; a kubelet takes up to about a minute).
 	VolumeRefreshInterval time.Duration
-	BackoffBase           time.Duration // first crash-loop delay (default 1s), doubling
+	BackoffBase           time.Duration // crash-loop delay after the second exit (default 1s), doubling; the first restarts at once
 	BackoffMax            time.Duration // (default 20s)
 }
 
@@ -303,6 +303,21 @@ func (a *Agent) PodLog(namespace, name, container string) string {
 		fmt.Fprintf(&b, "== %s\n%s", f.path, data)
 	}
 	return b.String()
+}
+
+// ContainerRuns is the container's log of one incarnation of the pod (its UID), split by
+// container start: runs[0] is what the first process wrote, runs[1] the first restart's,
+// and so on. Each run begins with the agent's "=== <time> start <n>: <command>" line.
+func (a *Agent) ContainerRuns(namespace, name string, uid types.UID, container string) []string {
+	data, err := os.ReadFile(filepath.Join(a.cfg.Dir, "logs", namespace+"_"+name+"_"+string(uid), container+".log"))
+	if err != nil {
+		return nil
+	}
+	var runs []string
+	for _, part := range strings.Split("\n"+string(data), "\n=== ")[1:] {
+		runs = append(runs, "=== "+part)
+	}
+	return runs
 }
 
 // ---- node ----
@@ -852,15 +867,22 @@ func (a *Agent) step(p *agentPod, probe bool) {
 			if time.Since(c.started) > 2*time.Minute {
 				c.backoff = 0
 			}
+			// As the kubelet: an exit with no back-off running (the first, or the first
+			// after a long run) restarts at once; the next ones wait, doubling, in
+			// CrashLoopBackOff.
+			wait := c.backoff
 			if c.backoff == 0 {
 				c.backoff = a.cfg.BackoffBase
 			} else {
 				c.backoff = min(2*c.backoff, a.cfg.BackoffMax)
 			}
-			c.next = now.Add(c.backoff)
-			c.waiting = &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff",
-				Message: fmt.Sprintf("back-off %s restarting failed container %s", c.backoff, c.spec.Name)}
-			a.logf("pod %s/%s container %s exited (%d), restart %d in %s", p.namespace, p.name, c.spec.Name, code, c.restarts, c.backoff)
+			c.next = now.Add(wait)
+			c.waiting = nil
+			if wait > 0 {
+				c.waiting = &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff",
+					Message: fmt.Sprintf("back-off %s restarting failed container %s", wait, c.spec.Name)}
+			}
+			a.logf("pod %s/%s container %s exited (%d), restart %d in %s", p.namespace, p.name, c.spec.Name, code, c.restarts, wait)
 		}
 		if c.cmd == nil && !now.Before(c.next) {
 			if err := a.startContainer(p, c); err != nil {
