@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
+	"runtime"
 	"time"
 
 	"connectrpc.com/connect"
@@ -25,10 +26,17 @@ type Config struct {
 
 // RegisterFlags registers -querier.max-concurrent, -max-queued and -timeout.
 func (c *Config) RegisterFlags(f *flag.FlagSet) {
-	f.IntVar(&c.MaxConcurrent, "querier.max-concurrent", 4, "Most querier.v1 queries this ingester runs at once (its pushes keep the rest of the machine); more wait in a queue (0: unlimited).")
-	f.IntVar(&c.MaxQueued, "querier.max-queued", 16, "Most queries waiting for a slot; more are answered 429 (ResourceExhausted).")
+	f.IntVar(&c.MaxConcurrent, "querier.max-concurrent", DefaultMaxConcurrent(), "Most queries (querier.v1 and render) this ingester runs at once, so that its pushes keep the rest of the machine; more wait in a queue (0: unlimited). Default: half the cores Go uses, at least 1.")
+	f.IntVar(&c.MaxQueued, "querier.max-queued", 32, "Most queries waiting for a slot; more are answered 429 (ResourceExhausted).")
 	f.DurationVar(&c.Timeout, "querier.timeout", 2*time.Minute, "Longest a query may run, its wait in the queue included (0: no limit).")
 }
+
+// DefaultMaxConcurrent is half the cores Go uses, at least 1: a query runs on
+// one goroutine, so queries can take at most half the machine from pushes.
+// On 2 cores, one slot instead of 4 halved a steady push load's median
+// latency beside back-to-back flame graph queries and answered 13% fewer of
+// them (docs/benchmarks.md, "Heavy query beside pushes").
+func DefaultMaxConcurrent() int { return max(1, runtime.GOMAXPROCS(0)/2) }
 
 // Validate refuses negative settings.
 func (c *Config) Validate() error {
