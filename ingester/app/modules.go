@@ -251,8 +251,9 @@ func (a *App) initAPI() (services.Service, error) {
 	sel := whileStarting(a.Store, remote.NewSelectHandler(peerSource{a}, remote.HandlerOptions{Logger: a.Logger}), replicaError)
 	a.internalMux.Handle(remote.SelectPath, sel)
 	a.internalMux.Handle(remote.SeriesLabelsPath, sel)
-	// The usage metrics of tenants that stopped pushing go after a while.
-	return a.Push.Usage.CleanupService(usage.CleanupInterval, usage.DefaultInactiveTimeout), nil
+	// The usage metrics and rate limiters of tenants that stopped pushing go
+	// after a while.
+	return a.Push.CleanupService(usage.CleanupInterval, usage.DefaultInactiveTimeout), nil
 }
 
 // initIngester is the ingester as a whole: it runs once every module runs

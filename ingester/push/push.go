@@ -17,6 +17,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
+	"github.com/grafana/dskit/services"
 	googlev1 "github.com/grafana/pyroscope/api/gen/proto/go/google/v1"
 	pushv1 "github.com/grafana/pyroscope/api/gen/proto/go/push/v1"
 	"github.com/grafana/pyroscope/api/gen/proto/go/push/v1/pushv1connect"
@@ -206,6 +207,34 @@ type tenantLimiter struct {
 	mu              sync.Mutex
 	l               *rate.Limiter
 	rateMB, burstMB float64
+	lastUsed        time.Time
+}
+
+// CleanupService drops, every interval, the usage metrics and the rate
+// limiters of tenants that pushed nothing for inactive. A limiter idle that
+// long has refilled its bucket (inactive is minutes, a bucket refills in
+// burst/rate seconds), so a tenant that comes back gets an equal fresh one.
+func (h *Handler) CleanupService(interval, inactive time.Duration) services.Service {
+	return services.NewTimerService(interval, nil, func(context.Context) error {
+		now := h.Now()
+		h.Usage.Cleanup(now, inactive)
+		h.forgetIdleLimiters(now.Add(-inactive))
+		return nil
+	}, nil).WithName("push-tenant-cleanup")
+}
+
+// forgetIdleLimiters drops the rate limiters last used before cutoff.
+func (h *Handler) forgetIdleLimiters(cutoff time.Time) {
+	h.limiters.Range(func(k, v any) bool {
+		tl := v.(*tenantLimiter)
+		tl.mu.Lock()
+		idle := tl.lastUsed.Before(cutoff)
+		tl.mu.Unlock()
+		if idle {
+			h.limiters.CompareAndDelete(k, v)
+		}
+		return true
+	})
 }
 
 // allow takes n bytes from the tenant's budget, first adopting the tenant's
@@ -230,7 +259,7 @@ func (h *Handler) allow(t string, lim *validation.Limits, n int) bool {
 		tl.l.SetLimitAt(now, rate.Limit(lim.IngestionRateMB*1e6))
 		tl.l.SetBurstAt(now, burst)
 	}
-	tl.rateMB, tl.burstMB = lim.IngestionRateMB, lim.IngestionBurstSizeMB
+	tl.rateMB, tl.burstMB, tl.lastUsed = lim.IngestionRateMB, lim.IngestionBurstSizeMB, now
 	return tl.l.AllowN(now, n)
 }
 

@@ -115,3 +115,33 @@ func asConnect(err error, ce **connect.Error) bool {
 	*ce = e
 	return ok
 }
+
+// TestIdleLimitersForgotten: the rate limiter of a tenant idle past the
+// cleanup's cutoff is dropped, an active tenant's is kept, and a tenant
+// coming back gets a fresh one that enforces its limit.
+func TestIdleLimitersForgotten(t *testing.T) {
+	now := time.Unix(1000, 0)
+	h := &Handler{Now: func() time.Time { return now }}
+	lim := &validation.Limits{IngestionRateMB: 1, IngestionBurstSizeMB: 1}
+	if !h.allow("idle", lim, 1000) {
+		t.Fatal("first push refused")
+	}
+	now = now.Add(10 * time.Minute)
+	if !h.allow("active", lim, 1000) {
+		t.Fatal("first push refused")
+	}
+	h.forgetIdleLimiters(now.Add(-5 * time.Minute))
+	count := func() (n int) {
+		h.limiters.Range(func(any, any) bool { n++; return true })
+		return n
+	}
+	if _, ok := h.limiters.Load("idle"); ok || count() != 1 {
+		t.Fatalf("%d limiters left, the idle tenant's among them: %v", count(), ok)
+	}
+	if h.allow("idle", lim, 2e6) {
+		t.Fatal("a returning tenant's fresh limiter let 2 MB through a 1 MB burst")
+	}
+	if !h.allow("idle", lim, 1e6) {
+		t.Fatal("a returning tenant's fresh limiter refused its burst")
+	}
+}

@@ -14,11 +14,9 @@
 package usage
 
 import (
-	"context"
 	"sync"
 	"time"
 
-	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hearth-dev/hearth/ingester/model"
@@ -211,14 +209,5 @@ func (m *Metrics) Cleanup(now time.Time, inactive time.Duration) []string {
 	return gone
 }
 
-// CleanupInterval is how often CleanupService looks for inactive tenants.
+// CleanupInterval is how often the push handler's cleanup looks for inactive tenants.
 const CleanupInterval = 3 * time.Minute
-
-// CleanupService deletes, every interval, the series of the tenants that
-// have sent nothing for inactive.
-func (m *Metrics) CleanupService(interval, inactive time.Duration) services.Service {
-	return services.NewTimerService(interval, nil, func(context.Context) error {
-		m.Cleanup(time.Now(), inactive)
-		return nil
-	}, nil).WithName("usage-metrics-cleanup")
-}
