@@ -38,6 +38,9 @@ func Hearth(t testing.TB) string {
 		cmd := exec.Command("go", "build", "-o", buildPath, "./cmd/hearth")
 		cmd.Dir = RepoRoot()
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		// A test binary killed by its timeout must not leave the build
+		// running (they piled up and loaded the machine).
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build ./cmd/hearth: %v\n%s", err, out)
 		}
