@@ -30,7 +30,8 @@ iport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); p
   -data-dir="$work/data" -log.level=warn -limits.max-series-per-tenant=0 \
   -ingester.max-head-bytes=8GiB "$@" >"$work/ingester.log" 2>&1 &
 ing=$!
-for i in $(seq 1 300); do curl -fsS "http://127.0.0.1:$port/ready" >/dev/null 2>&1 && break; sleep 0.1; done
+for i in $(seq 1 1200); do curl -fsS "http://127.0.0.1:$port/ready" >/dev/null 2>&1 && break; sleep 0.1; done
+curl -fsS "http://127.0.0.1:$port/ready" >/dev/null || { echo "bench-cardinality: the ingester is not ready:"; tail -20 "$work/ingester.log"; exit 1; }
 # heap: the Go heap in use after a forced GC (the heap profile endpoint's gc=1).
 heap() {
   curl -fsS "http://127.0.0.1:$iport/debug/pprof/heap?gc=1" -o /dev/null
