@@ -24,6 +24,7 @@ func runLoad(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.Workers, "workers", 4, "concurrent pushes")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to push (0: until interrupted)")
 	fs.IntVar(&cfg.Series, "series", 10, "distinct values of the rotating instance label")
+	fs.IntVar(&cfg.SeriesPerPush, "series-per-push", 1, "series in one push request: the profile under that many consecutive instance values (many series cheaply)")
 	fs.StringVar(&cfg.Tenant, "tenant", "", "tenant (X-Scope-OrgID header); empty: not sent")
 	fs.StringVar(&cfg.Protocol, "protocol", "connect", "wire protocol: connect, grpc or grpcweb")
 	fs.BoolVar(&cfg.H2C, "h2c", false, "use HTTP/2 without TLS instead of HTTP/1.1")

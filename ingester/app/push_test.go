@@ -3,6 +3,7 @@ package app
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -117,6 +118,48 @@ func TestSeriesLimitIs429(t *testing.T) {
 		if connectCode(err) != want {
 			t.Fatalf("push %d: got %v, want %v", i, err, want)
 		}
+	}
+}
+
+// TestInstanceMaxSeriesBoundsEveryTenant: -ingester.instance-limits.max-series
+// counts the series of all tenants: once the head holds that many, a push of
+// any tenant is refused 503 (Unavailable) and the head holds no more.
+func TestInstanceMaxSeriesBoundsEveryTenant(t *testing.T) {
+	ing := startIngester(t, "-auth.multitenancy-enabled", "-ingester.instance-limits.max-series=3")
+	push := func(tenant, instance string) error {
+		req := pushReq(map[string]string{"service_name": "s", "instance": instance}, smallProfile(t))
+		req.Header().Set("X-Scope-OrgID", tenant)
+		_, err := ing.Push.Push(context.Background(), req)
+		return err
+	}
+	for _, p := range [][2]string{{"team-a", "1"}, {"team-a", "2"}, {"team-b", "1"}} {
+		if err := push(p[0], p[1]); err != nil {
+			t.Fatalf("push %v below the limit: %v", p, err)
+		}
+	}
+	for _, p := range [][2]string{{"team-b", "2"}, {"team-c", "1"}, {"team-a", "1"}} {
+		if err := push(p[0], p[1]); connectCode(err) != connect.CodeUnavailable || !strings.Contains(err.Error(), "max-series") {
+			t.Fatalf("push %v at the limit: got %v, want Unavailable naming max-series", p, err)
+		}
+	}
+	resp, err := http.Get(ing.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	series := 0
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, "hearth_head_series{") {
+			var n float64
+			if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &n); err != nil {
+				t.Fatalf("%q: %v", line, err)
+			}
+			series += int(n)
+		}
+	}
+	if series != 3 {
+		t.Fatalf("the head holds %d series, want the limit, 3", series)
 	}
 }
 

@@ -1,5 +1,5 @@
 // Package head keeps recent profiles in memory, per tenant: a series index
-// with postings, profile rows with their samples encoded, and the tenant's
+// (by label hash and by profile type), profile rows with their samples encoded, and the tenant's
 // deduplicated symbols. Tenants never wait on each other; a query holds a
 // tenant's read lock only while it copies the slice headers it needs, since
 // rows and symbols are append-only.
@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -33,20 +34,38 @@ type Profile struct {
 
 type series struct {
 	ref      uint32
-	labels   model.Labels
-	ptype    string
+	packing  bool          // a push is packing this series' full blocks
+	labels   model.Labels  // exact size, strings interned in the tenant
+	next     *series       // the next series whose labels have the same hash
 	profiles []Profile     // samples nil for the rows of packed blocks
 	packed   []packedBlock // rows [b*PackRows, (b+1)*PackRows), compressed
-	packing  bool          // a push is packing this series' full blocks
 	aggs     []chunkAgg    // per full chunk of AggregateRows profiles, once merged
 	minT     int64
 	maxT     int64
 }
 
+// seriesBytes is a series' memory besides its labels' strings and rows: the
+// struct, its label slice (per label), its index entries.
+const (
+	seriesBytes        = 128 + 32 // struct, byHash entry
+	seriesLabelBytes   = 32
+	seriesTypeRefBytes = 8       // byType ref, with the slice's spare capacity
+	internedStrBytes   = 16 + 48 // an interned string's header and its strs entry
+	rowBytes           = 56 + 16 // a Profile in a series' slice, with its spare capacity
+	bigRowKeyBytes     = 40      // a bigRows entry
+)
+
 type rowKey struct {
 	id  ProfileID
 	ref uint32
 }
+
+// dedupScanRows is how many rows a series checks one by one for a row's id
+// (a retry's or a replica's copy); a series with more has its row ids in
+// Tenant.bigRows. An hour of pushes every 10 s is 360 rows: a fleet of
+// small series never pays for the map, whose entries cost about as much as
+// the rows themselves.
+const dedupScanRows = 512
 
 // ErrSeriesLimit is returned when a push would create more active series than the tenant may have.
 var ErrSeriesLimit = errors.New("series limit")
@@ -68,11 +87,13 @@ type Tenant struct {
 	name string
 	syms *symdb.Symbols
 
-	mu       sync.RWMutex
-	byHash   map[uint64][]*series
-	series   []*series
-	postings map[string]map[string][]uint32 // name → value → refs (ascending)
-	rows     map[rowKey]struct{}
+	mu     sync.RWMutex
+	byHash map[uint64]*series  // label hash → series (then series.next)
+	series []*series           // by ref
+	byType map[string][]uint32 // profile type id → refs (ascending)
+	strs   map[string]string   // the series labels' names and values, interned
+	// The row ids of the series with more than dedupScanRows rows.
+	bigRows  map[rowKey]struct{}
 	minT     int64
 	maxT     int64
 	profiles int64
@@ -174,8 +195,8 @@ func (h *Head) tenant(name string) *Tenant {
 		return t
 	}
 	t := &Tenant{
-		name: name, syms: symdb.New(), byHash: map[uint64][]*series{},
-		postings: map[string]map[string][]uint32{}, rows: map[rowKey]struct{}{},
+		name: name, syms: symdb.New(), byHash: map[uint64]*series{},
+		byType: map[string][]uint32{}, strs: map[string]string{}, bigRows: map[rowKey]struct{}{},
 		minT: 1<<63 - 1, maxT: -1 << 63,
 	}
 	h.tenants[name] = t
@@ -235,19 +256,19 @@ func (h *Head) Commit(tenant string, id ProfileID, pp *Prepared, timeNanos int64
 		r := &rows[i]
 		s := t.lookup(r.labels, r.hash)
 		if s == nil {
-			s = t.addSeries(r.labels, r.ptype.ID())
+			var b int64
+			s, b = t.addSeries(r.labels, r.hash)
 			res.NewSeries++
-			added += int64(r.labels.Bytes()) + 96
+			added += b
 		}
-		key := rowKey{id: id, ref: s.ref}
-		if _, dup := t.rows[key]; dup {
+		if t.hasRow(s, id) {
 			res.Duplicates++
 			continue
 		}
-		t.rows[key] = struct{}{}
 		enc := EncodeSamples(make([]byte, 0, 4*len(r.stacks)+8), r.stacks, r.values)
 		enc = AppendSpans(enc, r.spans)
 		s.profiles = append(s.profiles, Profile{ID: id, TimeNanos: timeNanos, Total: r.total, Samples: enc})
+		added += t.addedRow(s, id)
 		n := len(s.profiles)
 		if n%AggregateRows == 0 {
 			chunks = append(chunks, chunkJob{s: s, k: n/AggregateRows - 1, all: s.profiles, packed: s.packed})
@@ -264,7 +285,7 @@ func (h *Head) Commit(tenant string, id ProfileID, pp *Prepared, timeNanos int64
 		t.samples += int64(r.samples)
 		res.Rows++
 		res.Samples += r.samples
-		added += int64(cap(enc)) + 48 + 40 // row, and its dedup key
+		added += int64(cap(enc)) + rowBytes
 	}
 	nSeries, nProfiles := len(t.series), t.profiles
 	t.mu.Unlock()
@@ -283,7 +304,7 @@ func (h *Head) Commit(tenant string, id ProfileID, pp *Prepared, timeNanos int64
 }
 
 func (t *Tenant) lookup(ls model.Labels, hash uint64) *series {
-	for _, s := range t.byHash[hash] {
+	for s := t.byHash[hash]; s != nil; s = s.next {
 		if s.labels.Equal(ls) {
 			return s
 		}
@@ -291,20 +312,67 @@ func (t *Tenant) lookup(ls model.Labels, hash uint64) *series {
 	return nil
 }
 
-func (t *Tenant) addSeries(ls model.Labels, ptype string) *series {
-	s := &series{ref: uint32(len(t.series)), labels: ls, ptype: ptype, minT: 1<<63 - 1, maxT: -1 << 63}
-	t.series = append(t.series, s)
-	h := ls.Hash()
-	t.byHash[h] = append(t.byHash[h], s)
-	for _, l := range ls {
-		vals := t.postings[l.Name]
-		if vals == nil {
-			vals = map[string][]uint32{}
-			t.postings[l.Name] = vals
-		}
-		vals[l.Value] = append(vals[l.Value], s.ref)
+// addSeries adds a series; it returns it and the bytes it took.
+func (t *Tenant) addSeries(ls model.Labels, hash uint64) (*series, int64) {
+	bytes := int64(seriesBytes + seriesLabelBytes*len(ls) + seriesTypeRefBytes)
+	// An exact-size copy of the labels (Prepare's have spare capacity) whose
+	// strings are the tenant's: a fleet's series repeat most of their names
+	// and values (service, namespace, region, the profile type labels), and
+	// the pushes' strings are not kept (nor the buffers they may be part of).
+	own := make(model.Labels, len(ls))
+	for i, l := range ls {
+		own[i].Name = t.intern(l.Name, &bytes)
+		own[i].Value = t.intern(l.Value, &bytes)
 	}
-	return s
+	s := &series{ref: uint32(len(t.series)), labels: own, minT: 1<<63 - 1, maxT: -1 << 63}
+	t.series = append(t.series, s)
+	s.next = t.byHash[hash]
+	t.byHash[hash] = s
+	ptype := own.Get(model.LabelProfileType)
+	t.byType[ptype] = append(t.byType[ptype], s.ref)
+	return s, bytes
+}
+
+// intern returns the tenant's copy of str, adding one (and its bytes) when
+// it has none.
+func (t *Tenant) intern(str string, bytes *int64) string {
+	if v, ok := t.strs[str]; ok {
+		return v
+	}
+	v := strings.Clone(str)
+	t.strs[v] = v
+	*bytes += int64(len(v)) + internedStrBytes
+	return v
+}
+
+// hasRow reports whether s holds a row with id (the caller holds t.mu).
+func (t *Tenant) hasRow(s *series, id ProfileID) bool {
+	if len(s.profiles) > dedupScanRows {
+		_, ok := t.bigRows[rowKey{id: id, ref: s.ref}]
+		return ok
+	}
+	for i := range s.profiles {
+		if s.profiles[i].ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// addedRow keeps bigRows up to date after a row with id was appended to s;
+// it returns the bytes that took.
+func (t *Tenant) addedRow(s *series, id ProfileID) int64 {
+	switch n := len(s.profiles); {
+	case n == dedupScanRows+1: // from now on hasRow asks the map
+		for i := range s.profiles {
+			t.bigRows[rowKey{id: s.profiles[i].ID, ref: s.ref}] = struct{}{}
+		}
+		return int64(n) * bigRowKeyBytes
+	case n > dedupScanRows+1:
+		t.bigRows[rowKey{id: id, ref: s.ref}] = struct{}{}
+		return bigRowKeyBytes
+	}
+	return 0
 }
 
 // Bytes is the tenant head's approximate memory.

@@ -147,7 +147,9 @@ func (t *Tenant) pack(ss []*series) int64 {
 			t.mu.Lock()
 			s.packed = append(s.packed, blk)
 			// Copy on write: queries may hold the old slice and read its rows.
-			np := make([]Profile, len(s.profiles), cap(s.profiles))
+			// Room for the rows until the next pack (which copies again), not
+			// append's doubling: the rows are most of a small series' memory.
+			np := make([]Profile, len(s.profiles), len(s.profiles)+PackRows)
 			copy(np, s.profiles)
 			for i := b * PackRows; i < (b+1)*PackRows; i++ {
 				np[i].Samples = nil

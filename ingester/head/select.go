@@ -194,7 +194,7 @@ func (t *Tenant) candidates(ptype string) []*series {
 	if ptype == "" {
 		return t.series
 	}
-	refs := t.postings[model.LabelProfileType][ptype]
+	refs := t.byType[ptype]
 	out := make([]*series, len(refs))
 	for i, r := range refs {
 		out[i] = t.series[r]

@@ -55,11 +55,15 @@ type Config struct {
 	Duration time.Duration // how long to run; 0 = until ctx is done or MaxPushes is reached
 	// MaxPushes stops after this many pushes were attempted (0 = no limit).
 	MaxPushes int64
-	Series    int    // number of distinct instance label values; default 10
-	Tenant    string // X-Scope-OrgID; empty = header not sent
-	Service   string // service_name of every push; empty = from the file name
-	Protocol  string // "connect" (default), "grpc" or "grpcweb"
-	H2C       bool   // use HTTP/2 without TLS (h2c) instead of HTTP/1.1 for http:// URLs
+	Series    int // number of distinct instance label values; default 10
+	// SeriesPerPush is how many series one push request carries (default 1):
+	// the same profile under consecutive instance values, each its own
+	// profile id. Many series cheaply, for cardinality measurements.
+	SeriesPerPush int
+	Tenant        string // X-Scope-OrgID; empty = header not sent
+	Service       string // service_name of every push; empty = from the file name
+	Protocol      string // "connect" (default), "grpc" or "grpcweb"
+	H2C           bool   // use HTTP/2 without TLS (h2c) instead of HTTP/1.1 for http:// URLs
 
 	// HTTPClient overrides the client built from the settings above.
 	HTTPClient *http.Client
@@ -107,7 +111,7 @@ type Summary struct {
 	Skipped        []string          // files skipped because they could not be decoded
 	Pushes         int64             // pushes attempted (acknowledged or failed)
 	Abandoned      int64             // pushes cut short by the end of the run: the server may or may not have stored them
-	Profiles       int64             // pushes acknowledged
+	Profiles       int64             // profiles acknowledged (pushes × SeriesPerPush)
 	Errors         int64             // pushes failed
 	ErrorsByCode   map[string]int64  // connect code (e.g. invalid_argument) of an answer, or "transport" (no answer: reset, refused, timed out) -> count
 	FirstErrors    map[string]string // connect code -> the first error message seen with it
@@ -277,8 +281,11 @@ func (c *Config) defaults() error {
 	if c.Dir == "" {
 		return errors.New("no directory")
 	}
-	if c.Rate < 0 || c.Workers < 0 || c.Series < 0 || c.Duration < 0 || c.MaxPushes < 0 {
-		return errors.New("rate, workers, series, duration and max pushes must not be negative")
+	if c.Rate < 0 || c.Workers < 0 || c.Series < 0 || c.SeriesPerPush < 0 || c.Duration < 0 || c.MaxPushes < 0 {
+		return errors.New("rate, workers, series, series per push, duration and max pushes must not be negative")
+	}
+	if c.SeriesPerPush == 0 {
+		c.SeriesPerPush = 1
 	}
 	if c.Workers == 0 {
 		c.Workers = 4
@@ -440,16 +447,21 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 func push(ctx context.Context, client pushv1connect.PusherServiceClient, cfg *Config, f *file, n int64, st *stats) time.Duration {
 	ts := cfg.Now().UnixNano()
 	body := f.body(ts)
-	labels := []*typesv1.LabelPair{
-		{Name: "__name__", Value: f.metric},
-		{Name: "instance", Value: fmt.Sprintf("i-%d", n%int64(cfg.Series))},
-		{Name: "service_name", Value: cfg.service(f)},
+	// Push n carries the instances n*SeriesPerPush .. +SeriesPerPush-1 (mod Series).
+	k := int64(max(cfg.SeriesPerPush, 1))
+	msg := &pushv1.PushRequest{Series: make([]*pushv1.RawProfileSeries, k)}
+	acks := make([]Ack, k)
+	for j := range k {
+		labels := []*typesv1.LabelPair{
+			{Name: "__name__", Value: f.metric},
+			{Name: "instance", Value: fmt.Sprintf("i-%d", (n*k+j)%int64(cfg.Series))},
+			{Name: "service_name", Value: cfg.service(f)},
+		}
+		id := uuid.NewString()
+		msg.Series[j] = &pushv1.RawProfileSeries{Labels: labels, Samples: []*pushv1.RawSample{{RawProfile: body, ID: id}}}
+		acks[j] = Ack{ID: id, Labels: labels, TimeNanos: ts, File: f.name}
 	}
-	id := uuid.NewString()
-	req := connect.NewRequest(&pushv1.PushRequest{Series: []*pushv1.RawProfileSeries{{
-		Labels:  labels,
-		Samples: []*pushv1.RawSample{{RawProfile: body, ID: id}},
-	}}})
+	req := connect.NewRequest(msg)
 	if cfg.Tenant != "" {
 		req.Header().Set("X-Scope-OrgID", cfg.Tenant)
 	}
@@ -483,10 +495,12 @@ func push(ctx context.Context, client pushv1connect.PusherServiceClient, cfg *Co
 		st.mu.Unlock()
 		return d
 	}
-	st.profiles.Add(1)
-	st.bytes.Add(int64(len(body)))
+	st.profiles.Add(k)
+	st.bytes.Add(k * int64(len(body)))
 	if cfg.Acked != nil {
-		cfg.Acked(Ack{ID: id, Labels: labels, TimeNanos: ts, File: f.name})
+		for _, a := range acks {
+			cfg.Acked(a)
+		}
 	}
 	return d
 }

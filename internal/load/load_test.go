@@ -224,6 +224,38 @@ func TestRun(t *testing.T) {
 	}
 }
 
+// TestRunSeriesPerPush: each push carries SeriesPerPush series under
+// consecutive instances, each acknowledged with its own id, so Series
+// distinct series arrive in Series/SeriesPerPush pushes.
+func TestRunSeriesPerPush(t *testing.T) {
+	f := &fakePusher{}
+	srv := newServer(t, f, false)
+	var log AckLog
+	s, err := Run(context.Background(), Config{URL: srv.URL, Dir: testDir(t), Workers: 2, MaxPushes: 10, Series: 50, SeriesPerPush: 5, Acked: log.Record})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Pushes != 10 || s.Profiles != 50 || s.Errors != 0 {
+		t.Fatalf("summary %+v", s)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.bad) > 0 || len(f.received) != 50 {
+		t.Fatalf("server received %d profiles, problems %v", len(f.received), f.bad)
+	}
+	instances := map[string]bool{}
+	for _, a := range log.Acks() {
+		r, ok := f.received[a.ID]
+		if !ok {
+			t.Fatalf("ack %s not received", a.ID)
+		}
+		instances[r.labels["instance"]] = true
+	}
+	if len(instances) != 50 {
+		t.Fatalf("%d distinct instances, want 50", len(instances))
+	}
+}
+
 func TestRunErrorsByCode(t *testing.T) {
 	f := &fakePusher{reject: "app-b"}
 	srv := newServer(t, f, false)
