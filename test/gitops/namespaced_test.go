@@ -1,11 +1,9 @@
 package gitops
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -33,6 +31,7 @@ import (
 
 	hearthv1 "github.com/hearth-dev/hearth/api/v1alpha1"
 	"github.com/hearth-dev/hearth/controllers"
+	"github.com/hearth-dev/hearth/internal/testutil"
 )
 
 // TestNamespaceScopedInstall installs the chart twice with watchNamespace: release "hearth"
@@ -50,7 +49,7 @@ import (
 func TestNamespaceScopedInstall(t *testing.T) {
 	ctx := context.Background()
 	p := startPlatform(t)
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	// The informers' list and watch errors (a forbidden watch) are logged by client-go
 	// through klog.
 	klog.SetLogger(zap.New(zap.WriteTo(logs)))
@@ -324,7 +323,7 @@ func (p *platform) clientAs(t *testing.T, user string) client.Client {
 
 // startOperatorAs runs the operator as `hearth operator -watch-namespace=ns` does, as user,
 // logging into logs.
-func (p *platform) startOperatorAs(t *testing.T, user, ns string, logs *syncBuffer) {
+func (p *platform) startOperatorAs(t *testing.T, user, ns string, logs *testutil.SyncBuffer) {
 	t.Helper()
 	log := zap.New(zap.WriteTo(logs)).WithValues("operator", user)
 	mgr, err := ctrl.NewManager(p.impersonated(user), ctrl.Options{
@@ -371,22 +370,4 @@ func podMonitorCRD() *unstructured.Unstructured {
 			}},
 		},
 	}}
-}
-
-// syncBuffer is a log sink shared by goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
