@@ -1,0 +1,140 @@
+package remote
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	rtmetrics "runtime/metrics"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	pushv1 "github.com/grafana/pyroscope/api/gen/proto/go/push/v1"
+	typesv1 "github.com/grafana/pyroscope/api/gen/proto/go/types/v1"
+
+	"github.com/hearth-dev/hearth/ingester/pprofdec"
+	"github.com/hearth-dev/hearth/ingester/push"
+	"github.com/hearth-dev/hearth/ingester/store"
+	"github.com/hearth-dev/hearth/ingester/wal"
+)
+
+// seriesRounds builds rounds pushes of every corpus profile into the same
+// series (one per profile), 10 s apart: each series gets rounds rows, so the
+// head packs them (head.PackRows at a time), as a long-running service's are.
+func seriesRounds(tb testing.TB, rounds int) []*pushv1.PushRequest {
+	tb.Helper()
+	profiles := testProfiles(tb)
+	base := time.Now().Add(-time.Duration(rounds+1) * 10 * time.Second)
+	var out []*pushv1.PushRequest
+	for i, raw := range profiles {
+		p, err := pprofdec.DecodePprof(raw, 0)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		for r := range rounds {
+			p.TimeNanos = base.Add(time.Duration(r) * 10 * time.Second).UnixNano()
+			pb, err := p.MarshalVT()
+			if err != nil {
+				tb.Fatal(err)
+			}
+			out = append(out, &pushv1.PushRequest{Series: []*pushv1.RawProfileSeries{{
+				Labels:  []*typesv1.LabelPair{{Name: "service_name", Value: fmt.Sprintf("svc-%d", i)}},
+				Samples: []*pushv1.RawSample{{RawProfile: pb, ID: uuid.NewSHA1(uuid.NameSpaceOID, fmt.Appendf(nil, "rounds/%d/%d", r, i)).String()}},
+			}}})
+		}
+	}
+	return out
+}
+
+// roundsStore is a real store (WAL off) holding seriesRounds(rounds).
+func roundsStore(tb testing.TB, rounds int) *store.Store {
+	tb.Helper()
+	st, err := store.Open(store.Options{DataDir: tb.TempDir(), WALPolicy: wal.PolicyOff, Logger: discard}, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = st.Close() })
+	if err := pushAll(tb, push.NewHandler(limits(), st, false, discard, nil), seriesRounds(tb, rounds)); err != nil {
+		tb.Fatal(err)
+	}
+	return st
+}
+
+// serveSelect asks h what a peer asks: every series of the tenant.
+func serveSelect(tb testing.TB, h http.Handler, req Request) []byte {
+	tb.Helper()
+	body, _ := json.Marshal(req)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, SelectPath, bytes.NewReader(body)))
+	if rec.Code != http.StatusOK {
+		tb.Fatalf("select: %d %s", rec.Code, rec.Body.String())
+	}
+	return rec.Body.Bytes()
+}
+
+func heapObjects() uint64 {
+	s := []rtmetrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	rtmetrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+// peakHeapDuring runs fn and returns the largest heap (objects, live or not
+// yet collected) seen while it ran, above the heap before it (every 500 µs,
+// from runtime/metrics: no stop-the-world).
+func peakHeapDuring(fn func()) uint64 {
+	base := heapObjects()
+	var peak uint64
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(500 * time.Microsecond)
+		defer t.Stop()
+		for {
+			peak = max(peak, heapObjects())
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	})
+	fn()
+	close(done)
+	wg.Wait()
+	peak = max(peak, heapObjects())
+	if peak < base {
+		return 0
+	}
+	return peak - base
+}
+
+// BenchmarkPeerSelect serves /internal/v1/select (the whole tenant: what a
+// peer asks for a flame graph over everything) from a real store whose
+// series hold 96 rows each (packed by the head), in process. peakHeapMB is
+// the largest heap above the store's while answering (5 runs after a GC);
+// B/op every byte allocated.
+func BenchmarkPeerSelect(b *testing.B) {
+	st := roundsStore(b, 96)
+	h := NewSelectHandler(st, HandlerOptions{Logger: discard})
+	stats := st.Head().Tenant("anonymous").Stats()
+	req := Request{Tenant: "anonymous", Start: math.MinInt64, End: math.MaxInt64}
+	var peak uint64
+	var wire int
+	for range 5 {
+		runtime.GC()
+		peak = max(peak, peakHeapDuring(func() { wire = len(serveSelect(b, h, req)) }))
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		serveSelect(b, h, req)
+	}
+	b.ReportMetric(float64(peak)/1e6, "peakHeapMB")
+	b.ReportMetric(float64(wire)/1e6, "wireMB")
+	b.ReportMetric(float64(stats.Profiles), "rows")
+	b.ReportMetric(float64(stats.Bytes)/1e6, "headMB")
+}
