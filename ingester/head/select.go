@@ -40,6 +40,22 @@ func WithLazyRows(ctx context.Context) context.Context {
 	return context.WithValue(ctx, lazyRowsKey{}, true)
 }
 
+type packedRowsKey struct{}
+
+// WithPackedRows marks a query's context: the head sources may answer it
+// with SelectPacked. Only for readers that read every row through
+// SeriesRows.Unpacked, one series at a time (a peer's select, encoded for
+// the wire), so the selection holds no unpacked copy of the head.
+func WithPackedRows(ctx context.Context) context.Context {
+	return context.WithValue(ctx, packedRowsKey{}, true)
+}
+
+// PackedRows reports whether ctx was marked by WithPackedRows.
+func PackedRows(ctx context.Context) bool {
+	v, _ := ctx.Value(packedRowsKey{}).(bool)
+	return v
+}
+
 type totalsOnlyKey struct{}
 
 // WithTotalsOnly marks a query that reads the rows' totals, ids and times

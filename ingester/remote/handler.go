@@ -11,6 +11,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/hearth-dev/hearth/ingester/head"
 	"github.com/hearth-dev/hearth/ingester/push"
 	"github.com/hearth-dev/hearth/ingester/querier"
 	"github.com/hearth-dev/hearth/ingester/tenant"
@@ -88,12 +89,17 @@ func (h *selectHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var ctype string
 	switch r.URL.Path {
 	case SelectPath:
-		sels, err := h.local.Select(r.Context(), req.Tenant, req.ProfileType, match, req.Start, req.End)
+		// Packed rows stay packed: the encoder unpacks one series at a time.
+		sels, err := h.local.Select(head.WithPackedRows(r.Context()), req.Tenant, req.ProfileType, match, req.Start, req.End)
 		if err != nil {
 			transport.WriteError(w, asConnect(err))
 			return
 		}
-		if body, err = EncodeSelections(sels); err != nil {
+		if body, err = EncodeSelectionsLimit(sels, h.o.MaxResponseBytes); err != nil {
+			if errors.Is(err, ErrTooLarge) {
+				transport.WriteError(w, tooLarge(h.o.MaxResponseBytes))
+				return
+			}
 			transport.WriteError(w, connect.NewError(connect.CodeInternal, err))
 			return
 		}
@@ -110,13 +116,17 @@ func (h *selectHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if int64(len(body)) > h.o.MaxResponseBytes {
-		transport.WriteError(w, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
-			"the answer of this ingester is %.1f MiB, more than its limit of %.1f MiB (querier.max-remote-response-bytes): narrow the query's time range or label selector",
-			float64(len(body))/(1<<20), float64(h.o.MaxResponseBytes)/(1<<20))))
+		transport.WriteError(w, tooLarge(h.o.MaxResponseBytes))
 		return
 	}
 	w.Header().Set("Content-Type", ctype)
 	_, _ = w.Write(body)
+}
+
+func tooLarge(limit int64) *connect.Error {
+	return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
+		"the answer of this ingester is more than its limit of %.1f MiB (querier.max-remote-response-bytes): narrow the query's time range or label selector",
+		float64(limit)/(1<<20)))
 }
 
 func asConnect(err error) *connect.Error {
