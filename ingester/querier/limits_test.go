@@ -95,7 +95,9 @@ func TestPeerReadsHaveTheirOwnPool(t *testing.T) {
 	l := NewLimiter(Config{MaxConcurrent: 1, MaxQueued: 0}, *queryLimits(), false)
 	hold := func(run func(context.Context, func(context.Context) error) error) (release func()) {
 		held, done, errs := make(chan struct{}), make(chan struct{}), make(chan error, 1)
-		go func() { errs <- run(context.Background(), func(context.Context) error { close(held); <-done; return nil }) }()
+		go func() {
+			errs <- run(context.Background(), func(context.Context) error { close(held); <-done; return nil })
+		}()
 		select {
 		case <-held:
 		case err := <-errs:
@@ -108,7 +110,9 @@ func TestPeerReadsHaveTheirOwnPool(t *testing.T) {
 			}
 		}
 	}
-	runQuery := func(ctx context.Context, fn func(context.Context) error) error { return l.Run(ctx, http.Header{}, nil, fn) }
+	runQuery := func(ctx context.Context, fn func(context.Context) error) error {
+		return l.Run(ctx, http.Header{}, nil, fn)
+	}
 	ran := func(run func(context.Context, func(context.Context) error) error) error {
 		return run(context.Background(), func(context.Context) error { return nil })
 	}
