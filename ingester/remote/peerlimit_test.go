@@ -165,7 +165,8 @@ func TestQueriesOnEveryIngesterAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lims := limitNodes(c.nodes, querier.Config{MaxConcurrent: 1, MaxQueued: 4, Timeout: time.Minute})
+	// A deadlock would end at the query timeout, failing every query.
+	lims := limitNodes(c.nodes, querier.Config{MaxConcurrent: 1, MaxQueued: 4, Timeout: 20 * time.Second})
 	var all sync.WaitGroup // every query holds its slot before any asks its peers
 	all.Add(len(c.nodes))
 	errs := make([]error, len(c.nodes))
@@ -174,11 +175,11 @@ func TestQueriesOnEveryIngesterAtOnce(t *testing.T) {
 	for i, n := range c.nodes {
 		src := NewSource(SourceOptions{Ring: fakeRing{nodes: c.nodes, rf: 3}, Self: n.id, Logger: discard})
 		wg.Go(func() {
-			errs[i] = lims[i].Run(context.Background(), http.Header{}, nil, func(context.Context) error {
+			errs[i] = lims[i].Run(context.Background(), http.Header{}, nil, func(ctx context.Context) error {
 				all.Done()
 				all.Wait()
 				var err error
-				got[i], err = totals(t, n.st, src)
+				got[i], err = totalsCtx(ctx, n.st, src)
 				return err
 			})
 		})
