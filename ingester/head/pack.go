@@ -128,6 +128,43 @@ func unpackRows(rows []Profile, first int, packed []packedBlock, lazy func(int) 
 	return out
 }
 
+// unpackIndexed is unpackRows for rows that are the series' rows index[i]
+// (increasing): rows itself when none lacks its samples, else a copy with
+// the packed ones' samples set (each block decompressed once).
+func unpackIndexed(rows []Profile, index []int, packed []packedBlock) []Profile {
+	var out []Profile
+	last, data := -1, []byte(nil)
+	for i := range rows {
+		if rows[i].Samples != nil {
+			continue
+		}
+		if out == nil {
+			out = make([]Profile, len(rows))
+			copy(out, rows)
+		}
+		b := index[i] / PackRows
+		if b >= len(packed) {
+			continue // cannot happen: a row without samples is in a packed block
+		}
+		if b != last {
+			last, data = b, packed[b].unpack()
+		}
+		if data == nil {
+			continue // does not decompress: nil samples, reported as corrupt
+		}
+		k := index[i] - b*PackRows
+		start, end := uint32(0), packed[b].ends[k]
+		if k > 0 {
+			start = packed[b].ends[k-1]
+		}
+		out[i].Samples = data[start:end:end]
+	}
+	if out == nil {
+		return rows
+	}
+	return out
+}
+
 // pack packs the full blocks of ss's series that are not packed yet, one
 // block at a time, outside the tenant lock (the rows are immutable); the
 // caller marked each series packing. It returns the change in bytes.

@@ -16,9 +16,11 @@ type SeriesRows struct {
 	Aggregates []Aggregate
 
 	// Rows of a SelectLazy or SelectPacked selection may have no samples
-	// (nil): they are in packed (the series' row first+i is Profiles[i]).
+	// (nil): they are in packed (the series' row first+i is Profiles[i], or
+	// index[i] when the rows in range are not one run of the series').
 	packed []packedBlock
 	first  int
+	index  []int
 }
 
 // Unpacked returns Profiles[lo:hi] with every row's samples set (a copy when
@@ -27,6 +29,9 @@ type SeriesRows struct {
 func (s *SeriesRows) Unpacked(lo, hi int) []Profile {
 	if s.packed == nil {
 		return s.Profiles[lo:hi:hi]
+	}
+	if s.index != nil {
+		return unpackIndexed(s.Profiles[lo:hi:hi], s.index[lo:hi:hi], s.packed)
 	}
 	return unpackRows(s.Profiles[lo:hi:hi], s.first+lo, s.packed, nil)
 }
@@ -160,6 +165,18 @@ func (t *Tenant) sel(ptype string, match func(model.Labels) bool, startNanos, en
 				}
 			}
 			if lo < 0 {
+				continue
+			}
+			if !contiguous && mode == selectPacked && len(c.packed) > 0 {
+				// The rows in range, their packed samples left packed.
+				var rows []Profile
+				var index []int
+				for i := lo; i < len(sr.Profiles); i++ {
+					if p := sr.Profiles[i]; p.TimeNanos >= startNanos && p.TimeNanos <= endNanos {
+						rows, index = append(rows, p), append(index, i)
+					}
+				}
+				sel.Series = append(sel.Series, SeriesRows{Labels: sr.Labels, Profiles: rows, packed: c.packed, index: index})
 				continue
 			}
 			if !contiguous {

@@ -116,8 +116,12 @@ func (h *selectHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		body, ctype = EncodeLabels(ls), labelsType
 		return nil
 	})
-	if err != nil {
-		transport.WriteError(w, asConnect(err))
+	var ce *connect.Error
+	if err != nil && !errors.As(err, &ce) {
+		ce = asConnect(err)
+	}
+	if ce != nil {
+		transport.WriteError(w, ce)
 		return
 	}
 	if int64(len(body)) > h.o.MaxResponseBytes {

@@ -28,9 +28,14 @@ import (
 // series (one per profile), 10 s apart: each series gets rounds rows, so the
 // head packs them (head.PackRows at a time), as a long-running service's are.
 func seriesRounds(tb testing.TB, rounds int) []*pushv1.PushRequest {
+	return seriesRoundsAt(tb, rounds, func(r int) time.Duration { return time.Duration(r) * 10 * time.Second })
+}
+
+// seriesRoundsAt is seriesRounds with round r at half an hour ago + at(r).
+func seriesRoundsAt(tb testing.TB, rounds int, at func(r int) time.Duration) []*pushv1.PushRequest {
 	tb.Helper()
 	profiles := testProfiles(tb)
-	base := time.Now().Add(-time.Duration(rounds+1) * 10 * time.Second)
+	base := time.Now().Add(-30 * time.Minute)
 	var out []*pushv1.PushRequest
 	for i, raw := range profiles {
 		p, err := pprofdec.DecodePprof(raw, 0)
@@ -38,7 +43,7 @@ func seriesRounds(tb testing.TB, rounds int) []*pushv1.PushRequest {
 			tb.Fatal(err)
 		}
 		for r := range rounds {
-			p.TimeNanos = base.Add(time.Duration(r) * 10 * time.Second).UnixNano()
+			p.TimeNanos = base.Add(at(r)).UnixNano()
 			pb, err := p.MarshalVT()
 			if err != nil {
 				tb.Fatal(err)
@@ -52,15 +57,20 @@ func seriesRounds(tb testing.TB, rounds int) []*pushv1.PushRequest {
 	return out
 }
 
-// roundsStore is a real store (WAL off) holding seriesRounds(rounds).
+// roundsStore is a real store holding seriesRounds(rounds).
 func roundsStore(tb testing.TB, rounds int) *store.Store {
+	return storeOf(tb, seriesRounds(tb, rounds))
+}
+
+// storeOf is a real store (WAL off) holding reqs.
+func storeOf(tb testing.TB, reqs []*pushv1.PushRequest) *store.Store {
 	tb.Helper()
 	st, err := store.Open(store.Options{DataDir: tb.TempDir(), WALPolicy: wal.PolicyOff, Logger: discard}, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = st.Close() })
-	if err := pushAll(tb, push.NewHandler(limits(), st, false, discard, nil), seriesRounds(tb, rounds)); err != nil {
+	if err := pushAll(tb, push.NewHandler(limits(), st, false, discard, nil), reqs); err != nil {
 		tb.Fatal(err)
 	}
 	return st

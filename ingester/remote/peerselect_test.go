@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"net/http"
 	"reflect"
 	"testing"
 	"time"
 
 	"github.com/hearth-dev/hearth/ingester/head"
 	"github.com/hearth-dev/hearth/ingester/querier"
+	"github.com/hearth-dev/hearth/ingester/store"
 )
 
 // TestPeerSelectMatchesEager: a peer's select, answered from packed rows one
@@ -45,55 +47,90 @@ func TestPeerSelectMatchesEager(t *testing.T) {
 		{"one service", Request{Start: math.MinInt64, End: math.MaxInt64, Selectors: []string{`{service_name="svc-1"}`}}},
 		{"one type", Request{ProfileType: "process_cpu:cpu:nanoseconds:cpu:nanoseconds", Start: math.MinInt64, End: math.MaxInt64}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			tc.req.Tenant = "anonymous"
-			got, err := DecodeSelections(serveSelect(t, h, tc.req), 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			match, err := querier.Matcher(tc.req.Selectors...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			eager, err := st.Select(context.Background(), "anonymous", tc.req.ProfileType, match, tc.req.Start, tc.req.End)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ref, err := encodeSelectionsReference(eager)
-			if err != nil {
-				t.Fatal(err)
-			}
-			want, err := DecodeSelections(ref, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var nrows int
-			for _, sel := range want {
-				for _, sr := range sel.Series {
-					nrows += len(sr.Profiles)
-				}
-			}
-			if nrows == 0 {
-				t.Fatal("the reference selected no rows")
-			}
-			if len(got) != len(want) {
-				t.Fatalf("%d selections, want %d", len(got), len(want))
-			}
-			for i := range want {
-				if !reflect.DeepEqual(got[i].Series, want[i].Series) {
-					t.Errorf("selection %d: series or rows differ from the eager answer", i)
-				}
-				if !reflect.DeepEqual(got[i].Symbols, want[i].Symbols) {
-					t.Errorf("selection %d: symbols differ from the eager answer", i)
-				}
-			}
-			// And through the querier: the same totals.
-			if fmt.Sprint(mustTotals(t, staticSource(got))) != fmt.Sprint(mustTotals(t, staticSource(want))) {
-				t.Error("totals differ from the eager answer")
-			}
-			t.Logf("%d rows", nrows)
-		})
+		t.Run(tc.name, func(t *testing.T) { comparePeerSelect(t, st, h, tc.req) })
 	}
+}
+
+// TestPeerSelectOutOfOrderRows: series whose rows did not arrive in time
+// order, so that a time range selects rows that are not one run of the
+// series' rows (packed rows among them): the same answer as the eager path.
+func TestPeerSelectOutOfOrderRows(t *testing.T) {
+	const rounds = 3 * head.PackRows
+	// Even rounds in the first 10 minutes, odd ones in the next.
+	st := storeOf(t, seriesRoundsAt(t, rounds, func(r int) time.Duration { return time.Duration(r)*time.Second + time.Duration(r%2)*10*time.Minute }))
+	h := NewSelectHandler(st, HandlerOptions{Logger: discard})
+	th := st.Head().Tenant("anonymous")
+	first := th.Stats().MinTime
+	// The even rows are not one run: they stay packed all the same.
+	kept := 0
+	for _, sr := range th.SelectPacked("", nil, first, first+int64(5*time.Minute)).Series {
+		if len(sr.Profiles) != rounds/2 {
+			t.Fatalf("series %s: %d rows in the first 5 minutes, want %d", sr.Labels, len(sr.Profiles), rounds/2)
+		}
+		for _, p := range sr.Profiles {
+			if p.Samples == nil {
+				kept++
+			}
+		}
+	}
+	if kept == 0 {
+		t.Fatal("no row of the out-of-order selection stayed packed")
+	}
+	comparePeerSelect(t, st, h, Request{Start: first, End: first + int64(5*time.Minute)})
+	comparePeerSelect(t, st, h, Request{Start: first + int64(5*time.Minute), End: math.MaxInt64})
+	comparePeerSelect(t, st, h, Request{Start: first + int64(3*time.Second), End: first + int64(10*time.Minute+13*time.Second)})
+}
+
+// comparePeerSelect asks h (serving st) for req and compares the answer
+// with the eager encoding of st's eager selection.
+func comparePeerSelect(t *testing.T, st *store.Store, h http.Handler, req Request) {
+	t.Helper()
+	req.Tenant = "anonymous"
+	got, err := DecodeSelections(serveSelect(t, h, req), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	match, err := querier.Matcher(req.Selectors...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eager, err := st.Select(context.Background(), "anonymous", req.ProfileType, match, req.Start, req.End)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := encodeSelectionsReference(eager)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := DecodeSelections(ref, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nrows int
+	for _, sel := range want {
+		for _, sr := range sel.Series {
+			nrows += len(sr.Profiles)
+		}
+	}
+	if nrows == 0 {
+		t.Fatal("the reference selected no rows")
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d selections, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if !reflect.DeepEqual(got[i].Series, want[i].Series) {
+			t.Errorf("selection %d: series or rows differ from the eager answer", i)
+		}
+		if !reflect.DeepEqual(got[i].Symbols, want[i].Symbols) {
+			t.Errorf("selection %d: symbols differ from the eager answer", i)
+		}
+	}
+	// And through the querier: the same totals.
+	if fmt.Sprint(mustTotals(t, staticSource(got))) != fmt.Sprint(mustTotals(t, staticSource(want))) {
+		t.Error("totals differ from the eager answer")
+	}
+	t.Logf("%d rows", nrows)
 }
 
 func mustTotals(t *testing.T, src querier.Source) map[string]int64 {
