@@ -125,14 +125,45 @@ func peakHeapDuring(fn func()) uint64 {
 }
 
 // BenchmarkPeerSelect serves /internal/v1/select (the whole tenant: what a
-// peer asks for a flame graph over everything) from a real store whose
-// series hold 96 rows each (packed by the head), in process. peakHeapMB is
-// the largest heap above the store's while answering (5 runs after a GC,
-// with GOGC=5 so that it follows the live heap); B/op every byte allocated.
+// peer asks for a flame graph over everything) from a real store, in
+// process: the corpus with 96 rows per series (14 series), and 8 instances
+// of it with 32 rows per series (more, smaller series). The head packs the
+// rows. peakHeapMB is the largest heap above the store's while answering (5
+// runs after a GC, with GOGC=5 so that it follows the live heap); B/op every
+// byte allocated; unpackedMB the selection's samples unpacked,
+// largestSeriesMB its largest series'.
 func BenchmarkPeerSelect(b *testing.B) {
-	st := roundsStore(b, 96)
+	for _, bc := range []struct{ instances, rounds int }{{1, 96}, {8, 32}} {
+		b.Run(fmt.Sprintf("instances=%d,rows=%d", bc.instances, bc.rounds), func(b *testing.B) {
+			var reqs []*pushv1.PushRequest
+			for k := range bc.instances {
+				for _, r := range seriesRounds(b, bc.rounds) {
+					if bc.instances > 1 {
+						r.Series[0].Labels = append(r.Series[0].Labels, &typesv1.LabelPair{Name: "instance", Value: fmt.Sprint(k)})
+						r.Series[0].Samples[0].ID = uuid.NewSHA1(uuid.MustParse(r.Series[0].Samples[0].ID), fmt.Append(nil, k)).String()
+					}
+					reqs = append(reqs, r)
+				}
+			}
+			benchPeerSelect(b, storeOf(b, reqs))
+		})
+	}
+}
+
+func benchPeerSelect(b *testing.B, st *store.Store) {
 	h := NewSelectHandler(st, HandlerOptions{Logger: discard})
-	stats := st.Head().Tenant("anonymous").Stats()
+	th := st.Head().Tenant("anonymous")
+	stats := th.Stats()
+	// The selection's samples unpacked, and its largest series'.
+	var all, largest int
+	sel := th.SelectPacked("", nil, math.MinInt64, math.MaxInt64)
+	for i := range sel.Series {
+		n := 0
+		for _, p := range sel.Series[i].Unpacked(0, len(sel.Series[i].Profiles)) {
+			n += len(p.Samples)
+		}
+		all, largest = all+n, max(largest, n)
+	}
 	req := Request{Tenant: "anonymous", Start: math.MinInt64, End: math.MaxInt64}
 	// The peak with the collector running often (GOGC=5): what the answer
 	// keeps alive, not when the pacer happens to collect.
@@ -151,5 +182,8 @@ func BenchmarkPeerSelect(b *testing.B) {
 	b.ReportMetric(float64(peak)/1e6, "peakHeapMB")
 	b.ReportMetric(float64(wire)/1e6, "wireMB")
 	b.ReportMetric(float64(stats.Profiles), "rows")
+	b.ReportMetric(float64(stats.Series), "series")
 	b.ReportMetric(float64(stats.Bytes)/1e6, "headMB")
+	b.ReportMetric(float64(all)/1e6, "unpackedMB")
+	b.ReportMetric(float64(largest)/1e6, "largestSeriesMB")
 }
