@@ -1,17 +1,22 @@
 package remote
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"testing"
 	"time"
 
 	"github.com/hearth-dev/hearth/ingester/head"
+	"github.com/hearth-dev/hearth/ingester/push"
 	"github.com/hearth-dev/hearth/ingester/querier"
 	"github.com/hearth-dev/hearth/ingester/store"
+	"github.com/hearth-dev/hearth/ingester/wal"
 )
 
 // TestPeerSelectMatchesEager: a peer's select, answered from packed rows one
@@ -140,4 +145,58 @@ func mustTotals(t *testing.T, src querier.Source) map[string]int64 {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// TestPeerSelectWhilePushing: peers' selects from the active head while
+// pushes append rows and pack blocks (copy on write under the selection):
+// every answer decodes, none has fewer rows than the one before, and the
+// last matches the eager path.
+func TestPeerSelectWhilePushing(t *testing.T) {
+	st, err := store.Open(store.Options{DataDir: t.TempDir(), WALPolicy: wal.PolicyOff, Logger: discard}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	reqs := seriesRounds(t, 3*head.PackRows)
+	ph := push.NewHandler(limits(), st, false, discard, nil)
+	done := make(chan error, 1)
+	go func() { done <- pushAll(t, ph, reqs) }()
+	h := NewSelectHandler(st, HandlerOptions{Logger: discard})
+	req := Request{Tenant: "anonymous", Start: math.MinInt64, End: math.MaxInt64}
+	body, _ := json.Marshal(req)
+	prev, answers := 0, 0
+	for pushing := true; pushing && answers < 1000; answers++ {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			pushing = false
+		default:
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, SelectPath, bytes.NewReader(body)))
+		if rec.Code == http.StatusBadRequest && st.Head().Tenant("anonymous") == nil {
+			continue // before the first push
+		}
+		if rec.Code != http.StatusOK {
+			t.Fatalf("select %d: %d %s", answers, rec.Code, rec.Body.String())
+		}
+		sels, err := DecodeSelections(rec.Body.Bytes(), 0)
+		if err != nil {
+			t.Fatalf("select %d: %v", answers, err)
+		}
+		n := 0
+		for _, sel := range sels {
+			for _, sr := range sel.Series {
+				n += len(sr.Profiles)
+			}
+		}
+		if n < prev {
+			t.Fatalf("select %d: %d rows, fewer than the %d before", answers, n, prev)
+		}
+		prev = n
+	}
+	t.Logf("%d answers while pushing %d profiles", answers, len(reqs))
+	comparePeerSelect(t, st, h, req)
 }
