@@ -165,8 +165,9 @@ func TestQueriesOnEveryIngesterAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A deadlock would end at the query timeout, failing every query.
-	lims := limitNodes(c.nodes, querier.Config{MaxConcurrent: 1, MaxQueued: 4, Timeout: 20 * time.Second})
+	// A deadlock would end at the query timeout, failing every query (a
+	// shared pool fails them so: checked).
+	lims := limitNodes(c.nodes, querier.Config{MaxConcurrent: 1, MaxQueued: 4, Timeout: time.Minute})
 	var all sync.WaitGroup // every query holds its slot before any asks its peers
 	all.Add(len(c.nodes))
 	errs := make([]error, len(c.nodes))
