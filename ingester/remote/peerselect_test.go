@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -22,7 +21,8 @@ import (
 // TestPeerSelectMatchesEager: a peer's select, answered from packed rows one
 // series at a time, decodes to exactly what the eager path (every row
 // unpacked into a copy, pruned into another, compressed at once) answered on
-// the same head: same series, rows, samples bytes and pruned symbols.
+// the same head: same series, rows, samples bytes and pruned symbols (so
+// the same flame graphs).
 func TestPeerSelectMatchesEager(t *testing.T) {
 	const rounds = 3*head.PackRows + 5 // three packed blocks and an unpacked tail per series
 	st := roundsStore(t, rounds)
@@ -131,20 +131,7 @@ func comparePeerSelect(t *testing.T, st *store.Store, h http.Handler, req Reques
 			t.Errorf("selection %d: symbols differ from the eager answer", i)
 		}
 	}
-	// And through the querier: the same totals.
-	if fmt.Sprint(mustTotals(t, staticSource(got))) != fmt.Sprint(mustTotals(t, staticSource(want))) {
-		t.Error("totals differ from the eager answer")
-	}
 	t.Logf("%d rows", nrows)
-}
-
-func mustTotals(t *testing.T, src querier.Source) map[string]int64 {
-	t.Helper()
-	m, err := totals(t, src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
 }
 
 // TestPeerSelectWhilePushing: peers' selects from the active head while
