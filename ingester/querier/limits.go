@@ -74,18 +74,18 @@ func NewLimiter(cfg Config, limits validation.TenantLimits, multitenancy bool) *
 	}
 }
 
-// pool is max slots and a queue of queued more; nil: unlimited.
+// pool is size slots and a queue of queued more; nil: unlimited.
 type pool struct {
-	max, queued  int
+	size, queued int
 	what         string
 	slots, queue chan struct{}
 }
 
-func newPool(max, queued int, what string) *pool {
-	if max <= 0 {
+func newPool(size, queued int, what string) *pool {
+	if size <= 0 {
 		return nil
 	}
-	return &pool{max: max, queued: queued, what: what, slots: make(chan struct{}, max), queue: make(chan struct{}, max+queued)}
+	return &pool{size: size, queued: queued, what: what, slots: make(chan struct{}, size), queue: make(chan struct{}, size+queued)}
 }
 
 // run runs fn in a slot, after waiting in the queue for one until ctx ends;
@@ -98,7 +98,7 @@ func (p *pool) run(ctx context.Context, fn func(context.Context) error) error {
 	case p.queue <- struct{}{}:
 		defer func() { <-p.queue }()
 	default:
-		return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("this ingester runs %d %s and %d more wait (querier.max-concurrent, querier.max-queued): retry later", p.max, p.what, p.queued))
+		return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("this ingester runs %d %s and %d more wait (querier.max-concurrent, querier.max-queued): retry later", p.size, p.what, p.queued))
 	}
 	select {
 	case p.slots <- struct{}{}:
