@@ -26,14 +26,20 @@ type SeriesRows struct {
 // Unpacked returns Profiles[lo:hi] with every row's samples set (a copy when
 // some were packed). Only rows of a SelectLazy or SelectPacked selection can
 // lack them; for any other SeriesRows it is Profiles[lo:hi].
-func (s *SeriesRows) Unpacked(lo, hi int) []Profile {
+func (s *SeriesRows) Unpacked(lo, hi int) []Profile { return s.UnpackedTo(lo, hi, nil) }
+
+// UnpackedTo is Unpacked decompressing the packed rows' samples into *buf
+// (appended, growing it) when buf is not nil: a reader that unpacks series
+// after series reuses one buffer (*buf = (*buf)[:0] between series, once it
+// no longer reads the rows returned before).
+func (s *SeriesRows) UnpackedTo(lo, hi int, buf *[]byte) []Profile {
 	if s.packed == nil {
 		return s.Profiles[lo:hi:hi]
 	}
 	if s.index != nil {
-		return unpackIndexed(s.Profiles[lo:hi:hi], s.index[lo:hi:hi], s.packed)
+		return unpackIndexed(s.Profiles[lo:hi:hi], s.index[lo:hi:hi], s.packed, buf)
 	}
-	return unpackRows(s.Profiles[lo:hi:hi], s.first+lo, s.packed, nil)
+	return unpackRows(s.Profiles[lo:hi:hi], s.first+lo, s.packed, nil, buf)
 }
 
 type lazyRowsKey struct{}
@@ -215,7 +221,7 @@ func (t *Tenant) sel(ptype string, match func(model.Labels) bool, startNanos, en
 		case covered == nil:
 			sr.Profiles = unpackRange(all, c.packed, lo, hi)
 		default:
-			sr.Profiles = unpackRows(sr.Profiles, lo, c.packed, func(i int) bool { return i/AggregateRows < len(covered) && covered[i/AggregateRows] })
+			sr.Profiles = unpackRows(sr.Profiles, lo, c.packed, func(i int) bool { return i/AggregateRows < len(covered) && covered[i/AggregateRows] }, nil)
 			sr.packed, sr.first = c.packed, lo
 		}
 		sel.Series = append(sel.Series, sr)

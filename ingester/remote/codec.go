@@ -140,13 +140,15 @@ var zstreams = sync.Pool{New: func() any {
 	return zw
 }}
 
-// usedStacks is the pruning pass: every stack sel's rows use, a series at a time.
-func usedStacks(sel *head.Selection) (*symdb.Snapshot, []uint32, error) {
+// usedStacks is the pruning pass: every stack sel's rows use, a series at a
+// time (unpacked into *buf).
+func usedStacks(sel *head.Selection, buf *[]byte) (*symdb.Snapshot, []uint32, error) {
 	var derr error
 	pruned, nodeMap := block.PruneSymbols(sel.Symbols, func(use func(uint32)) {
 		for i := range sel.Series {
 			sr := &sel.Series[i]
-			for _, p := range sr.Unpacked(0, len(sr.Profiles)) {
+			*buf = (*buf)[:0]
+			for _, p := range sr.UnpackedTo(0, len(sr.Profiles), buf) {
 				if err := head.DecodeSamples(p.Samples, func(st uint32, _ int64) { use(st) }); err != nil && derr == nil {
 					derr = fmt.Errorf("series %s: %w", sr.Labels, err)
 				}
@@ -159,8 +161,9 @@ func usedStacks(sel *head.Selection) (*symdb.Snapshot, []uint32, error) {
 func encodeSelection(out []byte, sel *head.Selection, zw *zstd.Encoder, maxBytes int64) ([]byte, error) {
 	syms := sel.Symbols
 	var nodeMap []uint32
+	var unpacked []byte // one series' packed rows, decompressed
 	if syms != nil {
-		pruned, m, err := usedStacks(sel)
+		pruned, m, err := usedStacks(sel, &unpacked)
 		if err != nil {
 			return nil, err
 		}
@@ -196,7 +199,8 @@ func encodeSelection(out []byte, sel *head.Selection, zw *zstd.Encoder, maxBytes
 	for i := range sel.Series {
 		sr := &sel.Series[i]
 		prev := int64(0)
-		for _, p := range sr.Unpacked(0, len(sr.Profiles)) {
+		unpacked = unpacked[:0]
+		for _, p := range sr.UnpackedTo(0, len(sr.Profiles), &unpacked) {
 			s := p.Samples
 			if nodeMap != nil {
 				var err error

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	rtmetrics "runtime/metrics"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -28,11 +29,15 @@ import (
 // series (one per profile), 10 s apart: each series gets rounds rows, so the
 // head packs them (head.PackRows at a time), as a long-running service's are.
 func seriesRounds(tb testing.TB, rounds int) []*pushv1.PushRequest {
-	return seriesRoundsAt(tb, rounds, func(r int) time.Duration { return time.Duration(r) * 10 * time.Second })
+	return seriesRoundsAt(tb, rounds, every10s, false)
 }
 
-// seriesRoundsAt is seriesRounds with round r at half an hour ago + at(r).
-func seriesRoundsAt(tb testing.TB, rounds int, at func(r int) time.Duration) []*pushv1.PushRequest {
+func every10s(r int) time.Duration { return time.Duration(r) * 10 * time.Second }
+
+// seriesRoundsAt is seriesRounds with round r at half an hour ago + at(r);
+// vary makes every round's rows differ (values times r+1, one sample left
+// out), so that a row read from the wrong place shows.
+func seriesRoundsAt(tb testing.TB, rounds int, at func(r int) time.Duration, vary bool) []*pushv1.PushRequest {
 	tb.Helper()
 	profiles := testProfiles(tb)
 	base := time.Now().Add(-30 * time.Minute)
@@ -42,8 +47,24 @@ func seriesRoundsAt(tb testing.TB, rounds int, at func(r int) time.Duration) []*
 		if err != nil {
 			tb.Fatal(err)
 		}
+		orig := p.Sample
+		values := make([][]int64, len(orig))
+		for j, smp := range orig {
+			values[j] = slices.Clone(smp.Value)
+		}
 		for r := range rounds {
 			p.TimeNanos = base.Add(at(r)).UnixNano()
+			if vary {
+				for j, smp := range orig {
+					for k := range smp.Value {
+						smp.Value[k] = values[j][k] * int64(r+1)
+					}
+				}
+				p.Sample = orig
+				if k := r % len(orig); len(orig) > 1 {
+					p.Sample = append(slices.Clone(orig[:k]), orig[k+1:]...)
+				}
+			}
 			pb, err := p.MarshalVT()
 			if err != nil {
 				tb.Fatal(err)

@@ -25,7 +25,7 @@ import (
 // the same flame graphs).
 func TestPeerSelectMatchesEager(t *testing.T) {
 	const rounds = 3*head.PackRows + 5 // three packed blocks and an unpacked tail per series
-	st := roundsStore(t, rounds)
+	st := storeOf(t, seriesRoundsAt(t, rounds, every10s, true))
 	th := st.Head().Tenant("anonymous")
 	packed := 0
 	for _, sr := range th.SelectPacked("", nil, math.MinInt64, math.MaxInt64).Series {
@@ -62,7 +62,7 @@ func TestPeerSelectMatchesEager(t *testing.T) {
 func TestPeerSelectOutOfOrderRows(t *testing.T) {
 	const rounds = 3 * head.PackRows
 	// Even rounds in the first 10 minutes, odd ones in the next.
-	st := storeOf(t, seriesRoundsAt(t, rounds, func(r int) time.Duration { return time.Duration(r)*time.Second + time.Duration(r%2)*10*time.Minute }))
+	st := storeOf(t, seriesRoundsAt(t, rounds, func(r int) time.Duration { return time.Duration(r)*time.Second + time.Duration(r%2)*10*time.Minute }, true))
 	h := NewSelectHandler(st, HandlerOptions{Logger: discard})
 	th := st.Head().Tenant("anonymous")
 	first := th.Stats().MinTime
@@ -144,7 +144,7 @@ func TestPeerSelectWhilePushing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	reqs := seriesRounds(t, 3*head.PackRows)
+	reqs := seriesRoundsAt(t, 3*head.PackRows, every10s, true)
 	ph := push.NewHandler(limits(), st, false, discard, nil)
 	done := make(chan error, 1)
 	go func() { done <- pushAll(t, ph, reqs) }()
