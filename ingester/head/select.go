@@ -2,6 +2,7 @@ package head
 
 import (
 	"context"
+	"slices"
 
 	"github.com/hearth-dev/hearth/ingester/model"
 	"github.com/hearth-dev/hearth/ingester/symdb"
@@ -35,6 +36,20 @@ func (s *SeriesRows) Unpacked(lo, hi int) []Profile { return s.UnpackedTo(lo, hi
 func (s *SeriesRows) UnpackedTo(lo, hi int, buf *[]byte) []Profile {
 	if s.packed == nil {
 		return s.Profiles[lo:hi:hi]
+	}
+	if buf != nil && hi > lo {
+		// Grow once for every compressed block the rows touch (at most).
+		first, last := s.first+lo, s.first+hi-1
+		if s.index != nil {
+			first, last = s.index[lo], s.index[hi-1]
+		}
+		n := 0
+		for b := first / PackRows; b <= last/PackRows && b < len(s.packed); b++ {
+			if !s.packed[b].raw {
+				n += int(s.packed[b].ends[PackRows-1])
+			}
+		}
+		*buf = slices.Grow(*buf, n)
 	}
 	if s.index != nil {
 		return unpackIndexed(s.Profiles[lo:hi:hi], s.index[lo:hi:hi], s.packed, buf)
