@@ -63,12 +63,10 @@ func packBlock(rows []Profile) packedBlock {
 	return blk
 }
 
-// unpack returns the block's rows' samples, concatenated (fresh memory when
-// it was compressed), or nil when the block does not decompress.
-func (b *packedBlock) unpack() []byte { return b.unpackTo(nil) }
-
-// unpackTo is unpack decompressing into *buf's spare capacity when buf is
-// not nil (growing it; *buf is extended by the block).
+// unpackTo returns the block's rows' samples, concatenated, or nil when the
+// block does not decompress. A compressed block is decompressed into fresh
+// memory, or into *buf's spare capacity when buf is not nil (growing it;
+// *buf is extended by the block).
 func (b *packedBlock) unpackTo(buf *[]byte) []byte {
 	if b.raw {
 		return b.data

@@ -78,11 +78,6 @@ func seriesRoundsAt(tb testing.TB, rounds int, at func(r int) time.Duration, var
 	return out
 }
 
-// roundsStore is a real store holding seriesRounds(rounds).
-func roundsStore(tb testing.TB, rounds int) *store.Store {
-	return storeOf(tb, seriesRounds(tb, rounds))
-}
-
 // storeOf is a real store (WAL off) holding reqs.
 func storeOf(tb testing.TB, reqs []*pushv1.PushRequest) *store.Store {
 	tb.Helper()
