@@ -246,9 +246,12 @@ func (a *App) initAPI() (services.Service, error) {
 		querier.Deps{Service: a.Querier, Bucket: a.Bucket, MaxProfileSize: cfg.Limits.MaxProfileSizeBytes, Options: opts})
 	a.internalMux.HandleFunc("/ingester/shutdown", a.shutdownHandler)
 
-	// Between ingesters: replica writes and reads need the store only.
+	// Between ingesters: replica writes and reads need the store only. The
+	// reads run in the limiter's pool for peers (querier.Limiter: a pool of
+	// their own, so that queries waiting on each other's ingesters cannot
+	// deadlock).
 	a.internalMux.Handle(distributor.AppendPath, whileStarting(a.Store, il.Wrap(distributor.NewInternalHandler(local, distributor.HandlerOptions{Limits: a.Overrides, Logger: a.Logger}), false, false, replicaError), replicaError))
-	sel := whileStarting(a.Store, remote.NewSelectHandler(peerSource{a}, remote.HandlerOptions{Logger: a.Logger}), replicaError)
+	sel := whileStarting(a.Store, remote.NewSelectHandler(peerSource{a}, remote.HandlerOptions{Logger: a.Logger, Run: a.Querier.Limiter.RunPeer}), replicaError)
 	a.internalMux.Handle(remote.SelectPath, sel)
 	a.internalMux.Handle(remote.SeriesLabelsPath, sel)
 	// The usage metrics and rate limiters of tenants that stopped pushing go

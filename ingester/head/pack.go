@@ -2,6 +2,7 @@ package head
 
 import (
 	"runtime"
+	"slices"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -62,18 +63,30 @@ func packBlock(rows []Profile) packedBlock {
 	return blk
 }
 
-// unpack returns the block's rows' samples, concatenated (fresh memory when
-// it was compressed), or nil when the block does not decompress.
-func (b *packedBlock) unpack() []byte {
+// unpackTo returns the block's rows' samples, concatenated, or nil when the
+// block does not decompress. A compressed block is decompressed into fresh
+// memory, or into *buf's spare capacity when buf is not nil (growing it;
+// *buf is extended by the block).
+func (b *packedBlock) unpackTo(buf *[]byte) []byte {
 	if b.raw {
 		return b.data
 	}
 	n := int(b.ends[PackRows-1])
-	out, err := packDec.DecodeAll(b.data, make([]byte, 0, n))
+	var dst []byte
+	if buf != nil {
+		*buf = slices.Grow(*buf, n)
+		dst = (*buf)[len(*buf):len(*buf)]
+	} else {
+		dst = make([]byte, 0, n)
+	}
+	out, err := packDec.DecodeAll(b.data, dst)
 	if err != nil || len(out) != n {
 		return nil
 	}
-	return out
+	if buf != nil {
+		*buf = (*buf)[:len(*buf)+n]
+	}
+	return out[:n:n]
 }
 
 // unpackRange returns rows[lo:hi] of a series whose rows are all (a snapshot
@@ -81,15 +94,16 @@ func (b *packedBlock) unpack() []byte {
 // samples set: all[lo:hi] itself when none of them is packed, else a copy
 // with the packed rows' samples decompressed (each block once).
 func unpackRange(all []Profile, packed []packedBlock, lo, hi int) []Profile {
-	return unpackRows(all[lo:hi:hi], lo, packed, nil)
+	return unpackRows(all[lo:hi:hi], lo, packed, nil, nil)
 }
 
 // unpackRows returns rows, row i being the series' row first+i, with the
 // samples of its packed rows set, except those for which lazy (when not nil)
 // is true: rows itself when there is nothing to unpack, else a copy. A block
 // that does not decompress leaves its rows' samples nil, which every decoder
-// reports as corrupt.
-func unpackRows(rows []Profile, first int, packed []packedBlock, lazy func(int) bool) []Profile {
+// reports as corrupt. The samples are decompressed into buf when it is not
+// nil (see SeriesRows.UnpackedTo).
+func unpackRows(rows []Profile, first int, packed []packedBlock, lazy func(int) bool, buf *[]byte) []Profile {
 	need := func(i int) bool { return rows[i].Samples == nil && (lazy == nil || !lazy(first+i)) }
 	i := 0
 	for i < len(rows) && !need(i) {
@@ -109,7 +123,7 @@ func unpackRows(rows []Profile, first int, packed []packedBlock, lazy func(int) 
 			continue // cannot happen: a row without samples is in a packed block
 		}
 		blk := &packed[b]
-		data := blk.unpack()
+		data := blk.unpackTo(buf)
 		if data == nil {
 			continue
 		}
@@ -124,6 +138,43 @@ func unpackRows(rows []Profile, first int, packed []packedBlock, lazy func(int) 
 				out[j-first].Samples = data[start:end:end]
 			}
 		}
+	}
+	return out
+}
+
+// unpackIndexed is unpackRows for rows that are the series' rows index[i]
+// (increasing): rows itself when none lacks its samples, else a copy with
+// the packed ones' samples set (each block decompressed once).
+func unpackIndexed(rows []Profile, index []int, packed []packedBlock, buf *[]byte) []Profile {
+	var out []Profile
+	last, data := -1, []byte(nil)
+	for i := range rows {
+		if rows[i].Samples != nil {
+			continue
+		}
+		if out == nil {
+			out = make([]Profile, len(rows))
+			copy(out, rows)
+		}
+		b := index[i] / PackRows
+		if b >= len(packed) {
+			continue // cannot happen: a row without samples is in a packed block
+		}
+		if b != last {
+			last, data = b, packed[b].unpackTo(buf)
+		}
+		if data == nil {
+			continue // does not decompress: nil samples, reported as corrupt
+		}
+		k := index[i] - b*PackRows
+		start, end := uint32(0), packed[b].ends[k]
+		if k > 0 {
+			start = packed[b].ends[k-1]
+		}
+		out[i].Samples = data[start:end:end]
+	}
+	if out == nil {
+		return rows
 	}
 	return out
 }

@@ -320,24 +320,40 @@ func CheckSamples(b []byte, nodes uint32) error {
 // the order (merged symbol tables do not): the stacks are sorted again, and
 // stacks that f maps to one id are summed.
 func RemapSamples(dst, b []byte, f func(uint32) uint32) ([]byte, error) {
-	var ps []SpanSample // Span unused for the row's own samples
+	var r Remapper
+	return r.Remap(dst, b, f)
+}
+
+// Remapper is RemapSamples with its scratch kept between rows: for a reader
+// that renumbers row after row (a peer's answer). Not for concurrent use.
+type Remapper struct {
+	ps, spans []SpanSample // Span unused in ps: the row's own samples
+	stacks    []uint32
+	values    []int64
+}
+
+// Remap is RemapSamples.
+func (r *Remapper) Remap(dst, b []byte, f func(uint32) uint32) ([]byte, error) {
+	ps := r.ps[:0]
 	if err := DecodeSamples(b, func(st uint32, v int64) {
 		ps = append(ps, SpanSample{Stack: f(st), Value: v})
 	}); err != nil {
 		return nil, err
 	}
+	r.ps = ps
 	ps = sortSum(ps)
-	stacks := make([]uint32, len(ps))
-	values := make([]int64, len(ps))
+	stacks, values := slices.Grow(r.stacks[:0], len(ps))[:len(ps)], slices.Grow(r.values[:0], len(ps))[:len(ps)]
+	r.stacks, r.values = stacks, values
 	for i, p := range ps {
 		stacks[i], values[i] = p.Stack, p.Value
 	}
-	var spans []SpanSample
+	spans := r.spans[:0]
 	if err := DecodeSpans(b, func(span uint64, st uint32, v int64) {
 		spans = append(spans, SpanSample{Span: span, Stack: f(st), Value: v})
 	}); err != nil {
 		return nil, err
 	}
+	r.spans = spans
 	dst = EncodeSamples(dst, stacks, values)
 	return AppendSpans(dst, sortSum(spans)), nil
 }

@@ -2,6 +2,7 @@ package head
 
 import (
 	"context"
+	"slices"
 
 	"github.com/hearth-dev/hearth/ingester/model"
 	"github.com/hearth-dev/hearth/ingester/symdb"
@@ -16,19 +17,44 @@ type SeriesRows struct {
 	Aggregates []Aggregate
 
 	// Rows of a SelectLazy or SelectPacked selection may have no samples
-	// (nil): they are in packed (the series' row first+i is Profiles[i]).
+	// (nil): they are in packed (the series' row first+i is Profiles[i], or
+	// index[i] when the rows in range are not one run of the series').
 	packed []packedBlock
 	first  int
+	index  []int
 }
 
 // Unpacked returns Profiles[lo:hi] with every row's samples set (a copy when
 // some were packed). Only rows of a SelectLazy or SelectPacked selection can
 // lack them; for any other SeriesRows it is Profiles[lo:hi].
-func (s *SeriesRows) Unpacked(lo, hi int) []Profile {
+func (s *SeriesRows) Unpacked(lo, hi int) []Profile { return s.UnpackedTo(lo, hi, nil) }
+
+// UnpackedTo is Unpacked decompressing the packed rows' samples into *buf
+// (appended, growing it) when buf is not nil: a reader that unpacks series
+// after series reuses one buffer (*buf = (*buf)[:0] between series, once it
+// no longer reads the rows returned before).
+func (s *SeriesRows) UnpackedTo(lo, hi int, buf *[]byte) []Profile {
 	if s.packed == nil {
 		return s.Profiles[lo:hi:hi]
 	}
-	return unpackRows(s.Profiles[lo:hi:hi], s.first+lo, s.packed, nil)
+	if buf != nil && hi > lo {
+		// Grow once for every compressed block the rows touch (at most).
+		first, last := s.first+lo, s.first+hi-1
+		if s.index != nil {
+			first, last = s.index[lo], s.index[hi-1]
+		}
+		n := 0
+		for b := first / PackRows; b <= last/PackRows && b < len(s.packed); b++ {
+			if !s.packed[b].raw {
+				n += int(s.packed[b].ends[PackRows-1])
+			}
+		}
+		*buf = slices.Grow(*buf, n)
+	}
+	if s.index != nil {
+		return unpackIndexed(s.Profiles[lo:hi:hi], s.index[lo:hi:hi], s.packed, buf)
+	}
+	return unpackRows(s.Profiles[lo:hi:hi], s.first+lo, s.packed, nil, buf)
 }
 
 type lazyRowsKey struct{}
@@ -38,6 +64,22 @@ type lazyRowsKey struct{}
 // unless they use the aggregates (the querier).
 func WithLazyRows(ctx context.Context) context.Context {
 	return context.WithValue(ctx, lazyRowsKey{}, true)
+}
+
+type packedRowsKey struct{}
+
+// WithPackedRows marks a query's context: the head sources may answer it
+// with SelectPacked. Only for readers that read every row through
+// SeriesRows.Unpacked, one series at a time (a peer's select, encoded for
+// the wire), so the selection holds no unpacked copy of the head.
+func WithPackedRows(ctx context.Context) context.Context {
+	return context.WithValue(ctx, packedRowsKey{}, true)
+}
+
+// PackedRows reports whether ctx was marked by WithPackedRows.
+func PackedRows(ctx context.Context) bool {
+	v, _ := ctx.Value(packedRowsKey{}).(bool)
+	return v
 }
 
 type totalsOnlyKey struct{}
@@ -146,6 +188,18 @@ func (t *Tenant) sel(ptype string, match func(model.Labels) bool, startNanos, en
 			if lo < 0 {
 				continue
 			}
+			if !contiguous && mode == selectPacked && len(c.packed) > 0 {
+				// The rows in range, their packed samples left packed.
+				var rows []Profile
+				var index []int
+				for i := lo; i < len(sr.Profiles); i++ {
+					if p := sr.Profiles[i]; p.TimeNanos >= startNanos && p.TimeNanos <= endNanos {
+						rows, index = append(rows, p), append(index, i)
+					}
+				}
+				sel.Series = append(sel.Series, SeriesRows{Labels: sr.Labels, Profiles: rows, packed: c.packed, index: index})
+				continue
+			}
 			if !contiguous {
 				var rows []Profile
 				for _, p := range unpackRange(sr.Profiles, c.packed, lo, len(sr.Profiles)) {
@@ -182,7 +236,7 @@ func (t *Tenant) sel(ptype string, match func(model.Labels) bool, startNanos, en
 		case covered == nil:
 			sr.Profiles = unpackRange(all, c.packed, lo, hi)
 		default:
-			sr.Profiles = unpackRows(sr.Profiles, lo, c.packed, func(i int) bool { return i/AggregateRows < len(covered) && covered[i/AggregateRows] })
+			sr.Profiles = unpackRows(sr.Profiles, lo, c.packed, func(i int) bool { return i/AggregateRows < len(covered) && covered[i/AggregateRows] }, nil)
 			sr.packed, sr.first = c.packed, lo
 		}
 		sel.Series = append(sel.Series, sr)

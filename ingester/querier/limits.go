@@ -26,8 +26,8 @@ type Config struct {
 
 // RegisterFlags registers -querier.max-concurrent, -max-queued and -timeout.
 func (c *Config) RegisterFlags(f *flag.FlagSet) {
-	f.IntVar(&c.MaxConcurrent, "querier.max-concurrent", DefaultMaxConcurrent(), "Most queries (querier.v1 and render) this ingester runs at once, so that its pushes keep the rest of the machine; more wait in a queue (0: unlimited). Default: half the cores Go uses, at least 1.")
-	f.IntVar(&c.MaxQueued, "querier.max-queued", 32, "Most queries waiting for a slot; more are answered 429 (ResourceExhausted).")
+	f.IntVar(&c.MaxConcurrent, "querier.max-concurrent", DefaultMaxConcurrent(), "Most queries (querier.v1 and render) this ingester runs at once, so that its pushes keep the rest of the machine; more wait in a queue (0: unlimited). The reads other ingesters make of this one for their queries (/internal/v1/select) have a pool of their own of the same size and queue. Default: half the cores Go uses, at least 1.")
+	f.IntVar(&c.MaxQueued, "querier.max-queued", 32, "Most queries waiting for a slot (and, apart, most peer reads); more are answered 429 (ResourceExhausted).")
 	f.DurationVar(&c.Timeout, "querier.timeout", 2*time.Minute, "Longest a query may run, its wait in the queue included (0: no limit).")
 }
 
@@ -54,20 +54,82 @@ func (c *Config) Validate() error {
 // through one Limiter: querier.v1 (Interceptor) and the plain-HTTP render
 // endpoints (Run with the querier.v1 request they stand for), so they share
 // the slots and the queue.
+//
+// The reads other ingesters make of this one for their queries
+// (/internal/v1/select and /internal/v1/series-labels, RunPeer) have a pool
+// of their own, of the same size and queue. Sharing the queries' pool would
+// deadlock: a query holds a slot on ingester A while it waits for peer B's
+// select, and B's slots may all be held by B's queries waiting for A's
+// selects, queued behind A's queries: no slot is ever freed until the
+// timeout. A peer read waits on nothing remote (it reads this ingester's
+// heads and local disk), so with its own pool it always finishes and frees
+// its slot, and an ingester runs at most max-concurrent queries plus
+// max-concurrent peer reads. This is the separation Mimir and Pyroscope make
+// between the queriers' queue and the ingesters' read path.
 type Limiter struct {
 	cfg          Config
 	limits       validation.TenantLimits
 	multitenancy bool
-	slots, queue chan struct{}
+	queries      *pool
+	peers        *pool
 }
 
 // NewLimiter returns the ingester's query limiter.
 func NewLimiter(cfg Config, limits validation.TenantLimits, multitenancy bool) *Limiter {
-	l := &Limiter{cfg: cfg, limits: limits, multitenancy: multitenancy}
-	if cfg.MaxConcurrent > 0 {
-		l.slots, l.queue = make(chan struct{}, cfg.MaxConcurrent), make(chan struct{}, cfg.MaxConcurrent+cfg.MaxQueued)
+	return &Limiter{cfg: cfg, limits: limits, multitenancy: multitenancy,
+		queries: newPool(cfg.MaxConcurrent, cfg.MaxQueued, "queries"),
+		peers:   newPool(cfg.MaxConcurrent, cfg.MaxQueued, "reads for other ingesters' queries"),
 	}
-	return l
+}
+
+// pool is size slots and a queue of queued more; nil: unlimited.
+type pool struct {
+	size, queued int
+	what         string
+	slots, queue chan struct{}
+}
+
+func newPool(size, queued int, what string) *pool {
+	if size <= 0 {
+		return nil
+	}
+	return &pool{size: size, queued: queued, what: what, slots: make(chan struct{}, size), queue: make(chan struct{}, size+queued)}
+}
+
+// run runs fn in a slot, after waiting in the queue for one until ctx ends;
+// beyond the queue it refuses at once (ResourceExhausted: retry later).
+func (p *pool) run(ctx context.Context, fn func(context.Context) error) error {
+	if p == nil {
+		return fn(ctx)
+	}
+	select {
+	case p.queue <- struct{}{}:
+		defer func() { <-p.queue }()
+	default:
+		return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("this ingester runs %d %s and %d more wait (querier.max-concurrent, querier.max-queued): retry later", p.size, p.what, p.queued))
+	}
+	select {
+	case p.slots <- struct{}{}:
+		defer func() { <-p.slots }()
+	case <-ctx.Done():
+		return connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("waited for a query slot until the query timeout (querier.timeout) or the caller gave up: %w", ctx.Err()))
+	}
+	return fn(ctx)
+}
+
+// RunPeer runs fn, another ingester's read of this one for its query, in the
+// peer reads' pool (see Limiter), within the query timeout. A nil Limiter
+// runs fn as is.
+func (l *Limiter) RunPeer(ctx context.Context, fn func(context.Context) error) error {
+	if l == nil {
+		return fn(ctx)
+	}
+	if l.cfg.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, l.cfg.Timeout)
+		defer cancel()
+	}
+	return l.peers.run(ctx, fn)
 }
 
 // Run applies the limits to req (adjusting it in place) and runs fn with the
@@ -94,21 +156,7 @@ func (l *Limiter) Run(ctx context.Context, h http.Header, req protoreflect.Messa
 		ctx, cancel = context.WithTimeout(ctx, l.cfg.Timeout)
 		defer cancel()
 	}
-	if l.slots != nil {
-		select {
-		case l.queue <- struct{}{}:
-			defer func() { <-l.queue }()
-		default:
-			return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("this ingester runs %d queries and %d more wait (querier.max-concurrent, querier.max-queued): retry later", l.cfg.MaxConcurrent, l.cfg.MaxQueued))
-		}
-		select {
-		case l.slots <- struct{}{}:
-			defer func() { <-l.slots }()
-		case <-ctx.Done():
-			return connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("waited for a query slot until the query timeout (querier.timeout): %w", ctx.Err()))
-		}
-	}
-	return fn(ctx)
+	return l.queries.run(ctx, fn)
 }
 
 // Interceptor applies the limiter to every querier.v1 call.

@@ -2,6 +2,7 @@ package querier
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -83,5 +84,57 @@ func TestLimitsInterceptorQueue(t *testing.T) {
 	}
 	if _, err := call(context.Background(), req()); err != nil {
 		t.Fatalf("after the first finished: %v", err)
+	}
+}
+
+// TestPeerReadsHaveTheirOwnPool: a query holding every query slot does not
+// keep a peer's read from running (it may be waiting for that read), and the
+// peer reads' own pool, once full, refuses the next read with a retryable
+// ResourceExhausted while queries still run.
+func TestPeerReadsHaveTheirOwnPool(t *testing.T) {
+	l := NewLimiter(Config{MaxConcurrent: 1, MaxQueued: 0}, *queryLimits(), false)
+	hold := func(run func(context.Context, func(context.Context) error) error) (release func()) {
+		held, done, errs := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+		go func() {
+			errs <- run(context.Background(), func(context.Context) error { close(held); <-done; return nil })
+		}()
+		select {
+		case <-held:
+		case err := <-errs:
+			t.Fatalf("could not take a slot: %v", err)
+		}
+		return func() {
+			close(done)
+			if err := <-errs; err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	runQuery := func(ctx context.Context, fn func(context.Context) error) error {
+		return l.Run(ctx, http.Header{}, nil, fn)
+	}
+	ran := func(run func(context.Context, func(context.Context) error) error) error {
+		return run(context.Background(), func(context.Context) error { return nil })
+	}
+
+	releaseQuery := hold(runQuery)
+	if err := ran(runQuery); connect.CodeOf(err) != connect.CodeResourceExhausted {
+		t.Fatalf("a second query with the only slot held: %v, want ResourceExhausted", err)
+	}
+	if err := ran(l.RunPeer); err != nil {
+		t.Fatalf("a peer read while the queries' slot is held: %v", err)
+	}
+	releasePeer := hold(l.RunPeer)
+	err := ran(l.RunPeer)
+	if connect.CodeOf(err) != connect.CodeResourceExhausted || !strings.Contains(err.Error(), "querier.max-concurrent") || !strings.Contains(err.Error(), "other ingesters") {
+		t.Fatalf("a second peer read with the only peer slot held: %v, want ResourceExhausted naming the limit", err)
+	}
+	releaseQuery()
+	if err := ran(runQuery); err != nil {
+		t.Fatalf("a query while the peer slot is held: %v", err)
+	}
+	releasePeer()
+	if err := ran(l.RunPeer); err != nil {
+		t.Fatalf("a peer read once the slot is free: %v", err)
 	}
 }

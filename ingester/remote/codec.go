@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -49,45 +50,6 @@ func corrupt(format string, args ...any) error {
 }
 
 var zenc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
-
-// PruneSelection keeps only the symbols the selection's rows reference,
-// renumbering the rows' stack ids (order preserved). The input is not modified.
-func PruneSelection(sel head.Selection) (head.Selection, error) {
-	if sel.Symbols == nil {
-		return sel, nil
-	}
-	var derr error
-	pruned, nodeMap := block.PruneSymbols(sel.Symbols, func(use func(uint32)) {
-		for _, s := range sel.Series {
-			for _, p := range s.Profiles {
-				if err := head.DecodeSamples(p.Samples, func(st uint32, _ int64) { use(st) }); err != nil && derr == nil {
-					derr = err
-				}
-			}
-		}
-	})
-	if derr != nil {
-		return sel, derr
-	}
-	if nodeMap == nil {
-		return sel, nil
-	}
-	out := head.Selection{Symbols: pruned, Series: make([]head.SeriesRows, len(sel.Series))}
-	remap := func(st uint32) uint32 { return nodeMap[st] }
-	for i, s := range sel.Series {
-		rows := make([]head.Profile, len(s.Profiles))
-		for j, p := range s.Profiles {
-			enc, err := head.RemapSamples(make([]byte, 0, len(p.Samples)), p.Samples, remap) // keeps the span samples
-			if err != nil {
-				return sel, err
-			}
-			p.Samples = enc
-			rows[j] = p
-		}
-		out.Series[i] = head.SeriesRows{Labels: s.Labels, Profiles: rows}
-	}
-	return out, nil
-}
 
 type strTable struct {
 	ids  map[string]uint64
@@ -133,51 +95,168 @@ func compressed(b []byte, payload []byte) []byte {
 
 // EncodeSelections encodes selections for the wire, pruning each one's
 // symbols to the stacks its rows use. Selections without rows are left out.
+//
+// Rows are read one series at a time through head.SeriesRows.Unpacked, so a
+// head.Tenant.SelectPacked selection's packed rows are decompressed a series
+// at a time (twice, as the block writer does: once to find the stacks they
+// use, once to encode them), and the rows payload is compressed as it is
+// written: beyond the answer, the encoder holds one series' rows.
 func EncodeSelections(sels []head.Selection) ([]byte, error) {
-	var keep []head.Selection
+	return EncodeSelectionsLimit(sels, 0)
+}
+
+// EncodeSelectionsLimit is EncodeSelections that stops with an error
+// wrapping ErrTooLarge once the answer is more than maxBytes (<= 0: no limit),
+// before encoding the rest.
+func EncodeSelectionsLimit(sels []head.Selection, maxBytes int64) ([]byte, error) {
+	n := 0
 	for _, sel := range sels {
-		if len(sel.Series) == 0 {
+		if len(sel.Series) > 0 {
+			n++
+		}
+	}
+	out := append([]byte(selectMagic), formatVersion)
+	out = binary.AppendUvarint(out, uint64(n))
+	zw := zstreams.Get().(*zstd.Encoder)
+	defer zstreams.Put(zw)
+	var err error
+	for i := range sels {
+		if len(sels[i].Series) == 0 {
 			continue
 		}
-		p, err := PruneSelection(sel)
+		if out, err = encodeSelection(out, &sels[i], zw, maxBytes); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// zstreams are streaming encoders of the rows payloads (reset per payload).
+// Their window is 1 MiB: a decoder (this version's and the previous ones')
+// refuses a frame whose window is more than 1 MiB beyond its declared raw
+// length, and a streamed frame declares no content size.
+var zstreams = sync.Pool{New: func() any {
+	zw, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(1<<20))
+	return zw
+}}
+
+// usedStacks is the pruning pass: every stack sel's rows use, a series at a
+// time (unpacked into *buf).
+func usedStacks(sel *head.Selection, buf *[]byte) (*symdb.Snapshot, []uint32, error) {
+	var derr error
+	pruned, nodeMap := block.PruneSymbols(sel.Symbols, func(use func(uint32)) {
+		for i := range sel.Series {
+			sr := &sel.Series[i]
+			*buf = (*buf)[:0]
+			for _, p := range sr.UnpackedTo(0, len(sr.Profiles), buf) {
+				if err := head.DecodeSamples(p.Samples, func(st uint32, _ int64) { use(st) }); err != nil && derr == nil {
+					derr = fmt.Errorf("series %s: %w", sr.Labels, err)
+				}
+			}
+		}
+	})
+	return pruned, nodeMap, derr
+}
+
+func encodeSelection(out []byte, sel *head.Selection, zw *zstd.Encoder, maxBytes int64) ([]byte, error) {
+	syms := sel.Symbols
+	var nodeMap []uint32
+	var unpacked []byte // one series' packed rows, decompressed
+	if syms != nil {
+		pruned, m, err := usedStacks(sel, &unpacked)
 		if err != nil {
 			return nil, err
 		}
-		keep = append(keep, p)
-	}
-	out := append([]byte(selectMagic), formatVersion)
-	out = binary.AppendUvarint(out, uint64(len(keep)))
-	for _, sel := range keep {
-		syms := sel.Symbols
-		if syms == nil {
-			syms = &symdb.Snapshot{Strings: []string{""}, Mappings: []symdb.Mapping{{}}, Functions: []symdb.Function{{}}, Locations: []symdb.Location{{}}, Nodes: []symdb.Node{{}}}
+		if m != nil {
+			syms, nodeMap = pruned, m
 		}
-		sb := block.EncodeSymbols(syms)
-		out = binary.AppendUvarint(out, uint64(len(sb)))
-		out = append(out, sb...)
+	} else {
+		syms = &symdb.Snapshot{Strings: []string{""}, Mappings: []symdb.Mapping{{}}, Functions: []symdb.Function{{}}, Locations: []symdb.Location{{}}, Nodes: []symdb.Node{{}}}
+	}
+	sb := block.EncodeSymbols(syms)
+	out = binary.AppendUvarint(out, uint64(len(sb)))
+	out = append(out, sb...)
+	if err := overLimit(int64(len(out)), maxBytes); err != nil {
+		return nil, err
+	}
 
-		st := &strTable{ids: map[string]uint64{}}
-		var series, rows []byte
-		series = binary.AppendUvarint(series, uint64(len(sel.Series)))
-		for _, s := range sel.Series {
-			series = appendLabels(series, st, s.Labels)
-			series = binary.AppendUvarint(series, uint64(len(s.Profiles)))
-			prev := int64(0)
-			for _, p := range s.Profiles {
-				rows = append(rows, p.ID[:]...)
-				rows = binary.AppendVarint(rows, p.TimeNanos-prev)
-				prev = p.TimeNanos
-				rows = binary.AppendVarint(rows, p.Total)
-				rows = binary.AppendUvarint(rows, uint64(len(p.Samples)))
-				rows = append(rows, p.Samples...)
-			}
-		}
-		payload := st.appendTo(make([]byte, 0, len(series)+len(rows)+256))
-		payload = append(payload, series...)
-		payload = append(payload, rows...)
-		out = compressed(out, payload)
+	// The payload's head (strings, series) needs only the labels and counts.
+	st := &strTable{ids: map[string]uint64{}}
+	var series []byte
+	series = binary.AppendUvarint(series, uint64(len(sel.Series)))
+	for _, s := range sel.Series {
+		series = appendLabels(series, st, s.Labels)
+		series = binary.AppendUvarint(series, uint64(len(s.Profiles)))
 	}
-	return out, nil
+	var z bytes.Buffer
+	zw.Reset(&z)
+	cw := &countingWriter{w: zw}
+	_, _ = cw.Write(st.appendTo(nil))
+	_, _ = cw.Write(series)
+	var row, samples []byte
+	var rm head.Remapper
+	remap := func(st uint32) uint32 { return nodeMap[st] }
+	for i := range sel.Series {
+		sr := &sel.Series[i]
+		prev := int64(0)
+		unpacked = unpacked[:0]
+		for _, p := range sr.UnpackedTo(0, len(sr.Profiles), &unpacked) {
+			s := p.Samples
+			if nodeMap != nil {
+				var err error
+				if samples, err = rm.Remap(samples[:0], s, remap); err != nil { // keeps the span samples
+					return nil, err
+				}
+				s = samples
+			}
+			row = append(row[:0], p.ID[:]...)
+			row = binary.AppendVarint(row, p.TimeNanos-prev)
+			prev = p.TimeNanos
+			row = binary.AppendVarint(row, p.Total)
+			row = binary.AppendUvarint(row, uint64(len(s)))
+			_, _ = cw.Write(row)
+			_, _ = cw.Write(s)
+		}
+		if cw.err != nil {
+			return nil, cw.err
+		}
+		if err := overLimit(int64(len(out)+z.Len()), maxBytes); err != nil {
+			return nil, err
+		}
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	if err := overLimit(int64(len(out)+z.Len()), maxBytes); err != nil {
+		return nil, err
+	}
+	out = binary.AppendUvarint(out, uint64(cw.n))
+	out = binary.AppendUvarint(out, uint64(z.Len()))
+	return append(out, z.Bytes()...), nil
+}
+
+func overLimit(n, maxBytes int64) error {
+	if maxBytes > 0 && n > maxBytes {
+		return fmt.Errorf("%w: the answer is more than %d bytes", ErrTooLarge, maxBytes)
+	}
+	return nil
+}
+
+// countingWriter counts what it passes on; the first error sticks.
+type countingWriter struct {
+	w   io.Writer
+	n   int64
+	err error
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	if c.err != nil {
+		return 0, c.err
+	}
+	k, err := c.w.Write(b)
+	c.n += int64(k)
+	c.err = err
+	return k, err
 }
 
 // EncodeLabels encodes series label sets.

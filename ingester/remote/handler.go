@@ -11,6 +11,8 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/hearth-dev/hearth/ingester/head"
+	"github.com/hearth-dev/hearth/ingester/model"
 	"github.com/hearth-dev/hearth/ingester/push"
 	"github.com/hearth-dev/hearth/ingester/querier"
 	"github.com/hearth-dev/hearth/ingester/tenant"
@@ -46,6 +48,11 @@ type HandlerOptions struct {
 	// MaxResponseBytes bounds an encoded answer (0: DefaultMaxResponseBytes).
 	MaxResponseBytes int64
 	Logger           *slog.Logger
+	// Run runs each read (selecting and encoding its answer) under the
+	// ingester's limits: querier.Limiter.RunPeer (nil: as is). Its refusal
+	// is the answer, a ResourceExhausted (429) the asking ingester counts as
+	// a failed instance of its read set.
+	Run func(ctx context.Context, fn func(context.Context) error) error
 }
 
 // NewSelectHandler serves SelectPath and SeriesLabelsPath from local (mount
@@ -84,39 +91,67 @@ func (h *selectHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		transport.WriteError(w, connect.NewError(connect.CodeInvalidArgument, err))
 		return
 	}
-	var body []byte
-	var ctype string
-	switch r.URL.Path {
-	case SelectPath:
-		sels, err := h.local.Select(r.Context(), req.Tenant, req.ProfileType, match, req.Start, req.End)
-		if err != nil {
-			transport.WriteError(w, asConnect(err))
-			return
-		}
-		if body, err = EncodeSelections(sels); err != nil {
-			transport.WriteError(w, connect.NewError(connect.CodeInternal, err))
-			return
-		}
-		ctype = selectionsType
-	case SeriesLabelsPath:
-		ls, err := h.local.SeriesLabels(r.Context(), req.Tenant, match, req.Start, req.End)
-		if err != nil {
-			transport.WriteError(w, asConnect(err))
-			return
-		}
-		body, ctype = EncodeLabels(ls), labelsType
-	default:
+	if r.URL.Path != SelectPath && r.URL.Path != SeriesLabelsPath {
 		transport.WriteError(w, connect.NewError(connect.CodeNotFound, fmt.Errorf("no internal endpoint %s", r.URL.Path)))
 		return
 	}
+	var body []byte
+	var ctype string
+	run := h.o.Run
+	if run == nil {
+		run = func(ctx context.Context, fn func(context.Context) error) error { return fn(ctx) }
+	}
+	// Selecting and encoding in the slot: the answer is built there.
+	err = run(r.Context(), func(ctx context.Context) error {
+		var err error
+		if r.URL.Path == SelectPath {
+			body, err = h.selectBody(ctx, req, match)
+			ctype = selectionsType
+			return err
+		}
+		ls, err := h.local.SeriesLabels(ctx, req.Tenant, match, req.Start, req.End)
+		if err != nil {
+			return asConnect(err)
+		}
+		body, ctype = EncodeLabels(ls), labelsType
+		return nil
+	})
+	var ce *connect.Error
+	if err != nil && !errors.As(err, &ce) {
+		ce = asConnect(err)
+	}
+	if ce != nil {
+		transport.WriteError(w, ce)
+		return
+	}
 	if int64(len(body)) > h.o.MaxResponseBytes {
-		transport.WriteError(w, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
-			"the answer of this ingester is %.1f MiB, more than its limit of %.1f MiB (querier.max-remote-response-bytes): narrow the query's time range or label selector",
-			float64(len(body))/(1<<20), float64(h.o.MaxResponseBytes)/(1<<20))))
+		transport.WriteError(w, tooLarge(h.o.MaxResponseBytes))
 		return
 	}
 	w.Header().Set("Content-Type", ctype)
 	_, _ = w.Write(body)
+}
+
+func (h *selectHandler) selectBody(ctx context.Context, req Request, match func(model.Labels) bool) ([]byte, error) {
+	// Packed rows stay packed: the encoder unpacks one series at a time.
+	sels, err := h.local.Select(head.WithPackedRows(ctx), req.Tenant, req.ProfileType, match, req.Start, req.End)
+	if err != nil {
+		return nil, asConnect(err)
+	}
+	body, err := EncodeSelectionsLimit(sels, h.o.MaxResponseBytes)
+	if errors.Is(err, ErrTooLarge) {
+		return nil, tooLarge(h.o.MaxResponseBytes)
+	}
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	return body, nil
+}
+
+func tooLarge(limit int64) *connect.Error {
+	return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
+		"the answer of this ingester is more than its limit of %.1f MiB (querier.max-remote-response-bytes): narrow the query's time range or label selector",
+		float64(limit)/(1<<20)))
 }
 
 func asConnect(err error) *connect.Error {

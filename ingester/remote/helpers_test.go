@@ -171,8 +171,12 @@ func pushAll(tb testing.TB, h *push.Handler, reqs []*pushv1.PushRequest) error {
 // totals sums every profile type's merged values through a querier over srcs.
 func totals(tb testing.TB, srcs ...querier.Source) (map[string]int64, error) {
 	tb.Helper()
+	return totalsCtx(context.Background(), srcs...)
+}
+
+// totalsCtx is totals within ctx (a query limiter's: its timeout).
+func totalsCtx(ctx context.Context, srcs ...querier.Source) (map[string]int64, error) {
 	q := &querier.Service{Sources: srcs}
-	ctx := context.Background()
 	types, err := q.ProfileTypes(ctx, connect.NewRequest(&querierv1.ProfileTypesRequest{}))
 	if err != nil {
 		return nil, err

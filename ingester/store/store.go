@@ -538,12 +538,15 @@ func (s *Store) Append(ctx context.Context, tenant string, ps []push.Profile) er
 // Select implements querier.Source over the active and the frozen heads.
 func (s *Store) Select(ctx context.Context, tenant, ptype string, match func(model.Labels) bool, start, end int64) ([]head.Selection, error) {
 	var out []head.Selection
-	lazy := head.LazyRows(ctx)
+	packed, lazy := head.PackedRows(ctx), head.LazyRows(ctx)
 	for _, h := range s.heads() {
 		if t := h.Tenant(tenant); t != nil {
-			if lazy {
+			switch {
+			case packed:
+				out = append(out, t.SelectPacked(ptype, match, start, end))
+			case lazy:
 				out = append(out, t.SelectLazy(ptype, match, start, end))
-			} else {
+			default:
 				out = append(out, t.Select(ptype, match, start, end))
 			}
 		}
