@@ -36,6 +36,11 @@ func (e *scenarioEnv) crashDuringScaleDown(t *testing.T) {
 		if pod.DeletionTimestamp == nil {
 			return victim + " is not terminating yet"
 		}
+		// The node must have begun the stop: a kill before it sees the deletion is an
+		// ordinary crash, restarted at once.
+		if !e.p.Agent.Terminating(ns, victim) {
+			return "the node has not begun stopping " + victim
+		}
 		return ""
 	})
 	if err := e.p.Agent.Kill(ns, victim); err != nil {

@@ -231,6 +231,21 @@ func (a *Agent) Stop() {
 	a.wg.Wait()
 }
 
+// Terminating reports whether the agent has begun the pod's termination (its preStop hook
+// or SIGTERM): a process killed from then on dies in its final stop and is not restarted.
+// A pod whose deletion the agent has not seen yet is not terminating here, although its
+// deletionTimestamp is set: a crash then is restarted, as by a kubelet.
+func (a *Agent) Terminating(namespace, name string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, p := range a.pods {
+		if p.namespace == namespace && p.name == name && p.terminating {
+			return true
+		}
+	}
+	return false
+}
+
 // Kill sends SIGKILL to every container process of the pod (a crash); the agent restarts
 // them like a kubelet would, unless the pod is terminating: then its termination ends there
 // (a process that dies in its preStop hook or final stop).
