@@ -395,10 +395,14 @@ func TestCompactionRetention(t *testing.T) {
 	fresh := testutil.StartIngester(t, testutil.FreePort(t), append([]string{"-data-dir=" + t.TempDir(), "-log.level=warn", "-compactor.enabled=false", "-storage.filesystem.dir=" + dir}, compactionArgs...)...)
 	var all float64
 	var v bucketView
+	var left map[string][]string
+	// A block stops being live when its meta.json goes, before the rest of
+	// its files: wait for those too.
 	for i := 0; i < 300; i++ {
 		all, _ = countProfiles(t, fresh.URL, acked, per)
 		v = viewBucket(t, bkt, "anonymous")
-		if all == 0 && v.live == 0 && v.marked == 0 {
+		left = blockFilesLeft(filepath.Join(dir, "anonymous"))
+		if all == 0 && v.live == 0 && v.marked == 0 && len(left) == 0 {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -407,14 +411,25 @@ func TestCompactionRetention(t *testing.T) {
 	if all != 0 || v.live != 0 || v.marked != 0 {
 		t.Fatalf("after the retention period: %.0f profiles counted, bucket %+v", all, v)
 	}
-	entries, _ := os.ReadDir(filepath.Join(dir, "anonymous"))
+	for id, files := range left {
+		t.Errorf("block %s still has files %v", id, files)
+	}
+}
+
+// blockFilesLeft names the files under each block directory of a tenant's
+// directory in a filesystem bucket (the directories that hold none aside).
+func blockFilesLeft(tenantDir string) map[string][]string {
+	left := map[string][]string{}
+	entries, _ := os.ReadDir(tenantDir)
 	for _, e := range entries {
 		if _, err := parseULID(e.Name()); err == nil {
-			if files, _ := os.ReadDir(filepath.Join(dir, "anonymous", e.Name())); len(files) > 0 {
-				t.Errorf("block %s still has %d files", e.Name(), len(files))
+			files, _ := os.ReadDir(filepath.Join(tenantDir, e.Name()))
+			for _, f := range files {
+				left[e.Name()] = append(left[e.Name()], f.Name())
 			}
 		}
 	}
+	return left
 }
 
 func parseULID(s string) ([16]byte, error) {
