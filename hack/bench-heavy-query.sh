@@ -7,6 +7,8 @@
 #          (/pyroscope/render over the last hour: every profile) back to back.
 # Prints a's push p50/p99 per round and b's query answers by status code
 # (429: refused by -querier.max-concurrent/-max-queued).
+# TRACE_DIR=dir: an execution trace of 5 s of each round into dir
+# (go tool trace; -pprof=sched|sync|net shows where the pushes waited).
 # Usage: hack/bench-heavy-query.sh [duration] [extra ingester flags...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,6 +58,9 @@ for r in $(seq 1 "$rounds"); do
     rm -f "$work/stop" "$work"/codes-*
     qp=()
     if [ $mode = heavy ]; then for i in $(seq 1 "$queriers"); do querier "$i" & qp+=($!); done; fi
+    if [ -n "${TRACE_DIR:-}" ]; then # an execution trace of 5 s of each round, 5 s in
+      (sleep 5; curl -fsS -o "$TRACE_DIR/round-$r-$mode.trace" "http://127.0.0.1:$iport/debug/pprof/trace?seconds=5") &
+    fi
     out=$("$bin" load -url "$url" -tenant a -dir "$work/corpus" -workers 4 -rate "$rate" -series 50 -duration "$dur")
     touch "$work/stop"; for p in "${qp[@]}"; do wait "$p" 2>/dev/null || true; done
     lat=$(grep -E "^latency" <<<"$out"); prof=$(grep -E "^profiles" <<<"$out")
