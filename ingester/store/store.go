@@ -81,8 +81,8 @@ type Options struct {
 	// bytes of WAL were written since the last one (0: never), so that a crash
 	// restart replays at most about this much WAL (snapshot.go).
 	HeadSnapshotWALBytes int64
-	WriteBlock      BlockWriter
-	Shipper         Shipper
+	WriteBlock           BlockWriter
+	Shipper              Shipper
 	// BlocksWritten is called after a cut's blocks are on local disk, before
 	// the frozen head stops being queried (the local block reader must see them).
 	BlocksWritten func(ctx context.Context)
