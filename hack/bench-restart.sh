@@ -57,8 +57,8 @@ fill() {
 }
 
 start_ingester "$@"; t0=$(now); t=$(wait_ready "$t0"); echo "first start: ${t}s"
-fill
-echo "WAL: $(( $(walbytes) >> 20 )) MiB"
+t0=$(now); fill
+echo "WAL: $(( $(walbytes) >> 20 )) MiB, filled in $(python3 -c "import time; print(round(time.time()-$t0,1))")s"
 kill -9 $ing; wait $ing 2>/dev/null || true
 start_ingester "$@"; t0=$(now); t=$(wait_ready "$t0")
 echo "kill -9, then start until ready: ${t}s ($(cpu_s $ing) CPU-s); $(grep -o '"wal replay done".*' "$work/ingester.log" | tail -1 | grep -oE '(seconds|mb_per_second)[=":]+[0-9.]+' | tr '\n' ' ')"
