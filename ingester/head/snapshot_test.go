@@ -228,7 +228,7 @@ func fixCRCs(b []byte) {
 		return
 	}
 	binary.LittleEndian.PutUint32(b[12:], crc32.Checksum(b[:12], crcTable))
-	for off := 16; off+9 <= len(b); {
+	for off := 16; off+9+4 <= len(b); {
 		n := binary.LittleEndian.Uint64(b[off+1:])
 		if n > uint64(len(b)-off-9-4) {
 			return
