@@ -5,7 +5,8 @@
 # replay), and (2) stop it gracefully (it runs with
 # -ingester.flush-on-stop-wal-bytes=256MiB, the operator's default: the head is
 # written into local blocks) and time that stop and the next
-# start until /ready.
+# start until /ready. It prints the head snapshots the ingester wrote and
+# loaded (none with -ingester.head-snapshot-wal-bytes=0 or an older binary).
 # Usage: hack/bench-restart.sh [wal MiB, default 256] [extra ingester flags...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,11 +57,15 @@ fill() {
 }
 
 start_ingester "$@"; t0=$(now); t=$(wait_ready "$t0"); echo "first start: ${t}s"
-fill
-echo "WAL: $(( $(walbytes) >> 20 )) MiB"
+t0=$(now); fill
+echo "WAL: $(( $(walbytes) >> 20 )) MiB, filled in $(python3 -c "import time; print(round(time.time()-$t0,1))")s"
 kill -9 $ing; wait $ing 2>/dev/null || true
 start_ingester "$@"; t0=$(now); t=$(wait_ready "$t0")
 echo "kill -9, then start until ready: ${t}s ($(cpu_s $ing) CPU-s); $(grep -o '"wal replay done".*' "$work/ingester.log" | tail -1 | grep -oE '(seconds|mb_per_second)[=":]+[0-9.]+' | tr '\n' ' ')"
+
+# Head snapshots (-ingester.head-snapshot-wal-bytes): those written while
+# filling, and what the start after kill -9 loaded and replayed after it.
+grep -E 'head snapshot (written|loaded|ignored)|restart from the head snapshot' "$work/ingester.log" | sed 's/^/  /' || true
 
 t0=$(now); kill -TERM $ing; wait $ing 2>/dev/null || true
 echo "graceful stop, flush-on-stop-wal-bytes=256MiB: $(python3 -c "import time; print(round(time.time()-$t0,2))")s"

@@ -76,8 +76,11 @@ type IngesterConfig struct {
 	MaxHeadBytes     ByteSize        `yaml:"max_head_bytes"`
 	// FlushOnStopWALBytes: a normal stop writes the head into local blocks when a
 	// start would otherwise replay more WAL than this (0: never).
-	FlushOnStopWALBytes ByteSize      `yaml:"flush_on_stop_wal_bytes"`
-	LocalRetention      time.Duration `yaml:"local_retention"`
+	FlushOnStopWALBytes ByteSize `yaml:"flush_on_stop_wal_bytes"`
+	// HeadSnapshotWALBytes: write a head snapshot every this many bytes of
+	// WAL, so a crash restart replays at most about that much (0: never).
+	HeadSnapshotWALBytes ByteSize      `yaml:"head_snapshot_wal_bytes"`
+	LocalRetention       time.Duration `yaml:"local_retention"`
 
 	// Client is how this ingester calls its peers' internal listeners
 	// (-ingester.client.tls-*).
@@ -117,6 +120,8 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	c.Ingester.MaxHeadBytes = 1 << 30
 	f.Var(&c.Ingester.MaxHeadBytes, "ingester.max-head-bytes", "Cut the head into a block when it holds more than this (e.g. 512MiB).")
 	f.Var(&c.Ingester.FlushOnStopWALBytes, "ingester.flush-on-stop-wal-bytes", "On a normal stop (a restart), write the head into local blocks when the next start would otherwise replay more WAL than this (e.g. 256MiB): writing a head is several times faster than replaying the WAL that built it. 0: never; the stop then takes well under a second.")
+	c.Ingester.HeadSnapshotWALBytes = 256 << 20
+	f.Var(&c.Ingester.HeadSnapshotWALBytes, "ingester.head-snapshot-wal-bytes", "Write a snapshot of the head every time this much WAL was written since the last one, so that a crash restart loads it and replays only the WAL after it (e.g. 256MiB). 0: never; a crash restart replays the whole WAL not yet in blocks.")
 	f.DurationVar(&c.Ingester.LocalRetention, "ingester.local-retention", 6*time.Hour, "Keep uploaded blocks on local disk this long.")
 	c.WAL.Fsync = wal.PolicyAlways
 	f.Var(&c.WAL.Fsync, "wal.fsync", "WAL fsync policy: always (group commit), interval, off.")

@@ -154,14 +154,15 @@ func (a *App) initShipper() (services.Service, error) {
 func (a *App) initStore() (services.Service, error) {
 	cfg := a.Config
 	a.Store = store.New(store.Options{
-		DataDir:            cfg.DataDir,
-		WALPolicy:          cfg.WAL.Fsync,
-		MaxBlockDuration:   cfg.Ingester.MaxBlockDuration,
-		MaxHeadBytes:       int64(cfg.Ingester.MaxHeadBytes),
-		MaxSeriesPerTenant: cfg.Limits.MaxSeriesPerTenant,
-		MaxProfileSize:     cfg.Limits.MaxProfileSizeBytes,
-		TenantLimits:       a.Overrides,
-		MaxPendingBytes:    int64(cfg.Ingester.MaxPendingUploadBytes),
+		DataDir:              cfg.DataDir,
+		WALPolicy:            cfg.WAL.Fsync,
+		MaxBlockDuration:     cfg.Ingester.MaxBlockDuration,
+		MaxHeadBytes:         int64(cfg.Ingester.MaxHeadBytes),
+		MaxSeriesPerTenant:   cfg.Limits.MaxSeriesPerTenant,
+		MaxProfileSize:       cfg.Limits.MaxProfileSizeBytes,
+		TenantLimits:         a.Overrides,
+		MaxPendingBytes:      int64(cfg.Ingester.MaxPendingUploadBytes),
+		HeadSnapshotWALBytes: int64(cfg.Ingester.HeadSnapshotWALBytes),
 		WriteBlock: func(dir, tenant string, sel head.Selection) (string, error) {
 			meta, err := block.Write(dir, sel, block.WriteOptions{Tenant: tenant, Source: cfg.Ingester.Ring.InstanceID})
 			return meta.ULID.String(), err

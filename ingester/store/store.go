@@ -77,8 +77,12 @@ type Options struct {
 	// 0: DefaultReplayGCPercent; negative: leave the collector alone.
 	ReplayGCPercent int
 	MaxPendingBytes int64 // refuse writes while more than this waits for upload (0: no limit)
-	WriteBlock      BlockWriter
-	Shipper         Shipper
+	// HeadSnapshotWALBytes: Run writes a head snapshot every time this many
+	// bytes of WAL were written since the last one (0: never), so that a crash
+	// restart replays at most about this much WAL (snapshot.go).
+	HeadSnapshotWALBytes int64
+	WriteBlock           BlockWriter
+	Shipper              Shipper
 	// BlocksWritten is called after a cut's blocks are on local disk, before
 	// the frozen head stops being queried (the local block reader must see them).
 	BlocksWritten func(ctx context.Context)
@@ -111,6 +115,7 @@ type Store struct {
 	opened      bool            // the WAL is replayed and open
 	deleting    map[string]bool // tenants being deleted: their writes are refused (DropTenant)
 	replayFrom  atomic.Uint64   // first WAL segment not covered by local blocks
+	activeStart uint64          // first WAL segment of the active head's records
 	appending   atomic.Int64    // Appends in flight
 	lastAppend  atomic.Int64    // unix nanos at which the last Append returned
 
@@ -120,6 +125,15 @@ type Store struct {
 	// uploadsKnown: cuts lists the blocks not uploaded yet (Uploaded before
 	// that has nothing to do: the list is read after the marker is written).
 	uploadsKnown bool
+
+	snapMu        sync.Mutex    // one snapshot at a time
+	snapKick      chan struct{} // the snapshot loop's wake-up
+	unsnapshotted atomic.Int64  // WAL bytes of the active head written since its last snapshot
+	snapMetrics   *snapshotMetrics
+	// testAfterRotate runs in Snapshot after the WAL rotation, before the
+	// head is written (tests: pushes that are both in the snapshot and after
+	// its position).
+	testAfterRotate func()
 
 	cutsTotal   *prometheus.CounterVec
 	cutDuration prometheus.Histogram
@@ -137,8 +151,9 @@ func New(opts Options) *Store {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	s := &Store{opts: opts, log: opts.Logger}
+	s := &Store{opts: opts, log: opts.Logger, snapKick: make(chan struct{}, 1)}
 	s.hm = head.NewMetrics(opts.Registerer)
+	s.snapMetrics = newSnapshotMetrics(opts.Registerer)
 	s.cutsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "hearth_head_cuts_total", Help: "Head cuts into blocks, by reason.",
 	}, []string{"reason"})
@@ -190,7 +205,12 @@ func (s *Store) open(notUploaded func() ([]string, error)) error {
 	if err != nil {
 		return err
 	}
-	if err := s.replay(checkpoint, walMetrics); err != nil {
+	snap := s.loadSnapshot(checkpoint)
+	if snap != nil {
+		s.active = snap.h // replay adds the records after it
+	}
+	replayed, err := s.replay(checkpoint, snap, walMetrics)
+	if err != nil {
 		return err
 	}
 	w, err := wal.Open(opts.walDir(), wal.Options{Policy: opts.WALPolicy, Logger: opts.Logger, Metrics: walMetrics})
@@ -223,19 +243,26 @@ func (s *Store) open(notUploaded func() ([]string, error)) error {
 	s.cutsMu.Unlock()
 	s.mu.Lock()
 	s.opened = true
+	s.activeStart = checkpoint // the head holds every record from it on
 	s.mu.Unlock()
+	s.addUnsnapshotted(replayed) // what the next start would replay: a snapshot may be due
 	return nil
 }
 
-func (s *Store) newHead() *head.Head {
+func (s *Store) newHead() *head.Head { return head.New(s.headOptions()) }
+
+func (s *Store) headOptions() head.Options {
 	o := head.Options{MaxSeriesPerTenant: s.opts.MaxSeriesPerTenant, Metrics: s.hm}
 	if tl := s.opts.TenantLimits; tl != nil {
 		o.MaxSeriesFor = func(t string) int { return tl.For(t).MaxSeriesPerTenant }
 	}
-	return head.New(o)
+	return o
 }
 
-func (s *Store) replay(checkpoint uint64, m *wal.Metrics) error {
+// replay applies the WAL from the checkpoint on to the active head, except
+// the segments a loaded snapshot holds; it returns the bytes of the records
+// applied (what a start would replay again).
+func (s *Store) replay(checkpoint uint64, snap *loadedSnapshot, m *wal.Metrics) (int64, error) {
 	// Decoding (gunzip, protobuf, record) runs on every core; one appender
 	// applies the decoded records to the head in WAL order, so the head is
 	// the same as after a sequential replay (series and symbol ids, row
@@ -247,6 +274,7 @@ func (s *Store) replay(checkpoint uint64, m *wal.Metrics) error {
 	}
 	defer replayGC(s.opts.ReplayGCPercent)()
 	var profiles, bad, skipped int
+	var replayedBytes int64
 	// A record of a version this release does not read stops the replay
 	// and the start (never skipped: the WAL would be truncated without it).
 	var refused atomic.Pointer[error]
@@ -268,7 +296,8 @@ func (s *Store) replay(checkpoint uint64, m *wal.Metrics) error {
 		}
 		return nil
 	}
-	replayOpts := wal.ReplayOptions{Logger: s.log, Metrics: m}
+	replayOpts := wal.ReplayOptions{Logger: s.log, Metrics: m, Skip: snap.skips}
+	start := time.Now()
 	var err error
 	if workers == 1 {
 		_, err = wal.Replay(s.opts.walDir(), replayOpts, func(pos wal.Pos, payload []byte) error {
@@ -276,6 +305,7 @@ func (s *Store) replay(checkpoint uint64, m *wal.Metrics) error {
 				skipped++
 				return nil
 			}
+			replayedBytes += int64(len(payload)) + recordFraming
 			apply(s.decodeRecord(pos, payload))
 			return stopIfRefused()
 		})
@@ -310,6 +340,7 @@ func (s *Store) replay(checkpoint uint64, m *wal.Metrics) error {
 				skipped++
 				return nil
 			}
+			replayedBytes += int64(len(payload)) + recordFraming
 			if err := stopIfRefused(); err != nil {
 				return err
 			}
@@ -329,8 +360,16 @@ func (s *Store) replay(checkpoint uint64, m *wal.Metrics) error {
 		err = stopIfRefused()
 	}
 	s.log.Info("wal restored into the head", "profiles", profiles, "records_in_blocks", skipped, "unrestorable", bad, "workers", workers)
-	return err
+	if snap != nil {
+		s.log.Info("restart from the head snapshot", "snapshot_rows", snap.st.Rows, "snapshot_bytes", snap.st.Bytes,
+			"snapshot_seconds", snap.took.Seconds(), "wal_bytes_replayed_after_it", replayedBytes, "profiles_replayed", profiles,
+			"replay_seconds", time.Since(start).Seconds())
+	}
+	return replayedBytes, err
 }
+
+// recordFraming is a WAL record's header, counted with its payload.
+const recordFraming = 16
 
 // DefaultReplayGCPercent is GOGC during replay under a memory limit
 // (docs/benchmarks.md, "Restart": +19% WAL per CPU-second, heap up to 3.3×).
@@ -514,6 +553,9 @@ func (s *Store) Append(ctx context.Context, tenant string, ps []push.Profile) er
 	walErr := make(chan error, 1)
 	go func() {
 		_, err := s.wal.Append(ctx, rec)
+		if err == nil {
+			s.addUnsnapshotted(int64(len(rec)) + recordFraming)
+		}
 		walErr <- err
 	}()
 	var headErr error
@@ -651,6 +693,8 @@ func (s *Store) cutLocked(ctx context.Context, reason string, rotate bool) error
 		s.frozen = append(s.frozen, &frozenHead{h: s.active, end: end, done: map[string]string{}})
 		s.active = s.newHead()
 		s.activeSince.Store(0)
+		s.activeStart = end.Segment
+		s.unsnapshotted.Store(0)
 	}
 	pending := append([]*frozenHead(nil), s.frozen...)
 	s.mu.Unlock()
@@ -835,6 +879,16 @@ func (s *Store) BlocksDropped(ids []string) {
 // not survive a restart, so the process must stop (and replay on its start).
 func (s *Store) Run(ctx context.Context) error {
 	every := min(10*time.Second, max(s.opts.MaxBlockDuration/10, 100*time.Millisecond))
+	ctx, cancel := context.WithCancel(ctx)
+	snapDone := make(chan struct{})
+	defer func() {
+		cancel()
+		<-snapDone
+	}()
+	go func() {
+		defer close(snapDone)
+		s.snapshotLoop(ctx)
+	}()
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {

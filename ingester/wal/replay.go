@@ -39,8 +39,10 @@ func parseSegmentName(name string) (uint64, bool) {
 	return idx, true
 }
 
-// listSegments returns the segment indexes in dir, ascending. A missing
+// ListSegments returns the segment indexes in dir, ascending. A missing
 // directory has no segments.
+func ListSegments(dir string) ([]uint64, error) { return listSegments(dir) }
+
 func listSegments(dir string) ([]uint64, error) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -70,6 +72,7 @@ type Stats struct {
 	Duration        time.Duration // wall time of the replay
 	CorruptSegments int           // segments whose rest was skipped because of a corrupt record
 	TruncatedBytes  int64         // bytes of torn tail removed from the last segment
+	SkippedSegments int           // segments not read (ReplayOptions.Skip)
 }
 
 // ReplayOptions configure Replay. The zero value is usable.
@@ -80,6 +83,10 @@ type ReplayOptions struct {
 	ProgressInterval time.Duration
 	// ReadBufferSize is the read buffer size (default 1 MiB).
 	ReadBufferSize int
+	// Skip, when set, names segments not to read at all (their records are
+	// elsewhere: a head snapshot). The last segment is always read: its torn
+	// tail must be truncated before appending.
+	Skip func(seg uint64) bool
 }
 
 func (o *ReplayOptions) defaults() {
@@ -133,6 +140,10 @@ func Replay(dir string, opts ReplayOptions, fn func(pos Pos, payload []byte) err
 	}
 	for i, idx := range idxs {
 		last := i == len(idxs)-1
+		if !last && opts.Skip != nil && opts.Skip(idx) {
+			st.SkippedSegments++
+			continue
+		}
 		res, err := recoverSegment(dir, idx, last, opts.ReadBufferSize, log, m, func(off int64, payload []byte) error {
 			if err := fn(Pos{Segment: idx, Offset: off}, payload); err != nil {
 				return err
@@ -166,7 +177,7 @@ func Replay(dir string, opts ReplayOptions, fn func(pos Pos, payload []byte) err
 	}
 	log.Log(context.Background(), lvl, "wal replay done", "dir", dir, "segments", st.Segments, "records", st.Records,
 		"bytes", st.Bytes, "seconds", st.Duration.Seconds(), "mb_per_second", mbps,
-		"corrupt_segments", st.CorruptSegments, "truncated_bytes", st.TruncatedBytes)
+		"corrupt_segments", st.CorruptSegments, "truncated_bytes", st.TruncatedBytes, "skipped_segments", st.SkippedSegments)
 	return st, nil
 }
 
