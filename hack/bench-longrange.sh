@@ -165,9 +165,9 @@ for root, dirs, files in os.walk(sys.argv[1]):
     if "min_time_ns" in m:  # Hearth
         lvl = (m.get("compaction") or {}).get("level", 0)
         lo, hi = m["min_time_ns"] // 10**9, m["max_time_ns"] // 10**9
-    else:  # Pyroscope (ms); its ingesters' blocks are level 1
+    else:  # Pyroscope (model.Time: seconds in JSON); its ingesters' blocks are level 1
         lvl = m.get("compaction", {}).get("level", 1) - 1
-        lo, hi = m["minTime"] // 1000, m["maxTime"] // 1000
+        lo, hi = int(float(m["minTime"])), int(float(m["maxTime"]))
     print(lvl, lo, hi, root)
 EOF
 }
