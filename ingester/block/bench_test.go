@@ -99,3 +99,40 @@ func BenchmarkSelectMergeProfile(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkLongRangeQueries: a flame graph and a SelectSeries (group_by
+// instance, hourly step) over every row of one block, through the querier,
+// as a week-long query reads a day block (hack/bench-longrange.sh measures
+// the servers; this isolates the block read and the merge, allocations
+// included).
+func BenchmarkLongRangeQueries(b *testing.B) {
+	const pushes = 20000 // 50 instances: ~400 rows per series and profile type
+	h, base := loadHead(b, pushes)
+	root := b.TempDir()
+	writeTenant(b, h, root, WriteOptions{})
+	start, end := base/1e6, base/1e6+pushes*100
+	const ptype = "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
+	q := &querier.Service{Sources: []querier.Source{&BucketSource{Bucket: fsBucket(b, filepath.Clean(root))}}}
+	b.Run("flamegraph", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			resp, err := q.SelectMergeStacktraces(context.Background(), connect.NewRequest(&querierv1.SelectMergeStacktracesRequest{
+				ProfileTypeID: ptype, LabelSelector: `{}`, Start: start, End: end,
+			}))
+			if err != nil || resp.Msg.Flamegraph.GetTotal() == 0 {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("series", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			resp, err := q.SelectSeries(context.Background(), connect.NewRequest(&querierv1.SelectSeriesRequest{
+				ProfileTypeID: ptype, LabelSelector: `{}`, Start: start, End: end, GroupBy: []string{"instance"}, Step: 1,
+			}))
+			if err != nil || len(resp.Msg.Series) == 0 {
+				b.Fatal(err)
+			}
+		}
+	})
+}

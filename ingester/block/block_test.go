@@ -316,3 +316,44 @@ func TestWritePackedSelection(t *testing.T) {
 		}
 	}
 }
+
+// TestSelectPresizesWholeSeries: a series that lies wholly in the query's
+// range gets its rows in one allocation of its final size (no growth, no
+// slack), in the full read and the totals-only read; the rows are the
+// head's (compareHeadBlock checks partial ranges, which grow as before).
+func TestSelectPresizesWholeSeries(t *testing.T) {
+	corpus := loadCorpus(t)
+	if corpus == nil {
+		return
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	h := head.New(head.Options{})
+	const base = int64(1_700_000_000_000_000_000)
+	pushLoad(t, h, corpus, 300, 5, base, 10e9, rng) // tens of rows per series: lengths a growing slice would overshoot
+	root := t.TempDir()
+	m := writeTenant(t, h, root, WriteOptions{Source: "test", RowGroupRows: 7})
+	r, err := Open(context.Background(), fsBucket(t, root), testTenant+"/"+m.ULID.String()+"/", ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ctx := range []context.Context{context.Background(), head.WithTotalsOnly(context.Background())} {
+		sel, err := r.Select(ctx, "", nil, m.MinTime, m.MaxTime)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := h.Tenant(testTenant).Select("", nil, m.MinTime, m.MaxTime)
+		if len(sel.Series) != len(want.Series) || len(sel.Series) == 0 {
+			t.Fatalf("totals only %v: %d series, head %d", head.TotalsOnly(ctx), len(sel.Series), len(want.Series))
+		}
+		headRows := map[string]int{}
+		for _, s := range want.Series {
+			headRows[s.Labels.String()] = len(s.Profiles)
+		}
+		for _, s := range sel.Series {
+			if n := headRows[s.Labels.String()]; len(s.Profiles) != n || cap(s.Profiles) != len(s.Profiles) {
+				t.Fatalf("totals only %v: series %s: %d rows in a slice of capacity %d, head %d rows",
+					head.TotalsOnly(ctx), s.Labels, len(s.Profiles), cap(s.Profiles), n)
+			}
+		}
+	}
+}

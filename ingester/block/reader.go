@@ -296,7 +296,7 @@ func (r *Reader) Select(ctx context.Context, ptype string, match func(model.Labe
 	}
 	defer r.pf.unpin(pins)
 
-	out := map[int][]head.Profile{}
+	out := r.presized(groups, start, end)
 	rgs := f.RowGroups()
 	buf := make([]profileRow, 256)
 	nodes := uint32(len(syms.Nodes))
@@ -375,7 +375,7 @@ func (r *Reader) selectTotals(ctx context.Context, f *parquet.File, cands []int,
 		return head.Selection{}, fmt.Errorf("block %s: %w", r.prefix, err)
 	}
 	defer r.pf.unpin(pins)
-	out := map[int][]head.Profile{}
+	out := r.presized(groups, start, end)
 	rgs := f.RowGroups()
 	buf := make([]totalsRow, 256)
 	for _, g := range order {
@@ -416,6 +416,26 @@ func (r *Reader) selectTotals(ctx context.Context, f *parquet.File, cands []int,
 		}
 	}
 	return sel, nil
+}
+
+// presized gives each series of a selection that lies wholly in [start, end]
+// its rows' slice at its final size (its spans' rows, all of which are
+// taken); the others grow as their rows come. A long-range query takes whole
+// series, which grew row by row, copying their rows ~log2(rows) times.
+func (r *Reader) presized(groups map[int][]span, start, end int64) map[int][]head.Profile {
+	n := map[int]int64{}
+	for _, sps := range groups {
+		for _, sp := range sps {
+			n[sp.series] += sp.hi - sp.lo
+		}
+	}
+	out := make(map[int][]head.Profile, len(n))
+	for si, rows := range n {
+		if s := &r.series[si]; s.MinTime >= start && s.MaxTime <= end {
+			out[si] = make([]head.Profile, 0, rows)
+		}
+	}
+	return out
 }
 
 // sortedGroups is the row groups of a selection in file order.

@@ -401,7 +401,7 @@ func (s *Service) prepare(ctx context.Context, h interface{ Header() httpHeader 
 	if err != nil {
 		return nil, err
 	}
-	return &query{tenant: t, ptype: pt, start: start, end: end, sels: sels, filter: newRowFilter(pids)}, nil
+	return &query{tenant: t, ptype: pt, start: start, end: end, sels: sels, filter: newRowFilterSized(pids, selectedRows(sels))}, nil
 }
 
 func callSite(sel *typesv1.StackTraceSelector) []string {
@@ -611,6 +611,7 @@ func (s *Service) SelectSeries(ctx context.Context, req *connect.Request[querier
 	if span := (m.End - m.Start) / stepMs; span > 1_000_000 {
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("range/step gives %d points, more than 1000000: use a larger step", span))
 	}
+	steps := int((m.End-m.Start)/stepMs) + 1
 	sctx := ctx
 	if keep == nil {
 		sctx = head.WithTotalsOnly(ctx) // totals only: blocks skip the samples column and the symbols
@@ -643,10 +644,12 @@ func (s *Service) SelectSeries(ctx context.Context, req *connect.Request[querier
 			key := seriesKey(sr.Labels, m.GroupBy)
 			gk := key.Hash()
 			groups[gk] = key
-			if points[gk] == nil {
-				points[gk] = map[int64]*bucket{}
-			}
 			rows := sr.Profiles
+			if points[gk] == nil {
+				// A group has at most one point per step and, grouped by
+				// a series' own labels, at most one per row.
+				points[gk] = make(map[int64]*bucket, min(len(rows), steps))
+			}
 			if keep != nil {
 				rows = sr.Unpacked(0, len(sr.Profiles)) // callSiteTotal reads the samples
 			}
