@@ -1,0 +1,287 @@
+package normalize
+
+import (
+	"cmp"
+	"hash/maphash"
+	"slices"
+	"unsafe"
+
+	googlev1 "github.com/grafana/pyroscope/api/gen/proto/go/google/v1"
+)
+
+// mergeEqual renumbers functions, mappings and locations so that equal ones
+// (by their strings and fields, in first-seen order) share an id, and sums
+// samples with equal stacks and labels (label keys and string values; a
+// sample whose number of values differs is kept apart, and later equal
+// samples go to the latest kept). Ids that refer to nothing are left for
+// validation.
+//
+// It runs on every push of a Go profile with generic functions, so its keys
+// are seeded hashes of the ids with collision chains checked field by field
+// (no key allocated per location or sample), the profile's slices are
+// compacted in place, and a sample's stack is copied only when a location
+// id in it changed.
+func mergeEqual(p *googlev1.Profile) {
+	str := func(i int64) string {
+		if i >= 0 && i < int64(len(p.StringTable)) {
+			return p.StringTable[i]
+		}
+		return ""
+	}
+	type fnKey struct {
+		name, system, file string
+		start              int64
+	}
+	fnID := newIDRemap(p.Function, func(f *googlev1.Function) uint64 { return f.Id })
+	fnSeen := make(map[fnKey]uint64, len(p.Function))
+	fns := p.Function[:0]
+	for _, f := range p.Function {
+		k := fnKey{str(f.Name), str(f.SystemName), str(f.Filename), f.StartLine}
+		id, ok := fnSeen[k]
+		if !ok {
+			id = uint64(len(fns) + 1)
+			fnSeen[k] = id
+			fns = append(fns, f)
+		}
+		fnID.set(f.Id, id)
+	}
+	for i, f := range fns {
+		f.Id = uint64(i + 1)
+	}
+	clear(p.Function[len(fns):])
+	p.Function = fns
+
+	// Mappings are equal by size (rounded up to 4 KiB, as pprof does against
+	// address randomization), offset and build id, else file name.
+	type mapKey struct {
+		size, offset uint64
+		kind         byte // 'b': build id, 'f': file name, 0: neither
+		id           string
+	}
+	mapID := newIDRemap(p.Mapping, func(m *googlev1.Mapping) uint64 { return m.Id })
+	mapSeen := make(map[mapKey]uint64, len(p.Mapping))
+	maps := p.Mapping[:0]
+	for _, m := range p.Mapping {
+		size := m.MemoryLimit - m.MemoryStart
+		size = (size + 0xfff) &^ 0xfff
+		k := mapKey{size: size, offset: m.FileOffset}
+		switch {
+		case m.BuildId != 0:
+			k.kind, k.id = 'b', str(m.BuildId)
+		case m.Filename != 0:
+			k.kind, k.id = 'f', str(m.Filename)
+		}
+		id, ok := mapSeen[k]
+		if !ok {
+			id = uint64(len(maps) + 1)
+			mapSeen[k] = id
+			maps = append(maps, m)
+		}
+		mapID.set(m.Id, id)
+	}
+	for i, m := range maps {
+		m.Id = uint64(i + 1)
+	}
+	clear(p.Mapping[len(maps):])
+	p.Mapping = maps
+
+	// Locations are equal by mapping, address and lines (function, line).
+	var key []uint64
+	locID := newIDRemap(p.Location, func(l *googlev1.Location) uint64 { return l.Id })
+	chains := newHashChains(len(p.Location))
+	locs := p.Location[:0]
+	for _, l := range p.Location {
+		for _, ln := range l.Line {
+			if id, ok := fnID.get(ln.FunctionId); ok {
+				ln.FunctionId = id
+			}
+		}
+		if id, ok := mapID.get(l.MappingId); ok {
+			l.MappingId = id
+		}
+		key = append(key[:0], l.MappingId, l.Address)
+		for _, ln := range l.Line {
+			key = append(key, ln.FunctionId, uint64(ln.Line))
+		}
+		h := hashUints(key)
+		found := -1
+		for j := chains.first(h); j >= 0; j = chains.next(j) {
+			if equalLocation(locs[j], key) {
+				found = j
+				break
+			}
+		}
+		if found < 0 {
+			found = len(locs)
+			chains.add(h, found)
+			locs = append(locs, l)
+		}
+		locID.set(l.Id, uint64(found+1))
+	}
+	for i, l := range locs {
+		l.Id = uint64(i + 1)
+	}
+	clear(p.Location[len(locs):])
+	p.Location = locs
+
+	// Samples are equal by stack (renumbered) and sorted (key, string) labels.
+	var ids idSlab
+	var lbl, other []labelPair
+	chains = newHashChains(len(p.Sample))
+	samples := p.Sample[:0]
+	for _, s := range p.Sample {
+		key = key[:0]
+		changed := false
+		for _, id := range s.LocationId {
+			if nid, ok := locID.get(id); ok {
+				changed = changed || nid != id
+				id = nid
+			}
+			key = append(key, id)
+		}
+		n := len(key)
+		lbl = sortedLabels(lbl, s.Label)
+		for _, l := range lbl {
+			key = append(key, uint64(l.key), uint64(l.str))
+		}
+		key = append(key, uint64(n))
+		h := hashUints(key)
+		found := -1
+		for j := chains.first(h); j >= 0; j = chains.next(j) {
+			c := samples[j]
+			if slices.Equal(c.LocationId, key[:n]) && len(c.Label) == len(lbl) {
+				if other = sortedLabels(other, c.Label); slices.Equal(other, lbl) {
+					found = j
+					break
+				}
+			}
+		}
+		if found >= 0 && len(samples[found].Value) == len(s.Value) {
+			first := samples[found]
+			for i, v := range s.Value {
+				first.Value[i] += v
+			}
+			continue
+		}
+		if changed {
+			s.LocationId = ids.copy(key[:n])
+		}
+		chains.add(h, len(samples))
+		samples = append(samples, s)
+	}
+	clear(p.Sample[len(samples):])
+	p.Sample = samples
+}
+
+func equalLocation(l *googlev1.Location, key []uint64) bool {
+	if l.MappingId != key[0] || l.Address != key[1] || len(l.Line) != (len(key)-2)/2 {
+		return false
+	}
+	for i, ln := range l.Line {
+		if ln.FunctionId != key[2+2*i] || uint64(ln.Line) != key[3+2*i] {
+			return false
+		}
+	}
+	return true
+}
+
+type labelPair struct{ key, str int64 }
+
+// sortedLabels is ls's (key, string value) pairs in order, in buf.
+func sortedLabels(buf []labelPair, ls []*googlev1.Label) []labelPair {
+	buf = buf[:0]
+	for _, l := range ls {
+		buf = append(buf, labelPair{l.Key, l.Str})
+	}
+	if len(buf) > 1 {
+		slices.SortFunc(buf, func(a, b labelPair) int {
+			if c := cmp.Compare(a.key, b.key); c != 0 {
+				return c
+			}
+			return cmp.Compare(a.str, b.str)
+		})
+	}
+	return buf
+}
+
+// hashSeed is random per process: keys come from pushed profiles, and
+// colliding chains must not be something a client can construct.
+var hashSeed = maphash.MakeSeed()
+
+func hashUints(k []uint64) uint64 {
+	if len(k) == 0 {
+		return maphash.Bytes(hashSeed, nil)
+	}
+	return maphash.Bytes(hashSeed, unsafe.Slice((*byte)(unsafe.Pointer(&k[0])), len(k)*8))
+}
+
+// hashChains finds the indexes added under a hash, the latest first.
+type hashChains struct {
+	heads map[uint64]int32 // hash -> index+1 of the latest
+	links []int32          // index -> index+1 of the one before it, 0: none
+}
+
+func newHashChains(n int) hashChains {
+	return hashChains{heads: make(map[uint64]int32, n), links: make([]int32, 0, n)}
+}
+
+func (c *hashChains) first(h uint64) int { return int(c.heads[h]) - 1 }
+func (c *hashChains) next(i int) int     { return int(c.links[i]) - 1 }
+
+// add adds index i (the next index: i == number added so far) under h.
+func (c *hashChains) add(h uint64, i int) {
+	c.links = append(c.links, c.heads[h])
+	c.heads[h] = int32(i + 1)
+}
+
+// idRemap maps old ids to new ones (new ids are ≥ 1): a slice when the old
+// ids are at most a few times their number, as pprof writers number them,
+// else a map.
+type idRemap struct {
+	dense  []uint64 // old id -> new id, 0: none
+	sparse map[uint64]uint64
+}
+
+func newIDRemap[T any](xs []T, id func(T) uint64) idRemap {
+	var top uint64
+	for _, x := range xs {
+		top = max(top, id(x))
+	}
+	if top <= uint64(4*len(xs)+64) {
+		return idRemap{dense: make([]uint64, top+1)}
+	}
+	return idRemap{sparse: make(map[uint64]uint64, len(xs))}
+}
+
+func (r *idRemap) set(old, new uint64) {
+	if r.dense != nil {
+		r.dense[old] = new
+		return
+	}
+	r.sparse[old] = new
+}
+
+func (r *idRemap) get(old uint64) (uint64, bool) {
+	if r.dense != nil {
+		if old < uint64(len(r.dense)) && r.dense[old] != 0 {
+			return r.dense[old], true
+		}
+		return 0, false
+	}
+	id, ok := r.sparse[old]
+	return id, ok
+}
+
+// idSlab hands out copies of stacks from a few large arrays instead of one
+// allocation per sample. Each copy's capacity is its length: appending to one
+// never writes into the next.
+type idSlab struct{ free []uint64 }
+
+func (s *idSlab) copy(ids []uint64) []uint64 {
+	if len(ids) > cap(s.free) {
+		s.free = make([]uint64, 0, max(len(ids), 16<<10))
+	}
+	out := append(s.free[:0:len(ids)], ids...)
+	s.free = s.free[len(ids):len(ids)]
+	return out
+}

@@ -1,0 +1,154 @@
+package normalize
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+
+	googlev1 "github.com/grafana/pyroscope/api/gen/proto/go/google/v1"
+
+	"github.com/hearth-dev/hearth/ingester/pprofdec"
+	"github.com/hearth-dev/hearth/internal/testutil"
+)
+
+// checkMergeEqual runs mergeEqual and the previous implementation on two
+// copies of p and requires equal profiles (ids, order, values, everything).
+func checkMergeEqual(t *testing.T, name string, p *googlev1.Profile) {
+	t.Helper()
+	want, got := p.CloneVT(), p.CloneVT()
+	mergeEqualRef(want)
+	mergeEqual(got)
+	if !got.EqualVT(want) {
+		t.Fatalf("%s: mergeEqual differs from the previous implementation: %d/%d functions, %d/%d locations, %d/%d samples (got/want)",
+			name, len(got.Function), len(want.Function), len(got.Location), len(want.Location), len(got.Sample), len(want.Sample))
+	}
+}
+
+// TestMergeEqualSameAsBefore pins the hashed mergeEqual to the string-keyed
+// one it replaced, over every corpus profile as decoded, after the Go type
+// parameters are dropped from its strings (what DropGoTypeParameters merges),
+// and with every function, mapping, location and sample duplicated.
+func TestMergeEqualSameAsBefore(t *testing.T) {
+	files := testutil.Corpus(t)
+	if pd := os.Getenv("HEARTH_PYROSCOPE_REPO"); pd != "" {
+		for _, path := range []string{"gotruncatefix/heap_go_truncated_2.pb.gz", "gotruncatefix/cpu_go_truncated_1.pb.gz", "heap"} {
+			raw := pyroscopeFile(t, "pkg/pprof/testdata/"+path)
+			f := filepath.Join(t.TempDir(), filepath.Base(path))
+			if err := os.WriteFile(f, raw, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			files = append(files, f)
+		}
+	}
+	n := 0
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := pprofdec.DecodePprof(raw, 0)
+		if err != nil {
+			continue
+		}
+		name := filepath.Base(f)
+		checkMergeEqual(t, name, p)
+		dropped := p.CloneVT()
+		for i, s := range dropped.StringTable {
+			dropped.StringTable[i] = dropTypeParameters(s)
+		}
+		checkMergeEqual(t, name+" without type parameters", dropped)
+		doubled := p.CloneVT()
+		twice := p.CloneVT()
+		doubled.Function = append(doubled.Function, twice.Function...)
+		doubled.Mapping = append(doubled.Mapping, twice.Mapping...)
+		doubled.Location = append(doubled.Location, twice.Location...)
+		doubled.Sample = append(doubled.Sample, twice.Sample...)
+		checkMergeEqual(t, name+" doubled", doubled)
+		n++
+	}
+	if len(files) > 0 && n < 10 {
+		t.Fatalf("only %d corpus profiles decoded", n)
+	}
+}
+
+// TestMergeEqualRandom compares the two implementations on small random
+// profiles dense in duplicates: equal functions under other ids, locations
+// equal after their functions merge, samples with labels in any order, value
+// counts that differ, ids that refer to nothing, sparse ids.
+func TestMergeEqualRandom(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 25))
+	for round := range 2000 {
+		p := &googlev1.Profile{StringTable: []string{"", "a", "b", "c", "", "lib.so", "deadbeef"}}
+		sparse := uint64(1)
+		if round%5 == 0 {
+			sparse = 1 << 40 // ids far above their number: the map remap
+		}
+		nf := 1 + r.IntN(6)
+		for i := range nf {
+			p.Function = append(p.Function, &googlev1.Function{Id: uint64(i+1) * sparse, Name: int64(r.IntN(5)), Filename: int64(r.IntN(2)), StartLine: int64(r.IntN(2))})
+		}
+		nm := r.IntN(4)
+		for i := range nm {
+			p.Mapping = append(p.Mapping, &googlev1.Mapping{Id: uint64(i + 1), MemoryStart: uint64(r.IntN(2)) << 12, MemoryLimit: 8 << 12,
+				Filename: int64(r.IntN(2) * (4 + r.IntN(2))), BuildId: int64(r.IntN(2) * (6 + r.IntN(1)))})
+		}
+		nl := 1 + r.IntN(10)
+		for i := range nl {
+			l := &googlev1.Location{Id: uint64(i+1) * sparse, MappingId: uint64(r.IntN(nm + 2)), Address: uint64(r.IntN(2))}
+			for range r.IntN(3) {
+				l.Line = append(l.Line, &googlev1.Line{FunctionId: uint64(r.IntN(nf+2)) * sparse, Line: int64(r.IntN(2))})
+			}
+			p.Location = append(p.Location, l)
+		}
+		for range r.IntN(12) {
+			s := &googlev1.Sample{}
+			for range r.IntN(4) {
+				s.LocationId = append(s.LocationId, uint64(r.IntN(nl+2))*sparse)
+			}
+			for range 1 + r.IntN(2)*r.IntN(3) {
+				s.Value = append(s.Value, int64(r.IntN(100)))
+			}
+			for range r.IntN(3) {
+				s.Label = append(s.Label, &googlev1.Label{Key: int64(1 + r.IntN(2)), Str: int64(r.IntN(3)), Num: int64(r.IntN(2))})
+			}
+			p.Sample = append(p.Sample, s)
+		}
+		checkMergeEqual(t, fmt.Sprint("round ", round), p)
+	}
+}
+
+// BenchmarkMergeEqual measures the type-parameter merge of the corpus's
+// large Go heap profile, the implementation against the previous one.
+func BenchmarkMergeEqual(b *testing.B) {
+	d := testutil.CorpusDir()
+	if d == "" {
+		b.Skip("corpus not beside the project")
+	}
+	raw, err := os.ReadFile(filepath.Join(d, "heap_go_truncated_1.pb.gz"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	p, err := pprofdec.DecodePprof(raw, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i, s := range p.StringTable {
+		p.StringTable[i] = dropTypeParameters(s)
+	}
+	for _, impl := range []struct {
+		name string
+		fn   func(*googlev1.Profile)
+	}{{"new", mergeEqual}, {"previous", mergeEqualRef}} {
+		b.Run(impl.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				b.StopTimer()
+				c := p.CloneVT()
+				b.StartTimer()
+				impl.fn(c)
+			}
+		})
+	}
+}
