@@ -86,3 +86,74 @@ func TestDecodeError(t *testing.T) {
 		a.Release()
 	}
 }
+
+// TestLargeArenaPooled: a profile of more than LargeProfileBytes (a large
+// Go heap profile) decodes into an arena of the large pool, which keeps it
+// on Release, where the small pool's bound would drop it and the next such
+// push would allocate its whole arena again.
+func TestLargeArenaPooled(t *testing.T) {
+	p := sampleProfile()
+	p.Sample = nil
+	for i := range 40_000 {
+		s := &googlev1.Sample{Value: []int64{1, int64(i)}}
+		for j := range 32 {
+			s.LocationId = append(s.LocationId, uint64(1+(i*7+j)%1000))
+		}
+		p.Sample = append(p.Sample, s)
+	}
+	for i := range 1000 {
+		p.Location = append(p.Location, &googlev1.Location{Id: uint64(i + 1)})
+	}
+	raw, err := p.MarshalVT()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(raw) < LargeProfileBytes {
+		t.Fatalf("test profile of %d bytes is not large", len(raw))
+	}
+	zipped := gz(raw)
+	if got := decompressedSize(zipped); got != len(raw) {
+		t.Fatalf("decompressedSize %d, want %d", got, len(raw))
+	}
+	got, a, err := Decode(zipped, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.EqualVT(p) {
+		t.Fatal("decoded differently")
+	}
+	if !a.large || !a.keepable() {
+		t.Fatalf("large %v, keepable %v (footprint %d)", a.large, a.keepable(), a.footprint())
+	}
+	a.Release()
+	// Its second decode of such a profile fits the arrays it kept: nothing
+	// spills into new ones (the first spilled: they started small).
+	x := &Arena{pooled: true, large: true}
+	for round := range 2 {
+		x.released = false
+		if _, err := x.Decode(zipped, 0); err != nil {
+			t.Fatal(err)
+		}
+		if spilled := x.spill.u64 > 0; spilled != (round == 0) {
+			t.Fatalf("decode %d: location ids spilled %d", round+1, x.spill.u64)
+		}
+		x.Release()
+		largePool.Get() // keep the pool from handing x out elsewhere
+	}
+	small := &Arena{pooled: true}
+	if _, err := small.Decode(zipped, 0); err != nil {
+		t.Fatal(err)
+	}
+	if small.keepable() {
+		t.Fatalf("a small-pool arena of %d bytes is kept", small.footprint())
+	}
+	raw2, _ := sampleProfile().MarshalVT()
+	_, b, err := Decode(gz(raw2), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.large {
+		t.Fatal("a small profile took a large arena")
+	}
+	b.Release()
+}
