@@ -4,6 +4,7 @@ import (
 	"math/bits"
 	"slices"
 	"strings"
+	"sync"
 
 	googlev1 "github.com/grafana/pyroscope/api/gen/proto/go/google/v1"
 )
@@ -191,6 +192,54 @@ func tailOf(s []uint64, n int) []uint64 { return s[len(s)-n:] }
 
 type tokenKey [repairToken]uint64
 
+// tailKey is a sample and the first location id of its root-most 24
+// frames, byte-reversed: comparing keys orders as leCompare does on their
+// first id, without reading the sample's stack.
+type tailKey struct {
+	s     *googlev1.Sample
+	first uint64
+	short bool // fewer than repairSuffix frames
+}
+
+var tailKeys = sync.Pool{New: func() any { return new([]tailKey) }}
+
+// sortByTail sorts samples as Pyroscope's repair does: stacks shorter than
+// 24 frames first, then by their root-most 24 frames (leCompare). The
+// comparisons give exactly the results of comparing the samples themselves,
+// so the (unstable) sort leaves ties in the same order.
+func sortByTail(samples []*googlev1.Sample) {
+	kp := tailKeys.Get().(*[]tailKey)
+	keys := (*kp)[:0]
+	for _, s := range samples {
+		k := tailKey{s: s, short: len(s.LocationId) < repairSuffix}
+		if !k.short {
+			k.first = bits.ReverseBytes64(s.LocationId[len(s.LocationId)-repairSuffix])
+		}
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b tailKey) int {
+		if a.short {
+			return -1
+		}
+		if b.short {
+			return 1
+		}
+		if a.first != b.first {
+			if a.first < b.first {
+				return -1
+			}
+			return 1
+		}
+		return leCompare(tailOf(a.s.LocationId, repairSuffix), tailOf(b.s.LocationId, repairSuffix))
+	})
+	for i, k := range keys {
+		samples[i] = k.s
+	}
+	clear(keys)
+	*kp = keys[:0]
+	tailKeys.Put(kp)
+}
+
 // RepairTruncatedGoStacks completes Go stacks cut at the runtime's depth
 // limit with the root-most frames of another stack of the profile, as
 // Pyroscope's FixGoProfile guesses them: stacks of 24 frames or more are
@@ -201,15 +250,7 @@ type tokenKey [repairToken]uint64
 // group get those frames appended. Returns whether a stack changed.
 func RepairTruncatedGoStacks(p *googlev1.Profile) bool {
 	samples := p.Sample
-	slices.SortFunc(samples, func(a, b *googlev1.Sample) int {
-		if len(a.LocationId) < repairSuffix {
-			return -1
-		}
-		if len(b.LocationId) < repairSuffix {
-			return 1
-		}
-		return leCompare(tailOf(a.LocationId, repairSuffix), tailOf(b.LocationId, repairSuffix))
-	})
+	sortByTail(samples)
 	first, _ := slices.BinarySearchFunc(samples, true, func(s *googlev1.Sample, _ bool) int {
 		if len(s.LocationId) >= repairSuffix {
 			return 1
@@ -262,6 +303,7 @@ func RepairTruncatedGoStacks(p *googlev1.Profile) bool {
 		}
 	}
 	changed := false
+	var ids idSlab
 	for gi, g := range groups {
 		c := next[gi]
 		missing := 0
@@ -286,7 +328,7 @@ func RepairTruncatedGoStacks(p *googlev1.Profile) bool {
 		tail := ref[len(ref)-missing:]
 		for _, s := range samples[g:groupEnd(gi)] {
 			// Never append in place: decoded samples may share one array.
-			s.LocationId = slices.Concat(s.LocationId, tail)
+			s.LocationId = ids.concat(s.LocationId, tail)
 		}
 		changed = true
 	}

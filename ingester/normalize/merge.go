@@ -277,11 +277,15 @@ func (r *idRemap) get(old uint64) (uint64, bool) {
 // never writes into the next.
 type idSlab struct{ free []uint64 }
 
-func (s *idSlab) copy(ids []uint64) []uint64 {
-	if len(ids) > cap(s.free) {
-		s.free = make([]uint64, 0, max(len(ids), 16<<10))
+func (s *idSlab) copy(ids []uint64) []uint64 { return s.concat(ids, nil) }
+
+// concat is a copy of a followed by b.
+func (s *idSlab) concat(a, b []uint64) []uint64 {
+	n := len(a) + len(b)
+	if n > cap(s.free) {
+		s.free = make([]uint64, 0, max(n, 16<<10))
 	}
-	out := append(s.free[:0:len(ids)], ids...)
-	s.free = s.free[len(ids):len(ids)]
+	out := append(append(s.free[:0:n], a...), b...)
+	s.free = s.free[n:n]
 	return out
 }

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	googlev1 "github.com/grafana/pyroscope/api/gen/proto/go/google/v1"
@@ -150,5 +151,59 @@ func BenchmarkMergeEqual(b *testing.B) {
 				impl.fn(c)
 			}
 		})
+	}
+}
+
+// TestRepairSameAsBefore pins RepairTruncatedGoStacks to the implementation
+// it replaced (same stacks, same sample order) on the corpus's Go profiles
+// and on random deep stacks that share tails, with stacks shorter than the
+// compared suffix among them.
+func TestRepairSameAsBefore(t *testing.T) {
+	check := func(name string, p *googlev1.Profile) {
+		t.Helper()
+		want, got := p.CloneVT(), p.CloneVT()
+		wc, gc := repairTruncatedGoStacksRef(want), RepairTruncatedGoStacks(got)
+		if wc != gc || !got.EqualVT(want) {
+			t.Fatalf("%s: the repair differs from the previous implementation (changed %v, was %v)", name, gc, wc)
+		}
+	}
+	repaired := 0
+	for _, f := range testutil.Corpus(t) {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := pprofdec.DecodePprof(raw, 0)
+		if err != nil || !MayHaveTruncatedGoStacks(p) {
+			continue
+		}
+		check(filepath.Base(f), p)
+		if RepairTruncatedGoStacks(p.CloneVT()) {
+			repaired++
+		}
+	}
+	if testutil.CorpusDir() != "" && repaired == 0 {
+		t.Fatal("no corpus profile was repaired")
+	}
+	r := rand.New(rand.NewPCG(2, 25))
+	for round := range 300 {
+		p := &googlev1.Profile{}
+		// Stacks cut from a few long chains of frames, at random depths and
+		// offsets: many share their root-most frames, some continue others.
+		var chains [][]uint64
+		for range 1 + r.IntN(4) {
+			var c []uint64
+			for range 40 + r.IntN(30) {
+				c = append(c, uint64(1+r.IntN(60)))
+			}
+			chains = append(chains, c)
+		}
+		for range r.IntN(80) {
+			c := chains[r.IntN(len(chains))]
+			start := r.IntN(len(c) - 1)
+			end := min(len(c), start+1+r.IntN(34))
+			p.Sample = append(p.Sample, &googlev1.Sample{LocationId: slices.Clone(c[start:end]), Value: []int64{int64(r.IntN(9))}})
+		}
+		check(fmt.Sprint("round ", round), p)
 	}
 }

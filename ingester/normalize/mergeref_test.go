@@ -152,3 +152,109 @@ func writeUintsRef(b *strings.Builder, vs ...uint64) {
 		}
 	}
 }
+
+// repairTruncatedGoStacksRef is RepairTruncatedGoStacks before it sorted
+// precomputed keys and copied stacks into shared arrays, kept to check that
+// the current one gives the same profile, sample order included.
+//
+// It completes Go stacks cut at the runtime's depth
+// limit with the root-most frames of another stack of the profile, as
+// Pyroscope's FixGoProfile guesses them: stacks of 24 frames or more are
+// grouped by their root-most 24 frames; when the root-most 16 frames of a
+// group appear in another group's root-most 24 shifted by k (1..8) frames
+// toward the leaf, the group is missing that group's k root-most frames
+// (followed transitively, at most 56 steps). The stacks of each completed
+// group get those frames appended. Returns whether a stack changed.
+func repairTruncatedGoStacksRef(p *googlev1.Profile) bool {
+	samples := p.Sample
+	slices.SortFunc(samples, func(a, b *googlev1.Sample) int {
+		if len(a.LocationId) < repairSuffix {
+			return -1
+		}
+		if len(b.LocationId) < repairSuffix {
+			return 1
+		}
+		return leCompare(tailOf(a.LocationId, repairSuffix), tailOf(b.LocationId, repairSuffix))
+	})
+	first, _ := slices.BinarySearchFunc(samples, true, func(s *googlev1.Sample, _ bool) int {
+		if len(s.LocationId) >= repairSuffix {
+			return 1
+		}
+		return -1
+	})
+	samples = samples[first:]
+	if len(samples) == 0 {
+		return false
+	}
+	// groups[i] is the index of group i's first sample.
+	var groups []int
+	for i, s := range samples {
+		if i == 0 || leCompare(tailOf(s.LocationId, repairSuffix), tailOf(samples[i-1].LocationId, repairSuffix)) != 0 {
+			groups = append(groups, i)
+		}
+	}
+	groupEnd := func(i int) int {
+		if i+1 < len(groups) {
+			return groups[i+1]
+		}
+		return len(samples)
+	}
+
+	// For each 16-frame window of a group's suffix, shifted k frames toward
+	// the leaf, the group where it sits furthest from the root (the first
+	// such group in sorted order on ties).
+	type place struct {
+		group int // 1-based; 0: none
+		shift int
+	}
+	best := map[tokenKey]place{}
+	for gi, g := range groups {
+		suffix := tailOf(samples[g].LocationId, repairSuffix)
+		for k := 1; k <= repairShifts; k++ {
+			var t tokenKey
+			copy(t[:], suffix[repairShifts-k:repairSuffix-k])
+			if c, ok := best[t]; !ok || k > c.shift {
+				best[t] = place{group: gi + 1, shift: k}
+			}
+		}
+	}
+	// next[i]: the group whose frames continue group i's root, if any.
+	next := make([]place, len(groups))
+	for gi, g := range groups {
+		var t tokenKey
+		copy(t[:], tailOf(samples[g].LocationId, repairToken))
+		if c, ok := best[t]; ok && c.group-1 != gi {
+			next[gi] = c
+		}
+	}
+	changed := false
+	for gi, g := range groups {
+		c := next[gi]
+		missing := 0
+		for steps := 0; c.group > 0 && c.shift > 0; {
+			missing += c.shift
+			n := next[c.group-1]
+			if n.group == 0 {
+				break
+			}
+			c = n
+			if steps++; steps == repairMaxChains {
+				return changed // a cycle: leave the rest as they are
+			}
+		}
+		if missing == 0 {
+			continue
+		}
+		ref := samples[groups[c.group-1]].LocationId
+		if missing >= len(ref) {
+			continue
+		}
+		tail := ref[len(ref)-missing:]
+		for _, s := range samples[g:groupEnd(gi)] {
+			// Never append in place: decoded samples may share one array.
+			s.LocationId = slices.Concat(s.LocationId, tail)
+		}
+		changed = true
+	}
+	return changed
+}
