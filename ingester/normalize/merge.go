@@ -125,6 +125,10 @@ func mergeEqual(p *googlev1.Profile) {
 	p.Location = locs
 
 	// Samples are equal by stack (renumbered) and sorted (key, string) labels.
+	// A renumbered stack is written over the old one when no two samples
+	// share memory (the decoder's arena cuts them from one array in order),
+	// else into a copy.
+	inPlace := disjointInOrder(p.Sample)
 	var ids idSlab
 	var lbl, other []labelPair
 	chains = newHashChains(len(p.Sample))
@@ -164,13 +168,34 @@ func mergeEqual(p *googlev1.Profile) {
 			continue
 		}
 		if changed {
-			s.LocationId = ids.copy(key[:n])
+			if inPlace {
+				copy(s.LocationId, key[:n])
+			} else {
+				s.LocationId = ids.copy(key[:n])
+			}
 		}
 		chains.add(h, len(samples))
 		samples = append(samples, s)
 	}
 	clear(p.Sample[len(samples):])
 	p.Sample = samples
+}
+
+// disjointInOrder reports whether the samples' stacks lie one after another
+// in memory, in sample order: then no two share an element.
+func disjointInOrder(samples []*googlev1.Sample) bool {
+	var end uintptr
+	for _, s := range samples {
+		if len(s.LocationId) == 0 {
+			continue
+		}
+		start := uintptr(unsafe.Pointer(&s.LocationId[0]))
+		if start < end {
+			return false
+		}
+		end = start + uintptr(len(s.LocationId))*8
+	}
+	return true
 }
 
 func equalLocation(l *googlev1.Location, key []uint64) bool {

@@ -207,3 +207,52 @@ func TestRepairSameAsBefore(t *testing.T) {
 		check(fmt.Sprint("round ", round), p)
 	}
 }
+
+// TestMergeEqualSharedStacks: stacks cut from one array in sample order are
+// renumbered where they are; stacks that share memory (one slice for two
+// samples, or overlapping ones) are copied, not renumbered twice. Both give
+// what the previous implementation gives.
+func TestMergeEqualSharedStacks(t *testing.T) {
+	build := func(stacks func() [][]uint64) *googlev1.Profile {
+		p := &googlev1.Profile{StringTable: []string{"", "f", "g", "h"}}
+		p.Function = []*googlev1.Function{{Id: 1, Name: 1}, {Id: 2, Name: 1}, {Id: 3, Name: 2}, {Id: 4, Name: 3}}
+		for i := range 4 {
+			// Locations 1 and 2 are equal once functions 1 and 2 merge: ids
+			// 3 and 4 become 2 and 3.
+			p.Location = append(p.Location, &googlev1.Location{Id: uint64(i + 1), Line: []*googlev1.Line{{FunctionId: uint64(i + 1)}}})
+		}
+		for i, st := range stacks() {
+			p.Sample = append(p.Sample, &googlev1.Sample{LocationId: st, Value: []int64{int64(i + 1)}})
+		}
+		return p
+	}
+	cases := map[string]func() [][]uint64{
+		"one array in order": func() [][]uint64 {
+			all := []uint64{3, 4, 4, 3, 1, 4, 3}
+			return [][]uint64{all[0:2], all[2:4], all[4:7]}
+		},
+		"one slice twice": func() [][]uint64 {
+			s := []uint64{3, 4}
+			return [][]uint64{s, {4, 1}, s}
+		},
+		"overlapping": func() [][]uint64 {
+			all := []uint64{3, 4, 4, 3}
+			return [][]uint64{all[0:3], all[1:4]}
+		},
+		"out of order": func() [][]uint64 {
+			all := []uint64{3, 4, 4, 3, 4}
+			return [][]uint64{all[3:5], all[0:3]}
+		},
+	}
+	for name, stacks := range cases {
+		want, got := build(stacks), build(stacks)
+		mergeEqualRef(want)
+		mergeEqual(got)
+		if !got.EqualVT(want) {
+			t.Errorf("%s: differs from the previous implementation", name)
+		}
+		if inPlace := disjointInOrder(build(stacks).Sample); inPlace != (name == "one array in order") {
+			t.Errorf("%s: renumbered in place %v", name, inPlace)
+		}
+	}
+}
