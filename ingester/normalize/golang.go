@@ -192,6 +192,22 @@ func tailOf(s []uint64, n int) []uint64 { return s[len(s)-n:] }
 
 type tokenKey [repairToken]uint64
 
+// place is where a 16-frame window sits: in group (1-based; 0: none),
+// shifted shift frames toward the leaf.
+type place struct {
+	group int
+	shift int
+}
+
+func zeroedPlaces(s []place, n int) []place {
+	if cap(s) < n {
+		return make([]place, n)
+	}
+	s = s[:n]
+	clear(s)
+	return s
+}
+
 // tailKey is a sample and the first location id of its root-most 24
 // frames, byte-reversed: comparing keys orders as leCompare does on their
 // first id, without reading the sample's stack.
@@ -261,8 +277,11 @@ func RepairTruncatedGoStacks(p *googlev1.Profile) bool {
 	if len(samples) == 0 {
 		return false
 	}
+	sc := scratchPool.Get().(*scratch)
+	defer sc.put()
 	// groups[i] is the index of group i's first sample.
-	var groups []int
+	groups := sc.groups[:0]
+	defer func() { sc.groups = groups[:0] }()
 	for i, s := range samples {
 		if i == 0 || leCompare(tailOf(s.LocationId, repairSuffix), tailOf(samples[i-1].LocationId, repairSuffix)) != 0 {
 			groups = append(groups, i)
@@ -278,11 +297,10 @@ func RepairTruncatedGoStacks(p *googlev1.Profile) bool {
 	// For each 16-frame window of a group's suffix, shifted k frames toward
 	// the leaf, the group where it sits furthest from the root (the first
 	// such group in sorted order on ties).
-	type place struct {
-		group int // 1-based; 0: none
-		shift int
+	if sc.best == nil {
+		sc.best = map[tokenKey]place{}
 	}
-	best := map[tokenKey]place{}
+	best := sc.best
 	for gi, g := range groups {
 		suffix := tailOf(samples[g].LocationId, repairSuffix)
 		for k := 1; k <= repairShifts; k++ {
@@ -294,7 +312,8 @@ func RepairTruncatedGoStacks(p *googlev1.Profile) bool {
 		}
 	}
 	// next[i]: the group whose frames continue group i's root, if any.
-	next := make([]place, len(groups))
+	sc.next = zeroedPlaces(sc.next, len(groups))
+	next := sc.next
 	for gi, g := range groups {
 		var t tokenKey
 		copy(t[:], tailOf(samples[g].LocationId, repairToken))

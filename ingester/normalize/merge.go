@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"hash/maphash"
 	"slices"
+	"sync"
 	"unsafe"
 
 	googlev1 "github.com/grafana/pyroscope/api/gen/proto/go/google/v1"
@@ -28,12 +29,10 @@ func mergeEqual(p *googlev1.Profile) {
 		}
 		return ""
 	}
-	type fnKey struct {
-		name, system, file string
-		start              int64
-	}
-	fnID := newIDRemap(p.Function, func(f *googlev1.Function) uint64 { return f.Id })
-	fnSeen := make(map[fnKey]uint64, len(p.Function))
+	sc := scratchPool.Get().(*scratch)
+	defer sc.put()
+	fnID := resetRemap(&sc.fnID, p.Function, func(f *googlev1.Function) uint64 { return f.Id })
+	fnSeen := sc.fnSeen
 	fns := p.Function[:0]
 	for _, f := range p.Function {
 		k := fnKey{str(f.Name), str(f.SystemName), str(f.Filename), f.StartLine}
@@ -53,13 +52,8 @@ func mergeEqual(p *googlev1.Profile) {
 
 	// Mappings are equal by size (rounded up to 4 KiB, as pprof does against
 	// address randomization), offset and build id, else file name.
-	type mapKey struct {
-		size, offset uint64
-		kind         byte // 'b': build id, 'f': file name, 0: neither
-		id           string
-	}
-	mapID := newIDRemap(p.Mapping, func(m *googlev1.Mapping) uint64 { return m.Id })
-	mapSeen := make(map[mapKey]uint64, len(p.Mapping))
+	mapID := resetRemap(&sc.mapID, p.Mapping, func(m *googlev1.Mapping) uint64 { return m.Id })
+	mapSeen := sc.mapSeen
 	maps := p.Mapping[:0]
 	for _, m := range p.Mapping {
 		size := m.MemoryLimit - m.MemoryStart
@@ -86,9 +80,11 @@ func mergeEqual(p *googlev1.Profile) {
 	p.Mapping = maps
 
 	// Locations are equal by mapping, address and lines (function, line).
-	var key []uint64
-	locID := newIDRemap(p.Location, func(l *googlev1.Location) uint64 { return l.Id })
-	chains := newHashChains(len(p.Location))
+	key := sc.key[:0]
+	defer func() { sc.key = key[:0] }()
+	locID := resetRemap(&sc.locID, p.Location, func(l *googlev1.Location) uint64 { return l.Id })
+	chains := &sc.chains
+	chains.reset()
 	locs := p.Location[:0]
 	for _, l := range p.Location {
 		for _, ln := range l.Line {
@@ -130,8 +126,9 @@ func mergeEqual(p *googlev1.Profile) {
 	// else into a copy.
 	inPlace := disjointInOrder(p.Sample)
 	var ids idSlab
-	var lbl, other []labelPair
-	chains = newHashChains(len(p.Sample))
+	lbl, other := sc.lbl[:0], sc.other[:0]
+	defer func() { sc.lbl, sc.other = lbl[:0], other[:0] }()
+	chains.reset()
 	samples := p.Sample[:0]
 	for _, s := range p.Sample {
 		key = key[:0]
@@ -240,14 +237,56 @@ func hashUints(k []uint64) uint64 {
 	return maphash.Bytes(hashSeed, unsafe.Slice((*byte)(unsafe.Pointer(&k[0])), len(k)*8))
 }
 
+type fnKey struct {
+	name, system, file string
+	start              int64
+}
+
+type mapKey struct {
+	size, offset uint64
+	kind         byte // 'b': build id, 'f': file name, 0: neither
+	id           string
+}
+
+// scratch is the memory of one mergeEqual or repair, pooled: every push of
+// a Go profile with generic functions needs these maps and arrays again.
+type scratch struct {
+	fnSeen             map[fnKey]uint64
+	mapSeen            map[mapKey]uint64
+	fnID, mapID, locID idRemap
+	chains             hashChains
+	key                []uint64
+	lbl, other         []labelPair
+	groups             []int
+	best               map[tokenKey]place
+	next               []place
+}
+
+var scratchPool = sync.Pool{New: func() any {
+	return &scratch{fnSeen: map[fnKey]uint64{}, mapSeen: map[mapKey]uint64{}, chains: hashChains{heads: map[uint64]int32{}}}
+}}
+
+// put empties sc (its maps hold the profile's strings) and pools it.
+func (sc *scratch) put() {
+	clear(sc.fnSeen)
+	clear(sc.mapSeen)
+	clear(sc.best)
+	sc.chains.reset()
+	for _, r := range []*idRemap{&sc.fnID, &sc.mapID, &sc.locID} {
+		clear(r.sparse)
+	}
+	scratchPool.Put(sc)
+}
+
 // hashChains finds the indexes added under a hash, the latest first.
 type hashChains struct {
 	heads map[uint64]int32 // hash -> index+1 of the latest
 	links []int32          // index -> index+1 of the one before it, 0: none
 }
 
-func newHashChains(n int) hashChains {
-	return hashChains{heads: make(map[uint64]int32, n), links: make([]int32, 0, n)}
+func (c *hashChains) reset() {
+	clear(c.heads)
+	c.links = c.links[:0]
 }
 
 func (c *hashChains) first(h uint64) int { return int(c.heads[h]) - 1 }
@@ -263,23 +302,39 @@ func (c *hashChains) add(h uint64, i int) {
 // ids are at most a few times their number, as pprof writers number them,
 // else a map.
 type idRemap struct {
-	dense  []uint64 // old id -> new id, 0: none
-	sparse map[uint64]uint64
+	dense     []uint64 // old id -> new id, 0: none
+	sparse    map[uint64]uint64
+	useSparse bool
 }
 
-func newIDRemap[T any](xs []T, id func(T) uint64) idRemap {
+// resetRemap empties r for the ids of xs, reusing its memory, and returns it.
+func resetRemap[T any](r *idRemap, xs []T, id func(T) uint64) *idRemap {
 	var top uint64
 	for _, x := range xs {
 		top = max(top, id(x))
 	}
 	if top <= uint64(4*len(xs)+64) {
-		return idRemap{dense: make([]uint64, top+1)}
+		n := int(top) + 1
+		if cap(r.dense) < n {
+			r.dense = make([]uint64, n)
+		} else {
+			r.dense = r.dense[:n]
+			clear(r.dense)
+		}
+		r.useSparse = false
+		return r
 	}
-	return idRemap{sparse: make(map[uint64]uint64, len(xs))}
+	r.useSparse = true
+	if r.sparse == nil {
+		r.sparse = make(map[uint64]uint64, len(xs))
+	} else {
+		clear(r.sparse)
+	}
+	return r
 }
 
 func (r *idRemap) set(old, new uint64) {
-	if r.dense != nil {
+	if !r.useSparse {
 		r.dense[old] = new
 		return
 	}
@@ -287,7 +342,7 @@ func (r *idRemap) set(old, new uint64) {
 }
 
 func (r *idRemap) get(old uint64) (uint64, bool) {
-	if r.dense != nil {
+	if !r.useSparse {
 		if old < uint64(len(r.dense)) && r.dense[old] != 0 {
 			return r.dense[old], true
 		}
