@@ -111,9 +111,12 @@ func TestLargeArenaPooled(t *testing.T) {
 	if len(raw) < LargeProfileBytes {
 		t.Fatalf("test profile of %d bytes is not large", len(raw))
 	}
-	zipped := gz(raw)
-	if got := decompressedSize(zipped); got != len(raw) {
-		t.Fatalf("decompressedSize %d, want %d", got, len(raw))
+	// Two gzip members, as hearth load sends them (the profile, then its
+	// time): the trailer's size is the second's.
+	zipped := append(gz(raw), gz([]byte{9 << 3, 1})...)
+	p.TimeNanos = 1
+	if !largeInput(zipped) || !largeInput(raw) {
+		t.Fatal("a large profile is not taken for one")
 	}
 	got, a, err := Decode(zipped, 0)
 	if err != nil {
@@ -140,12 +143,19 @@ func TestLargeArenaPooled(t *testing.T) {
 		x.Release()
 		largePool.Get() // keep the pool from handing x out elsewhere
 	}
+	// An arena of the small pool that a large profile grew goes to the
+	// large pool, not away.
 	small := &Arena{pooled: true}
 	if _, err := small.Decode(zipped, 0); err != nil {
 		t.Fatal(err)
 	}
-	if small.keepable() {
-		t.Fatalf("a small-pool arena of %d bytes is kept", small.footprint())
+	if small.footprint() <= MaxPooledBytes {
+		t.Fatalf("footprint %d: the test profile is too small", small.footprint())
+	}
+	small.Release()
+	largePool.Get()
+	if !small.large {
+		t.Fatal("a grown small-pool arena was not moved to the large pool")
 	}
 	raw2, _ := sampleProfile().MarshalVT()
 	_, b, err := Decode(gz(raw2), 0)

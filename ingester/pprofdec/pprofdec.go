@@ -7,7 +7,6 @@ package pprofdec
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -152,6 +151,7 @@ type Arena struct {
 	lblPtrs  []*googlev1.Label
 	lines    []googlev1.Line
 	linePtrs []*googlev1.Line
+	scratch  []byte // Bytes
 	// What the last decode took from the arrays it replaced (take).
 	spill struct{ u64, i64, lbl, lblPtrs, lines, linePtrs int }
 }
@@ -166,24 +166,28 @@ var (
 // the pool holds about (concurrent pushes) × (a typical profile's arena).
 const MaxPooledBytes = 8 << 20
 
-// Profiles of at least LargeProfileBytes decompressed (a large Go heap
+// Profiles of about LargeProfileBytes or more decompressed (a large Go heap
 // profile: 0.9 MB, about 9 MB of arena) take their arenas from a pool of
 // their own, which keeps arenas of up to MaxPooledLargeBytes: pooled with
 // the small ones, every arena would grow to the largest profile's size;
 // not pooled, each such push allocated its whole arena again (11 of its
-// 15 MB). The large pool holds about (concurrent large pushes) arenas.
+// 15 MB). An arena of the small pool that grew past MaxPooledBytes goes to
+// the large pool. The large pool holds about (concurrent large pushes)
+// arenas.
 const (
 	LargeProfileBytes   = 512 << 10
 	MaxPooledLargeBytes = 32 << 20
 )
 
-// decompressedSize is what b decompresses to as its gzip trailer says (the
-// size modulo 4 GiB, and only a hint: it is not checked), or len(b).
-func decompressedSize(b []byte) int {
-	if IsGzip(b) && len(b) >= 18 {
-		return int(binary.LittleEndian.Uint32(b[len(b)-4:]))
+// largeInput guesses whether b decodes to a large profile: pprof compresses
+// about 3-10x. (The gzip trailer's size is no help: a push may be several
+// gzip members, as hearth load's are.)
+func largeInput(b []byte) bool {
+	n := len(b)
+	if IsGzip(b) {
+		n *= 4
 	}
-	return len(b)
+	return n >= LargeProfileBytes
 }
 
 // Decode decodes a pprof profile (as DecodePprof) into an arena from the
@@ -196,7 +200,7 @@ func Decode(b []byte, maxDecompressed int) (*googlev1.Profile, *Arena, error) {
 		a = new(Arena)
 	} else {
 		pool := &arenaPool
-		if decompressedSize(b) >= LargeProfileBytes {
+		if largeInput(b) {
 			pool = &largePool
 		}
 		a = pool.Get().(*Arena)
@@ -268,6 +272,9 @@ func (a *Arena) Release() {
 	settle(&a.linePtrs, &a.spill.linePtrs)
 	a.u64, a.i64, a.lbl, a.lblPtrs = a.u64[:0], a.i64[:0], a.lbl[:0], a.lblPtrs[:0]
 	a.lines, a.linePtrs = a.lines[:0], a.linePtrs[:0]
+	if !a.large && a.footprint() > MaxPooledBytes {
+		a.large = true // a large profile the guess missed
+	}
 	switch {
 	case !a.keepable():
 	case a.large:
@@ -278,6 +285,16 @@ func (a *Arena) Release() {
 }
 
 // footprint is about the bytes the arena's arrays hold.
+// Bytes returns n bytes that belong to the arena until Release, for what the
+// write path makes from the profile and drops with it: the rewritten profile
+// it marshals for the WAL record (which copies it). The bytes are not zeroed.
+func (a *Arena) Bytes(n int) []byte {
+	if cap(a.scratch) < n {
+		a.scratch = make([]byte, n)
+	}
+	return a.scratch[:n:n]
+}
+
 // keepable reports whether the arena goes back to its pool on Release.
 func (a *Arena) keepable() bool {
 	if a.large {
@@ -287,7 +304,7 @@ func (a *Arena) keepable() bool {
 }
 
 func (a *Arena) footprint() int {
-	n := a.buf.Cap()
+	n := a.buf.Cap() + cap(a.scratch)
 	n += cap(a.sampleTypes) * int(unsafe.Sizeof(googlev1.ValueType{}))
 	n += cap(a.samples) * int(unsafe.Sizeof(googlev1.Sample{}))
 	n += cap(a.mappings) * int(unsafe.Sizeof(googlev1.Mapping{}))
@@ -327,6 +344,9 @@ func (a *Arena) poison() {
 	b := a.buf.Bytes()
 	for i := range b {
 		b[i] = 0xA5
+	}
+	for i := range a.scratch {
+		a.scratch[i] = 0xA5
 	}
 	fill(a.u64, 0xDEAD_BEEF_DEAD_BEEF)
 	fill(a.i64, -0x5A5A_5A5A)
