@@ -141,7 +141,7 @@ func TestLargeArenaPooled(t *testing.T) {
 			t.Fatalf("decode %d: location ids spilled %d", round+1, x.spill.u64)
 		}
 		x.Release()
-		largePool.Get() // keep the pool from handing x out elsewhere
+		getLarge() // keep the list from handing x out elsewhere
 	}
 	// An arena of the small pool that a large profile grew goes to the
 	// large pool, not away.
@@ -153,7 +153,7 @@ func TestLargeArenaPooled(t *testing.T) {
 		t.Fatalf("footprint %d: the test profile is too small", small.footprint())
 	}
 	small.Release()
-	largePool.Get()
+	getLarge()
 	if !small.large {
 		t.Fatal("a grown small-pool arena was not moved to the large pool")
 	}
@@ -166,4 +166,22 @@ func TestLargeArenaPooled(t *testing.T) {
 		t.Fatal("a small profile took a large arena")
 	}
 	b.Release()
+}
+
+// TestLargeArenasBounded: however many large pushes ran at once, at most
+// MaxLargeArenas of their arenas are kept.
+func TestLargeArenasBounded(t *testing.T) {
+	for len(largeFree) > 0 {
+		<-largeFree
+	}
+	for range MaxLargeArenas + 3 {
+		a := &Arena{pooled: true, large: true}
+		a.Release()
+	}
+	if n := len(largeFree); n != MaxLargeArenas {
+		t.Fatalf("%d large arenas kept, want %d", n, MaxLargeArenas)
+	}
+	for len(largeFree) > 0 {
+		<-largeFree
+	}
 }

@@ -126,7 +126,7 @@ type Arena struct {
 	p        googlev1.Profile
 	buf      bytes.Buffer // the decompressed profile: the strings point into it
 	pooled   bool
-	large    bool // from largePool
+	large    bool // kept in largeFree
 	released bool
 
 	sampleTypes []googlev1.ValueType
@@ -156,10 +156,30 @@ type Arena struct {
 	spill struct{ u64, i64, lbl, lblPtrs, lines, linePtrs int }
 }
 
-var (
-	arenaPool = sync.Pool{New: func() any { return &Arena{pooled: true} }}
-	largePool = sync.Pool{New: func() any { return &Arena{pooled: true, large: true} }}
-)
+var arenaPool = sync.Pool{New: func() any { return &Arena{pooled: true} }}
+
+// largeFree keeps at most MaxLargeArenas arenas of large profiles. Not a
+// sync.Pool: one arena kept per concurrent large push, ~10 MB each that
+// the collector counts live and doubles in its heap goal, raised the peak
+// RSS of the standard load by 50 MB; a large profile is one push in twelve
+// there, and rarely two decode at once.
+var largeFree = make(chan *Arena, MaxLargeArenas)
+
+func getLarge() *Arena {
+	select {
+	case a := <-largeFree:
+		return a
+	default:
+		return &Arena{pooled: true, large: true}
+	}
+}
+
+func putLarge(a *Arena) {
+	select {
+	case largeFree <- a:
+	default: // enough kept: the collector takes this one
+	}
+}
 
 // MaxPooledBytes bounds the memory an arena may keep when it goes back to
 // the pool: one that decoded a very large profile is dropped instead, so
@@ -167,16 +187,16 @@ var (
 const MaxPooledBytes = 8 << 20
 
 // Profiles of about LargeProfileBytes or more decompressed (a large Go heap
-// profile: 0.9 MB, about 9 MB of arena) take their arenas from a pool of
-// their own, which keeps arenas of up to MaxPooledLargeBytes: pooled with
-// the small ones, every arena would grow to the largest profile's size;
-// not pooled, each such push allocated its whole arena again (11 of its
-// 15 MB). An arena of the small pool that grew past MaxPooledBytes goes to
-// the large pool. The large pool holds about (concurrent large pushes)
-// arenas.
+// profile: 0.9 MB, about 10 MB of arena) take their arenas from a free
+// list of their own (largeFree), which keeps MaxLargeArenas arenas of up to
+// MaxPooledLargeBytes: pooled with the small ones, every arena would grow
+// to the largest profile's size; not pooled, each such push allocated its
+// whole arena again (11 of its 15 MB). An arena of the small pool that grew
+// past MaxPooledBytes goes to the large list.
 const (
 	LargeProfileBytes   = 512 << 10
 	MaxPooledLargeBytes = 32 << 20
+	MaxLargeArenas      = 2
 )
 
 // largeInput guesses whether b decodes to a large profile: pprof compresses
@@ -199,11 +219,11 @@ func Decode(b []byte, maxDecompressed int) (*googlev1.Profile, *Arena, error) {
 	if ReleaseMode(mode.Load()) == ReleaseNever {
 		a = new(Arena)
 	} else {
-		pool := &arenaPool
 		if largeInput(b) {
-			pool = &largePool
+			a = getLarge()
+		} else {
+			a = arenaPool.Get().(*Arena)
 		}
-		a = pool.Get().(*Arena)
 		a.released = false
 	}
 	p, err := a.Decode(b, maxDecompressed)
@@ -278,7 +298,7 @@ func (a *Arena) Release() {
 	switch {
 	case !a.keepable():
 	case a.large:
-		largePool.Put(a)
+		putLarge(a)
 	default:
 		arenaPool.Put(a)
 	}
