@@ -1,10 +1,13 @@
 package normalize
 
 import (
+	"bytes"
+	"encoding/binary"
 	"math/bits"
 	"slices"
 	"strings"
 	"sync"
+	"unsafe"
 
 	googlev1 "github.com/grafana/pyroscope/api/gen/proto/go/google/v1"
 )
@@ -187,6 +190,19 @@ func leCompare(a, b []uint64) int {
 	return 0
 }
 
+// littleEndian: the machine stores a uint64's bytes least significant first,
+// so that comparing two id arrays' memory byte by byte is leCompare.
+var littleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
+
+// compareTails is leCompare of two equally long stacks, as one memory
+// comparison where the machine allows.
+func compareTails(a, b []uint64) int {
+	if !littleEndian || len(a) == 0 {
+		return leCompare(a, b)
+	}
+	return bytes.Compare(unsafe.Slice((*byte)(unsafe.Pointer(&a[0])), 8*len(a)), unsafe.Slice((*byte)(unsafe.Pointer(&b[0])), 8*len(b)))
+}
+
 // tailOf is the root-most n frames of a stack (pprof stacks are leaf first).
 func tailOf(s []uint64, n int) []uint64 { return s[len(s)-n:] }
 
@@ -246,7 +262,7 @@ func sortByTail(samples []*googlev1.Sample) {
 			}
 			return 1
 		}
-		return leCompare(tailOf(a.s.LocationId, repairSuffix), tailOf(b.s.LocationId, repairSuffix))
+		return compareTails(tailOf(a.s.LocationId, repairSuffix), tailOf(b.s.LocationId, repairSuffix))
 	})
 	for i, k := range keys {
 		samples[i] = k.s
@@ -283,7 +299,7 @@ func RepairTruncatedGoStacks(p *googlev1.Profile) bool {
 	groups := sc.groups[:0]
 	defer func() { sc.groups = groups[:0] }()
 	for i, s := range samples {
-		if i == 0 || leCompare(tailOf(s.LocationId, repairSuffix), tailOf(samples[i-1].LocationId, repairSuffix)) != 0 {
+		if i == 0 || compareTails(tailOf(s.LocationId, repairSuffix), tailOf(samples[i-1].LocationId, repairSuffix)) != 0 {
 			groups = append(groups, i)
 		}
 	}

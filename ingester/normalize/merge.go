@@ -84,7 +84,7 @@ func mergeEqual(p *googlev1.Profile) {
 	defer func() { sc.key = key[:0] }()
 	locID := resetRemap(&sc.locID, p.Location, func(l *googlev1.Location) uint64 { return l.Id })
 	chains := &sc.chains
-	chains.reset()
+	chains.reset(len(p.Location))
 	locs := p.Location[:0]
 	for _, l := range p.Location {
 		for _, ln := range l.Line {
@@ -128,7 +128,7 @@ func mergeEqual(p *googlev1.Profile) {
 	var ids idSlab
 	lbl, other := sc.lbl[:0], sc.other[:0]
 	defer func() { sc.lbl, sc.other = lbl[:0], other[:0] }()
-	chains.reset()
+	chains.reset(len(p.Sample))
 	samples := p.Sample[:0]
 	for _, s := range p.Sample {
 		key = key[:0]
@@ -263,7 +263,7 @@ type scratch struct {
 }
 
 var scratchPool = sync.Pool{New: func() any {
-	return &scratch{fnSeen: map[fnKey]uint64{}, mapSeen: map[mapKey]uint64{}, chains: hashChains{heads: map[uint64]int32{}}}
+	return &scratch{fnSeen: map[fnKey]uint64{}, mapSeen: map[mapKey]uint64{}}
 }}
 
 // put empties sc (its maps hold the profile's strings) and pools it.
@@ -271,31 +271,59 @@ func (sc *scratch) put() {
 	clear(sc.fnSeen)
 	clear(sc.mapSeen)
 	clear(sc.best)
-	sc.chains.reset()
+	sc.chains.reset(0)
 	for _, r := range []*idRemap{&sc.fnID, &sc.mapID, &sc.locID} {
 		clear(r.sparse)
 	}
 	scratchPool.Put(sc)
 }
 
-// hashChains finds the indexes added under a hash, the latest first.
+// hashChains finds the indexes added under a hash, the latest first: an
+// open-addressing table of the hashes (already random: no hashing again),
+// sized for the number of indexes to add, with the chains in links.
 type hashChains struct {
-	heads map[uint64]int32 // hash -> index+1 of the latest
-	links []int32          // index -> index+1 of the one before it, 0: none
+	slots []chainSlot // power of two, at most half full
+	links []int32     // index -> index+1 of the one before it, 0: none
 }
 
-func (c *hashChains) reset() {
-	clear(c.heads)
+type chainSlot struct {
+	h    uint64
+	head int32 // index+1 of the latest under h; 0: empty slot
+}
+
+// reset empties c for up to n adds.
+func (c *hashChains) reset(n int) {
+	size := 16
+	for size < 2*n {
+		size *= 2
+	}
+	if cap(c.slots) < size {
+		c.slots = make([]chainSlot, size)
+	} else {
+		c.slots = c.slots[:size]
+		clear(c.slots)
+	}
 	c.links = c.links[:0]
 }
 
-func (c *hashChains) first(h uint64) int { return int(c.heads[h]) - 1 }
+// slot is where h is, or the empty slot where it goes.
+func (c *hashChains) slot(h uint64) *chainSlot {
+	mask := uint64(len(c.slots) - 1)
+	for i := h & mask; ; i = (i + 1) & mask {
+		if s := &c.slots[i]; s.head == 0 || s.h == h {
+			return s
+		}
+	}
+}
+
+func (c *hashChains) first(h uint64) int { return int(c.slot(h).head) - 1 }
 func (c *hashChains) next(i int) int     { return int(c.links[i]) - 1 }
 
 // add adds index i (the next index: i == number added so far) under h.
 func (c *hashChains) add(h uint64, i int) {
-	c.links = append(c.links, c.heads[h])
-	c.heads[h] = int32(i + 1)
+	s := c.slot(h)
+	c.links = append(c.links, s.head)
+	s.h, s.head = h, int32(i+1)
 }
 
 // idRemap maps old ids to new ones (new ids are ≥ 1): a slice when the old

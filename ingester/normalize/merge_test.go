@@ -256,3 +256,23 @@ func TestMergeEqualSharedStacks(t *testing.T) {
 		}
 	}
 }
+
+// TestCompareTails: the memory comparison orders stacks as leCompare.
+func TestCompareTails(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 25))
+	vals := []uint64{0, 1, 2, 255, 256, 257, 1 << 8, 1 << 16, 1<<56 + 1, 1 << 63, ^uint64(0)}
+	for range 20_000 {
+		n := 1 + r.IntN(4)
+		a, b := make([]uint64, n), make([]uint64, n)
+		for i := range n {
+			a[i] = vals[r.IntN(len(vals))]
+			b[i] = a[i]
+			if r.IntN(3) == 0 {
+				b[i] = vals[r.IntN(len(vals))]
+			}
+		}
+		if got, want := compareTails(a, b), leCompare(a, b); got != want {
+			t.Fatalf("compareTails(%v, %v) = %d, leCompare %d", a, b, got, want)
+		}
+	}
+}
