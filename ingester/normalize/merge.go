@@ -20,8 +20,9 @@ import (
 // It runs on every push of a Go profile with generic functions, so its keys
 // are seeded hashes of the ids with collision chains checked field by field
 // (no key allocated per location or sample), the profile's slices are
-// compacted in place, and a sample's stack is copied only when a location
-// id in it changed.
+// compacted in place, a sample's stack is rewritten only when a location id
+// in it changed (in place when no two stacks share memory), and its maps and
+// arrays are pooled.
 func mergeEqual(p *googlev1.Profile) {
 	str := func(i int64) string {
 		if i >= 0 && i < int64(len(p.StringTable)) {

@@ -93,7 +93,7 @@ func TestMergeEqualRandom(t *testing.T) {
 		nm := r.IntN(4)
 		for i := range nm {
 			p.Mapping = append(p.Mapping, &googlev1.Mapping{Id: uint64(i + 1), MemoryStart: uint64(r.IntN(2)) << 12, MemoryLimit: 8 << 12,
-				Filename: int64(r.IntN(2) * (4 + r.IntN(2))), BuildId: int64(r.IntN(2) * (6 + r.IntN(1)))})
+				Filename: int64(r.IntN(2) * (4 + r.IntN(2))), BuildId: int64(r.IntN(2) * 6)})
 		}
 		nl := 1 + r.IntN(10)
 		for i := range nl {

@@ -191,7 +191,7 @@ const MaxPooledBytes = 8 << 20
 // list of their own (largeFree), which keeps MaxLargeArenas arenas of up to
 // MaxPooledLargeBytes: pooled with the small ones, every arena would grow
 // to the largest profile's size; not pooled, each such push allocated its
-// whole arena again (11 of its 15 MB). An arena of the small pool that grew
+// whole arena again (half of its 15 MB). An arena of the small pool that grew
 // past MaxPooledBytes goes to the large list.
 const (
 	LargeProfileBytes   = 512 << 10
