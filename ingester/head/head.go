@@ -226,6 +226,9 @@ func (h *Head) Append(tenant string, id ProfileID, labels model.Labels, p *googl
 // skipping a row whose profile id the series already holds. It refuses only
 // a push that would exceed the series limit (whose symbols stay interned).
 func (h *Head) Commit(tenant string, id ProfileID, pp *Prepared, timeNanos int64) (AppendResult, error) {
+	if pp.syms == nil {
+		return AppendResult{}, errors.New("head: a prepared profile committed twice")
+	}
 	t := h.tenant(tenant)
 	var res AppendResult
 
@@ -233,6 +236,9 @@ func (h *Head) Commit(tenant string, id ProfileID, pp *Prepared, timeNanos int64
 	ids := t.syms.Intern(pp.syms, make([]uint32, 0, pp.syms.Stacks()))
 	symAfter := t.syms.BytesLocked()
 	t.syms.Unlock()
+	// Intern copied what the tables keep: the keys' memory goes to the next push.
+	pp.syms.Release()
+	pp.syms = nil
 	rows := pp.buildRows(ids)
 
 	t.mu.Lock()

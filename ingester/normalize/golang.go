@@ -1,9 +1,13 @@
 package normalize
 
 import (
+	"bytes"
+	"encoding/binary"
 	"math/bits"
 	"slices"
 	"strings"
+	"sync"
+	"unsafe"
 
 	googlev1 "github.com/grafana/pyroscope/api/gen/proto/go/google/v1"
 )
@@ -123,148 +127,6 @@ func DropGoTypeParameters(p *googlev1.Profile) bool {
 	return true
 }
 
-// mergeEqual renumbers functions, mappings and locations so that equal ones
-// (by their strings and fields, in first-seen order) share an id, and sums
-// samples with equal stacks and labels. Ids that refer to nothing are left
-// for validation.
-func mergeEqual(p *googlev1.Profile) {
-	str := func(i int64) string {
-		if i >= 0 && i < int64(len(p.StringTable)) {
-			return p.StringTable[i]
-		}
-		return ""
-	}
-	type fnKey struct {
-		name, system, file string
-		start              int64
-	}
-	fnID := map[uint64]uint64{}
-	fnSeen := map[fnKey]uint64{}
-	var fns []*googlev1.Function
-	for _, f := range p.Function {
-		k := fnKey{str(f.Name), str(f.SystemName), str(f.Filename), f.StartLine}
-		id, ok := fnSeen[k]
-		if !ok {
-			id = uint64(len(fns) + 1)
-			fnSeen[k] = id
-			fns = append(fns, f)
-		}
-		fnID[f.Id] = id
-	}
-	for i, f := range fns {
-		f.Id = uint64(i + 1)
-	}
-	p.Function = fns
-
-	// Mappings are equal by size (rounded up to 4 KiB, as pprof does against
-	// address randomization), offset and build id, else file name.
-	type mapKey struct {
-		size, offset uint64
-		id           string
-	}
-	mapID := map[uint64]uint64{}
-	mapSeen := map[mapKey]uint64{}
-	var maps []*googlev1.Mapping
-	for _, m := range p.Mapping {
-		size := m.MemoryLimit - m.MemoryStart
-		size = (size + 0xfff) &^ 0xfff
-		k := mapKey{size: size, offset: m.FileOffset}
-		switch {
-		case m.BuildId != 0:
-			k.id = "b" + str(m.BuildId)
-		case m.Filename != 0:
-			k.id = "f" + str(m.Filename)
-		}
-		id, ok := mapSeen[k]
-		if !ok {
-			id = uint64(len(maps) + 1)
-			mapSeen[k] = id
-			maps = append(maps, m)
-		}
-		mapID[m.Id] = id
-	}
-	for i, m := range maps {
-		m.Id = uint64(i + 1)
-	}
-	p.Mapping = maps
-
-	var kb strings.Builder
-	locID := map[uint64]uint64{}
-	locSeen := map[string]uint64{}
-	var locs []*googlev1.Location
-	for _, l := range p.Location {
-		for _, ln := range l.Line {
-			if id, ok := fnID[ln.FunctionId]; ok {
-				ln.FunctionId = id
-			}
-		}
-		if id, ok := mapID[l.MappingId]; ok {
-			l.MappingId = id
-		}
-		kb.Reset()
-		writeUints(&kb, l.MappingId, l.Address)
-		for _, ln := range l.Line {
-			writeUints(&kb, ln.FunctionId, uint64(ln.Line))
-		}
-		id, ok := locSeen[kb.String()]
-		if !ok {
-			id = uint64(len(locs) + 1)
-			locSeen[kb.String()] = id
-			locs = append(locs, l)
-		}
-		locID[l.Id] = id
-	}
-	for i, l := range locs {
-		l.Id = uint64(i + 1)
-	}
-	p.Location = locs
-
-	sampleSeen := map[string]*googlev1.Sample{}
-	samples := p.Sample[:0]
-	for _, s := range p.Sample {
-		ids := make([]uint64, len(s.LocationId))
-		for i, id := range s.LocationId {
-			if nid, ok := locID[id]; ok {
-				ids[i] = nid
-			} else {
-				ids[i] = id
-			}
-		}
-		s.LocationId = ids
-		kb.Reset()
-		writeUints(&kb, ids...)
-		kb.WriteByte(0)
-		labels := slices.Clone(s.Label)
-		slices.SortFunc(labels, func(a, b *googlev1.Label) int {
-			if a.Key != b.Key {
-				return int(a.Key - b.Key)
-			}
-			return int(a.Str - b.Str)
-		})
-		for _, l := range labels {
-			writeUints(&kb, uint64(l.Key), uint64(l.Str))
-		}
-		if first, ok := sampleSeen[kb.String()]; ok && len(first.Value) == len(s.Value) {
-			for i, v := range s.Value {
-				first.Value[i] += v
-			}
-			continue
-		}
-		sampleSeen[kb.String()] = s
-		samples = append(samples, s)
-	}
-	clear(p.Sample[len(samples):])
-	p.Sample = samples
-}
-
-func writeUints(b *strings.Builder, vs ...uint64) {
-	for _, v := range vs {
-		for i := 0; i < 8; i++ {
-			b.WriteByte(byte(v >> (8 * i)))
-		}
-	}
-}
-
 // The Go runtime cuts heap stacks at 32 frames (128 since Go 1.23) and CPU
 // stacks at 64; some truncated heap stacks are up to 4 frames shorter.
 const (
@@ -328,10 +190,87 @@ func leCompare(a, b []uint64) int {
 	return 0
 }
 
+// littleEndian: the machine stores a uint64's bytes least significant first,
+// so that comparing two id arrays' memory byte by byte is leCompare.
+var littleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
+
+// compareTails is leCompare of two equally long stacks, as one memory
+// comparison where the machine allows.
+func compareTails(a, b []uint64) int {
+	if !littleEndian || len(a) == 0 {
+		return leCompare(a, b)
+	}
+	return bytes.Compare(unsafe.Slice((*byte)(unsafe.Pointer(&a[0])), 8*len(a)), unsafe.Slice((*byte)(unsafe.Pointer(&b[0])), 8*len(b)))
+}
+
 // tailOf is the root-most n frames of a stack (pprof stacks are leaf first).
 func tailOf(s []uint64, n int) []uint64 { return s[len(s)-n:] }
 
 type tokenKey [repairToken]uint64
+
+// place is where a 16-frame window sits: in group (1-based; 0: none),
+// shifted shift frames toward the leaf.
+type place struct {
+	group int
+	shift int
+}
+
+func zeroedPlaces(s []place, n int) []place {
+	if cap(s) < n {
+		return make([]place, n)
+	}
+	s = s[:n]
+	clear(s)
+	return s
+}
+
+// tailKey is a sample and the first location id of its root-most 24
+// frames, byte-reversed: comparing keys orders as leCompare does on their
+// first id, without reading the sample's stack.
+type tailKey struct {
+	s     *googlev1.Sample
+	first uint64
+	short bool // fewer than repairSuffix frames
+}
+
+var tailKeys = sync.Pool{New: func() any { return new([]tailKey) }}
+
+// sortByTail sorts samples as Pyroscope's repair does: stacks shorter than
+// 24 frames first, then by their root-most 24 frames (leCompare). The
+// comparisons give exactly the results of comparing the samples themselves,
+// so the (unstable) sort leaves ties in the same order.
+func sortByTail(samples []*googlev1.Sample) {
+	kp := tailKeys.Get().(*[]tailKey)
+	keys := (*kp)[:0]
+	for _, s := range samples {
+		k := tailKey{s: s, short: len(s.LocationId) < repairSuffix}
+		if !k.short {
+			k.first = bits.ReverseBytes64(s.LocationId[len(s.LocationId)-repairSuffix])
+		}
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b tailKey) int {
+		if a.short {
+			return -1
+		}
+		if b.short {
+			return 1
+		}
+		if a.first != b.first {
+			if a.first < b.first {
+				return -1
+			}
+			return 1
+		}
+		return compareTails(tailOf(a.s.LocationId, repairSuffix), tailOf(b.s.LocationId, repairSuffix))
+	})
+	for i, k := range keys {
+		samples[i] = k.s
+	}
+	clear(keys)
+	*kp = keys[:0]
+	tailKeys.Put(kp)
+}
 
 // RepairTruncatedGoStacks completes Go stacks cut at the runtime's depth
 // limit with the root-most frames of another stack of the profile, as
@@ -343,15 +282,7 @@ type tokenKey [repairToken]uint64
 // group get those frames appended. Returns whether a stack changed.
 func RepairTruncatedGoStacks(p *googlev1.Profile) bool {
 	samples := p.Sample
-	slices.SortFunc(samples, func(a, b *googlev1.Sample) int {
-		if len(a.LocationId) < repairSuffix {
-			return -1
-		}
-		if len(b.LocationId) < repairSuffix {
-			return 1
-		}
-		return leCompare(tailOf(a.LocationId, repairSuffix), tailOf(b.LocationId, repairSuffix))
-	})
+	sortByTail(samples)
 	first, _ := slices.BinarySearchFunc(samples, true, func(s *googlev1.Sample, _ bool) int {
 		if len(s.LocationId) >= repairSuffix {
 			return 1
@@ -362,10 +293,13 @@ func RepairTruncatedGoStacks(p *googlev1.Profile) bool {
 	if len(samples) == 0 {
 		return false
 	}
+	sc := scratchPool.Get().(*scratch)
+	defer sc.put()
 	// groups[i] is the index of group i's first sample.
-	var groups []int
+	groups := sc.groups[:0]
+	defer func() { sc.groups = groups[:0] }()
 	for i, s := range samples {
-		if i == 0 || leCompare(tailOf(s.LocationId, repairSuffix), tailOf(samples[i-1].LocationId, repairSuffix)) != 0 {
+		if i == 0 || compareTails(tailOf(s.LocationId, repairSuffix), tailOf(samples[i-1].LocationId, repairSuffix)) != 0 {
 			groups = append(groups, i)
 		}
 	}
@@ -379,11 +313,10 @@ func RepairTruncatedGoStacks(p *googlev1.Profile) bool {
 	// For each 16-frame window of a group's suffix, shifted k frames toward
 	// the leaf, the group where it sits furthest from the root (the first
 	// such group in sorted order on ties).
-	type place struct {
-		group int // 1-based; 0: none
-		shift int
+	if sc.best == nil {
+		sc.best = map[tokenKey]place{}
 	}
-	best := map[tokenKey]place{}
+	best := sc.best
 	for gi, g := range groups {
 		suffix := tailOf(samples[g].LocationId, repairSuffix)
 		for k := 1; k <= repairShifts; k++ {
@@ -395,7 +328,8 @@ func RepairTruncatedGoStacks(p *googlev1.Profile) bool {
 		}
 	}
 	// next[i]: the group whose frames continue group i's root, if any.
-	next := make([]place, len(groups))
+	sc.next = zeroedPlaces(sc.next, len(groups))
+	next := sc.next
 	for gi, g := range groups {
 		var t tokenKey
 		copy(t[:], tailOf(samples[g].LocationId, repairToken))
@@ -404,6 +338,7 @@ func RepairTruncatedGoStacks(p *googlev1.Profile) bool {
 		}
 	}
 	changed := false
+	var ids idSlab
 	for gi, g := range groups {
 		c := next[gi]
 		missing := 0
@@ -428,7 +363,7 @@ func RepairTruncatedGoStacks(p *googlev1.Profile) bool {
 		tail := ref[len(ref)-missing:]
 		for _, s := range samples[g:groupEnd(gi)] {
 			// Never append in place: decoded samples may share one array.
-			s.LocationId = slices.Concat(s.LocationId, tail)
+			s.LocationId = ids.concat(s.LocationId, tail)
 		}
 		changed = true
 	}

@@ -86,3 +86,102 @@ func TestDecodeError(t *testing.T) {
 		a.Release()
 	}
 }
+
+// TestLargeArenaPooled: a profile of more than LargeProfileBytes (a large
+// Go heap profile) decodes into an arena of the large pool, which keeps it
+// on Release, where the small pool's bound would drop it and the next such
+// push would allocate its whole arena again.
+func TestLargeArenaPooled(t *testing.T) {
+	p := sampleProfile()
+	p.Sample = nil
+	for i := range 40_000 {
+		s := &googlev1.Sample{Value: []int64{1, int64(i)}}
+		for j := range 32 {
+			s.LocationId = append(s.LocationId, uint64(1+(i*7+j)%1000))
+		}
+		p.Sample = append(p.Sample, s)
+	}
+	for i := range 1000 {
+		p.Location = append(p.Location, &googlev1.Location{Id: uint64(i + 1)})
+	}
+	raw, err := p.MarshalVT()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(raw) < LargeProfileBytes {
+		t.Fatalf("test profile of %d bytes is not large", len(raw))
+	}
+	// Two gzip members, as hearth load sends them (the profile, then its
+	// time): the trailer's size is the second's.
+	zipped := append(gz(raw), gz([]byte{9 << 3, 1})...)
+	p.TimeNanos = 1
+	if !largeInput(zipped) || !largeInput(raw) {
+		t.Fatal("a large profile is not taken for one")
+	}
+	got, a, err := Decode(zipped, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.EqualVT(p) {
+		t.Fatal("decoded differently")
+	}
+	if !a.large || !a.keepable() {
+		t.Fatalf("large %v, keepable %v (footprint %d)", a.large, a.keepable(), a.footprint())
+	}
+	a.Release()
+	// Its second decode of such a profile fits the arrays it kept: nothing
+	// spills into new ones (the first spilled: they started small).
+	x := &Arena{pooled: true, large: true}
+	for round := range 2 {
+		x.released = false
+		if _, err := x.Decode(zipped, 0); err != nil {
+			t.Fatal(err)
+		}
+		if spilled := x.spill.u64 > 0; spilled != (round == 0) {
+			t.Fatalf("decode %d: location ids spilled %d", round+1, x.spill.u64)
+		}
+		x.Release()
+		getLarge() // keep the list from handing x out elsewhere
+	}
+	// An arena of the small pool that a large profile grew goes to the
+	// large pool, not away.
+	small := &Arena{pooled: true}
+	if _, err := small.Decode(zipped, 0); err != nil {
+		t.Fatal(err)
+	}
+	if small.footprint() <= MaxPooledBytes {
+		t.Fatalf("footprint %d: the test profile is too small", small.footprint())
+	}
+	small.Release()
+	getLarge()
+	if !small.large {
+		t.Fatal("a grown small-pool arena was not moved to the large pool")
+	}
+	raw2, _ := sampleProfile().MarshalVT()
+	_, b, err := Decode(gz(raw2), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.large {
+		t.Fatal("a small profile took a large arena")
+	}
+	b.Release()
+}
+
+// TestLargeArenasBounded: however many large pushes ran at once, at most
+// MaxLargeArenas of their arenas are kept.
+func TestLargeArenasBounded(t *testing.T) {
+	for len(largeFree) > 0 {
+		<-largeFree
+	}
+	for range MaxLargeArenas + 3 {
+		a := &Arena{pooled: true, large: true}
+		a.Release()
+	}
+	if n := len(largeFree); n != MaxLargeArenas {
+		t.Fatalf("%d large arenas kept, want %d", n, MaxLargeArenas)
+	}
+	for len(largeFree) > 0 {
+		<-largeFree
+	}
+}

@@ -126,6 +126,7 @@ type Arena struct {
 	p        googlev1.Profile
 	buf      bytes.Buffer // the decompressed profile: the strings point into it
 	pooled   bool
+	large    bool // kept in largeFree
 	released bool
 
 	sampleTypes []googlev1.ValueType
@@ -150,14 +151,64 @@ type Arena struct {
 	lblPtrs  []*googlev1.Label
 	lines    []googlev1.Line
 	linePtrs []*googlev1.Line
+	scratch  []byte // Bytes
+	// What the last decode took from the arrays it replaced (take).
+	spill struct{ u64, i64, lbl, lblPtrs, lines, linePtrs int }
 }
 
 var arenaPool = sync.Pool{New: func() any { return &Arena{pooled: true} }}
+
+// largeFree keeps at most MaxLargeArenas arenas of large profiles. Not a
+// sync.Pool: one arena kept per concurrent large push, ~10 MB each that
+// the collector counts live and doubles in its heap goal, raised the peak
+// RSS of the standard load by 50 MB; a large profile is one push in twelve
+// there, and rarely two decode at once.
+var largeFree = make(chan *Arena, MaxLargeArenas)
+
+func getLarge() *Arena {
+	select {
+	case a := <-largeFree:
+		return a
+	default:
+		return &Arena{pooled: true, large: true}
+	}
+}
+
+func putLarge(a *Arena) {
+	select {
+	case largeFree <- a:
+	default: // enough kept: the collector takes this one
+	}
+}
 
 // MaxPooledBytes bounds the memory an arena may keep when it goes back to
 // the pool: one that decoded a very large profile is dropped instead, so
 // the pool holds about (concurrent pushes) × (a typical profile's arena).
 const MaxPooledBytes = 8 << 20
+
+// Profiles of about LargeProfileBytes or more decompressed (a large Go heap
+// profile: 0.9 MB, about 10 MB of arena) take their arenas from a free
+// list of their own (largeFree), which keeps MaxLargeArenas arenas of up to
+// MaxPooledLargeBytes: pooled with the small ones, every arena would grow
+// to the largest profile's size; not pooled, each such push allocated its
+// whole arena again (half of its 15 MB). An arena of the small pool that grew
+// past MaxPooledBytes goes to the large list.
+const (
+	LargeProfileBytes   = 512 << 10
+	MaxPooledLargeBytes = 32 << 20
+	MaxLargeArenas      = 2
+)
+
+// largeInput guesses whether b decodes to a large profile: pprof compresses
+// about 3-10x. (The gzip trailer's size is no help: a push may be several
+// gzip members, as hearth load's are.)
+func largeInput(b []byte) bool {
+	n := len(b)
+	if IsGzip(b) {
+		n *= 4
+	}
+	return n >= LargeProfileBytes
+}
 
 // Decode decodes a pprof profile (as DecodePprof) into an arena from the
 // pool. The profile and everything it holds are valid until a.Release(),
@@ -168,7 +219,11 @@ func Decode(b []byte, maxDecompressed int) (*googlev1.Profile, *Arena, error) {
 	if ReleaseMode(mode.Load()) == ReleaseNever {
 		a = new(Arena)
 	} else {
-		a = arenaPool.Get().(*Arena)
+		if largeInput(b) {
+			a = getLarge()
+		} else {
+			a = arenaPool.Get().(*Arena)
+		}
 		a.released = false
 	}
 	p, err := a.Decode(b, maxDecompressed)
@@ -229,17 +284,47 @@ func (a *Arena) Release() {
 		clear(a.strs[:cap(a.strs)])
 	}
 	a.p = googlev1.Profile{}
+	settle(&a.u64, &a.spill.u64)
+	settle(&a.i64, &a.spill.i64)
+	settle(&a.lbl, &a.spill.lbl)
+	settle(&a.lblPtrs, &a.spill.lblPtrs)
+	settle(&a.lines, &a.spill.lines)
+	settle(&a.linePtrs, &a.spill.linePtrs)
 	a.u64, a.i64, a.lbl, a.lblPtrs = a.u64[:0], a.i64[:0], a.lbl[:0], a.lblPtrs[:0]
 	a.lines, a.linePtrs = a.lines[:0], a.linePtrs[:0]
-	if a.footprint() > MaxPooledBytes {
-		return
+	if !a.large && a.footprint() > MaxPooledBytes {
+		a.large = true // a large profile the guess missed
 	}
-	arenaPool.Put(a)
+	switch {
+	case !a.keepable():
+	case a.large:
+		putLarge(a)
+	default:
+		arenaPool.Put(a)
+	}
 }
 
 // footprint is about the bytes the arena's arrays hold.
+// Bytes returns n bytes that belong to the arena until Release, for what the
+// write path makes from the profile and drops with it: the rewritten profile
+// it marshals for the WAL record (which copies it). The bytes are not zeroed.
+func (a *Arena) Bytes(n int) []byte {
+	if cap(a.scratch) < n {
+		a.scratch = make([]byte, n)
+	}
+	return a.scratch[:n:n]
+}
+
+// keepable reports whether the arena goes back to its pool on Release.
+func (a *Arena) keepable() bool {
+	if a.large {
+		return a.footprint() <= MaxPooledLargeBytes
+	}
+	return a.footprint() <= MaxPooledBytes
+}
+
 func (a *Arena) footprint() int {
-	n := a.buf.Cap()
+	n := a.buf.Cap() + cap(a.scratch)
 	n += cap(a.sampleTypes) * int(unsafe.Sizeof(googlev1.ValueType{}))
 	n += cap(a.samples) * int(unsafe.Sizeof(googlev1.Sample{}))
 	n += cap(a.mappings) * int(unsafe.Sizeof(googlev1.Mapping{}))
@@ -279,6 +364,9 @@ func (a *Arena) poison() {
 	b := a.buf.Bytes()
 	for i := range b {
 		b[i] = 0xA5
+	}
+	for i := range a.scratch {
+		a.scratch[i] = 0xA5
 	}
 	fill(a.u64, 0xDEAD_BEEF_DEAD_BEEF)
 	fill(a.i64, -0x5A5A_5A5A)

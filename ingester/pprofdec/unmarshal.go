@@ -226,9 +226,9 @@ func (a *Arena) location(l *googlev1.Location, b []byte) error {
 // lineSlots returns n zeroed lines and an empty slice with room for n
 // pointers, cut from shared arrays.
 func (a *Arena) lineSlots(n int) ([]googlev1.Line, []*googlev1.Line) {
-	lines := take(&a.lines, n)
+	lines := take(&a.lines, &a.spill.lines, n)
 	clear(lines)
-	return lines, take(&a.linePtrs, n)[:0]
+	return lines, take(&a.linePtrs, &a.spill.linePtrs, n)[:0]
 }
 
 func (a *Arena) sample(s *googlev1.Sample, b []byte) error {
@@ -296,9 +296,9 @@ func (a *Arena) sample(s *googlev1.Sample, b []byte) error {
 					}
 					c = rest
 				}
-				s.Label = take(&a.lblPtrs, n)[:0]
+				s.Label = take(&a.lblPtrs, &a.spill.lblPtrs, n)[:0]
 			}
-			lb := &take(&a.lbl, 1)[0]
+			lb := &take(&a.lbl, &a.spill.lbl, 1)[0]
 			*lb = googlev1.Label{}
 			if err := lb.UnmarshalVT(sub); err != nil {
 				return err
@@ -374,11 +374,12 @@ const arenaChunk = 1024
 
 // take cuts the next n elements from the shared array *s (its length is
 // what is taken). When they do not fit, a larger array replaces it: the
-// slices already cut keep the old one, and the arena keeps the new one for
-// the profiles it decodes next.
-func take[T any](s *[]T, n int) []T {
+// slices already cut keep the old one (whose length is added to *spilled),
+// and the arena keeps the new one for the profiles it decodes next.
+func take[T any](s *[]T, spilled *int, n int) []T {
 	l := len(*s)
 	if n > cap(*s)-l {
+		*spilled += l
 		*s = make([]T, 0, max(n, 2*cap(*s), arenaChunk))
 		l = 0
 	}
@@ -386,10 +387,21 @@ func take[T any](s *[]T, n int) []T {
 	return (*s)[l : l+n : l+n]
 }
 
-// uints returns an empty slice with room for n, cut from a shared array.
-func (a *Arena) uints(n int) []uint64 { return take(&a.u64, n)[:0] }
+// settle gives a shared array that spilled during the last decode room for
+// all that decode took, so that a pooled arena decodes the next profile of
+// that size without allocating (a large Go heap profile spilled its
+// location ids over three arrays on every push).
+func settle[T any](s *[]T, spilled *int) {
+	if *spilled > 0 {
+		*s = make([]T, 0, len(*s)+*spilled)
+		*spilled = 0
+	}
+}
 
-func (a *Arena) ints(n int) []int64 { return take(&a.i64, n)[:0] }
+// uints returns an empty slice with room for n, cut from a shared array.
+func (a *Arena) uints(n int) []uint64 { return take(&a.u64, &a.spill.u64, n)[:0] }
+
+func (a *Arena) ints(n int) []int64 { return take(&a.i64, &a.spill.i64, n)[:0] }
 
 // count is the number of varints in a packed field.
 func count(b []byte) int {

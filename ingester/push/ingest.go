@@ -200,7 +200,7 @@ func (h *Handler) finishIngestPprof(lim *validation.Limits, it *usage.Item, req 
 	if changed {
 		raw = nil
 	}
-	p, err := h.finish(lim, it, prof, raw, "", 0)
+	p, err := h.finish(lim, it, prof, a, raw, "", 0)
 	return p, a, err
 }
 
@@ -269,7 +269,7 @@ func (h *Handler) addDecoded(rec *usage.Request, reqLabels model.Labels, decoded
 func (h *Handler) finishDecoded(lim *validation.Limits, items []*usage.Item, raws [][]byte, decoded []ingest.Decoded, fallback int64) ([]Profile, error) {
 	out := make([]Profile, 0, len(decoded))
 	for i, d := range decoded {
-		p, err := h.finish(lim, items[i], d.Profile, raws[i], "", fallback)
+		p, err := h.finish(lim, items[i], d.Profile, nil, raws[i], "", fallback)
 		if err != nil {
 			if len(decoded) > 1 {
 				err = fmt.Errorf("profile %d of %d: %w", i+1, len(decoded), err)

@@ -146,7 +146,7 @@ func (h *Handler) decode(lim *validation.Limits, it *usage.Item, raw []byte, id 
 	} else {
 		it.Size = len(raw)
 	}
-	pr, err := h.finish(lim, it, p, raw, id, fallbackNanos)
+	pr, err := h.finish(lim, it, p, a, raw, id, fallbackNanos)
 	return pr, a, err
 }
 
@@ -154,8 +154,9 @@ func (h *Handler) decode(lim *validation.Limits, it *usage.Item, raw []byte, id 
 // far are it's, against the tenant's limits; it gets the series labels
 // (usage groups match them). raw is the profile as received, for the
 // write-ahead log; nil, or a profile the normalizations changed, is
-// marshalled again.
-func (h *Handler) finish(lim *validation.Limits, it *usage.Item, p *googlev1.Profile, raw []byte, id string, fallbackNanos int64) (Profile, error) {
+// marshalled again, into the bytes of a, the profile's arena (nil: a
+// profile of a converter, marshalled into its own).
+func (h *Handler) finish(lim *validation.Limits, it *usage.Item, p *googlev1.Profile, a *pprofdec.Arena, raw []byte, id string, fallbackNanos int64) (Profile, error) {
 	labels := it.Labels.Clone()
 	if labels.Get(model.LabelServiceName) == "" {
 		labels = labels.Set(model.LabelServiceName, model.UnknownService)
@@ -189,7 +190,7 @@ func (h *Handler) finish(lim *validation.Limits, it *usage.Item, p *googlev1.Pro
 	}
 	if changed || raw == nil {
 		// The WAL must replay what is stored, rewrites included.
-		if raw, err = p.MarshalVT(); err != nil {
+		if raw, err = marshal(p, a); err != nil {
 			return Profile{}, err
 		}
 	}
@@ -200,6 +201,20 @@ func (h *Handler) finish(lim *validation.Limits, it *usage.Item, p *googlev1.Pro
 		pid = head.ProfileID(uuid.New())
 	}
 	return Profile{ID: pid, Labels: labels, Profile: p, TimeNanos: ts, Raw: raw}, nil
+}
+
+// marshal encodes p into a's bytes (nil: its own). The bytes die with the
+// push: the WAL record and the replicas' bodies are copies.
+func marshal(p *googlev1.Profile, a *pprofdec.Arena) ([]byte, error) {
+	if a == nil {
+		return p.MarshalVT()
+	}
+	b := a.Bytes(p.SizeVT())
+	n, err := p.MarshalToSizedBufferVT(b)
+	if err != nil {
+		return nil, err
+	}
+	return b[len(b)-n:], nil
 }
 
 // tenantLimiter is a tenant's rate limiter and the limit it was built for.

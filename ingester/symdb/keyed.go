@@ -3,6 +3,8 @@ package symdb
 import (
 	"encoding/binary"
 	"hash/maphash"
+	"slices"
+	"sync"
 
 	googlev1 "github.com/grafana/pyroscope/api/gen/proto/go/google/v1"
 )
@@ -41,11 +43,28 @@ type idIndex struct {
 	sparse map[uint64]int32
 }
 
-func newIDIndex(n int, maxID uint64) idIndex {
+// reset empties x for n ids up to maxID, reusing its memory.
+func (x *idIndex) reset(n int, maxID uint64) {
 	if maxID <= uint64(2*n+16) {
-		return idIndex{dense: make([]int32, maxID+1)}
+		x.dense, x.sparse = zeroedSlice(x.dense, int(maxID)+1), nil
+		return
 	}
-	return idIndex{sparse: make(map[uint64]int32, n)}
+	x.dense = x.dense[:0]
+	if x.sparse == nil {
+		x.sparse = make(map[uint64]int32, n)
+	} else {
+		clear(x.sparse)
+	}
+}
+
+// zeroedSlice is s resized to n zero values, reusing its array when it can.
+func zeroedSlice[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	s = s[:n]
+	clear(s)
+	return s
 }
 
 func (x *idIndex) get(id uint64) (int32, bool) {
@@ -84,15 +103,54 @@ type Keyed struct {
 	stackKeys []Key   // per AddStack call
 	frames    []int32 // positions in p.Location of every stack, leaf first
 	frameOff  []int32 // stack i is frames[frameOff[i]:frameOff[i+1]]
+
+	// KeyProfile's scratch, kept with the rest for the next profile.
+	strKeys, mapKeys, fnKeys []Key
+	strDone                  []bool
+	buf                      []byte
+}
+
+// keyedPool keeps Keyed memory between pushes (Release): a large profile's
+// frames and keys are megabytes a push otherwise allocates and the collector
+// then scans.
+var keyedPool = sync.Pool{New: func() any { return new(Keyed) }}
+
+// maxPooledKeyed bounds the memory a Keyed may keep in the pool.
+const maxPooledKeyed = 16 << 20
+
+// Release hands k's memory back for another profile: k must not be used
+// after (Symbols.Intern copies what it keeps). Release of nil does nothing.
+func (k *Keyed) Release() {
+	if k == nil {
+		return
+	}
+	k.p = nil
+	n := 16*(cap(k.locKeys)+cap(k.stackKeys)+cap(k.strKeys)+cap(k.mapKeys)+cap(k.fnKeys)) +
+		4*(cap(k.frames)+cap(k.frameOff)+cap(k.loc.dense)+cap(k.mapping.dense)+cap(k.function.dense)) +
+		cap(k.strDone) + cap(k.buf)
+	if n > maxPooledKeyed || len(k.loc.sparse)+len(k.mapping.sparse)+len(k.function.sparse) > 1<<16 {
+		return
+	}
+	keyedPool.Put(k)
 }
 
 // KeyProfile checks the profile's string, mapping, function and location
 // references (as AddProfile does) and keys its locations by value.
 func KeyProfile(p *googlev1.Profile) (*Keyed, error) {
-	k := &Keyed{p: p}
+	k := keyedPool.Get().(*Keyed)
+	if _, err := keyProfile(k, p); err != nil {
+		k.Release()
+		return nil, err
+	}
+	return k, nil
+}
+
+func keyProfile(k *Keyed, p *googlev1.Profile) (*Keyed, error) {
+	k.p = p
 	n := int64(len(p.StringTable))
-	strKeys := make([]Key, n)
-	strDone := make([]bool, n)
+	k.strKeys = zeroedSlice(k.strKeys, int(n))
+	k.strDone = zeroedSlice(k.strDone, int(n))
+	strKeys, strDone := k.strKeys, k.strDone
 	str := func(i int64, what string) (Key, error) {
 		if i < 0 || i >= n {
 			return Key{}, invalid("%s refers to string %d, the string table has %d", what, i, n)
@@ -109,9 +167,14 @@ func KeyProfile(p *googlev1.Profile) (*Keyed, error) {
 	for _, m := range p.Mapping {
 		maxID = max(maxID, m.Id)
 	}
-	k.mapping = newIDIndex(len(p.Mapping), maxID)
-	mapKeys := make([]Key, len(p.Mapping))
-	buf := make([]byte, 0, 256)
+	k.mapping.reset(len(p.Mapping), maxID)
+	k.mapKeys = zeroedSlice(k.mapKeys, len(p.Mapping))
+	mapKeys := k.mapKeys
+	if k.buf == nil {
+		k.buf = make([]byte, 0, 256)
+	}
+	buf := k.buf[:0]
+	defer func() { k.buf = buf[:0] }()
 	for i, m := range p.Mapping {
 		fn, err := str(m.Filename, "mapping filename")
 		if err != nil {
@@ -135,8 +198,9 @@ func KeyProfile(p *googlev1.Profile) (*Keyed, error) {
 	for _, f := range p.Function {
 		maxID = max(maxID, f.Id)
 	}
-	k.function = newIDIndex(len(p.Function), maxID)
-	fnKeys := make([]Key, len(p.Function))
+	k.function.reset(len(p.Function), maxID)
+	k.fnKeys = zeroedSlice(k.fnKeys, len(p.Function))
+	fnKeys := k.fnKeys
 	for i, f := range p.Function {
 		name, err := str(f.Name, "function name")
 		if err != nil {
@@ -162,8 +226,8 @@ func KeyProfile(p *googlev1.Profile) (*Keyed, error) {
 	for _, l := range p.Location {
 		maxID = max(maxID, l.Id)
 	}
-	k.loc = newIDIndex(len(p.Location), maxID)
-	k.locKeys = make([]Key, len(p.Location))
+	k.loc.reset(len(p.Location), maxID)
+	k.locKeys = zeroedSlice(k.locKeys, len(p.Location))
 	for i, l := range p.Location {
 		buf = buf[:0]
 		if l.MappingId != 0 {
@@ -201,9 +265,9 @@ func KeyProfile(p *googlev1.Profile) (*Keyed, error) {
 	for _, s := range p.Sample {
 		frames += len(s.LocationId)
 	}
-	k.frames = make([]int32, 0, frames)
-	k.frameOff = make([]int32, 1, len(p.Sample)+1)
-	k.stackKeys = make([]Key, 0, len(p.Sample))
+	k.frames = slices.Grow(k.frames[:0], frames)
+	k.frameOff = append(slices.Grow(k.frameOff[:0], len(p.Sample)+1), 0)
+	k.stackKeys = slices.Grow(k.stackKeys[:0], len(p.Sample))
 	return k, nil
 }
 

@@ -141,3 +141,59 @@ func TestKeyMapCollision(t *testing.T) {
 		}
 	}
 }
+
+// TestKeyedReuse keys profiles of different shapes one after another into
+// one Keyed (as the pool hands it out after Release): each gets the keys,
+// indexes and stacks of a fresh Keyed, nothing left over from the one
+// before (dense and sparse ids, more and fewer locations, a refused one).
+func TestKeyedReuse(t *testing.T) {
+	sparse := keyedProfile()
+	for _, l := range sparse.Location {
+		l.Id += 1 << 40
+	}
+	small := keyedProfile()
+	small.Location = small.Location[:2]
+	bad := keyedProfile()
+	bad.Location[0].MappingId = 9
+	stacksOf := func(p *googlev1.Profile) [][]uint64 {
+		var out [][]uint64
+		for i := range p.Location {
+			out = append(out, []uint64{p.Location[i].Id, p.Location[0].Id})
+		}
+		return out
+	}
+	reused := new(Keyed)
+	for round, p := range []*googlev1.Profile{keyedProfile(), sparse, small, bad, keyedProfile(), sparse, small} {
+		fresh, ferr := keyProfile(new(Keyed), p)
+		got, err := keyProfile(reused, p)
+		if (err == nil) != (ferr == nil) {
+			t.Fatalf("profile %d: err %v, fresh %v", round, err, ferr)
+		}
+		if err != nil {
+			continue
+		}
+		for _, st := range stacksOf(p) {
+			a, errA := fresh.AddStack(st)
+			b, errB := got.AddStack(st)
+			if a != b || (errA == nil) != (errB == nil) {
+				t.Fatalf("profile %d stack %v: %d %v, fresh %d %v", round, st, b, errB, a, errA)
+			}
+		}
+		if !slices.Equal(got.locKeys, fresh.locKeys) || !slices.Equal(got.stackKeys, fresh.stackKeys) ||
+			!slices.Equal(got.frames, fresh.frames) || !slices.Equal(got.frameOff, fresh.frameOff) {
+			t.Fatalf("profile %d: keyed differently from a fresh Keyed", round)
+		}
+		if _, err := got.AddStack([]uint64{1 << 50}); err == nil {
+			t.Fatalf("profile %d: a stack with an unknown location was keyed", round)
+		}
+		s1, s2 := New(), New()
+		s1.Lock()
+		s2.Lock()
+		if !slices.Equal(s1.Intern(got, nil), s2.Intern(fresh, nil)) {
+			t.Fatalf("profile %d: interned differently", round)
+		}
+		s1.Unlock()
+		s2.Unlock()
+		reused.p = nil // as Release leaves it
+	}
+}
