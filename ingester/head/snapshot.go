@@ -89,6 +89,7 @@ func WriteSnapshot(w io.Writer, h *Head, meta SnapshotMeta) (SnapshotStats, erro
 	sw.section(secMeta, b)
 	tenants := h.Tenants()
 	written := 0
+	var body []byte
 	for _, name := range tenants {
 		t := h.Tenant(name)
 		if t == nil {
@@ -111,17 +112,15 @@ func WriteSnapshot(w io.Writer, h *Head, meta SnapshotMeta) (SnapshotStats, erro
 		b = binary.AppendUvarint(b, uint64(len(views)))
 		sw.section(secTenant, b)
 		for i := 0; i < len(views); {
-			b = b[:0]
 			n := 0
-			var body []byte
+			body = body[:0] // one buffer for every batch: a snapshot is written every few seconds under load
 			for i < len(views) && len(body) < snapshotBatchBytes {
 				body = appendSeries(body, &views[i])
 				st.Rows += int64(len(views[i].profiles))
 				i++
 				n++
 			}
-			b = binary.AppendUvarint(b, uint64(n))
-			sw.section(secSeries, append(b, body...))
+			sw.section(secSeries, binary.AppendUvarint(b[:0], uint64(n)), body)
 		}
 		sw.section(secSymbols, appendSymbols(b[:0], syms))
 		st.Series += int64(len(views))
@@ -156,14 +155,24 @@ func (sw *snapWriter) write(b []byte) {
 	sw.n += int64(n)
 }
 
-func (sw *snapWriter) section(kind byte, payload []byte) {
+// section writes one section whose payload is parts, one after another.
+func (sw *snapWriter) section(kind byte, parts ...[]byte) {
 	var hdr [9]byte
 	hdr[0] = kind
-	binary.LittleEndian.PutUint64(hdr[1:], uint64(len(payload)))
-	crc := crc32.Update(crc32.Checksum(hdr[:], crcTable), crcTable, payload)
+	size := 0
+	for _, p := range parts {
+		size += len(p)
+	}
+	binary.LittleEndian.PutUint64(hdr[1:], uint64(size))
+	crc := crc32.Checksum(hdr[:], crcTable)
 	sw.write(hdr[:])
-	sw.write(payload)
-	sw.write(binary.LittleEndian.AppendUint32(nil, crc))
+	for _, p := range parts {
+		crc = crc32.Update(crc, crcTable, p)
+		sw.write(p)
+	}
+	var tail [4]byte
+	binary.LittleEndian.PutUint32(tail[:], crc)
+	sw.write(tail[:])
 }
 
 func appendStr(b []byte, s string) []byte {
