@@ -29,9 +29,10 @@ mlport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 ing=$!
 for i in $(seq 1 300); do curl -fsS "http://127.0.0.1:$port/ready" >/dev/null 2>&1 && break; sleep 0.1; done
 # MAX_PUSHES=n: stop after n pushes (the same work whatever the machine's speed; duration is then a cap).
+# RATE=n: n pushes a second in total (0: as fast as the 4 clients go).
 # CPU_PROFILE=file: the server's CPU profile over 30 s of the load, from its 5th second.
 [ -z "${CPU_PROFILE:-}" ] || { sleep 5; curl -fsS "http://127.0.0.1:$iport/debug/pprof/profile?seconds=30" -o "$CPU_PROFILE" || true; } &
-"$bin" load -url "http://127.0.0.1:$port" -dir "$work/corpus" -workers 4 -series 50 -duration "$dur" -max-pushes "${MAX_PUSHES:-0}" | tail -8
+"$bin" load -url "http://127.0.0.1:$port" -dir "$work/corpus" -workers 4 -series 50 -duration "$dur" -max-pushes "${MAX_PUSHES:-0}" -rate "${RATE:-0}" | tail -8
 read -r utime stime < <(awk '{print $14, $15}' /proc/$ing/stat)
 hz=$(getconf CLK_TCK)
 cpu=$(python3 -c "print(round(($utime+$stime)/$hz,1))")
