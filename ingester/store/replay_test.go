@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 
@@ -13,6 +15,7 @@ import (
 	"github.com/google/uuid"
 	pushv1 "github.com/grafana/pyroscope/api/gen/proto/go/push/v1"
 	typesv1 "github.com/grafana/pyroscope/api/gen/proto/go/types/v1"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hearth-dev/hearth/ingester/head"
 	"github.com/hearth-dev/hearth/ingester/push"
@@ -130,4 +133,106 @@ func TestParallelReplayMatchesSequential(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestReplayLeavesCheckpointedSegmentsUnread: segments before the checkpoint
+// (kept while their blocks wait for upload) are in blocks, so a restart does
+// not read them: damaged ones are neither read nor reported, and the head is
+// the WAL after the checkpoint, with one replay worker and with several.
+func TestReplayLeavesCheckpointedSegmentsUnread(t *testing.T) {
+	dir := t.TempDir()
+	opts := snapOpts(dir)
+	opts.WriteBlock = func(d, tn string, sel head.Selection) (string, error) {
+		id := uuid.NewString()
+		return id, os.MkdirAll(filepath.Join(d, id), 0o755)
+	}
+	s, err := Open(opts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	p := newSnapPusher(t, s)
+	n := 0
+	pushN := func(k int) {
+		for range k {
+			p.push(t, n, false)
+			n++
+		}
+	}
+	ctx := context.Background()
+	pushN(6)
+	if _, err := s.wal.Rotate(ctx); err != nil { // two segments before the checkpoint
+		t.Fatal(err)
+	}
+	pushN(6)
+	if err := s.Cut(ctx, "test"); err != nil {
+		t.Fatal(err)
+	}
+	pushN(5)
+	img := crashImage(t, dir)
+	checkpoint, err := wal.ReadCheckpoint(filepath.Join(img, "wal", "checkpoint"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	damaged := 0
+	for seg := range checkpoint {
+		path := filepath.Join(img, "wal", fmt.Sprintf("%08d.wal", seg))
+		fi, err := os.Stat(path)
+		if os.IsNotExist(err) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, bytes.Repeat([]byte{0xa5}, int(fi.Size())), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		damaged++
+	}
+	if damaged < 2 {
+		t.Fatalf("%d segments before the checkpoint %d, want 2", damaged, checkpoint)
+	}
+	for _, workers := range []int{1, 4} {
+		t.Run(fmt.Sprint("workers=", workers), func(t *testing.T) {
+			o := opts
+			o.DataDir = crashImage(t, img)
+			o.ReplayWorkers = workers
+			reg := prometheus.NewRegistry()
+			o.Registerer = reg
+			r, err := Open(o, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			for name, want := range map[string]float64{"hearth_wal_corrupt_records_total": 0, "hearth_wal_replay_records_total": 5} {
+				got, err := gathered(reg, name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got != want {
+					t.Errorf("%s = %v, want %v", name, got, want)
+				}
+			}
+			requireSameContents(t, r.Head(), s.Head())
+		})
+	}
+}
+
+// gathered is the value of the unlabelled counter or gauge name in reg.
+func gathered(reg *prometheus.Registry, name string) (float64, error) {
+	mfs, err := reg.Gather()
+	if err != nil {
+		return 0, err
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name || len(mf.GetMetric()) != 1 {
+			continue
+		}
+		m := mf.GetMetric()[0]
+		if c := m.GetCounter(); c != nil {
+			return c.GetValue(), nil
+		}
+		return m.GetGauge().GetValue(), nil
+	}
+	return 0, fmt.Errorf("%s not gathered", name)
 }

@@ -296,7 +296,12 @@ func (s *Store) replay(checkpoint uint64, snap *loadedSnapshot, m *wal.Metrics) 
 		}
 		return nil
 	}
-	replayOpts := wal.ReplayOptions{Logger: s.log, Metrics: m, Skip: snap.skips}
+	// Segments before the checkpoint are in blocks, and those a loaded snapshot
+	// holds are in it: neither is read (Replay still reads the last segment,
+	// whose torn tail it must truncate; the callbacks drop what it holds
+	// before the checkpoint).
+	skip := func(seg uint64) bool { return seg < checkpoint || snap.skips(seg) }
+	replayOpts := wal.ReplayOptions{Logger: s.log, Metrics: m, Skip: skip}
 	start := time.Now()
 	var err error
 	if workers == 1 {
